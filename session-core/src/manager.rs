@@ -1,0 +1,758 @@
+//! The session manager (SPEC §3): ASP.NET's session module done once. It opens a session per
+//! request with the chosen access mode, waits for locks, and ends the request with exactly one store
+//! operation from the decision table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::config::{Config, MAX_SESSION_TIMEOUT};
+use crate::data::SessionData;
+use crate::error::{Error, Operation, Result};
+use crate::id::{LockToken, SessionId};
+use crate::model::{
+    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Items, LockInfo, ReadOutcome,
+    ReleaseOutcome, RemoveOutcome, Snapshot,
+};
+use crate::names::{AppName, SessionKey};
+use crate::retry::{ResilientStore, RetryPolicy};
+use crate::store::SessionStore;
+
+/// How a request uses its session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// Lock the session for the request; wait while another request holds the lock (the default).
+    #[default]
+    Exclusive,
+    /// Read without locking; wait while a writer holds the lock; never write (only the expiry
+    /// slides). Changing the session is an error.
+    ReadOnly,
+    /// No lock: concurrent requests do not wait for each other, and saving merges per item
+    /// (`write_concurrent`, last writer wins per item). A session locked by an `Exclusive` request
+    /// is waited for, as in `ReadOnly`, so that a half-finished exclusive request is never read.
+    Concurrent,
+}
+
+/// What [`Session::end`] did: the row of the decision table of SPEC §3 that applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndOutcome {
+    /// Nothing to store: a read-only session, an unchanged lock-free session, or a new session that
+    /// was never written (or abandoned).
+    Nothing,
+    /// A new session was stored.
+    Created,
+    /// The changes were stored (and, for an exclusive session, the lock released).
+    Committed,
+    /// Nothing changed; the lock was released.
+    Released,
+    /// Nothing changed, and the lock had already been taken over or released by someone else.
+    LockWasLost,
+    /// The session was abandoned and deleted.
+    Removed,
+    /// The session was degraded, or the store failed with `throwOnError = false`: nothing was
+    /// stored; [`SessionManager::last_error`] holds the cause.
+    NotSaved,
+}
+
+struct Inner {
+    store: Arc<dyn SessionStore>,
+    app: AppName,
+    session_timeout: Duration,
+    lock_ttl: Duration,
+    poll_interval: Duration,
+    max_waiters: usize,
+    wait_timeout: Duration,
+    max_size: usize,
+    throw_on_error: bool,
+    /// Waiting requests per session. A std mutex: it is held only to bump a counter, never across an
+    /// `.await`.
+    waiters: Mutex<HashMap<SessionKey, usize>>,
+    last_error: Mutex<Option<Arc<Error>>>,
+}
+
+impl Inner {
+    fn record(&self, err: &Error) -> Arc<Error> {
+        let shared = Arc::new(clone_for_record(err));
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&shared));
+        shared
+    }
+}
+
+/// `Error` holds non-clonable sources; the recorded copy keeps the message and the source chain
+/// as text, and every field that has a value type.
+fn clone_for_record(err: &Error) -> Error {
+    match err {
+        Error::Timeout {
+            backend,
+            operation,
+            after,
+        } => Error::Timeout {
+            backend,
+            operation: *operation,
+            after: *after,
+        },
+        Error::LockLost { operation } => Error::LockLost {
+            operation: *operation,
+        },
+        Error::SessionGone { operation } => Error::SessionGone {
+            operation: *operation,
+        },
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            match other {
+                Error::Unavailable {
+                    backend, operation, ..
+                } => Error::Unavailable {
+                    backend,
+                    operation: *operation,
+                    source: text.into(),
+                },
+                Error::Backend {
+                    backend, operation, ..
+                } => Error::Backend {
+                    backend,
+                    operation: *operation,
+                    source: text.into(),
+                },
+                Error::Corrupt {
+                    backend,
+                    app,
+                    id_prefix,
+                    ..
+                } => Error::Corrupt {
+                    backend,
+                    app: app.clone(),
+                    id_prefix: id_prefix.clone(),
+                    source: text.into(),
+                },
+                _ => Error::Backend {
+                    backend: "session-manager",
+                    operation: other.operation().unwrap_or(Operation::Connect),
+                    source: text.into(),
+                },
+            }
+        }
+    }
+}
+
+/// Opens and ends sessions on a store, per request (SPEC §3). Cheap to clone; share one per
+/// application.
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.inner.store.backend())
+            .field("app", &self.inner.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// A manager for `store` with the settings of `config`. The store is wrapped in a
+    /// [`ResilientStore`] with the configured retry timeout and operation timeout.
+    pub fn new(store: Arc<dyn SessionStore>, config: &Config) -> Self {
+        let store: Arc<dyn SessionStore> = Arc::new(ResilientStore::new(
+            store,
+            RetryPolicy::new(config.retry_timeout()),
+            config.operation_timeout(),
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                app: config.application_name().clone(),
+                session_timeout: config.session_timeout(),
+                lock_ttl: config.lock_ttl(),
+                poll_interval: config.poll_interval(),
+                max_waiters: config.max_waiters_per_session(),
+                wait_timeout: config.lock_wait_timeout(),
+                max_size: config.max_session_size(),
+                throw_on_error: config.throw_on_error(),
+                waiters: Mutex::new(HashMap::new()),
+                last_error: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The (wrapped) store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    /// The application whose sessions this manager opens.
+    pub fn application(&self) -> &AppName {
+        &self.inner.app
+    }
+
+    /// The most recent store failure this manager saw, if any (it is never cleared). With
+    /// `throwOnError = false` this is how the application learns why a session is degraded.
+    pub fn last_error(&self) -> Option<Arc<Error>> {
+        self.inner
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Opens the session for one request.
+    ///
+    /// `id` is the value the client sent (the cookie), if any. No id, a malformed id, or an id with
+    /// no live session gives a **new** session with a fresh id: a client-chosen id is never adopted.
+    /// `Exclusive` and `ReadOnly` wait while another request holds the lock: they wake on the store's
+    /// release signal where it has one, else poll every `poll_interval`; a lock older than the lock
+    /// TTL is taken over (exclusive) or force-released (read-only, as ASP.NET does).
+    ///
+    /// # Errors
+    /// [`Error::TooManyWaiters`] when `max_waiters_per_session` requests already wait on this
+    /// session; [`Error::WaitTimeout`] after the lock wait timeout; store failures, unless
+    /// `throwOnError = false`, in which case the session is [degraded](Session::is_degraded).
+    pub async fn open(&self, id: Option<&str>, access: Access) -> Result<Session> {
+        let parsed = id.and_then(|text| SessionId::parse(text).ok());
+        match self.open_inner(parsed, access).await {
+            Ok(session) => Ok(session),
+            Err(err) if err.is_store_failure() => {
+                self.inner.record(&err);
+                if self.inner.throw_on_error {
+                    return Err(err);
+                }
+                tracing::warn!(error = %err, "session store failed; handing out a degraded session");
+                // Keep the client's id: a passing outage must not log the user out for good.
+                let id = match parsed {
+                    Some(id) => id,
+                    None => SessionId::generate()?,
+                };
+                let mut session = self.new_session(id, access);
+                session.degraded = true;
+                Ok(session)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deletes the session `id` regardless of locks (log out everywhere). Returns whether it existed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for a malformed id; store failures.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        let key = SessionKey::new(self.inner.app.clone(), SessionId::parse(id)?);
+        let outcome = self.inner.store.delete(&key).await.inspect_err(|e| {
+            self.inner.record(e);
+        })?;
+        Ok(outcome == RemoveOutcome::Removed)
+    }
+
+    fn new_session(&self, id: SessionId, access: Access) -> Session {
+        Session {
+            inner: Arc::clone(&self.inner),
+            key: SessionKey::new(self.inner.app.clone(), id),
+            access,
+            data: SessionData::new(Arc::new(Items::new()), self.inner.max_size),
+            timeout: self.inner.session_timeout,
+            timeout_changed: false,
+            token: None,
+            stored: false,
+            initial_access: false,
+            abandoned: false,
+            degraded: false,
+            ended: false,
+        }
+    }
+
+    async fn open_inner(&self, id: Option<SessionId>, access: Access) -> Result<Session> {
+        let Some(id) = id else {
+            return Ok(self.new_session(SessionId::generate()?, access));
+        };
+        let key = SessionKey::new(self.inner.app.clone(), id);
+        match self.wait_for(&key, access).await? {
+            None => Ok(self.new_session(SessionId::generate()?, access)),
+            Some(snapshot) => {
+                let mut session = self.new_session(id, access);
+                session.timeout = snapshot.timeout;
+                session.token = snapshot.lock;
+                session.initial_access = snapshot.initialize;
+                session.data = SessionData::new(snapshot.items, self.inner.max_size);
+                session.stored = true;
+                Ok(session)
+            }
+        }
+    }
+
+    /// One attempt to open: `Ok(Ok(snapshot or missing))` or `Ok(Err(lock info))` when locked.
+    async fn attempt(
+        &self,
+        key: &SessionKey,
+        access: Access,
+    ) -> Result<std::result::Result<Option<Snapshot>, LockInfo>> {
+        let store = &self.inner.store;
+        Ok(match access {
+            Access::Exclusive => match store.acquire(key, self.inner.lock_ttl).await? {
+                AcquireOutcome::Acquired(s) => Ok(Some(s)),
+                AcquireOutcome::Locked(info) => Err(info),
+                _ => Ok(None),
+            },
+            Access::ReadOnly | Access::Concurrent => match store.read(key).await? {
+                ReadOutcome::Found(s) => Ok(Some(s)),
+                ReadOutcome::Locked(info) => Err(info),
+                _ => Ok(None),
+            },
+        })
+    }
+
+    async fn wait_for(&self, key: &SessionKey, access: Access) -> Result<Option<Snapshot>> {
+        let inner = &self.inner;
+        let start = Instant::now();
+        let deadline = start + inner.wait_timeout;
+        let signal = inner.store.capabilities().release_signal;
+        let mut waiter: Option<WaiterGuard> = None;
+        let mut watch = None;
+        loop {
+            // Subscribe before looking, so that a release between the look and the wait wakes us.
+            if signal && waiter.is_some() && watch.is_none() {
+                watch = Some(inner.store.watch_release(key).await?);
+            }
+            let info = match self.attempt(key, access).await? {
+                Ok(found) => return Ok(found),
+                Err(info) => info,
+            };
+            if waiter.is_none() {
+                waiter = Some(WaiterGuard::register(inner, key)?);
+                if signal {
+                    continue;
+                }
+            }
+            if access != Access::Exclusive && info.age >= inner.lock_ttl {
+                // A stale writer: force its release with its token, as ASP.NET's module does.
+                inner.store.release(key, info.token).await?;
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::WaitTimeout {
+                    waited: now - start,
+                });
+            }
+            let until_stale = inner.lock_ttl.saturating_sub(info.age);
+            let nap = inner
+                .poll_interval
+                .min(until_stale)
+                .min(deadline - now)
+                .max(Duration::from_millis(1));
+            match watch.take() {
+                // The release signal wakes us at once; the poll interval is only a safety net.
+                Some(w) => {
+                    tokio::select! {
+                        () = w => {}
+                        () = tokio::time::sleep(nap) => {}
+                    }
+                }
+                None => tokio::time::sleep(nap).await,
+            }
+        }
+    }
+}
+
+/// Counts one waiting request on a session; the count drops when the guard does.
+struct WaiterGuard {
+    inner: Arc<Inner>,
+    key: SessionKey,
+}
+
+impl WaiterGuard {
+    fn register(inner: &Arc<Inner>, key: &SessionKey) -> Result<Self> {
+        let mut waiters = inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = waiters.entry(key.clone()).or_insert(0);
+        if *count >= inner.max_waiters {
+            return Err(Error::TooManyWaiters {
+                limit: inner.max_waiters,
+            });
+        }
+        *count += 1;
+        Ok(Self {
+            inner: Arc::clone(inner),
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = waiters.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                waiters.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// One request's session. End it with [`Session::end`]; a session dropped without being ended (the
+/// handler failed or panicked) releases its lock and writes nothing.
+pub struct Session {
+    inner: Arc<Inner>,
+    key: SessionKey,
+    access: Access,
+    data: SessionData,
+    timeout: Duration,
+    timeout_changed: bool,
+    /// The lock token of an exclusive session that came from the store.
+    token: Option<LockToken>,
+    /// Whether the session came from the store (else it is new and not stored yet).
+    stored: bool,
+    initial_access: bool,
+    abandoned: bool,
+    degraded: bool,
+    ended: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("key", &self.key)
+            .field("access", &self.access)
+            .field("new", &!self.stored)
+            .field("items", &self.data.len())
+            .field("degraded", &self.degraded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The session id; `id().expose()` is the cookie value.
+    pub fn id(&self) -> &SessionId {
+        self.key.id()
+    }
+
+    /// The session's store key.
+    pub fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    /// How the session was opened.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Whether the session is new (not in the store when the request began).
+    pub fn is_new(&self) -> bool {
+        !self.stored
+    }
+
+    /// Whether the store failed with `throwOnError = false`: the session is empty and will not be
+    /// saved; [`SessionManager::last_error`] holds the cause.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Whether this is the first access of a session created uninitialized (ASP.NET
+    /// `InitializeItem`); reported to exactly one request.
+    pub fn is_initial_access(&self) -> bool {
+        self.initial_access
+    }
+
+    /// The value of item `name` decoded as `T`, or `None`.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if the stored value is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.data.get(name)
+    }
+
+    /// The items' names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.data.names()
+    }
+
+    /// The items (for inspection).
+    pub fn data(&self) -> &SessionData {
+        &self.data
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.access == Access::ReadOnly {
+            return Err(Error::NotWritable("read-only"));
+        }
+        if self.ended {
+            return Err(Error::NotWritable("ended"));
+        }
+        Ok(())
+    }
+
+    /// Sets item `name`, encoding it now.
+    ///
+    /// # Errors
+    /// [`Error::NotWritable`] for a read-only session; [`Error::InvalidName`], [`Error::Encode`],
+    /// [`Error::SessionTooLarge`]. On error nothing changes.
+    pub fn insert<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+        self.writable()?;
+        self.data.insert(name, value)
+    }
+
+    /// Removes item `name`; returns whether it was there.
+    ///
+    /// # Errors
+    /// [`Error::NotWritable`] for a read-only session.
+    pub fn remove(&mut self, name: &str) -> Result<bool> {
+        self.writable()?;
+        Ok(self.data.remove(name))
+    }
+
+    /// Removes every item.
+    ///
+    /// # Errors
+    /// [`Error::NotWritable`] for a read-only session.
+    pub fn clear(&mut self) -> Result<()> {
+        self.writable()?;
+        self.data.clear();
+        Ok(())
+    }
+
+    /// The session's idle timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Changes this session's idle timeout (stored with the session at the end of the request).
+    ///
+    /// # Errors
+    /// [`Error::NotWritable`]; [`Error::InvalidConfig`] for zero or more than a year.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.writable()?;
+        if timeout.is_zero() || timeout > MAX_SESSION_TIMEOUT {
+            return Err(Error::config(
+                "session timeout",
+                "must be between 1 ms and one year",
+            ));
+        }
+        if timeout != self.timeout {
+            self.timeout = timeout;
+            self.timeout_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Marks the session for deletion at the end of the request (ASP.NET `Abandon`).
+    ///
+    /// # Errors
+    /// [`Error::NotWritable`] for a read-only session.
+    pub fn abandon(&mut self) -> Result<()> {
+        self.writable()?;
+        self.abandoned = true;
+        Ok(())
+    }
+
+    /// Whether [`Session::abandon`] was called.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+
+    /// Gives the session a fresh id, keeping its data and lock (session-fixation defence after
+    /// login). Uses the store's atomic `change_id` where declared; otherwise creates the session
+    /// under the new id, locks it, and removes the old one. Returns the new id.
+    ///
+    /// # Errors
+    /// [`Error::NotWritable`] for a read-only or lock-free stored session; [`Error::LockLost`] if
+    /// this request no longer holds the lock; [`Error::IdCollision`]; store failures.
+    pub async fn renew_id(&mut self) -> Result<SessionId> {
+        self.writable()?;
+        let new_id = SessionId::generate()?;
+        if !self.stored || self.degraded {
+            self.key = self.key.with_id(new_id);
+            return Ok(new_id);
+        }
+        let Some(token) = self.token else {
+            return Err(Error::NotWritable("opened without a lock"));
+        };
+        let result = self.renew_stored(new_id, token).await;
+        if let Err(err) = &result {
+            if err.is_store_failure() {
+                self.inner.record(err);
+            }
+        }
+        result.map(|()| new_id)
+    }
+
+    async fn renew_stored(&mut self, new_id: SessionId, token: LockToken) -> Result<()> {
+        let store = Arc::clone(&self.inner.store);
+        let new_key = self.key.with_id(new_id);
+        if store.capabilities().change_id {
+            return match store.change_id(&self.key, new_id, token).await? {
+                ChangeIdOutcome::Changed => {
+                    self.key = new_key;
+                    Ok(())
+                }
+                ChangeIdOutcome::AlreadyExists => Err(Error::IdCollision),
+                _ => Err(Error::LockLost {
+                    operation: Operation::ChangeId,
+                }),
+            };
+        }
+        let items = self.data.to_items();
+        if store.create(&new_key, &items, self.timeout, true).await? != CreateOutcome::Created {
+            return Err(Error::IdCollision);
+        }
+        let new_token = match store.acquire(&new_key, self.inner.lock_ttl).await? {
+            AcquireOutcome::Acquired(s) => s.lock,
+            _ => None,
+        };
+        let removed = store.remove(&self.key, token).await?;
+        match (new_token, removed) {
+            (Some(new_token), RemoveOutcome::Removed) => {
+                self.key = new_key;
+                self.token = Some(new_token);
+                self.data.rebase();
+                self.timeout_changed = false;
+                Ok(())
+            }
+            _ => {
+                // Our lock on the old session was lost meanwhile: undo the copy, report the loss.
+                store.delete(&new_key).await?;
+                Err(Error::LockLost {
+                    operation: Operation::ChangeId,
+                })
+            }
+        }
+    }
+
+    /// Ends the request with exactly one store operation (SPEC §3):
+    ///
+    /// | situation | operation |
+    /// |---|---|
+    /// | degraded | nothing |
+    /// | read-only | nothing |
+    /// | new, and never written or abandoned | nothing |
+    /// | new and written | `create` |
+    /// | abandoned | `remove` (exclusive) or `delete` (lock-free) |
+    /// | items or timeout changed | `commit` (exclusive) or `write_concurrent` (lock-free) |
+    /// | otherwise, exclusive | `release` |
+    /// | otherwise, lock-free | nothing (the read already slid the expiry) |
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] if the commit or remove was rejected because this request's lock was lost:
+    /// the write did not happen. [`Error::SessionGone`] if a lock-free write found the session gone.
+    /// [`Error::IdCollision`]. Store failures, unless `throwOnError = false`, in which case the
+    /// outcome is [`EndOutcome::NotSaved`] and [`SessionManager::last_error`] holds the cause.
+    pub async fn end(mut self) -> Result<EndOutcome> {
+        self.ended = true;
+        match self.end_inner().await {
+            Err(err) if err.is_store_failure() => {
+                self.inner.record(&err);
+                if self.inner.throw_on_error {
+                    Err(err)
+                } else {
+                    Ok(EndOutcome::NotSaved)
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn end_inner(&mut self) -> Result<EndOutcome> {
+        if self.degraded {
+            return Ok(EndOutcome::NotSaved);
+        }
+        let store = Arc::clone(&self.inner.store);
+        let changed = self.data.is_changed() || self.timeout_changed;
+        if self.access == Access::ReadOnly {
+            return Ok(EndOutcome::Nothing);
+        }
+        if !self.stored {
+            if self.abandoned || !changed {
+                return Ok(EndOutcome::Nothing);
+            }
+            let items = self.data.to_items();
+            return match store.create(&self.key, &items, self.timeout, true).await? {
+                CreateOutcome::Created => Ok(EndOutcome::Created),
+                _ => Err(Error::IdCollision),
+            };
+        }
+        match (self.access, self.token) {
+            (Access::Exclusive, Some(token)) => {
+                if self.abandoned {
+                    return match store.remove(&self.key, token).await? {
+                        RemoveOutcome::LockLost => Err(Error::LockLost {
+                            operation: Operation::Remove,
+                        }),
+                        _ => Ok(EndOutcome::Removed),
+                    };
+                }
+                if changed {
+                    let delta = self.data.delta();
+                    return match store.commit(&self.key, token, &delta, self.timeout).await? {
+                        CommitOutcome::Committed => Ok(EndOutcome::Committed),
+                        _ => Err(Error::LockLost {
+                            operation: Operation::Commit,
+                        }),
+                    };
+                }
+                Ok(match store.release(&self.key, token).await? {
+                    ReleaseOutcome::Released => EndOutcome::Released,
+                    _ => EndOutcome::LockWasLost,
+                })
+            }
+            _ => {
+                if self.abandoned {
+                    store.delete(&self.key).await?;
+                    return Ok(EndOutcome::Removed);
+                }
+                if !changed {
+                    return Ok(EndOutcome::Nothing);
+                }
+                let delta = self.data.delta();
+                match store
+                    .write_concurrent(&self.key, &delta, self.timeout)
+                    .await?
+                {
+                    CommitOutcome::Committed => Ok(EndOutcome::Committed),
+                    _ => Err(Error::SessionGone {
+                        operation: Operation::WriteConcurrent,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.ended || self.degraded || !self.stored {
+            return;
+        }
+        let Some(token) = self.token else { return };
+        // Not ended: the handler failed or panicked. Release the lock, write nothing.
+        let store = Arc::clone(&self.inner.store);
+        let key = self.key.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(err) = store.release(&key, token).await {
+                        tracing::warn!(error = %err, "releasing the lock of a dropped session failed");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                "session dropped outside a tokio runtime; its lock will be taken over once stale"
+            ),
+        }
+    }
+}

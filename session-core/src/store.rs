@@ -1,0 +1,408 @@
+//! The store trait every backend implements (SPEC §2), its capability declaration, and the types
+//! of the two optional signals (lock release and expiry events).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::id::{LockToken, SessionId};
+use crate::model::{
+    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, ReadOutcome,
+    ReleaseOutcome, RemoveOutcome, TouchOutcome,
+};
+use crate::names::SessionKey;
+
+/// The optional capabilities a store declares (SPEC §2). All false by default; the conformance
+/// suite runs a capability's behaviours only where it is declared, and otherwise checks that the
+/// operation returns [`Error::Unsupported`](crate::Error::Unsupported) without side effects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Atomic `change_id(old, new, token)`.
+    pub change_id: bool,
+    /// Batched `purge_expired(batch)`.
+    pub purge_expired: bool,
+    /// `expiry_events()`: the final items of sessions that expired or were removed.
+    pub expiry_events: bool,
+    /// `watch_release(key)`: waiters wake when a lock is released instead of polling.
+    pub release_signal: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const fn none() -> Self {
+        Self {
+            change_id: false,
+            purge_expired: false,
+            expiry_events: false,
+            release_signal: false,
+        }
+    }
+
+    /// Declares `change_id`.
+    pub const fn with_change_id(mut self) -> Self {
+        self.change_id = true;
+        self
+    }
+
+    /// Declares `purge_expired`.
+    pub const fn with_purge_expired(mut self) -> Self {
+        self.purge_expired = true;
+        self
+    }
+
+    /// Declares expiry events.
+    pub const fn with_expiry_events(mut self) -> Self {
+        self.expiry_events = true;
+        self
+    }
+
+    /// Declares the release signal.
+    pub const fn with_release_signal(mut self) -> Self {
+        self.release_signal = true;
+        self
+    }
+}
+
+/// A one-shot wake-up: completes when the lock of the watched session is released (by `commit`,
+/// `release`, `remove`, `delete`, `change_id` or expiry) after the watch was created.
+///
+/// It may also complete spuriously; waiters always re-check with the store.
+pub struct ReleaseWatch(Pin<Box<dyn Future<Output = ()> + Send + 'static>>);
+
+impl ReleaseWatch {
+    /// Wraps a future that completes on release.
+    pub fn new(fut: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Box::pin(fut))
+    }
+}
+
+impl Future for ReleaseWatch {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.get_mut().0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ReleaseWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReleaseWatch")
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// It was idle past its timeout.
+    Expired,
+    /// It was removed (`remove` or `delete`).
+    Removed,
+}
+
+/// A session that ended (ASP.NET `Session_End`), with its final items.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExpiryEvent {
+    /// The session that ended.
+    pub key: SessionKey,
+    /// Its items at the end.
+    pub items: Arc<Items>,
+    /// Why it ended.
+    pub reason: EndReason,
+}
+
+impl ExpiryEvent {
+    /// An event for `key` with its final `items`.
+    pub fn new(key: SessionKey, items: Arc<Items>, reason: EndReason) -> Self {
+        Self { key, items, reason }
+    }
+}
+
+/// A stream of [`ExpiryEvent`]s, each delivered once to every subscriber that exists when it occurs.
+pub struct ExpiryEvents(tokio::sync::broadcast::Receiver<ExpiryEvent>);
+
+impl ExpiryEvents {
+    /// Wraps a broadcast receiver.
+    pub fn new(receiver: tokio::sync::broadcast::Receiver<ExpiryEvent>) -> Self {
+        Self(receiver)
+    }
+
+    /// The next event, or `None` once the store is gone. Events a slow subscriber missed are
+    /// skipped (and logged), never replayed out of order.
+    pub async fn next(&mut self) -> Option<ExpiryEvent> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(event) => return Some(event),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "expiry event subscriber lagged");
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ExpiryEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExpiryEvents")
+    }
+}
+
+/// A session store: the provider contract (SPEC §2).
+///
+/// # Contract
+/// Every operation is atomic: no other operation on the same session observes it half done. A
+/// networked store performs each in **one round trip**. Every outcome is reported as a distinct
+/// value. A session past its expiry does not exist for any operation. Every access slides the
+/// expiry to `now + timeout` where the table below says so, using the session's own stored timeout.
+/// Lock age is measured on the store's clock.
+///
+/// Operations are **idempotent under retry**: a `commit` or `release` repeated with the token of the
+/// store's last successful `commit`/`release` of that session (and nothing in between) reports the
+/// same outcome again without applying anything twice, so the retry policy (SPEC §4) never turns a
+/// successful commit into an error.
+///
+/// Implement every method; there are no defaults. Optional operations that the store does not declare
+/// in [`SessionStore::capabilities`] return [`Error::Unsupported`](crate::Error::Unsupported) and
+/// change nothing. Run [`conformance`](crate#conformance-suite) against the implementation.
+///
+/// # Cancel safety
+/// Dropping an operation's future must not leave a half-applied change; it may leave the operation
+/// applied or not applied.
+#[async_trait]
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// The backend's name, used in errors and tracing (`"memory"`, `"redis"`, `"postgres"`...).
+    fn backend(&self) -> &'static str;
+
+    /// The optional capabilities this store supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Reads a session without locking it.
+    ///
+    /// # Contract
+    /// `Missing` if absent or expired; `Locked` (holder token and age, no data) if another request
+    /// holds the lock; else `Found`. Slides the expiry in every case except `Missing`, even when
+    /// locked. The first `Found` of an uninitialized session has `initialize` set, and clears it.
+    ///
+    /// # Errors
+    /// Store failures; [`Error::Corrupt`](crate::Error::Corrupt) for undecodable stored data.
+    async fn read(&self, key: &SessionKey) -> Result<ReadOutcome>;
+
+    /// Locks a session and returns its data.
+    ///
+    /// # Contract
+    /// `Missing` if absent or expired (nothing is created); `Locked` if a lock younger than
+    /// `lock_ttl` is held (also when the caller holds it: locks are not re-entrant); else `Acquired`
+    /// with a fresh token, taking over a stale lock (age ≥ `lock_ttl`) in the same step. Slides the
+    /// expiry in every case except `Missing`. Reports `initialize` like [`SessionStore::read`].
+    ///
+    /// # Errors
+    /// Store failures; [`Error::Corrupt`](crate::Error::Corrupt) for undecodable stored data.
+    async fn acquire(&self, key: &SessionKey, lock_ttl: Duration) -> Result<AcquireOutcome>;
+
+    /// Applies `delta`, stores `timeout` as the session's timeout, slides the expiry by it and
+    /// releases the lock, all in one step.
+    ///
+    /// # Contract
+    /// `Committed` only if `token` is the current holder's; otherwise (taken over, released,
+    /// expired, session gone) `LockLost` and nothing is written. Only the delta is written: items
+    /// it does not name are untouched.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn commit(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> Result<CommitOutcome>;
+
+    /// Releases the lock without writing, and slides the expiry.
+    ///
+    /// # Contract
+    /// `Released` if `token` is the current holder's, else `LockLost` and nothing changes. A forced
+    /// release (by a request that is not the holder but knows its token) is allowed.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome>;
+
+    /// Inserts a new unlocked session if no live session has this key.
+    ///
+    /// # Contract
+    /// `Created`, or `AlreadyExists` without touching the existing session or its lock (SPEC §2
+    /// rule 2). With `initialized = false` the first read or acquire reports `initialize`.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn create(
+        &self,
+        key: &SessionKey,
+        items: &Items,
+        timeout: Duration,
+        initialized: bool,
+    ) -> Result<CreateOutcome>;
+
+    /// Deletes a session on behalf of its lock holder (ASP.NET `Abandon`).
+    ///
+    /// # Contract
+    /// `Removed` if `token` holds the lock; `LockLost` if the session exists but `token` does not
+    /// hold it (nothing changes); `Missing` if there is no such session.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome>;
+
+    /// Slides the expiry by the session's stored timeout, touching nothing else.
+    ///
+    /// # Contract
+    /// `Touched`, or `Missing` (nothing is created).
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome>;
+
+    /// Lock-free write: merges `delta` per item (last writer wins per item), stores `timeout` and
+    /// slides the expiry, ignoring and keeping any lock.
+    ///
+    /// # Contract
+    /// `Committed`, or `Missing` (nothing is created).
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn write_concurrent(
+        &self,
+        key: &SessionKey,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> Result<CommitOutcome>;
+
+    /// Administrative delete regardless of locks (log out everywhere).
+    ///
+    /// # Contract
+    /// `Removed` or `Missing`. A holder's later `commit` is `LockLost`.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome>;
+
+    /// Optional (`Capabilities::change_id`): moves a locked session to `new_id` in one step,
+    /// keeping its data, timeout and lock (the same token stays valid under the new id).
+    ///
+    /// # Contract
+    /// `Changed`; `LockLost` if `token` does not hold the lock or the session is gone;
+    /// `AlreadyExists` if `new_id` is taken. Nothing changes unless `Changed`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) where undeclared; store failures.
+    async fn change_id(
+        &self,
+        key: &SessionKey,
+        new_id: SessionId,
+        token: LockToken,
+    ) -> Result<ChangeIdOutcome>;
+
+    /// Optional (`Capabilities::purge_expired`): deletes up to `batch` expired sessions, returning
+    /// how many it deleted.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) where undeclared; store failures.
+    async fn purge_expired(&self, batch: usize) -> Result<u64>;
+
+    /// Optional (`Capabilities::release_signal`): a watch that completes when the lock of `key` is
+    /// released after this call returns. Create it *before* trying to acquire, so that a release
+    /// between the attempt and the wait is not missed.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) where undeclared; store failures.
+    async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch>;
+
+    /// Optional (`Capabilities::expiry_events`): subscribes to sessions that end (expired or removed),
+    /// with their final items.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) where undeclared; store failures.
+    async fn expiry_events(&self) -> Result<ExpiryEvents>;
+}
+
+/// A shared, type-erased store.
+pub type DynSessionStore = dyn SessionStore;
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
+        (**self).read(key).await
+    }
+    async fn acquire(&self, key: &SessionKey, lock_ttl: Duration) -> Result<AcquireOutcome> {
+        (**self).acquire(key, lock_ttl).await
+    }
+    async fn commit(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> Result<CommitOutcome> {
+        (**self).commit(key, token, delta, timeout).await
+    }
+    async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
+        (**self).release(key, token).await
+    }
+    async fn create(
+        &self,
+        key: &SessionKey,
+        items: &Items,
+        timeout: Duration,
+        initialized: bool,
+    ) -> Result<CreateOutcome> {
+        (**self).create(key, items, timeout, initialized).await
+    }
+    async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
+        (**self).remove(key, token).await
+    }
+    async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
+        (**self).touch(key).await
+    }
+    async fn write_concurrent(
+        &self,
+        key: &SessionKey,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> Result<CommitOutcome> {
+        (**self).write_concurrent(key, delta, timeout).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
+        (**self).delete(key).await
+    }
+    async fn change_id(
+        &self,
+        key: &SessionKey,
+        new_id: SessionId,
+        token: LockToken,
+    ) -> Result<ChangeIdOutcome> {
+        (**self).change_id(key, new_id, token).await
+    }
+    async fn purge_expired(&self, batch: usize) -> Result<u64> {
+        (**self).purge_expired(batch).await
+    }
+    async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
+        (**self).watch_release(key).await
+    }
+    async fn expiry_events(&self) -> Result<ExpiryEvents> {
+        (**self).expiry_events().await
+    }
+}
