@@ -49,7 +49,9 @@ impl BackendKind {
             other => {
                 return Err(Error::config(
                     "url",
-                    format!("unknown scheme {other:?} (expected memory, redis, rediss, redis+cluster, rediss+cluster, postgres, sqlite, mysql)"),
+                    format!(
+                        "unknown scheme {other:?} (expected memory, redis, rediss, redis+cluster, rediss+cluster, postgres, sqlite, mysql)"
+                    ),
                 ));
             }
         })
@@ -249,7 +251,10 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
-            .field("access_key", &self.access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_key",
+                &self.access_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("ssl", &self.ssl)
             .field("throw_on_error", &self.throw_on_error)
             .field("retry_timeout", &self.retry_timeout)
@@ -503,7 +508,10 @@ impl ConfigBuilder {
             return Err(Error::config("maxWaitersPerSession", "must be at least 1"));
         }
         if c.lock_wait_timeout.is_zero() {
-            return Err(Error::config("lockWaitTimeout", "must be greater than zero"));
+            return Err(Error::config(
+                "lockWaitTimeout",
+                "must be greater than zero",
+            ));
         }
         if c.max_session_size == 0 {
             return Err(Error::config("maxSessionSizeInBytes", "must be at least 1"));
@@ -613,7 +621,10 @@ mod tests {
             bad_setting(attrs(&[("applicationName", "{tag}")])),
             "applicationName"
         );
-        assert_eq!(bad_setting(attrs(&[("applicationName", "")])), "applicationName");
+        assert_eq!(
+            bad_setting(attrs(&[("applicationName", "")])),
+            "applicationName"
+        );
         assert_eq!(bad_setting(attrs(&[("timeout", "0")])), "timeout");
         assert_eq!(bad_setting(attrs(&[("hots", "x")])), "hots");
         assert_eq!(bad_setting(attrs(&[("host", " ")])), "host");

@@ -273,7 +273,10 @@ mod tests {
         // A map with non-string keys encodes fine in MessagePack; a failing Serialize impl does not.
         struct Bad;
         impl Serialize for Bad {
-            fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                _: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 Err(serde::ser::Error::custom("nope"))
             }
         }

@@ -65,6 +65,5 @@ pub use model::{
 pub use names::{AppName, MAX_APP_NAME_BYTES, MAX_ITEM_NAME_BYTES, SessionKey, validate_item_name};
 pub use retry::{ResilientStore, RetryPolicy};
 pub use store::{
-    Capabilities, DynSessionStore, EndReason, ExpiryEvent, ExpiryEvents, ReleaseWatch,
-    SessionStore,
+    Capabilities, DynSessionStore, EndReason, ExpiryEvent, ExpiryEvents, ReleaseWatch, SessionStore,
 };

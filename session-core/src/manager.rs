@@ -80,7 +80,10 @@ struct Inner {
 impl Inner {
     fn record(&self, err: &Error) -> Arc<Error> {
         let shared = Arc::new(clone_for_record(err));
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&shared));
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&shared));
         shared
     }
 }
@@ -584,10 +587,10 @@ impl Session {
             return Err(Error::NotWritable("opened without a lock"));
         };
         let result = self.renew_stored(new_id, token).await;
-        if let Err(err) = &result {
-            if err.is_store_failure() {
-                self.inner.record(err);
-            }
+        if let Err(err) = &result
+            && err.is_store_failure()
+        {
+            self.inner.record(err);
         }
         result.map(|()| new_id)
     }

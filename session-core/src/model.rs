@@ -275,9 +275,15 @@ mod tests {
         let mut items = Items::new();
         items.insert("a".into(), v(b"1"));
         items.insert("b".into(), v(b"2"));
-        Delta::new().with_removed("a").with_set("c", v(b"3")).apply_to(&mut items);
+        Delta::new()
+            .with_removed("a")
+            .with_set("c", v(b"3"))
+            .apply_to(&mut items);
         assert_eq!(items.keys().collect::<Vec<_>>(), ["b", "c"]);
-        Delta::new().with_cleared().with_set("d", v(b"4")).apply_to(&mut items);
+        Delta::new()
+            .with_cleared()
+            .with_set("d", v(b"4"))
+            .apply_to(&mut items);
         assert_eq!(items.keys().collect::<Vec<_>>(), ["d"]);
     }
 

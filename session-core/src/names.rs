@@ -169,7 +169,16 @@ mod tests {
 
     #[test]
     fn item_names() {
-        for ok in ["a", "A", "'; DROP TABLE x; --", "{tag}", "%s", "nul\0byte", "ünï", &"x".repeat(256)] {
+        for ok in [
+            "a",
+            "A",
+            "'; DROP TABLE x; --",
+            "{tag}",
+            "%s",
+            "nul\0byte",
+            "ünï",
+            &"x".repeat(256),
+        ] {
             validate_item_name(ok).unwrap();
         }
         assert!(validate_item_name("").is_err());

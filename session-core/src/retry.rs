@@ -265,7 +265,9 @@ impl<S: SessionStore> SessionStore for ResilientStore<S> {
     }
 
     async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
-        let run = self.run(Operation::Remove, Some(key), || self.inner.remove(key, token));
+        let run = self.run(Operation::Remove, Some(key), || {
+            self.inner.remove(key, token)
+        });
         Ok(match run.await? {
             (RemoveOutcome::Missing, true) => RemoveOutcome::Removed,
             (outcome, _) => outcome,
@@ -352,7 +354,15 @@ mod tests {
         );
         assert_eq!(
             RetryPolicy::new(ms(5000)).schedule(),
-            [ms(0), ms(20), ms(1020), ms(2020), ms(3020), ms(4020), ms(5000)]
+            [
+                ms(0),
+                ms(20),
+                ms(1020),
+                ms(2020),
+                ms(3020),
+                ms(4020),
+                ms(5000)
+            ]
         );
     }
 

@@ -1,0 +1,466 @@
+//! The conformance suite (SPEC §5): every behaviour of the contract as one named test.
+//!
+//! **Test-only and not semver-stable.** It writes sessions under fresh, random application names
+//! (one per behaviour, so behaviours run in parallel against one shared server) and never touches
+//! other applications; it deletes nothing it did not create, but leaves expired sessions behind for
+//! the store's own expiry.
+//!
+//! # Running it against your store
+//!
+//! 1. In your crate's `Cargo.toml`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! session-core = { version = "0.1", features = ["conformance"] }
+//! libtest-mimic = "0.8"
+//!
+//! [[test]]
+//! name = "conformance"
+//! harness = false
+//! ```
+//!
+//! 2. In `tests/conformance.rs`, hand [`trials`] a factory that opens your store (it is called once
+//!    per behaviour, inside a tokio runtime):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use session_core::conformance;
+//! use session_core::SessionStore;
+//!
+//! # #[derive(Debug)] struct MyStore;
+//! # impl MyStore { async fn connect(_: &str) -> session_core::Result<Self> { Ok(MyStore) } }
+//! # #[async_trait::async_trait]
+//! # impl SessionStore for MyStore {
+//! #   fn backend(&self) -> &'static str { "mine" }
+//! #   fn capabilities(&self) -> session_core::Capabilities { session_core::Capabilities::none() }
+//! #   async fn read(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::ReadOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn acquire(&self, _: &session_core::SessionKey, _: std::time::Duration) -> session_core::Result<session_core::AcquireOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn commit(&self, _: &session_core::SessionKey, _: session_core::LockToken, _: &session_core::Delta, _: std::time::Duration) -> session_core::Result<session_core::CommitOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn release(&self, _: &session_core::SessionKey, _: session_core::LockToken) -> session_core::Result<session_core::ReleaseOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn create(&self, _: &session_core::SessionKey, _: &session_core::Items, _: std::time::Duration, _: bool) -> session_core::Result<session_core::CreateOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn remove(&self, _: &session_core::SessionKey, _: session_core::LockToken) -> session_core::Result<session_core::RemoveOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn touch(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::TouchOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn write_concurrent(&self, _: &session_core::SessionKey, _: &session_core::Delta, _: std::time::Duration) -> session_core::Result<session_core::CommitOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn delete(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::RemoveOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn change_id(&self, _: &session_core::SessionKey, _: session_core::SessionId, _: session_core::LockToken) -> session_core::Result<session_core::ChangeIdOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn purge_expired(&self, _: usize) -> session_core::Result<u64> { Err(session_core::Error::InvalidToken) }
+//! #   async fn watch_release(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::ReleaseWatch> { Err(session_core::Error::InvalidToken) }
+//! #   async fn expiry_events(&self) -> session_core::Result<session_core::ExpiryEvents> { Err(session_core::Error::InvalidToken) }
+//! # }
+//! fn main() -> std::process::ExitCode {
+//!     let args = libtest_mimic::Arguments::from_args();
+//!     let trials = match std::env::var("MY_STORE_URL") {
+//!         Ok(url) => conformance::trials(move || {
+//!             let url = url.clone();
+//!             async move { Ok(Arc::new(MyStore::connect(&url).await?) as Arc<dyn SessionStore>) }
+//!         }),
+//!         Err(_) => conformance::all_ignored("MY_STORE_URL not set"),
+//!     };
+//!     conformance::run(args, trials)
+//! }
+//! ```
+//!
+//! `cargo test --test conformance` then lists one test per behaviour, named `<area>::<behaviour>`.
+//! Behaviours of an optional capability your store does not declare show as *ignored*; for each
+//! such capability an `unsupported::*` behaviour checks that the operation returns
+//! [`Error::Unsupported`] and changes nothing. Filter as usual: `cargo test --test conformance commit::`.
+//! A failure message cites the SPEC rule it checks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libtest_mimic::Trial;
+
+use crate::{
+    AppName, Capabilities, Config, ConfigBuilder, Error, SessionId, SessionKey, SessionManager,
+    SessionStore,
+};
+
+mod acquire;
+mod capability;
+mod commit;
+mod concurrency;
+mod create;
+mod delete;
+mod hostile;
+mod manager;
+mod policy;
+mod read;
+mod release;
+mod remove;
+mod support;
+mod touch;
+mod write_concurrent;
+
+pub use support::FaultyStore;
+
+/// A failed behaviour: the message says what the contract expected and what happened.
+#[derive(Debug)]
+pub struct Failed(String);
+
+impl Failed {
+    /// A failure with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<Error> for Failed {
+    fn from(err: Error) -> Self {
+        let mut text = format!("unexpected error: {err}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        Self(text)
+    }
+}
+
+/// What a behaviour returns.
+pub type Outcome = Result<(), Failed>;
+
+/// Fails the behaviour with a formatted message unless `cond` holds.
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::conformance::Failed::new(format!($($msg)+)));
+        }
+    };
+}
+pub(crate) use check;
+
+/// A future that opens a store.
+pub type StoreFuture = Pin<Box<dyn Future<Output = crate::Result<Arc<dyn SessionStore>>> + Send>>;
+
+/// Something that opens a fresh handle to the store under test; called once per behaviour, inside
+/// that behaviour's tokio runtime. Implemented for closures returning a future.
+pub trait StoreFactory: Send + Sync + 'static {
+    /// Opens the store.
+    fn open(&self) -> StoreFuture;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = crate::Result<Arc<dyn SessionStore>>> + Send + 'static,
+{
+    fn open(&self) -> StoreFuture {
+        Box::pin(self())
+    }
+}
+
+/// What a behaviour gets: the store, a fresh application name of its own, and the declared
+/// capabilities.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    store: Arc<dyn SessionStore>,
+    app: AppName,
+    caps: Capabilities,
+}
+
+impl Harness {
+    /// A harness over `store` with a fresh random application name.
+    ///
+    /// # Errors
+    /// If the OS random source fails.
+    pub fn new(store: Arc<dyn SessionStore>) -> crate::Result<Self> {
+        let caps = store.capabilities();
+        Ok(Self {
+            store,
+            app: Self::fresh_app()?,
+            caps,
+        })
+    }
+
+    fn fresh_app() -> crate::Result<AppName> {
+        AppName::new(&format!("/conformance/{}", SessionId::generate()?.expose()))
+    }
+
+    /// The store under test.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// This behaviour's application.
+    pub fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    /// The store's declared capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    /// A fresh session key in this behaviour's application.
+    ///
+    /// # Errors
+    /// If the OS random source fails.
+    pub fn key(&self) -> crate::Result<SessionKey> {
+        Ok(SessionKey::new(self.app.clone(), SessionId::generate()?))
+    }
+
+    /// The configuration the manager behaviours start from: this application, a 20 ms poll
+    /// interval, a 30 s lock wait timeout.
+    pub fn config(&self) -> ConfigBuilder {
+        Config::builder()
+            .application_name(self.app.clone())
+            .poll_interval(Duration::from_millis(20))
+            .lock_wait_timeout(Duration::from_secs(30))
+    }
+
+    /// A manager on the store under test with [`Harness::config`] adjusted by `adjust`.
+    ///
+    /// # Errors
+    /// If the adjusted configuration is invalid.
+    pub fn manager(
+        &self,
+        adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    ) -> crate::Result<SessionManager> {
+        let config = adjust(self.config()).build()?;
+        Ok(SessionManager::new(Arc::clone(&self.store), &config))
+    }
+}
+
+type BehaviourFn = fn(Harness) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// When a behaviour runs.
+#[derive(Clone, Copy)]
+enum Gate {
+    Always,
+    /// Only where the capability is declared.
+    Needs(&'static str, fn(&Capabilities) -> bool),
+    /// Only where the capability is *not* declared (the `Unsupported` companions).
+    Lacks(&'static str, fn(&Capabilities) -> bool),
+}
+
+struct Behaviour {
+    name: &'static str,
+    run: BehaviourFn,
+    gate: Gate,
+}
+
+macro_rules! behaviours {
+    ($( $module:ident :: $name:ident $(if $gate:ident($cap:ident))? ),* $(,)?) => {
+        vec![$(
+            Behaviour {
+                name: concat!(stringify!($module), "::", stringify!($name)),
+                run: |h| Box::pin($module::$name(h)),
+                gate: behaviours!(@gate $($gate($cap))?),
+            }
+        ),*]
+    };
+    (@gate) => { Gate::Always };
+    (@gate needs($cap:ident)) => { Gate::Needs(stringify!($cap), |c: &Capabilities| c.$cap) };
+    (@gate lacks($cap:ident)) => { Gate::Lacks(stringify!($cap), |c: &Capabilities| c.$cap) };
+}
+
+/// The list of behaviours: the only one.
+fn behaviours() -> Vec<Behaviour> {
+    behaviours![
+        read::missing_is_missing,
+        read::returns_items_without_locking,
+        read::locked_reports_holder_without_data,
+        read::expired_is_missing,
+        read::slides_expiry,
+        read::slides_expiry_while_locked,
+        read::reports_uninitialized_once,
+        read::empty_session_is_found,
+        acquire::missing_is_missing_and_creates_nothing,
+        acquire::returns_items_and_fresh_token,
+        acquire::locked_reports_holder_without_data,
+        acquire::is_not_reentrant,
+        acquire::lock_age_grows_with_same_token,
+        acquire::stale_lock_is_taken_over,
+        acquire::young_lock_is_not_taken_over,
+        acquire::tokens_are_unique_per_acquisition,
+        acquire::expired_is_missing,
+        acquire::slides_expiry,
+        acquire::slides_expiry_while_locked,
+        acquire::reports_uninitialized_once,
+        commit::applies_delta_and_releases,
+        commit::wrong_token_is_lock_lost,
+        commit::after_takeover_is_lock_lost,
+        commit::after_own_release_is_lock_lost,
+        commit::after_forced_release_is_lock_lost,
+        commit::missing_session_is_lock_lost,
+        commit::expired_session_is_lock_lost,
+        commit::stores_per_session_timeout,
+        commit::new_timeout_governs_expiry,
+        commit::writes_only_the_delta,
+        commit::removes_items,
+        commit::clear_then_set,
+        commit::repeat_with_same_token_is_idempotent,
+        release::matching_token_unlocks,
+        release::wrong_token_is_lock_lost_and_keeps_lock,
+        release::missing_is_lock_lost,
+        release::slides_expiry,
+        release::keeps_items,
+        create::creates_unlocked_session,
+        create::never_overwrites,
+        create::does_not_touch_a_lock,
+        create::uninitialized_reported_once,
+        create::initialized_never_reports_initialize,
+        create::uses_given_timeout,
+        create::over_expired_session_succeeds,
+        remove::matching_token_deletes,
+        remove::wrong_token_is_lock_lost_and_keeps_session,
+        remove::missing_is_missing,
+        remove::after_takeover_is_lock_lost,
+        touch::slides_expiry,
+        touch::missing_creates_nothing,
+        touch::keeps_lock_and_items,
+        touch::uses_stored_timeout,
+        write_concurrent::merges_per_item,
+        write_concurrent::last_writer_wins_per_item,
+        write_concurrent::ignores_and_keeps_lock,
+        write_concurrent::missing_creates_nothing,
+        write_concurrent::stores_timeout,
+        delete::ignores_lock,
+        delete::missing_is_missing,
+        delete::holder_commit_after_delete_is_lock_lost,
+        hostile::applications_are_isolated,
+        hostile::hostile_item_names_round_trip,
+        hostile::hostile_values_round_trip,
+        hostile::hostile_application_names_are_isolated,
+        hostile::one_mib_value_round_trips,
+        hostile::hundred_items_round_trip,
+        hostile::clearing_all_items_keeps_session,
+        concurrency::exclusive_writers_lose_no_update,
+        concurrency::simultaneous_acquires_have_one_winner,
+        concurrency::simultaneous_creates_have_one_winner,
+        concurrency::concurrent_writers_of_distinct_items_merge,
+        capability::change_id_moves_data_and_lock if needs(change_id),
+        capability::change_id_wrong_token_is_lock_lost if needs(change_id),
+        capability::change_id_to_taken_id_is_already_exists if needs(change_id),
+        capability::release_signal_wakes_on_release if needs(release_signal),
+        capability::release_signal_wakes_on_commit if needs(release_signal),
+        capability::expiry_event_on_expiry if needs(expiry_events),
+        capability::expiry_event_on_remove if needs(expiry_events),
+        capability::purge_removes_only_expired if needs(purge_expired),
+        capability::change_id_unsupported if lacks(change_id),
+        capability::release_signal_unsupported if lacks(release_signal),
+        capability::expiry_events_unsupported if lacks(expiry_events),
+        capability::purge_expired_unsupported if lacks(purge_expired),
+        manager::no_id_gives_new_session,
+        manager::malformed_id_gives_new_session,
+        manager::unknown_id_is_not_adopted,
+        manager::new_unwritten_session_stores_nothing,
+        manager::new_written_session_is_created,
+        manager::changed_session_commits_delta,
+        manager::unchanged_session_releases,
+        manager::timeout_change_commits,
+        manager::abandon_removes,
+        manager::read_only_never_writes,
+        manager::read_only_waits_for_writer,
+        manager::exclusive_waits_for_lock,
+        manager::drop_without_end_releases_and_writes_nothing,
+        manager::lock_lost_is_an_error,
+        manager::stale_lock_is_taken_over,
+        manager::waiter_limit_fails_fast,
+        manager::waiter_deadline,
+        manager::concurrent_access_merges,
+        manager::renew_id_keeps_data,
+        manager::initial_access_reported_once,
+        manager::oversized_session_rejected_at_insert,
+        policy::transient_failures_are_retried,
+        policy::lost_commit_reply_is_not_an_error,
+        policy::errors_propagate_when_throw_on_error,
+        policy::degraded_session_when_not_throw_on_error,
+        policy::corrupt_value_is_a_typed_error,
+    ]
+}
+
+/// The names of every behaviour, in order (for listings and tests).
+pub fn behaviour_names() -> Vec<&'static str> {
+    behaviours().iter().map(|b| b.name).collect()
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// One trial per behaviour against the stores `factory` opens.
+///
+/// The store's capabilities are read once, from a store opened here, to decide which behaviours
+/// are ignored. If that fails, every trial fails with the error.
+pub fn trials(factory: impl StoreFactory) -> Vec<Trial> {
+    let factory: Arc<dyn StoreFactory> = Arc::new(factory);
+    let caps = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(factory.open())
+            .map(|s| s.capabilities())
+            .map_err(|e| Failed::from(e).0)
+    });
+    behaviours()
+        .into_iter()
+        .map(|b| {
+            let ignored = match (&caps, b.gate) {
+                (Ok(caps), Gate::Needs(cap, has)) if !has(caps) => {
+                    Some(format!("capability `{cap}` not declared"))
+                }
+                (Ok(caps), Gate::Lacks(cap, has)) if has(caps) => {
+                    Some(format!("capability `{cap}` declared"))
+                }
+                _ => None,
+            };
+            let caps = caps.clone();
+            let factory = Arc::clone(&factory);
+            let run = b.run;
+            let trial = Trial::test(b.name, move || {
+                caps.map_err(|e| format!("opening the store failed: {e}"))?;
+                let rt = runtime().map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let store = factory.open().await?;
+                    run(Harness::new(store)?).await
+                })
+                .map_err(|f| f.0.into())
+            });
+            match ignored {
+                Some(reason) => trial.with_ignored_flag(true).with_kind(reason),
+                None => trial,
+            }
+        })
+        .collect()
+}
+
+/// Every behaviour as an ignored trial, for a run whose store is not configured (for example a
+/// server URL that is not set). Under `SESSION_TEST_REQUIRE` the caller should fail instead.
+pub fn all_ignored(reason: &str) -> Vec<Trial> {
+    let reason = reason.to_owned();
+    behaviours()
+        .into_iter()
+        .map(|b| {
+            Trial::test(b.name, || Ok(()))
+                .with_ignored_flag(true)
+                .with_kind(reason.clone())
+        })
+        .collect()
+}
+
+/// Runs `trials` with `args`, allowing at least 8 behaviours at once (most of them sleep through
+/// short expiry timeouts), and returns the process exit code.
+pub fn run(mut args: libtest_mimic::Arguments, trials: Vec<Trial>) -> std::process::ExitCode {
+    if args.test_threads.is_none() {
+        args.test_threads = Some(8);
+    }
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaviour_names_are_unique_and_numerous() {
+        let names = behaviour_names();
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert!(names.len() >= 60, "{}", names.len());
+    }
+}
