@@ -49,8 +49,10 @@ mod model;
 mod names;
 mod retry;
 mod store;
+#[cfg(test)]
+mod test_store;
 
-#[cfg(any(feature = "conformance", test))]
+#[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use config::{BackendKind, Config, ConfigBuilder, MAX_SESSION_TIMEOUT, redact_url};

@@ -759,3 +759,96 @@ impl Drop for Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_store::ScriptedStore;
+
+    fn manager(store: ScriptedStore, throw_on_error: bool) -> (SessionManager, Arc<ScriptedStore>) {
+        let store = Arc::new(store);
+        let config = Config::builder()
+            .throw_on_error(throw_on_error)
+            .build()
+            .unwrap();
+        let dyn_store: Arc<dyn SessionStore> = Arc::clone(&store) as Arc<dyn SessionStore>;
+        (SessionManager::new(dyn_store, &config), store)
+    }
+
+    #[tokio::test]
+    async fn throw_on_error_propagates_store_failures() {
+        let (m, _) = manager(ScriptedStore::always_failing(), true);
+        let id = SessionId::generate().unwrap();
+        let err = m
+            .open(Some(id.expose()), Access::Exclusive)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        let recorded = m.last_error().unwrap();
+        assert!(matches!(
+            *recorded,
+            Error::Unavailable {
+                operation: Operation::Acquire,
+                ..
+            }
+        ));
+        // A new session touches no store until it is written; then the failure surfaces.
+        let mut s = m.open(None, Access::Exclusive).await.unwrap();
+        s.insert("a", &1u8).unwrap();
+        assert!(matches!(s.end().await, Err(Error::Unavailable { .. })));
+    }
+
+    #[tokio::test]
+    async fn without_throw_on_error_sessions_degrade() {
+        let (m, _) = manager(ScriptedStore::always_failing(), false);
+        let id = SessionId::generate().unwrap();
+        let mut s = m.open(Some(id.expose()), Access::Exclusive).await.unwrap();
+        assert!(s.is_degraded());
+        assert_eq!(*s.id(), id, "a degraded session keeps the client's id");
+        s.insert("a", &1u8).unwrap();
+        assert_eq!(s.end().await.unwrap(), EndOutcome::NotSaved);
+        assert!(m.last_error().is_some());
+        // A store failure while ending a normal session is recorded, not thrown.
+        let mut s = m.open(None, Access::Exclusive).await.unwrap();
+        assert!(!s.is_degraded());
+        s.insert("a", &1u8).unwrap();
+        assert_eq!(s.end().await.unwrap(), EndOutcome::NotSaved);
+    }
+
+    #[tokio::test]
+    async fn manager_decisions_are_not_degraded() {
+        // Waiter errors and bad input are the application's business, never swallowed.
+        let (m, _) = manager(ScriptedStore::default(), false);
+        let s = m.open(Some("not-an-id"), Access::Exclusive).await.unwrap();
+        assert!(s.is_new() && !s.is_degraded());
+        assert!(m.delete("not-an-id").await.is_err());
+        assert!(m.last_error().is_none());
+    }
+
+    #[tokio::test]
+    async fn read_only_sessions_refuse_changes() {
+        let (m, _) = manager(ScriptedStore::default(), true);
+        let mut s = m.open(None, Access::ReadOnly).await.unwrap();
+        assert!(matches!(s.insert("a", &1u8), Err(Error::NotWritable(_))));
+        assert!(matches!(s.remove("a"), Err(Error::NotWritable(_))));
+        assert!(matches!(s.clear(), Err(Error::NotWritable(_))));
+        assert!(matches!(s.abandon(), Err(Error::NotWritable(_))));
+        assert!(matches!(
+            s.set_timeout(Duration::from_secs(1)),
+            Err(Error::NotWritable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn bad_timeouts_are_rejected() {
+        let (m, _) = manager(ScriptedStore::default(), true);
+        let mut s = m.open(None, Access::Exclusive).await.unwrap();
+        assert!(s.set_timeout(Duration::ZERO).is_err());
+        assert!(
+            s.set_timeout(MAX_SESSION_TIMEOUT + Duration::from_secs(1))
+                .is_err()
+        );
+        s.set_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(s.timeout(), Duration::from_secs(5));
+    }
+}

@@ -381,4 +381,67 @@ mod tests {
         assert_eq!(p.next_delay(2, ms(1000)), None);
         assert_eq!(p.next_delay(3, ms(4000)), None);
     }
+
+    use crate::test_store::{ScriptedStore, unavailable};
+    use std::sync::Arc;
+
+    fn key() -> SessionKey {
+        SessionKey::new(crate::AppName::default(), SessionId::generate().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn store_retries_on_the_schedule_then_succeeds() {
+        let store = Arc::new(ScriptedStore::failing_with(vec![
+            unavailable(Operation::Touch),
+            unavailable(Operation::Touch),
+            unavailable(Operation::Touch),
+        ]));
+        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(5000)), None);
+        assert_eq!(
+            resilient.touch(&key()).await.unwrap(),
+            TouchOutcome::Touched
+        );
+        assert_eq!(store.attempt_times(), [ms(0), ms(20), ms(1020), ms(2020)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn store_gives_up_after_the_final_attempt() {
+        let store = Arc::new(ScriptedStore::always_failing());
+        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(2500)), None);
+        let err = resilient.touch(&key()).await.unwrap_err();
+        assert!(err.is_transient());
+        assert_eq!(
+            store.attempt_times(),
+            [ms(0), ms(20), ms(1020), ms(2020), ms(2500)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let store = Arc::new(ScriptedStore::failing_with(vec![Error::Backend {
+            backend: "scripted",
+            operation: Operation::Touch,
+            source: "denied".into(),
+        }]));
+        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(5000)), None);
+        assert!(matches!(
+            resilient.touch(&key()).await,
+            Err(Error::Backend { .. })
+        ));
+        assert_eq!(store.attempt_times().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retried_create_that_finds_the_session_is_created() {
+        let store = Arc::new(ScriptedStore::failing_with(vec![unavailable(
+            Operation::Create,
+        )]));
+        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(1000)), None);
+        let out = resilient
+            .create(&key(), &Items::new(), ms(1000), true)
+            .await
+            .unwrap();
+        assert_eq!(out, CreateOutcome::Created);
+        assert_eq!(store.attempt_times().len(), 2);
+    }
 }

@@ -391,6 +391,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// The store's capabilities are read once, from a store opened here, to decide which behaviours
 /// are ignored. If that fails, every trial fails with the error.
 pub fn trials(factory: impl StoreFactory) -> Vec<Trial> {
+    trials_with_prefix("", factory)
+}
+
+/// Like [`trials`], with every name prefixed by `prefix` (for running the suite more than once in
+/// one target, for example through a decorator: `trials_with_prefix("resilient::", ...)`).
+pub fn trials_with_prefix(prefix: &str, factory: impl StoreFactory) -> Vec<Trial> {
     let factory: Arc<dyn StoreFactory> = Arc::new(factory);
     let caps = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(factory.open())
@@ -412,7 +418,7 @@ pub fn trials(factory: impl StoreFactory) -> Vec<Trial> {
             let caps = caps.clone();
             let factory = Arc::clone(&factory);
             let run = b.run;
-            let trial = Trial::test(b.name, move || {
+            let trial = Trial::test(format!("{prefix}{}", b.name), move || {
                 caps.map_err(|e| format!("opening the store failed: {e}"))?;
                 let rt = runtime().map_err(|e| e.to_string())?;
                 rt.block_on(async move {
