@@ -33,12 +33,12 @@
 //! - `retry`: the retry schedule and [`ResilientStore`], the decorator that adds retries, operation
 //!   timeouts and tracing spans to any store.
 //! - `manager`: [`SessionManager`] and [`Session`], the per-request protocol.
-//! - [`conformance`] (feature `conformance`): the suite.
+//! - `conformance` (feature `conformance`): the suite.
 //!
 //! # Conformance suite
 //!
 //! Enable the `conformance` feature in your store's dev-dependencies and add a test target with
-//! `harness = false`; see the [`conformance`] module for the ten lines it takes.
+//! `harness = false`; the `conformance` module's docs show the ten lines it takes.
 
 mod config;
 mod data;

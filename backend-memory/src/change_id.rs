@@ -1,0 +1,203 @@
+//! `change_id`, the only operation on two keys: the session moves from its id to a new one in one
+//! step over both keys (`Shared::compute_pair`), keeping its data and its lock.
+
+use std::sync::Arc;
+
+use session_core::{ChangeIdOutcome, Error, LockToken, Operation, Result, SessionId, SessionKey};
+
+use crate::record::Record;
+use crate::store::{BACKEND, Shared, Step};
+
+/// Runs [`change_id`] as its own task where there is a tokio runtime. A caller that drops the
+/// future (an operation timeout, say) then cannot stop it between its two keys' steps: it is
+/// applied whole or not at all, as the trait's cancel-safety contract asks.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    key: SessionKey,
+    new_id: SessionId,
+    token: LockToken,
+) -> Result<ChangeIdOutcome> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime
+            .spawn(async move { change_id(&shared, &key, new_id, token).await })
+            .await
+            .map_err(|join| Error::Backend {
+                backend: BACKEND,
+                operation: Operation::ChangeId,
+                source: Box::new(join),
+            })?,
+        Err(_) => change_id(&shared, &key, new_id, token).await,
+    }
+}
+
+/// Moves the session locked by `token` from `key` to `new_id`: one decision over both keys
+/// (`Shared::compute_pair`). The moved version keeps items, timeout, lock (same token and age) and
+/// a pending initialize flag, and slides its expiry.
+async fn change_id(
+    shared: &Shared,
+    key: &SessionKey,
+    new_id: SessionId,
+    token: LockToken,
+) -> Result<ChangeIdOutcome> {
+    let holds = |record: &Record| record.lock.is_some_and(|l| l.token == token);
+    if new_id == *key.id() {
+        // The new id is the session's own: taken, unless the caller lost the session.
+        return shared
+            .compute(key, Operation::ChangeId, |current, _| match current {
+                Some(record) if holds(record) => (Step::Keep, ChangeIdOutcome::AlreadyExists),
+                _ => (Step::Keep, ChangeIdOutcome::LockLost),
+            })
+            .await;
+    }
+    let new_key = key.with_id(new_id);
+    let outcome = shared
+        .compute_pair(key, &new_key, Operation::ChangeId, |old, new, now| {
+            match (old, new) {
+                (Some(record), None) if holds(record) => (
+                    Step::MoveOut,
+                    Step::Insert(record.successor(now)),
+                    ChangeIdOutcome::Changed,
+                ),
+                (Some(record), Some(_)) if holds(record) => {
+                    (Step::Keep, Step::Keep, ChangeIdOutcome::AlreadyExists)
+                }
+                _ => (Step::Keep, Step::Keep, ChangeIdOutcome::LockLost),
+            }
+        })
+        .await?;
+    if outcome == ChangeIdOutcome::Changed {
+        // Waiters on the old id look again and find it gone.
+        shared.signals.released(key);
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use session_core::{
+        AcquireOutcome, AppName, CommitOutcome, Delta, ItemValue, Items, ReadOutcome, SessionStore,
+    };
+
+    use super::*;
+    use crate::MemoryStore;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn key() -> SessionKey {
+        SessionKey::new(
+            AppName::new("/change-id").unwrap(),
+            SessionId::generate().unwrap(),
+        )
+    }
+
+    fn value(bytes: &[u8]) -> ItemValue {
+        ItemValue::from_bytes(bytes.to_vec())
+    }
+
+    fn items(pairs: &[(&str, &[u8])]) -> Items {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), value(v)))
+            .collect()
+    }
+
+    async fn locked(store: &MemoryStore, key: &SessionKey) -> LockToken {
+        match store.acquire(key, LONG).await.unwrap() {
+            AcquireOutcome::Acquired(s) => s.lock.unwrap(),
+            other => panic!("expected Acquired, got {other:?}"),
+        }
+    }
+
+    async fn found(store: &MemoryStore, key: &SessionKey) -> session_core::Snapshot {
+        match store.read(key).await.unwrap() {
+            ReadOutcome::Found(s) => s,
+            other => panic!("expected Found, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn change_id_races_have_one_winner_and_never_lose_the_session() {
+        let store = MemoryStore::new();
+        let k = key();
+        store
+            .create(&k, &items(&[("a", b"1")]), LONG, true)
+            .await
+            .unwrap();
+        let token = locked(&store, &k).await;
+        let new_ids: Vec<_> = (0..16).map(|_| SessionId::generate().unwrap()).collect();
+        let tasks: Vec<_> = new_ids
+            .iter()
+            .map(|&id| {
+                let (store, k) = (store.clone(), k.clone());
+                tokio::spawn(async move { store.change_id(&k, id, token).await.unwrap() })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (task, id) in tasks.into_iter().zip(&new_ids) {
+            match task.await.unwrap() {
+                ChangeIdOutcome::Changed => winners.push(*id),
+                other => assert_eq!(other, ChangeIdOutcome::LockLost),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one move wins");
+        assert!(matches!(
+            store.read(&k).await.unwrap(),
+            ReadOutcome::Missing
+        ));
+        for id in &new_ids {
+            let there = store.read(&k.with_id(*id)).await.unwrap();
+            assert_eq!(matches!(there, ReadOutcome::Locked(_)), *id == winners[0]);
+        }
+        // The lock moved with the data: the same token commits under the new id.
+        let moved = k.with_id(winners[0]);
+        let delta = Delta::new().with_set("b", value(b"2"));
+        assert_eq!(
+            store.commit(&moved, token, &delta, LONG).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        assert_eq!(found(&store, &moved).await.items.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn crossed_and_colliding_change_ids_do_not_deadlock() {
+        let store = MemoryStore::new();
+        let (a, b) = (key(), key());
+        for k in [&a, &b] {
+            store.create(k, &Items::new(), LONG, true).await.unwrap();
+        }
+        let (ta, tb) = (locked(&store, &a).await, locked(&store, &b).await);
+        // A -> B and B -> A at once, many times: both keys exist, so every call is AlreadyExists;
+        // a lock-order bug would hang here.
+        let crossed = async {
+            for _ in 0..200 {
+                let (s1, s2) = (store.clone(), store.clone());
+                let (a1, b1, a2, b2) = (a.clone(), b.clone(), a.clone(), b.clone());
+                let x = tokio::spawn(async move { s1.change_id(&a1, *b1.id(), ta).await });
+                let y = tokio::spawn(async move { s2.change_id(&b2, *a2.id(), tb).await });
+                assert_eq!(x.await.unwrap().unwrap(), ChangeIdOutcome::AlreadyExists);
+                assert_eq!(y.await.unwrap().unwrap(), ChangeIdOutcome::AlreadyExists);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), crossed)
+            .await
+            .unwrap();
+        // Its own id is taken, unless the caller does not hold the lock.
+        let own = store.change_id(&a, *a.id(), ta).await.unwrap();
+        assert_eq!(own, ChangeIdOutcome::AlreadyExists);
+        let wrong = store.change_id(&a, *a.id(), tb).await.unwrap();
+        assert_eq!(wrong, ChangeIdOutcome::LockLost);
+        // A and B race to the same new id: one moves, the other finds it taken.
+        let target = SessionId::generate().unwrap();
+        let (s1, s2, a1, b1) = (store.clone(), store.clone(), a.clone(), b.clone());
+        let x = tokio::spawn(async move { s1.change_id(&a1, target, ta).await.unwrap() });
+        let y = tokio::spawn(async move { s2.change_id(&b1, target, tb).await.unwrap() });
+        let mut outcomes = [x.await.unwrap(), y.await.unwrap()];
+        outcomes.sort_by_key(|o| *o == ChangeIdOutcome::Changed);
+        assert_eq!(
+            outcomes,
+            [ChangeIdOutcome::AlreadyExists, ChangeIdOutcome::Changed]
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The maintenance task. Every `maintenance_interval` it runs the expiry sweep (see `deadlines`)
+//! and moka's housekeeping. moka alone evicts expired entries only during housekeeping, which
+//! otherwise runs on the back of cache writes, and only to the second (its timer wheel): an idle
+//! store would report an expired session late or never.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::store::Shared;
+
+/// Starts the task once, and stops it with the store (mini-redis' `DbDropGuard` pattern).
+#[derive(Debug)]
+pub(crate) struct Maintenance {
+    /// Fast path for the check every operation makes: set once the task runs.
+    started: AtomicBool,
+    /// The task, once spawned. A std mutex: held only to spawn, never across an `.await`.
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// Never sent on: dropping it with the store tells the task to stop at once. The task also
+    /// holds only a `Weak` to the store, so it never keeps the sessions alive.
+    stop: watch::Sender<()>,
+}
+
+impl Maintenance {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: AtomicBool::new(false),
+            task: Mutex::new(None),
+            stop: watch::channel(()).0,
+        }
+    }
+
+    /// Spawns the task on the current tokio runtime if it is not running yet. Outside a runtime it
+    /// does nothing (constructing a store must not panic there); the next operation or
+    /// `expiry_events()` inside one starts it.
+    pub(crate) fn ensure_started(shared: &Arc<Shared>, interval: Duration) {
+        let this = &shared.maintenance;
+        if this.started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut task = this.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.is_some() {
+            return;
+        }
+        let stop = this.stop.subscribe();
+        *task = Some(runtime.spawn(run(Arc::downgrade(shared), stop, interval)));
+        this.started.store(true, Ordering::Release);
+        tracing::debug!(?interval, "memory store maintenance task started");
+    }
+
+    /// The task's abort handle, to watch it end in tests.
+    #[cfg(test)]
+    pub(crate) fn task(&self) -> Option<tokio::task::AbortHandle> {
+        self.task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(JoinHandle::abort_handle)
+    }
+}
+
+async fn run(store: Weak<Shared>, mut stop: watch::Receiver<()>, interval: Duration) {
+    loop {
+        tokio::select! {
+            // Only an error can arrive: the sender was dropped with the store.
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let Some(store) = store.upgrade() else { break };
+        store.sweep_expired().await;
+        // moka's own housekeeping: evicts what the sweep did not reach, delivers notifications.
+        store.cache.run_pending_tasks().await;
+        // Dropped before sleeping, so that the task never keeps a dropped store alive.
+        drop(store);
+    }
+    tracing::debug!("memory store maintenance task stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{MemoryOptions, MemoryStore};
+    use session_core::SessionStore;
+
+    #[tokio::test]
+    async fn task_ends_when_the_store_is_dropped() {
+        let store = MemoryStore::with_options(
+            MemoryOptions::new().with_maintenance_interval(Duration::from_secs(3600)),
+        );
+        let task = store.maintenance_task().unwrap();
+        let clone = store.clone();
+        drop(store);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "a clone still uses the store");
+        drop(clone);
+        // With an hour-long interval, only the stop signal can end it this quickly.
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while !task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn constructing_outside_a_runtime_starts_the_task_lazily() {
+        let store = MemoryStore::new();
+        assert!(store.maintenance_task().is_none());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let _events = store.expiry_events().await.unwrap();
+            assert!(store.maintenance_task().is_some());
+        });
+    }
+}

@@ -1,0 +1,97 @@
+//! The memory store's settings: a capacity bound and the maintenance interval.
+
+use std::time::Duration;
+
+/// Settings of a [`MemoryStore`](crate::MemoryStore), built with [`MemoryOptions::new`] and the
+/// `with_*` setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use backend_memory::{MemoryOptions, MemoryStore};
+///
+/// let store = MemoryStore::with_options(
+///     MemoryOptions::new()
+///         .with_max_sessions(100_000)
+///         .with_maintenance_interval(Duration::from_millis(250)),
+/// );
+/// # drop(store);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryOptions {
+    max_sessions: Option<u64>,
+    maintenance_interval: Duration,
+}
+
+impl MemoryOptions {
+    /// How often the maintenance task lets the cache evict expired sessions (and so deliver their
+    /// expiry events) when nothing else does: 100 ms.
+    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// The shortest maintenance interval accepted; shorter values are raised to it, so that the
+    /// task never spins.
+    pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(1);
+
+    /// The defaults: no capacity bound, maintenance every 100 ms.
+    pub const fn new() -> Self {
+        Self {
+            max_sessions: None,
+            maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
+        }
+    }
+
+    /// Bounds the number of sessions kept. Past the bound the least recently used session is
+    /// evicted early; it ends as if it had expired (an [`EndReason::Expired`] event). Without a
+    /// bound, as in ASP.NET's InProc provider, sessions live until their timeout and memory is the
+    /// limit.
+    ///
+    /// [`EndReason::Expired`]: session_core::EndReason::Expired
+    pub const fn with_max_sessions(mut self, max_sessions: u64) -> Self {
+        self.max_sessions = Some(max_sessions);
+        self
+    }
+
+    /// How often expired sessions are evicted by the background task; an expiry event arrives at
+    /// most about this long after its session expired. Values under
+    /// [`MIN_MAINTENANCE_INTERVAL`](Self::MIN_MAINTENANCE_INTERVAL) are raised to it.
+    pub fn with_maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval.max(Self::MIN_MAINTENANCE_INTERVAL);
+        self
+    }
+
+    /// The capacity bound, if any.
+    pub const fn max_sessions(&self) -> Option<u64> {
+        self.max_sessions
+    }
+
+    /// The maintenance interval.
+    pub const fn maintenance_interval(&self) -> Duration {
+        self.maintenance_interval
+    }
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_setters() {
+        let o = MemoryOptions::default();
+        assert_eq!(o.max_sessions(), None);
+        assert_eq!(o.maintenance_interval(), Duration::from_millis(100));
+        let o = o
+            .with_max_sessions(10)
+            .with_maintenance_interval(Duration::ZERO);
+        assert_eq!(o.max_sessions(), Some(10));
+        assert_eq!(
+            o.maintenance_interval(),
+            MemoryOptions::MIN_MAINTENANCE_INTERVAL
+        );
+    }
+}

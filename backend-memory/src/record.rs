@@ -1,0 +1,315 @@
+//! What the cache stores per session, and how moka learns each entry's own expiry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use session_core::{Delta, Items, LockInfo, LockToken, SessionKey, Snapshot};
+
+/// A held lock. Its age is measured on the store's clock, [`std::time::Instant`] (SPEC §2 rule 5);
+/// it is the clock moka uses too, so expiry and lock age never disagree about "now".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lock {
+    pub(crate) token: LockToken,
+    pub(crate) since: Instant,
+}
+
+impl Lock {
+    pub(crate) fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.since)
+    }
+
+    pub(crate) fn info(&self, now: Instant) -> LockInfo {
+        LockInfo::new(self.token, self.age(now))
+    }
+}
+
+/// How the last lock of a session ended. A `commit` or `release` repeated with exactly these
+/// arguments is a retry of a call that succeeded (its reply was lost): it reports success again and
+/// applies nothing (the idempotency rule of `SessionStore`). Anything else from that token is a
+/// stale holder and gets `LockLost` (SPEC §2 rule 1). A new `acquire` forgets it.
+#[derive(Debug, Clone)]
+pub(crate) enum Settled {
+    Committed {
+        token: LockToken,
+        /// Compared on a retry, so that a second, different commit by a released holder is
+        /// rejected instead of being reported as done. Shared: successors copy the `Arc` only.
+        delta: Arc<Delta>,
+        timeout: Duration,
+    },
+    Released {
+        token: LockToken,
+    },
+}
+
+impl Settled {
+    pub(crate) fn repeats_commit(
+        &self,
+        token: LockToken,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> bool {
+        matches!(self, Self::Committed { token: t, delta: d, timeout: to }
+            if *t == token && **d == *delta && *to == timeout)
+    }
+
+    pub(crate) fn repeats_release(&self, token: LockToken) -> bool {
+        matches!(self, Self::Released { token: t } if *t == token)
+    }
+}
+
+/// One version of a session. Versions are immutable once in the cache: every change stores a new
+/// `Arc<Record>` through moka's per-key compute, which is what makes each operation atomic.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// Shared with every snapshot handed out; replaced (copy on write) only by a non-empty delta.
+    pub(crate) items: Arc<Items>,
+    /// The session's own idle timeout; every access slides `expires_at` by it.
+    pub(crate) timeout: Duration,
+    /// Past this instant the session does not exist for any operation, whether or not moka has
+    /// evicted it yet.
+    pub(crate) expires_at: Instant,
+    pub(crate) lock: Option<Lock>,
+    /// Only ever `Some` while unlocked.
+    pub(crate) settled: Option<Settled>,
+    /// Created uninitialized and not yet returned by a `read`/`acquire` (SPEC §2 rule 3).
+    pub(crate) initialize: bool,
+    /// What the removal of this version from the cache means ([`Fate`]). Every step that removes or
+    /// replaces a version sets it just before, so the last decision wins. The eviction listener
+    /// reads it to tell a session that ended from one that merely got a new version or moved.
+    fate: AtomicU8,
+}
+
+/// What the removal of a version from the cache means, where moka's removal cause cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// No operation decided anything: if it is replaced, it was past its deadline and hidden by
+    /// moka when a `create` or `change_id` reused its key.
+    Live = 0,
+    /// Replaced by its next version, or moved to another key by `change_id`: not an end.
+    Retired = 1,
+    /// Deleted by `remove` or `delete`.
+    Removed = 2,
+    /// Past its deadline: removed by the expiry sweep, or replaced by a new session.
+    Expired = 3,
+}
+
+/// `now + timeout`, saturating instead of panicking for absurd timeouts.
+pub(crate) fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(session_core::MAX_SESSION_TIMEOUT))
+        .unwrap_or(now)
+}
+
+impl Record {
+    pub(crate) fn new(
+        items: Arc<Items>,
+        timeout: Duration,
+        now: Instant,
+        initialize: bool,
+    ) -> Self {
+        Self {
+            items,
+            timeout,
+            expires_at: deadline(now, timeout),
+            lock: None,
+            settled: None,
+            initialize,
+            fate: AtomicU8::new(Fate::Live as u8),
+        }
+    }
+
+    pub(crate) fn is_live(&self, now: Instant) -> bool {
+        self.expires_at > now
+    }
+
+    /// The next version: the same session with its expiry slid by its stored timeout.
+    pub(crate) fn successor(&self, now: Instant) -> Self {
+        Self {
+            items: Arc::clone(&self.items),
+            timeout: self.timeout,
+            expires_at: deadline(now, self.timeout),
+            lock: self.lock,
+            settled: self.settled.clone(),
+            initialize: self.initialize,
+            fate: AtomicU8::new(Fate::Live as u8),
+        }
+    }
+
+    /// The next version after a write: `delta` applied, `timeout` stored and slid by.
+    pub(crate) fn written(&self, now: Instant, delta: &Delta, timeout: Duration) -> Self {
+        let mut next = self.successor(now);
+        next.items = self.apply(delta);
+        next.timeout = timeout;
+        next.expires_at = deadline(now, timeout);
+        next
+    }
+
+    /// The items after `delta`. An empty delta shares the current map; otherwise the map is copied
+    /// once (names and `Arc`s of values, never the encoded bytes) and changed.
+    fn apply(&self, delta: &Delta) -> Arc<Items> {
+        if delta.is_empty() {
+            return Arc::clone(&self.items);
+        }
+        let mut items = if delta.cleared {
+            Items::new()
+        } else {
+            Items::clone(&self.items)
+        };
+        delta.apply_to(&mut items);
+        Arc::new(items)
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot::new(Arc::clone(&self.items), self.timeout).with_initialize(self.initialize)
+    }
+
+    pub(crate) fn set_fate(&self, fate: Fate) {
+        self.fate.store(fate as u8, Ordering::Release);
+    }
+
+    pub(crate) fn fate(&self) -> Fate {
+        match self.fate.load(Ordering::Acquire) {
+            1 => Fate::Retired,
+            2 => Fate::Removed,
+            3 => Fate::Expired,
+            _ => Fate::Live,
+        }
+    }
+}
+
+/// Tells moka each entry's remaining lifetime from the entry's own `expires_at` (plus `grace`), on
+/// create, update and read alike, so that moka evicts every session at its own sliding deadline.
+///
+/// Why the grace: moka's timer wheel evicts up to about a second late, and an entry that moka
+/// considers expired is invisible to a compute, items and all. So the store's own sweep (see
+/// `deadlines`) removes an expired session within a maintenance interval and reports it, while
+/// moka still shows it; moka's eviction is the fallback when no sweep ran (no tokio runtime). Every
+/// operation treats a session past `expires_at` as absent whether or not either has removed it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionExpiry {
+    pub(crate) grace: Duration,
+}
+
+impl SessionExpiry {
+    fn remaining(&self, value: &Record, at: Instant) -> Option<Duration> {
+        let remaining = value.expires_at.saturating_duration_since(at);
+        Some(remaining.saturating_add(self.grace))
+    }
+}
+
+impl Expiry<SessionKey, Arc<Record>> for SessionExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Record>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        self.remaining(value, created_at)
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Record>,
+        read_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        self.remaining(value, read_at)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Record>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(value, updated_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::ItemValue;
+
+    fn items(pairs: &[(&str, &[u8])]) -> Arc<Items> {
+        Arc::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ItemValue::from_bytes(v.to_vec())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn empty_delta_shares_items_and_writes_copy() {
+        let now = Instant::now();
+        let r = Record::new(items(&[("a", b"1")]), Duration::from_secs(1), now, false);
+        let same = r.written(now, &Delta::new(), Duration::from_secs(5));
+        assert!(Arc::ptr_eq(&r.items, &same.items));
+        assert_eq!(same.timeout, Duration::from_secs(5));
+        assert_eq!(same.expires_at, now + Duration::from_secs(5));
+
+        let delta = Delta::new().with_set("b", ItemValue::from_bytes(&b"2"[..]));
+        let changed = r.written(now, &delta, Duration::from_secs(1));
+        assert!(!Arc::ptr_eq(&r.items, &changed.items));
+        assert_eq!(r.items.len(), 1, "the old version is untouched");
+        assert_eq!(changed.items.len(), 2);
+        // Values are shared, not copied.
+        assert!(std::ptr::eq(
+            r.items["a"].as_bytes(),
+            changed.items["a"].as_bytes()
+        ));
+    }
+
+    #[test]
+    fn expiry_reports_remaining_time_and_huge_timeouts_do_not_panic() {
+        let now = Instant::now();
+        let r = Arc::new(Record::new(
+            items(&[]),
+            Duration::from_millis(300),
+            now,
+            false,
+        ));
+        let key = SessionKey::new(
+            session_core::AppName::default(),
+            session_core::SessionId::generate().unwrap(),
+        );
+        let expiry = SessionExpiry {
+            grace: Duration::from_millis(10),
+        };
+        let later = now + Duration::from_millis(100);
+        assert_eq!(
+            expiry.expire_after_update(&key, &r, later, None),
+            Some(Duration::from_millis(210))
+        );
+        assert_eq!(
+            expiry.expire_after_create(&key, &r, now + Duration::from_secs(1)),
+            Some(Duration::from_millis(10))
+        );
+        let huge = Record::new(items(&[]), Duration::MAX, now, false);
+        assert!(huge.is_live(now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn settled_matches_only_exact_repeats() {
+        let t = LockToken::generate().unwrap();
+        let other = LockToken::generate().unwrap();
+        let d = Delta::new().with_removed("x");
+        let s = Settled::Committed {
+            token: t,
+            delta: Arc::new(d.clone()),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(s.repeats_commit(t, &d, Duration::from_secs(1)));
+        assert!(!s.repeats_commit(t, &Delta::new(), Duration::from_secs(1)));
+        assert!(!s.repeats_commit(t, &d, Duration::from_secs(2)));
+        assert!(!s.repeats_commit(other, &d, Duration::from_secs(1)));
+        assert!(!s.repeats_release(t));
+        assert!(Settled::Released { token: t }.repeats_release(t));
+    }
+}

@@ -1,0 +1,387 @@
+//! The two signals of the memory store: lock releases (so waiters wake at once instead of polling)
+//! and session ends (expiry events, ASP.NET `Session_End`).
+
+use std::sync::Arc;
+
+use moka::notification::RemovalCause;
+use session_core::{EndReason, ExpiryEvent, ReleaseWatch, SessionKey};
+use tokio::sync::broadcast;
+
+use crate::record::{Fate, Record};
+
+/// How many signals a slow subscriber may fall behind before it skips some. A release watch that
+/// lags simply wakes (a spurious wake is allowed); an events subscriber is told it missed some.
+pub(crate) const CHANNEL_CAPACITY: usize = 1024;
+
+/// Both channels. Clones are cheap; the eviction listener holds one, the store another.
+#[derive(Debug, Clone)]
+pub(crate) struct Signals {
+    /// Keys whose lock was just released. One channel for all keys, filtered by each watch: a
+    /// release is a single send, and a watch costs no map entry that would need cleaning up.
+    releases: broadcast::Sender<SessionKey>,
+    events: broadcast::Sender<ExpiryEvent>,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Self {
+        Self {
+            releases: broadcast::channel(CHANNEL_CAPACITY).0,
+            events: broadcast::channel(CHANNEL_CAPACITY).0,
+        }
+    }
+
+    /// Wakes the watches of `key`. Called only after the change is in the cache, so that a woken
+    /// waiter that looks again sees the lock gone.
+    pub(crate) fn released(&self, key: &SessionKey) {
+        if self.releases.receiver_count() > 0 {
+            // An error only means that every watch went away meanwhile.
+            let _ = self.releases.send(key.clone());
+        }
+    }
+
+    /// A watch that completes on the next release of `key` after this call. It subscribes before
+    /// returning, so a release between the caller's attempt and its wait is not missed.
+    pub(crate) fn watch(&self, key: &SessionKey) -> ReleaseWatch {
+        let mut releases = self.releases.subscribe();
+        let key = key.clone();
+        ReleaseWatch::new(async move {
+            loop {
+                match releases.recv().await {
+                    Ok(released) if released == key => return,
+                    Ok(_) => {}
+                    // Lagged: our key may have been among the skipped ones. Closed: the store is
+                    // gone. Either way the waiter must look again.
+                    Err(_) => return,
+                }
+            }
+        })
+    }
+
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<ExpiryEvent> {
+        self.events.subscribe()
+    }
+
+    /// The cache's eviction listener: moka calls it whenever a version leaves the cache. It is the
+    /// single source of expiry events, and only one removal of a version is ever notified, so each
+    /// end is reported exactly once:
+    ///
+    /// | cause | fate | meaning | event |
+    /// |---|---|---|---|
+    /// | `Expired` | any | moka evicted it (after its deadline and the grace) | `Expired` |
+    /// | `Size` | any | evicted for capacity | `Expired` (it ended without being removed) |
+    /// | other | `Retired` | it got a next version, or moved (`change_id`) | none |
+    /// | other | `Removed` | `remove` or `delete` | `Removed` |
+    /// | other | `Expired` | the sweep removed it, or a new session took its key | `Expired` |
+    /// | `Replaced` | `Live` | moka hid it as expired, and a new session took its key | `Expired` |
+    ///
+    /// An end by expiry also wakes the key's release watches if it was locked; operations signal
+    /// their own releases.
+    pub(crate) fn on_removal(&self, key: &SessionKey, record: &Record, cause: RemovalCause) {
+        let reason = match (cause, record.fate()) {
+            (RemovalCause::Expired | RemovalCause::Size, _) => EndReason::Expired,
+            (_, Fate::Retired) => return,
+            // `Explicit` with `Live` does not happen: every explicit removal decides a fate first.
+            (_, Fate::Removed) | (RemovalCause::Explicit, Fate::Live) => EndReason::Removed,
+            (_, Fate::Expired) | (RemovalCause::Replaced, Fate::Live) => EndReason::Expired,
+        };
+        if reason == EndReason::Expired && record.lock.is_some() {
+            self.released(key);
+        }
+        if self.events.receiver_count() > 0 {
+            let event = ExpiryEvent::new(key.clone(), Arc::clone(&record.items), reason);
+            // An error only means that every subscriber went away meanwhile.
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    use session_core::{
+        AcquireOutcome, AppName, Delta, ExpiryEvents, ItemValue, Items, LockToken, SessionId,
+        SessionStore,
+    };
+
+    use crate::{MemoryOptions, MemoryStore};
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn key() -> SessionKey {
+        SessionKey::new(AppName::default(), SessionId::generate().unwrap())
+    }
+
+    #[tokio::test]
+    async fn watch_filters_by_key_and_wakes_on_lag() {
+        let signals = Signals::new();
+        let (a, b) = (key(), key());
+        let watch = signals.watch(&a);
+        signals.released(&b);
+        let waiting = tokio::spawn(watch);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "woke for another key");
+        signals.released(&a);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let lagging = signals.watch(&a);
+        for _ in 0..=CHANNEL_CAPACITY {
+            signals.released(&b);
+        }
+        tokio::time::timeout(Duration::from_secs(1), lagging)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn removal_causes_map_to_events() {
+        let signals = Signals::new();
+        let mut events = signals.subscribe_events();
+        let k = key();
+        let record = Record::new(
+            Arc::new(Items::new()),
+            Duration::from_secs(1),
+            Instant::now(),
+            false,
+        );
+        let mut expect = |cause, reason: Option<EndReason>| {
+            signals.on_removal(&k, &record, cause);
+            let got = events.try_recv().ok().map(|e| e.reason);
+            assert_eq!(got, reason, "{cause:?} with {:?}", record.fate());
+        };
+        expect(RemovalCause::Replaced, Some(EndReason::Expired));
+        expect(RemovalCause::Size, Some(EndReason::Expired));
+        record.set_fate(Fate::Retired);
+        expect(RemovalCause::Replaced, None);
+        expect(RemovalCause::Explicit, None);
+        expect(RemovalCause::Expired, Some(EndReason::Expired));
+        record.set_fate(Fate::Removed);
+        expect(RemovalCause::Explicit, Some(EndReason::Removed));
+        record.set_fate(Fate::Expired);
+        expect(RemovalCause::Explicit, Some(EndReason::Expired));
+        expect(RemovalCause::Replaced, Some(EndReason::Expired));
+    }
+
+    async fn lock(store: &MemoryStore, key: &SessionKey) -> LockToken {
+        match store.acquire(key, LONG).await.unwrap() {
+            AcquireOutcome::Acquired(s) => s.lock.unwrap(),
+            other => panic!("expected Acquired, got {other:?}"),
+        }
+    }
+
+    /// Asserts that `watch` completes within 200 ms (at once, in practice: no polling).
+    async fn wakes(watch: ReleaseWatch) {
+        tokio::time::timeout(Duration::from_millis(200), watch)
+            .await
+            .expect("the watch did not wake");
+    }
+
+    /// Asserts that `watch` is still pending after 50 ms.
+    async fn sleeps(watch: &mut ReleaseWatch) {
+        let pending = tokio::time::timeout(Duration::from_millis(50), watch).await;
+        assert!(pending.is_err(), "the watch woke without a release");
+    }
+
+    #[tokio::test]
+    async fn watch_release_wakes_on_every_kind_of_release() {
+        let store = MemoryStore::new();
+        let k = key();
+        store.create(&k, &Items::new(), LONG, true).await.unwrap();
+
+        let token = lock(&store, &k).await;
+        let mut watch = store.watch_release(&k).await.unwrap();
+        store.read(&k).await.unwrap();
+        store.touch(&k).await.unwrap();
+        sleeps(&mut watch).await;
+        store.release(&k, token).await.unwrap();
+        wakes(watch).await;
+
+        let token = lock(&store, &k).await;
+        let watch = store.watch_release(&k).await.unwrap();
+        store.commit(&k, token, &Delta::new(), LONG).await.unwrap();
+        wakes(watch).await;
+
+        let token = lock(&store, &k).await;
+        let watch = store.watch_release(&k).await.unwrap();
+        let new_id = SessionId::generate().unwrap();
+        store.change_id(&k, new_id, token).await.unwrap();
+        wakes(watch).await;
+
+        let moved = k.with_id(new_id);
+        let watch = store.watch_release(&moved).await.unwrap();
+        store.remove(&moved, token).await.unwrap();
+        wakes(watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_a_locked_session_expires() {
+        let store = MemoryStore::new();
+        let k = key();
+        store
+            .create(&k, &Items::new(), Duration::from_millis(100), true)
+            .await
+            .unwrap();
+        lock(&store, &k).await;
+        let watch = store.watch_release(&k).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), watch)
+            .await
+            .expect("expiry did not wake the waiter");
+    }
+
+    async fn next_event(events: &mut ExpiryEvents, within: Duration) -> Option<ExpiryEvent> {
+        tokio::time::timeout(within, events.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_reported_with_its_final_items() {
+        let store = MemoryStore::new();
+        let mut events = store.expiry_events().await.unwrap();
+        let k = key();
+        let timeout = Duration::from_millis(200);
+        store
+            .create(&k, &Items::new(), timeout, true)
+            .await
+            .unwrap();
+        let token = lock(&store, &k).await;
+        let last = Delta::new().with_set("cart", ItemValue::from_bytes(&b"3 items"[..]));
+        store.commit(&k, token, &last, timeout).await.unwrap();
+        let started = Instant::now();
+
+        let event = next_event(&mut events, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(event.key, k);
+        assert_eq!(event.reason, EndReason::Expired);
+        assert_eq!(event.items["cart"].as_bytes(), b"3 items");
+        // Timeout plus at most about one maintenance interval.
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            next_event(&mut events, Duration::from_millis(300))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn replacing_versions_reports_nothing_and_removal_reports_removed() {
+        let store = MemoryStore::new();
+        let mut events = store.expiry_events().await.unwrap();
+        let k = key();
+        store.create(&k, &Items::new(), LONG, false).await.unwrap();
+        for _ in 0..20 {
+            store.read(&k).await.unwrap();
+            store.touch(&k).await.unwrap();
+            let token = lock(&store, &k).await;
+            let d = Delta::new().with_set("n", ItemValue::from_bytes(&b"1"[..]));
+            store.write_concurrent(&k, &d, LONG).await.unwrap();
+            store.commit(&k, token, &d, LONG).await.unwrap();
+        }
+        let token = lock(&store, &k).await;
+        let moved = k.with_id(SessionId::generate().unwrap());
+        store.change_id(&k, *moved.id(), token).await.unwrap();
+        store.shared.cache.run_pending_tasks().await;
+        assert!(
+            next_event(&mut events, Duration::from_millis(300))
+                .await
+                .is_none()
+        );
+
+        store.remove(&moved, token).await.unwrap();
+        let event = next_event(&mut events, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!((event.key, event.reason), (moved, EndReason::Removed));
+        assert_eq!(event.items.len(), 1);
+
+        let other = key();
+        store
+            .create(&other, &Items::new(), LONG, true)
+            .await
+            .unwrap();
+        store.delete(&other).await.unwrap();
+        let event = next_event(&mut events, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!((event.key, event.reason), (other, EndReason::Removed));
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_overwritten_by_create_is_reported_once() {
+        // No maintenance during the test: the expired entry is still in the cache when the new
+        // session takes its key.
+        let store = MemoryStore::with_options(
+            MemoryOptions::new().with_maintenance_interval(Duration::from_secs(3600)),
+        );
+        let mut events = store.expiry_events().await.unwrap();
+        let k = key();
+        let old = Items::from([("old".to_owned(), ItemValue::from_bytes(&b"1"[..]))]);
+        store
+            .create(&k, &old, Duration::from_millis(50), true)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.create(&k, &Items::new(), LONG, true).await.unwrap();
+        store.shared.cache.run_pending_tasks().await;
+        let event = next_event(&mut events, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(event.reason, EndReason::Expired);
+        assert!(event.items.contains_key("old"));
+        assert!(
+            next_event(&mut events, Duration::from_millis(200))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn eviction_for_capacity_ends_the_oldest_session() {
+        let store = MemoryStore::with_options(MemoryOptions::new().with_max_sessions(1));
+        let mut events = store.expiry_events().await.unwrap();
+        let (first, second) = (key(), key());
+        store
+            .create(&first, &Items::new(), LONG, true)
+            .await
+            .unwrap();
+        store.shared.cache.run_pending_tasks().await;
+        store
+            .create(&second, &Items::new(), LONG, true)
+            .await
+            .unwrap();
+        store.shared.cache.run_pending_tasks().await;
+        let event = next_event(&mut events, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!((event.key, event.reason), (first, EndReason::Expired));
+        assert!(matches!(
+            store.read(&second).await.unwrap(),
+            session_core::ReadOutcome::Found(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn subscriptions_end_when_the_store_is_dropped() {
+        let store = MemoryStore::new();
+        let mut events = store.expiry_events().await.unwrap();
+        let k = key();
+        store.create(&k, &Items::new(), LONG, true).await.unwrap();
+        lock(&store, &k).await;
+        let watch = store.watch_release(&k).await.unwrap();
+        drop(store);
+        let closed = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+        assert!(matches!(closed, Ok(None)), "the event stream did not end");
+        // A waiter must look again (and find the store gone) rather than hang.
+        wakes(watch).await;
+    }
+}
