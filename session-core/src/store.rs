@@ -164,12 +164,12 @@ impl fmt::Debug for ExpiryEvents {
 /// expiry to `now + timeout` where the table below says so, using the session's own stored timeout.
 /// Lock age is measured on the store's clock.
 ///
-/// Operations are **idempotent under retry**: a `commit` repeated with the token of the session's
-/// last successful `commit` reports `Committed` again without applying anything, and a `release`
-/// repeated with the token of its last successful `release` reports `Released` again, so the retry
-/// policy (SPEC §4) never turns a success into an error. Only the same operation repeats this way: a
-/// `commit` with the token of a `release` is `LockLost` (SPEC §2 rule 1). Any later acquisition ends
-/// the window.
+/// Operations are **idempotent under retry**: a `commit` repeated with the same token, delta and
+/// timeout right after it succeeded reports `Committed` again without applying anything, and a
+/// `release` repeated with the token of the session's last successful `release` reports `Released`
+/// again, so the retry policy (SPEC §4) never turns a success into an error. Only the same call
+/// repeats this way: a `commit` with the token of a `release`, or a different commit with a spent
+/// token, is `LockLost` (SPEC §2 rule 1). Any later acquisition ends the window.
 ///
 /// Implement every method; there are no defaults. Optional operations that the store does not declare
 /// in [`SessionStore::capabilities`] return [`Error::Unsupported`](crate::Error::Unsupported) and

@@ -255,3 +255,20 @@ pub(super) async fn repeat_with_same_token_is_idempotent(h: Harness) -> Outcome 
     lock(&h, &key).await?;
     Ok(())
 }
+
+pub(super) async fn different_commit_with_spent_token_is_lock_lost(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let (_, token) = lock(&h, &key).await?;
+    h.store().commit(&key, token, &set_a(2), LONG).await?;
+    // Not a retry: another write by the holder whose lock its own commit released.
+    let out = h.store().commit(&key, token, &set_a(3), LONG).await?;
+    check!(
+        out == CommitOutcome::LockLost,
+        "SPEC §2 rule 1: a second, different commit with a spent token is LockLost, got {out:?}"
+    );
+    check!(
+        get::<u32>(&found(&h, &key).await?.items, "a")? == Some(2),
+        "the second commit must write nothing"
+    );
+    Ok(())
+}

@@ -294,6 +294,7 @@ fn behaviours() -> Vec<Behaviour> {
         commit::removes_items,
         commit::clear_then_set,
         commit::repeat_with_same_token_is_idempotent,
+        commit::different_commit_with_spent_token_is_lock_lost,
         release::matching_token_unlocks,
         release::wrong_token_is_lock_lost_and_keeps_lock,
         release::missing_is_lock_lost,
