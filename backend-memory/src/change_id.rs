@@ -104,7 +104,11 @@ mod tests {
     }
 
     async fn locked(store: &MemoryStore, key: &SessionKey) -> LockToken {
-        match store.acquire(key, LONG).await.unwrap() {
+        match store
+            .acquire(key, LockToken::generate().unwrap(), LONG)
+            .await
+            .unwrap()
+        {
             AcquireOutcome::Acquired(s) => s.lock.unwrap(),
             other => panic!("expected Acquired, got {other:?}"),
         }

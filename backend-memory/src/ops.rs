@@ -52,36 +52,49 @@ impl SessionStore for MemoryStore {
             .await
     }
 
-    async fn acquire(&self, key: &SessionKey, lock_ttl: Duration) -> Result<AcquireOutcome> {
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        lock_ttl: Duration,
+    ) -> Result<AcquireOutcome> {
         let shared = self.inner();
         let (outcome, took_over) = shared
             .compute(key, Operation::Acquire, |current, now| {
                 let Some(record) = current else {
-                    return (Step::Keep, Ok((AcquireOutcome::Missing, false)));
+                    return (Step::Keep, (AcquireOutcome::Missing, false));
                 };
                 let mut next = record.successor(now);
-                if let Some(lock) = record.lock.filter(|l| l.age(now) < lock_ttl) {
-                    return (
-                        Step::Update(next),
-                        Ok((AcquireOutcome::Locked(lock.info(now)), false)),
-                    );
+                match record.lock {
+                    // A retry of our own acquire whose reply was lost: the lock is already ours.
+                    Some(lock) if lock.token == token => {
+                        next.initialize = false;
+                        let snapshot = record.snapshot().with_lock(token);
+                        return (
+                            Step::Update(next),
+                            (AcquireOutcome::Acquired(snapshot), false),
+                        );
+                    }
+                    Some(lock) if lock.age(now) < lock_ttl => {
+                        return (
+                            Step::Update(next),
+                            (AcquireOutcome::Locked(lock.info(now)), false),
+                        );
+                    }
+                    _ => {}
                 }
-                // Generated only when the lock is free or stale, in the same step as the takeover.
-                let token = match LockToken::generate() {
-                    Ok(token) => token,
-                    Err(err) => return (Step::Keep, Err(err)),
-                };
+                // Free or stale: taken in the same step. `settled` stays, so that the previous
+                // holder's retried commit or release is still recognised (SessionStore contract).
                 let snapshot = record.snapshot().with_lock(token);
                 next.lock = Some(Lock { token, since: now });
-                next.settled = None;
                 next.initialize = false;
                 let took_over = record.lock.is_some();
                 (
                     Step::Update(next),
-                    Ok((AcquireOutcome::Acquired(snapshot), took_over)),
+                    (AcquireOutcome::Acquired(snapshot), took_over),
                 )
             })
-            .await??;
+            .await?;
         if took_over {
             // The stale holder lost its lock; its watchers look again (and find it locked anew).
             shared.signals.released(key);
@@ -113,8 +126,9 @@ impl SessionStore for MemoryStore {
                         });
                         (Step::Update(next), (CommitOutcome::Committed, true))
                     }
-                    // A retry of the commit that released this lock: report it, apply nothing.
-                    (None, Some(settled)) if settled.repeats_commit(token, delta, timeout) => {
+                    // A retry of the commit that released this lock (possibly after another request
+                    // acquired it): report it, apply nothing, leave the new holder's lock alone.
+                    (_, Some(settled)) if settled.repeats_commit(token, delta, timeout) => {
                         (Step::Keep, (CommitOutcome::Committed, false))
                     }
                     _ => (Step::Keep, (CommitOutcome::LockLost, false)),
@@ -141,7 +155,7 @@ impl SessionStore for MemoryStore {
                         next.settled = Some(Settled::Released { token });
                         (Step::Update(next), (ReleaseOutcome::Released, true))
                     }
-                    (None, Some(settled)) if settled.repeats_release(token) => {
+                    (_, Some(settled)) if settled.repeats_release(token) => {
                         (Step::Keep, (ReleaseOutcome::Released, false))
                     }
                     _ => (Step::Keep, (ReleaseOutcome::LockLost, false)),
@@ -290,7 +304,11 @@ mod tests {
     }
 
     async fn locked(store: &MemoryStore, key: &SessionKey) -> LockToken {
-        match store.acquire(key, LONG).await.unwrap() {
+        match store
+            .acquire(key, LockToken::generate().unwrap(), LONG)
+            .await
+            .unwrap()
+        {
             AcquireOutcome::Acquired(s) => s.lock.unwrap(),
             other => panic!("expected Acquired, got {other:?}"),
         }
@@ -352,15 +370,20 @@ mod tests {
             store.release(&k, token).await.unwrap(),
             ReleaseOutcome::Released
         );
-        // A new acquisition ends the retry window.
+        // A new acquisition does not end the retry window, and the retry leaves its lock alone;
+        // the new holder's own release does end it.
         let newer = locked(&store, &k).await;
         assert_eq!(
             store.release(&k, token).await.unwrap(),
-            ReleaseOutcome::LockLost
+            ReleaseOutcome::Released
         );
         assert_eq!(
             store.release(&k, newer).await.unwrap(),
             ReleaseOutcome::Released
+        );
+        assert_eq!(
+            store.release(&k, token).await.unwrap(),
+            ReleaseOutcome::LockLost
         );
     }
 
@@ -370,16 +393,24 @@ mod tests {
         let k = key();
         store.create(&k, &Items::new(), LONG, true).await.unwrap();
         let ttl = Duration::from_millis(100);
-        let AcquireOutcome::Acquired(first) = store.acquire(&k, ttl).await.unwrap() else {
+        let AcquireOutcome::Acquired(first) = store
+            .acquire(&k, LockToken::generate().unwrap(), ttl)
+            .await
+            .unwrap()
+        else {
             panic!("not acquired");
         };
         let old = first.lock.unwrap();
         assert!(matches!(
-            store.acquire(&k, ttl).await.unwrap(),
+            store.acquire(&k, LockToken::generate().unwrap(), ttl).await.unwrap(),
             AcquireOutcome::Locked(info) if info.token == old && info.age < ttl
         ));
         tokio::time::sleep(ttl).await;
-        let AcquireOutcome::Acquired(second) = store.acquire(&k, ttl).await.unwrap() else {
+        let AcquireOutcome::Acquired(second) = store
+            .acquire(&k, LockToken::generate().unwrap(), ttl)
+            .await
+            .unwrap()
+        else {
             panic!("stale lock not taken over");
         };
         assert_ne!(second.lock, Some(old));
@@ -411,7 +442,10 @@ mod tests {
             ReadOutcome::Missing
         ));
         assert!(matches!(
-            store.acquire(&k, LONG).await.unwrap(),
+            store
+                .acquire(&k, LockToken::generate().unwrap(), LONG)
+                .await
+                .unwrap(),
             AcquireOutcome::Missing
         ));
         assert_eq!(

@@ -28,7 +28,7 @@ impl Lock {
 /// How the last lock of a session ended. A `commit` or `release` repeated with exactly these
 /// arguments is a retry of a call that succeeded (its reply was lost): it reports success again and
 /// applies nothing (the idempotency rule of `SessionStore`). Anything else from that token is a
-/// stale holder and gets `LockLost` (SPEC §2 rule 1). A new `acquire` forgets it.
+/// stale holder and gets `LockLost` (SPEC §2 rule 1). The next commit or release replaces it.
 #[derive(Debug, Clone)]
 pub(crate) enum Settled {
     Committed {
@@ -71,7 +71,8 @@ pub(crate) struct Record {
     /// evicted it yet.
     pub(crate) expires_at: Instant,
     pub(crate) lock: Option<Lock>,
-    /// Only ever `Some` while unlocked.
+    /// How the last lock ended; kept across later acquisitions, replaced by the next commit or
+    /// release, so that a retry of that commit or release is recognised.
     pub(crate) settled: Option<Settled>,
     /// Created uninitialized and not yet returned by a `read`/`acquire` (SPEC §2 rule 3).
     pub(crate) initialize: bool,

@@ -167,7 +167,11 @@ mod tests {
     }
 
     async fn lock(store: &MemoryStore, key: &SessionKey) -> LockToken {
-        match store.acquire(key, LONG).await.unwrap() {
+        match store
+            .acquire(key, LockToken::generate().unwrap(), LONG)
+            .await
+            .unwrap()
+        {
             AcquireOutcome::Acquired(s) => s.lock.unwrap(),
             other => panic!("expected Acquired, got {other:?}"),
         }

@@ -1,11 +1,14 @@
-//! The conformance suite against `MemoryStore`: directly (through `Arc<dyn SessionStore>`), and
-//! through `ResilientStore`, the decorator the manager wraps every store in.
+//! The conformance suite against `MemoryStore`, three times: directly (through
+//! `Arc<dyn SessionStore>`); through `ResilientStore`, the decorator the manager wraps every store
+//! in; and with its optional capabilities hidden (`bare::`), which exercises the paths of stores
+//! without them: lock polling, the `renew_id` fallback and the `Unsupported` answers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backend_memory::MemoryStore;
-use session_core::{ResilientStore, RetryPolicy, SessionStore, conformance};
+use session_core::conformance::{self, WithoutCapabilities};
+use session_core::{ResilientStore, RetryPolicy, SessionStore};
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
@@ -18,6 +21,9 @@ fn main() -> std::process::ExitCode {
             Some(Duration::from_secs(5)),
         );
         Ok(Arc::new(store) as Arc<dyn SessionStore>)
+    }));
+    trials.extend(conformance::trials_with_prefix("bare::", || async {
+        Ok(Arc::new(WithoutCapabilities(MemoryStore::new())) as Arc<dyn SessionStore>)
     }));
     conformance::run(args, trials)
 }

@@ -62,6 +62,12 @@ impl BackendKind {
 ///
 /// Build one with [`Config::builder`], [`Config::from_attributes`] or [`Config::from_url`]. Every
 /// value has been validated. `Debug` redacts the access key and the URL's password.
+///
+/// As in the ASP.NET provider (where `host` is used only without a `connectionString`), the
+/// connection settings `host`, `port`, `accessKey`, `user`, `ssl` and `databaseId` describe the
+/// server when no URL is given; a URL carries its own (its scheme, credentials, port, database
+/// and TLS), which the backend reads and which win. Their accessors return what was set, not
+/// what a URL contains.
 #[derive(Clone)]
 pub struct Config {
     url: Option<String>,
@@ -317,6 +323,32 @@ fn non_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
+/// A duration setting that must be at least 1 ms (stores keep milliseconds).
+fn at_least_1ms(setting: &str, d: Duration) -> Result<Duration> {
+    if d < Duration::from_millis(1) {
+        return Err(Error::config(setting, "must be at least 1 ms"));
+    }
+    Ok(d)
+}
+
+/// A session timeout: 1 ms to one year.
+fn session_timeout(setting: &str, d: Duration) -> Result<Duration> {
+    if d < Duration::from_millis(1) || d > MAX_SESSION_TIMEOUT {
+        return Err(Error::config(
+            setting,
+            "must be between 1 ms and one year (525600 minutes)",
+        ));
+    }
+    Ok(d)
+}
+
+fn at_least_1(setting: &str, n: u64) -> Result<usize> {
+    if n == 0 {
+        return Err(Error::config(setting, "must be at least 1"));
+    }
+    usize::try_from(n).map_err(|_| Error::config(setting, "too large"))
+}
+
 impl ConfigBuilder {
     /// Applies one attribute by its seed name (case-insensitive); see [`Config::from_attributes`].
     ///
@@ -367,25 +399,27 @@ impl ConfigBuilder {
             }
             "timeout" => {
                 let minutes = parse_u64(name, value)?;
-                c.session_timeout = Duration::from_secs(minutes.saturating_mul(60));
-                if minutes == 0 {
-                    return Err(Error::config(name, "must be at least 1 minute"));
-                }
+                c.session_timeout =
+                    session_timeout(name, Duration::from_secs(minutes.saturating_mul(60)))?;
             }
-            "sessiontimeoutinmilliseconds" => c.session_timeout = parse_millis(name, value)?,
+            "sessiontimeoutinmilliseconds" => {
+                c.session_timeout = session_timeout(name, parse_millis(name, value)?)?;
+            }
             "executiontimeout" => {
-                c.lock_ttl = Duration::from_secs(parse_u64(name, value)?);
+                c.lock_ttl = at_least_1ms(name, Duration::from_secs(parse_u64(name, value)?))?;
             }
-            "lockttlinmilliseconds" => c.lock_ttl = parse_millis(name, value)?,
-            "pollintervalinmilliseconds" => c.poll_interval = parse_millis(name, value)?,
+            "lockttlinmilliseconds" => c.lock_ttl = at_least_1ms(name, parse_millis(name, value)?)?,
+            "pollintervalinmilliseconds" => {
+                c.poll_interval = at_least_1ms(name, parse_millis(name, value)?)?;
+            }
             "maxwaiterspersession" | "requestqueuelimitpersession" => {
-                c.max_waiters_per_session = usize::try_from(parse_u64(name, value)?)
-                    .map_err(|_| Error::config(name, "too large"))?;
+                c.max_waiters_per_session = at_least_1(name, parse_u64(name, value)?)?;
             }
-            "lockwaittimeoutinmilliseconds" => c.lock_wait_timeout = parse_millis(name, value)?,
+            "lockwaittimeoutinmilliseconds" => {
+                c.lock_wait_timeout = at_least_1ms(name, parse_millis(name, value)?)?;
+            }
             "maxsessionsizeinbytes" => {
-                c.max_session_size = usize::try_from(parse_u64(name, value)?)
-                    .map_err(|_| Error::config(name, "too large"))?;
+                c.max_session_size = at_least_1(name, parse_u64(name, value)?)?;
             }
             _ => return Err(Error::config(name, "unknown setting")),
         }
@@ -492,30 +526,13 @@ impl ConfigBuilder {
         if let Some(url) = &c.url {
             BackendKind::from_url(url)?;
         }
-        if c.session_timeout.is_zero() || c.session_timeout > MAX_SESSION_TIMEOUT {
-            return Err(Error::config(
-                "sessionTimeout",
-                "must be between 1 ms and one year",
-            ));
-        }
-        if c.lock_ttl.is_zero() {
-            return Err(Error::config("lockTtl", "must be greater than zero"));
-        }
-        if c.poll_interval.is_zero() {
-            return Err(Error::config("pollInterval", "must be greater than zero"));
-        }
-        if c.max_waiters_per_session == 0 {
-            return Err(Error::config("maxWaitersPerSession", "must be at least 1"));
-        }
-        if c.lock_wait_timeout.is_zero() {
-            return Err(Error::config(
-                "lockWaitTimeout",
-                "must be greater than zero",
-            ));
-        }
-        if c.max_session_size == 0 {
-            return Err(Error::config("maxSessionSizeInBytes", "must be at least 1"));
-        }
+        // Values set through the builder methods; attributes were checked under their own names.
+        session_timeout("session_timeout", c.session_timeout)?;
+        at_least_1ms("lock_ttl", c.lock_ttl)?;
+        at_least_1ms("poll_interval", c.poll_interval)?;
+        at_least_1ms("lock_wait_timeout", c.lock_wait_timeout)?;
+        at_least_1("max_waiters_per_session", c.max_waiters_per_session as u64)?;
+        at_least_1("max_session_size", c.max_session_size as u64)?;
         Ok(c)
     }
 }
@@ -632,19 +649,42 @@ mod tests {
             bad_setting(attrs(&[("connectionString", "ftp://x")])),
             "connectionString"
         );
-        assert_eq!(bad_setting(attrs(&[("executionTimeout", "0")])), "lockTtl");
+        assert_eq!(
+            bad_setting(attrs(&[("executionTimeout", "0")])),
+            "executionTimeout"
+        );
+        assert_eq!(
+            bad_setting(attrs(&[("lockWaitTimeoutInMilliseconds", "0")])),
+            "lockWaitTimeoutInMilliseconds"
+        );
+        assert_eq!(
+            bad_setting(attrs(&[("maxSessionSizeInBytes", "0")])),
+            "maxSessionSizeInBytes"
+        );
         assert_eq!(
             bad_setting(attrs(&[("pollIntervalInMilliseconds", "0")])),
-            "pollInterval"
+            "pollIntervalInMilliseconds"
         );
         assert_eq!(
             bad_setting(attrs(&[("maxWaitersPerSession", "0")])),
             "maxWaitersPerSession"
         );
+        assert_eq!(bad_setting(attrs(&[("timeout", "525601")])), "timeout");
+    }
+
+    #[test]
+    fn builder_values_are_validated_under_the_method_name() {
+        let bad = |b: ConfigBuilder| bad_setting(b.build());
         assert_eq!(
-            bad_setting(attrs(&[("timeout", "525601")])),
-            "sessionTimeout"
+            bad(Config::builder().session_timeout(Duration::from_micros(10))),
+            "session_timeout"
         );
+        assert_eq!(bad(Config::builder().lock_ttl(Duration::ZERO)), "lock_ttl");
+        assert_eq!(
+            bad(Config::builder().max_waiters_per_session(0)),
+            "max_waiters_per_session"
+        );
+        assert_eq!(bad(Config::builder().url("gopher://x")), "url");
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl SessionId {
 
     /// The short prefix used in logs and error messages.
     pub fn prefix(&self) -> &str {
-        &self.expose()[..ID_PREFIX_CHARS]
+        self.expose().get(..ID_PREFIX_CHARS).unwrap_or_default()
     }
 }
 

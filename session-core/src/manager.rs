@@ -78,76 +78,13 @@ struct Inner {
 }
 
 impl Inner {
-    fn record(&self, err: &Error) -> Arc<Error> {
-        let shared = Arc::new(clone_for_record(err));
+    /// Keeps `err` as the last error (SPEC §4: with `throwOnError = false` this is how the
+    /// application learns the cause).
+    fn record(&self, err: Error) {
         *self
             .last_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&shared));
-        shared
-    }
-}
-
-/// `Error` holds non-clonable sources; the recorded copy keeps the message and the source chain
-/// as text, and every field that has a value type.
-fn clone_for_record(err: &Error) -> Error {
-    match err {
-        Error::Timeout {
-            backend,
-            operation,
-            after,
-        } => Error::Timeout {
-            backend,
-            operation: *operation,
-            after: *after,
-        },
-        Error::LockLost { operation } => Error::LockLost {
-            operation: *operation,
-        },
-        Error::SessionGone { operation } => Error::SessionGone {
-            operation: *operation,
-        },
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            match other {
-                Error::Unavailable {
-                    backend, operation, ..
-                } => Error::Unavailable {
-                    backend,
-                    operation: *operation,
-                    source: text.into(),
-                },
-                Error::Backend {
-                    backend, operation, ..
-                } => Error::Backend {
-                    backend,
-                    operation: *operation,
-                    source: text.into(),
-                },
-                Error::Corrupt {
-                    backend,
-                    app,
-                    id_prefix,
-                    ..
-                } => Error::Corrupt {
-                    backend,
-                    app: app.clone(),
-                    id_prefix: id_prefix.clone(),
-                    source: text.into(),
-                },
-                _ => Error::Backend {
-                    backend: "session-manager",
-                    operation: other.operation().unwrap_or(Operation::Connect),
-                    source: text.into(),
-                },
-            }
-        }
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(err));
     }
 }
 
@@ -203,14 +140,31 @@ impl SessionManager {
         &self.inner.app
     }
 
-    /// The most recent store failure this manager saw, if any (it is never cleared). With
-    /// `throwOnError = false` this is how the application learns why a session is degraded.
+    /// The most recent store failure that this manager absorbed instead of returning (with
+    /// `throwOnError = false`: a degraded session, or an [`EndOutcome::NotSaved`]), if any. It is
+    /// never cleared. Errors that were returned to the caller are not recorded here.
     pub fn last_error(&self) -> Option<Arc<Error>> {
         self.inner
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How many requests of this manager are waiting for the lock of session `id` right now (0 for
+    /// a malformed id). For metrics and tests.
+    pub fn waiting_on(&self, id: &str) -> usize {
+        let Ok(id) = SessionId::parse(id) else {
+            return 0;
+        };
+        let key = SessionKey::new(self.inner.app.clone(), id);
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Opens the session for one request.
@@ -229,12 +183,9 @@ impl SessionManager {
         let parsed = id.and_then(|text| SessionId::parse(text).ok());
         match self.open_inner(parsed, access).await {
             Ok(session) => Ok(session),
-            Err(err) if err.is_store_failure() => {
-                self.inner.record(&err);
-                if self.inner.throw_on_error {
-                    return Err(err);
-                }
+            Err(err) if err.is_store_failure() && !self.inner.throw_on_error => {
                 tracing::warn!(error = %err, "session store failed; handing out a degraded session");
+                self.inner.record(err);
                 // Keep the client's id: a passing outage must not log the user out for good.
                 let id = match parsed {
                     Some(id) => id,
@@ -254,9 +205,7 @@ impl SessionManager {
     /// [`Error::InvalidId`] for a malformed id; store failures.
     pub async fn delete(&self, id: &str) -> Result<bool> {
         let key = SessionKey::new(self.inner.app.clone(), SessionId::parse(id)?);
-        let outcome = self.inner.store.delete(&key).await.inspect_err(|e| {
-            self.inner.record(e);
-        })?;
+        let outcome = self.inner.store.delete(&key).await?;
         Ok(outcome == RemoveOutcome::Removed)
     }
 
@@ -301,10 +250,11 @@ impl SessionManager {
         &self,
         key: &SessionKey,
         access: Access,
+        token: LockToken,
     ) -> Result<std::result::Result<Option<Snapshot>, LockInfo>> {
         let store = &self.inner.store;
         Ok(match access {
-            Access::Exclusive => match store.acquire(key, self.inner.lock_ttl).await? {
+            Access::Exclusive => match store.acquire(key, token, self.inner.lock_ttl).await? {
                 AcquireOutcome::Acquired(s) => Ok(Some(s)),
                 AcquireOutcome::Locked(info) => Err(info),
                 _ => Ok(None),
@@ -324,12 +274,15 @@ impl SessionManager {
         let signal = inner.store.capabilities().release_signal;
         let mut waiter: Option<WaiterGuard> = None;
         let mut watch = None;
+        // One token for this request's acquisition: an attempt whose reply was lost and a later
+        // attempt are the same acquisition, so the later one finds its own lock (SessionStore).
+        let token = LockToken::generate()?;
         loop {
             // Subscribe before looking, so that a release between the look and the wait wakes us.
             if signal && waiter.is_some() && watch.is_none() {
                 watch = Some(inner.store.watch_release(key).await?);
             }
-            let info = match self.attempt(key, access).await? {
+            let info = match self.attempt(key, access, token).await? {
                 Ok(found) => return Ok(found),
                 Err(info) => info,
             };
@@ -495,9 +448,6 @@ impl Session {
         if self.access == Access::ReadOnly {
             return Err(Error::NotWritable("read-only"));
         }
-        if self.ended {
-            return Err(Error::NotWritable("ended"));
-        }
         Ok(())
     }
 
@@ -541,7 +491,7 @@ impl Session {
     /// [`Error::NotWritable`]; [`Error::InvalidConfig`] for zero or more than a year.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.writable()?;
-        if timeout.is_zero() || timeout > MAX_SESSION_TIMEOUT {
+        if timeout < Duration::from_millis(1) || timeout > MAX_SESSION_TIMEOUT {
             return Err(Error::config(
                 "session timeout",
                 "must be between 1 ms and one year",
@@ -586,13 +536,7 @@ impl Session {
         let Some(token) = self.token else {
             return Err(Error::NotWritable("opened without a lock"));
         };
-        let result = self.renew_stored(new_id, token).await;
-        if let Err(err) = &result
-            && err.is_store_failure()
-        {
-            self.inner.record(err);
-        }
-        result.map(|()| new_id)
+        self.renew_stored(new_id, token).await.map(|()| new_id)
     }
 
     async fn renew_stored(&mut self, new_id: SessionId, token: LockToken) -> Result<()> {
@@ -610,29 +554,43 @@ impl Session {
                 }),
             };
         }
+        // Without an atomic change_id: copy under the new id, lock the copy, then remove the
+        // original with our token. Until the original is removed, the copy is undone on failure, so
+        // the session is never lost and never exists twice.
         let items = self.data.to_items();
         if store.create(&new_key, &items, self.timeout, true).await? != CreateOutcome::Created {
             return Err(Error::IdCollision);
         }
-        let new_token = match store.acquire(&new_key, self.inner.lock_ttl).await? {
-            AcquireOutcome::Acquired(s) => s.lock,
-            _ => None,
-        };
-        let removed = store.remove(&self.key, token).await?;
-        match (new_token, removed) {
-            (Some(new_token), RemoveOutcome::Removed) => {
+        let new_token = LockToken::generate()?;
+        let moved = async {
+            match store
+                .acquire(&new_key, new_token, self.inner.lock_ttl)
+                .await?
+            {
+                AcquireOutcome::Acquired(_) => {}
+                _ => return Ok(false),
+            }
+            Ok::<bool, Error>(store.remove(&self.key, token).await? == RemoveOutcome::Removed)
+        }
+        .await;
+        match moved {
+            Ok(true) => {
                 self.key = new_key;
                 self.token = Some(new_token);
                 self.data.rebase();
                 self.timeout_changed = false;
                 Ok(())
             }
-            _ => {
-                // Our lock on the old session was lost meanwhile: undo the copy, report the loss.
-                store.delete(&new_key).await?;
-                Err(Error::LockLost {
-                    operation: Operation::ChangeId,
-                })
+            other => {
+                if let Err(err) = store.delete(&new_key).await {
+                    tracing::warn!(error = %err, "could not undo the copy made by renew_id");
+                }
+                match other {
+                    Err(err) => Err(err),
+                    _ => Err(Error::LockLost {
+                        operation: Operation::ChangeId,
+                    }),
+                }
             }
         }
     }
@@ -656,17 +614,23 @@ impl Session {
     /// [`Error::IdCollision`]. Store failures, unless `throwOnError = false`, in which case the
     /// outcome is [`EndOutcome::NotSaved`] and [`SessionManager::last_error`] holds the cause.
     pub async fn end(mut self) -> Result<EndOutcome> {
-        self.ended = true;
+        // `ended` is set only once the store has answered: if the store fails, or this future is
+        // dropped half way, `Drop` still releases the lock (a release after a commit that did
+        // happen is a harmless `LockLost`).
         match self.end_inner().await {
             Err(err) if err.is_store_failure() => {
-                self.inner.record(&err);
                 if self.inner.throw_on_error {
                     Err(err)
                 } else {
+                    tracing::warn!(error = %err, "session store failed; the session was not saved");
+                    self.inner.record(err);
                     Ok(EndOutcome::NotSaved)
                 }
             }
-            other => other,
+            other => {
+                self.ended = true;
+                other
+            }
         }
     }
 
@@ -784,8 +748,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-        let recorded = m.last_error().unwrap();
-        assert!(matches!(*recorded, Error::Unavailable { .. }));
+        assert!(
+            m.last_error().is_none(),
+            "returned errors are not also recorded"
+        );
         // A new session touches no store until it is written; then the failure surfaces.
         let mut s = m.open(None, Access::Exclusive).await.unwrap();
         s.insert("a", &1u8).unwrap();

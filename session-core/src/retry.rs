@@ -107,10 +107,14 @@ outcome_names! {
 /// operation, outcome, attempts; only an id prefix) to every operation.
 ///
 /// Retries repeat only transient failures ([`Error::is_transient`]). They never apply a delta twice
-/// and never turn a success into an error: `commit` and `release` rely on the store's idempotency
-/// under retry (see [`SessionStore`]); a retried `create` that finds the session is reported
-/// `Created` (the first attempt created it: fresh ids do not collide); a retried `remove` or
-/// `delete` that finds nothing is reported `Removed`.
+/// and never turn a success into an error: `acquire`, `commit` and `release` rely on the store's
+/// idempotency under retry (see [`SessionStore`]); a retried `create` that finds the session is
+/// reported `Created` (the first attempt created it: fresh ids do not collide); a retried `remove` or
+/// `delete` that finds nothing is reported `Removed`; `write_concurrent` is not retried, since
+/// repeating it could overwrite a newer value.
+///
+/// [`SessionManager::new`](crate::SessionManager::new) wraps every store in one of these; wrapping
+/// a store yourself as well multiplies the retry budgets.
 #[derive(Debug)]
 pub struct ResilientStore<S> {
     inner: S,
@@ -136,6 +140,37 @@ impl<S: SessionStore> ResilientStore<S> {
     /// Runs `attempt` under the policy; returns the result and whether it came from a retry.
     async fn run<T, F, Fut>(
         &self,
+        operation: Operation,
+        key: Option<&SessionKey>,
+        attempt: F,
+    ) -> Result<(T, bool)>
+    where
+        T: OutcomeName,
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        self.run_with(self.policy, operation, key, attempt).await
+    }
+
+    /// Runs `attempt` once, with the operation timeout and the span but without retries.
+    async fn run_once<T, F, Fut>(
+        &self,
+        operation: Operation,
+        key: Option<&SessionKey>,
+        attempt: F,
+    ) -> Result<(T, bool)>
+    where
+        T: OutcomeName,
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        self.run_with(RetryPolicy::none(), operation, key, attempt)
+            .await
+    }
+
+    async fn run_with<T, F, Fut>(
+        &self,
+        policy: RetryPolicy,
         operation: Operation,
         key: Option<&SessionKey>,
         attempt: F,
@@ -178,7 +213,7 @@ impl<S: SessionStore> ResilientStore<S> {
                     }
                     Err(err) if err.is_transient() => {
                         failed += 1;
-                        match self.policy.next_delay(failed, start.elapsed()) {
+                        match policy.next_delay(failed, start.elapsed()) {
                             Some(delay) => {
                                 tracing::debug!(error = %err, ?delay, "transient failure, retrying");
                                 tokio::time::sleep(delay).await;
@@ -221,9 +256,15 @@ impl<S: SessionStore> SessionStore for ResilientStore<S> {
         Ok(run.await?.0)
     }
 
-    async fn acquire(&self, key: &SessionKey, lock_ttl: Duration) -> Result<AcquireOutcome> {
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        lock_ttl: Duration,
+    ) -> Result<AcquireOutcome> {
+        // The same token on every attempt: a retry after a lost reply finds its own lock.
         let run = self.run(Operation::Acquire, Some(key), || {
-            self.inner.acquire(key, lock_ttl)
+            self.inner.acquire(key, token, lock_ttl)
         });
         Ok(run.await?.0)
     }
@@ -285,8 +326,9 @@ impl<S: SessionStore> SessionStore for ResilientStore<S> {
         delta: &Delta,
         timeout: Duration,
     ) -> Result<CommitOutcome> {
-        // Per-item last-writer-wins is idempotent: applying the same delta again sets the same values.
-        let run = self.run(Operation::WriteConcurrent, Some(key), || {
+        // Never retried: after a lost reply the delta may have been applied, and applying it again
+        // could overwrite a newer value another lock-free writer stored in between.
+        let run = self.run_once(Operation::WriteConcurrent, Some(key), || {
             self.inner.write_concurrent(key, delta, timeout)
         });
         Ok(run.await?.0)

@@ -164,12 +164,18 @@ impl fmt::Debug for ExpiryEvents {
 /// expiry to `now + timeout` where the table below says so, using the session's own stored timeout.
 /// Lock age is measured on the store's clock.
 ///
-/// Operations are **idempotent under retry**: a `commit` repeated with the same token, delta and
-/// timeout right after it succeeded reports `Committed` again without applying anything, and a
-/// `release` repeated with the token of the session's last successful `release` reports `Released`
-/// again, so the retry policy (SPEC §4) never turns a success into an error. Only the same call
-/// repeats this way: a `commit` with the token of a `release`, or a different commit with a spent
-/// token, is `LockLost` (SPEC §2 rule 1). Any later acquisition ends the window.
+/// Operations are **idempotent under retry**, so the retry policy (SPEC §4) never applies anything
+/// twice nor turns a success into an error:
+/// - an `acquire` repeated with the token that holds the lock returns `Acquired` again;
+/// - a `commit` repeated with the token, delta and timeout of the session's last successful
+///   `commit` reports `Committed` again without applying anything, and a `release` repeated with
+///   the token of its last successful `release` reports `Released` again, even if another request
+///   has acquired the lock since (its lock is untouched). A later `commit` or `release` by another
+///   holder ends that window. Only the same call repeats this way: a `commit` with the token of a
+///   `release`, or a different commit with a spent token, is `LockLost` (SPEC §2 rule 1). Stores
+///   that cannot keep the delta may compare [`Delta::fingerprint`] instead.
+/// - `create`, `remove` and `delete` need nothing: the retry layer reads `AlreadyExists`/`Missing`
+///   after a lost reply as the success it was. `write_concurrent` is never retried.
 ///
 /// Implement every method; there are no defaults. Optional operations that the store does not declare
 /// in [`SessionStore::capabilities`] return [`Error::Unsupported`](crate::Error::Unsupported) and
@@ -197,17 +203,27 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Store failures; [`Error::Corrupt`](crate::Error::Corrupt) for undecodable stored data.
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome>;
 
-    /// Locks a session and returns its data.
+    /// Locks a session with `token` and returns its data.
+    ///
+    /// The caller passes a fresh token ([`LockToken::generate`]) for every acquisition, and the
+    /// same token again only to retry an acquire whose reply it did not get.
     ///
     /// # Contract
-    /// `Missing` if absent or expired (nothing is created); `Locked` if a lock younger than
-    /// `lock_ttl` is held (also when the caller holds it: locks are not re-entrant); else `Acquired`
-    /// with a fresh token, taking over a stale lock (age ≥ `lock_ttl`) in the same step. Slides the
-    /// expiry in every case except `Missing`. Reports `initialize` like [`SessionStore::read`].
+    /// `Missing` if absent or expired (nothing is created); `Acquired` with the data if `token`
+    /// already holds the lock (the retry of an acquire whose reply was lost; the lock's age is
+    /// kept); `Locked` if another token holds a lock younger than `lock_ttl` (locks are not
+    /// re-entrant: a second acquisition uses a new token); else `Acquired`, the lock now held by
+    /// `token`, taking over a stale lock (age ≥ `lock_ttl`) in the same step. Slides the expiry in
+    /// every case except `Missing`. Reports `initialize` like [`SessionStore::read`].
     ///
     /// # Errors
     /// Store failures; [`Error::Corrupt`](crate::Error::Corrupt) for undecodable stored data.
-    async fn acquire(&self, key: &SessionKey, lock_ttl: Duration) -> Result<AcquireOutcome>;
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        lock_ttl: Duration,
+    ) -> Result<AcquireOutcome>;
 
     /// Applies `delta`, stores `timeout` as the session's timeout, slides the expiry by it and
     /// releases the lock, all in one step.
@@ -349,8 +365,13 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
         (**self).read(key).await
     }
-    async fn acquire(&self, key: &SessionKey, lock_ttl: Duration) -> Result<AcquireOutcome> {
-        (**self).acquire(key, lock_ttl).await
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        lock_ttl: Duration,
+    ) -> Result<AcquireOutcome> {
+        (**self).acquire(key, token, lock_ttl).await
     }
     async fn commit(
         &self,

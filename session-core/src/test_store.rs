@@ -78,7 +78,7 @@ impl SessionStore for ScriptedStore {
     async fn read(&self, _: &SessionKey) -> Result<ReadOutcome> {
         self.step(Operation::Read).map(|()| ReadOutcome::Missing)
     }
-    async fn acquire(&self, _: &SessionKey, _: Duration) -> Result<AcquireOutcome> {
+    async fn acquire(&self, _: &SessionKey, _: LockToken, _: Duration) -> Result<AcquireOutcome> {
         self.step(Operation::Acquire)
             .map(|()| AcquireOutcome::Missing)
     }

@@ -9,7 +9,10 @@ use crate::{AcquireOutcome, CreateOutcome, ReadOutcome};
 
 pub(super) async fn missing_is_missing_and_creates_nothing(h: Harness) -> Outcome {
     let key = h.key()?;
-    let out = h.store().acquire(&key, LONG_TTL).await?;
+    let out = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?;
     check!(
         matches!(out, AcquireOutcome::Missing),
         "SPEC §2 acquire: unknown id must be Missing, got {out:?}"
@@ -43,7 +46,11 @@ pub(super) async fn returns_items_and_fresh_token(h: Harness) -> Outcome {
 pub(super) async fn locked_reports_holder_without_data(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     let (_, token) = lock(&h, &key).await?;
-    match h.store().acquire(&key, LONG_TTL).await? {
+    match h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?
+    {
         AcquireOutcome::Locked(info) => {
             check!(info.token == token, "Locked must carry the holder's token");
         }
@@ -58,7 +65,10 @@ pub(super) async fn locked_reports_holder_without_data(h: Harness) -> Outcome {
 pub(super) async fn is_not_reentrant(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     lock(&h, &key).await?;
-    let again = h.store().acquire(&key, LONG_TTL).await?;
+    let again = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?;
     check!(
         matches!(again, AcquireOutcome::Locked(_)),
         "locks are not re-entrant: a second acquire is Locked, got {again:?}"
@@ -70,11 +80,19 @@ pub(super) async fn lock_age_grows_with_same_token(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     let (_, token) = lock(&h, &key).await?;
     sleep(Duration::from_millis(300)).await;
-    let AcquireOutcome::Locked(first) = h.store().acquire(&key, LONG_TTL).await? else {
+    let AcquireOutcome::Locked(first) = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?
+    else {
         return Err(super::Failed::new("expected Locked"));
     };
     sleep(Duration::from_millis(300)).await;
-    let AcquireOutcome::Locked(second) = h.store().acquire(&key, LONG_TTL).await? else {
+    let AcquireOutcome::Locked(second) = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?
+    else {
         return Err(super::Failed::new("expected Locked"));
     };
     check!(
@@ -104,7 +122,15 @@ pub(super) async fn stale_lock_is_taken_over(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     let (_, old) = lock(&h, &key).await?;
     sleep(Duration::from_millis(400)).await;
-    match h.store().acquire(&key, Duration::from_millis(200)).await? {
+    match h
+        .store()
+        .acquire(
+            &key,
+            crate::LockToken::generate()?,
+            Duration::from_millis(200),
+        )
+        .await?
+    {
         AcquireOutcome::Acquired(s) => {
             check!(
                 s.lock.is_some() && s.lock != Some(old),
@@ -126,7 +152,10 @@ pub(super) async fn stale_lock_is_taken_over(h: Harness) -> Outcome {
 pub(super) async fn young_lock_is_not_taken_over(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     lock(&h, &key).await?;
-    let out = h.store().acquire(&key, Duration::from_secs(60)).await?;
+    let out = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, Duration::from_secs(60))
+        .await?;
     check!(
         matches!(out, AcquireOutcome::Locked(_)),
         "a lock younger than lock_ttl must not be taken over, got {out:?}"
@@ -155,7 +184,10 @@ pub(super) async fn tokens_are_unique_per_acquisition(h: Harness) -> Outcome {
 pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
     sleep(EXPIRE_WAIT).await;
-    let out = h.store().acquire(&key, LONG_TTL).await?;
+    let out = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?;
     check!(
         matches!(out, AcquireOutcome::Missing),
         "SPEC §1: an expired session is Missing, got {out:?}"
@@ -180,13 +212,19 @@ pub(super) async fn slides_expiry_while_locked(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), SLIDE_TIMEOUT).await?;
     lock(&h, &key).await?;
     sleep(SLIDE_STEP).await;
-    let out = h.store().acquire(&key, LONG_TTL).await?;
+    let out = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?;
     check!(
         matches!(out, AcquireOutcome::Locked(_)),
         "expected Locked, got {out:?}"
     );
     sleep(SLIDE_STEP).await;
-    let out = h.store().acquire(&key, LONG_TTL).await?;
+    let out = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?;
     check!(
         matches!(out, AcquireOutcome::Locked(_)),
         "SPEC §2: acquire slides the expiry even when locked; got {out:?}"
@@ -212,5 +250,41 @@ pub(super) async fn reports_uninitialized_once(h: Harness) -> Outcome {
     h.store().release(&key, token).await?;
     let (second, _) = lock(&h, &key).await?;
     check!(!second.initialize, "SPEC §2 rule 3: reported exactly once");
+    Ok(())
+}
+
+pub(super) async fn repeat_with_same_token_is_idempotent(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let token = crate::LockToken::generate()?;
+    let first = h.store().acquire(&key, token, LONG_TTL).await?;
+    check!(
+        matches!(first, AcquireOutcome::Acquired(_)),
+        "expected Acquired, got {first:?}"
+    );
+    // The reply was lost; the retry carries the same token and must get the lock and data again.
+    match h.store().acquire(&key, token, LONG_TTL).await? {
+        AcquireOutcome::Acquired(s) => {
+            check!(
+                s.lock == Some(token),
+                "the retried acquire holds the same token"
+            );
+            check!(
+                get::<u32>(&s.items, "a")? == Some(1),
+                "the retried acquire returns the data"
+            );
+        }
+        other => check!(
+            false,
+            "SPEC §4: a retried acquire must find its own lock, got {other:?}"
+        ),
+    }
+    let out = h
+        .store()
+        .commit(&key, token, &crate::Delta::new(), LONG)
+        .await?;
+    check!(
+        out == crate::CommitOutcome::Committed,
+        "the lock is usable, got {out:?}"
+    );
     Ok(())
 }

@@ -46,6 +46,7 @@ pub(super) async fn change_id_moves_data_and_lock(h: Harness) -> Outcome {
         get::<u32>(&snap.items, "a")? == Some(1) && get::<u32>(&snap.items, "b")? == Some(2),
         "data moves with the session"
     );
+    check!(snap.timeout == LONG, "the timeout moves with the session");
     Ok(())
 }
 
@@ -68,6 +69,15 @@ pub(super) async fn change_id_wrong_token_is_lock_lost(h: Harness) -> Outcome {
     check!(
         !is_missing(&h, &key).await?,
         "the session stays under its id"
+    );
+    let missing = h.key()?;
+    let out = h
+        .store()
+        .change_id(&missing, SessionId::generate()?, LockToken::generate()?)
+        .await?;
+    check!(
+        out == ChangeIdOutcome::LockLost,
+        "change_id of a missing session must be LockLost, got {out:?}"
     );
     Ok(())
 }
@@ -100,13 +110,7 @@ async fn woken(watch: crate::ReleaseWatch, within: Duration) -> bool {
 pub(super) async fn release_signal_wakes_on_release(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     let (_, token) = lock(&h, &key).await?;
-    let mut watch = h.store().watch_release(&key).await?;
-    check!(
-        tokio::time::timeout(Duration::from_millis(100), &mut watch)
-            .await
-            .is_err(),
-        "the release watch must not fire while the lock is held and nothing happens"
-    );
+    let watch = h.store().watch_release(&key).await?;
     let store = std::sync::Arc::clone(h.store());
     let k = key.clone();
     tokio::spawn(async move {
@@ -116,6 +120,26 @@ pub(super) async fn release_signal_wakes_on_release(h: Harness) -> Outcome {
     check!(
         woken(watch, Duration::from_secs(2)).await,
         "the release watch must fire when the lock is released"
+    );
+    Ok(())
+}
+
+pub(super) async fn release_signal_wakes_on_remove_and_delete(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let (_, token) = lock(&h, &key).await?;
+    let watch = h.store().watch_release(&key).await?;
+    h.store().remove(&key, token).await?;
+    check!(
+        woken(watch, Duration::from_secs(2)).await,
+        "the release watch must fire when the session is removed"
+    );
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    lock(&h, &key).await?;
+    let watch = h.store().watch_release(&key).await?;
+    h.store().delete(&key).await?;
+    check!(
+        woken(watch, Duration::from_secs(2)).await,
+        "the release watch must fire when a locked session is deleted"
     );
     Ok(())
 }
@@ -198,6 +222,13 @@ pub(super) async fn expiry_event_on_remove(h: Harness) -> Outcome {
         get::<u32>(&event.items, "a")? == Some(5),
         "the event carries the final items"
     );
+    let key = seed(&h, &items(&[("a", 6u32)]), LONG).await?;
+    h.store().delete(&key).await?;
+    let event = next_event_for(&mut events, &key, Duration::from_secs(5)).await?;
+    check!(
+        event.reason == EndReason::Removed && get::<u32>(&event.items, "a")? == Some(6),
+        "delete ends the session with its final items"
+    );
     Ok(())
 }
 
@@ -208,18 +239,13 @@ pub(super) async fn purge_removes_only_expired(h: Harness) -> Outcome {
     }
     let live = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     sleep(EXPIRE_WAIT).await;
-    let mut purged = 0;
-    loop {
-        let n = h.store().purge_expired(1000).await?;
-        purged += n;
-        if n == 0 {
-            break;
-        }
+    // Other behaviours may purge concurrently on a shared server, so the count is not checked here;
+    // the backend's own tests count rows.
+    let mut rounds = 0;
+    while h.store().purge_expired(1000).await? > 0 {
+        rounds += 1;
+        check!(rounds < 10_000, "purge_expired must reach zero");
     }
-    check!(
-        purged >= 3,
-        "purge_expired must delete the 3 expired sessions, deleted {purged}"
-    );
     check!(
         !is_missing(&h, &live).await?,
         "purge_expired must not delete a live session"

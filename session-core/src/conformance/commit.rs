@@ -31,8 +31,12 @@ async fn assert_untouched(h: &Harness, key: &crate::SessionKey, a: u32) -> Outco
     let snap = match h.store().read(key).await? {
         ReadOutcome::Found(s) => s,
         ReadOutcome::Locked(_) => {
-            // Still locked by someone: look through a takeover-free path.
-            match h.store().acquire(key, Duration::ZERO).await? {
+            // Still locked by someone: take the lock over (lock TTL zero) to look at the data.
+            match h
+                .store()
+                .acquire(key, crate::LockToken::generate()?, Duration::ZERO)
+                .await?
+            {
                 AcquireOutcome::Acquired(s) => s,
                 other => return Err(super::Failed::new(format!("expected data, got {other:?}"))),
             }
@@ -72,7 +76,14 @@ pub(super) async fn after_takeover_is_lock_lost(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     let (_, old) = lock(&h, &key).await?;
     sleep(Duration::from_millis(300)).await;
-    let AcquireOutcome::Acquired(s) = h.store().acquire(&key, Duration::from_millis(100)).await?
+    let AcquireOutcome::Acquired(s) = h
+        .store()
+        .acquire(
+            &key,
+            crate::LockToken::generate()?,
+            Duration::from_millis(100),
+        )
+        .await?
     else {
         return Err(super::Failed::new("stale lock was not taken over"));
     };
@@ -241,6 +252,8 @@ pub(super) async fn repeat_with_same_token_is_idempotent(h: Harness) -> Outcome 
     let (_, token) = lock(&h, &key).await?;
     let delta = Delta::new().with_set("a", val(2u32)).with_removed("zzz");
     h.store().commit(&key, token, &delta, LONG).await?;
+    // A lock-free writer stores a newer value before the retry arrives.
+    h.store().write_concurrent(&key, &set_a(3), LONG).await?;
     // A retry of the same commit (its reply was lost) must not fail nor apply anything twice.
     let again = h.store().commit(&key, token, &delta, LONG).await?;
     check!(
@@ -249,10 +262,38 @@ pub(super) async fn repeat_with_same_token_is_idempotent(h: Harness) -> Outcome 
     );
     let snap = found(&h, &key).await?;
     check!(
-        get::<u32>(&snap.items, "a")? == Some(2),
-        "value after a repeated commit"
+        get::<u32>(&snap.items, "a")? == Some(3),
+        "SPEC §4: a retried commit must not apply its delta twice (it overwrote a newer value)"
     );
     lock(&h, &key).await?;
+    Ok(())
+}
+
+pub(super) async fn retry_after_next_acquire_is_idempotent(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let (_, first) = lock(&h, &key).await?;
+    h.store().commit(&key, first, &set_a(2), LONG).await?;
+    // A waiter, woken by the release, takes the lock before the first request's retry arrives.
+    let (_, second) = lock(&h, &key).await?;
+    let again = h.store().commit(&key, first, &set_a(2), LONG).await?;
+    check!(
+        again == CommitOutcome::Committed,
+        "SPEC §4: a retried commit is Committed even after the next acquire, got {again:?}"
+    );
+    let held = h.store().read(&key).await?;
+    check!(
+        matches!(held, ReadOutcome::Locked(i) if i.token == second),
+        "the retry must leave the new holder's lock alone, got {held:?}"
+    );
+    let out = h.store().commit(&key, second, &set_a(5), LONG).await?;
+    check!(
+        out == CommitOutcome::Committed,
+        "the new holder commits, got {out:?}"
+    );
+    check!(
+        get::<u32>(&found(&h, &key).await?.items, "a")? == Some(5),
+        "the new holder's value stands"
+    );
     Ok(())
 }
 

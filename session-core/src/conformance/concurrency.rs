@@ -45,9 +45,11 @@ pub(super) async fn simultaneous_acquires_have_one_winner(h: Harness) -> Outcome
     for _ in 0..32 {
         let store = Arc::clone(&store);
         let key = key.clone();
-        tasks.push(tokio::spawn(
-            async move { store.acquire(&key, LONG_TTL).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            store
+                .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+                .await
+        }));
     }
     let mut winners = 0;
     for t in tasks {

@@ -43,3 +43,32 @@ pub(super) async fn holder_commit_after_delete_is_lock_lost(h: Harness) -> Outco
     );
     Ok(())
 }
+
+pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
+    sleep(EXPIRE_WAIT).await;
+    let out = h.store().delete(&key).await?;
+    check!(
+        out == RemoveOutcome::Missing,
+        "delete of an expired session must be Missing, got {out:?}"
+    );
+    Ok(())
+}
+
+pub(super) async fn applications_are_isolated(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let other = crate::SessionKey::new(
+        crate::AppName::new(&format!("{}-other", h.app()))?,
+        *key.id(),
+    );
+    let out = h.store().delete(&other).await?;
+    check!(
+        out == RemoveOutcome::Missing,
+        "delete in another application must not see this session, got {out:?}"
+    );
+    check!(
+        !is_missing(&h, &key).await?,
+        "the session survives a delete of the same id in another application"
+    );
+    Ok(())
+}

@@ -192,11 +192,17 @@ pub(super) async fn hundred_items_round_trip(h: Harness) -> Outcome {
         snap.items.len()
     );
     check!(
-        snap.items.get("item050").map(|v| v.as_bytes()[0]) == Some(0xAA),
+        snap.items
+            .get("item050")
+            .and_then(|v| v.as_bytes().first().copied())
+            == Some(0xAA),
         "the changed item is stored"
     );
     check!(
-        snap.items.get("item051").map(|v| v.as_bytes()[0]) == Some(51),
+        snap.items
+            .get("item051")
+            .and_then(|v| v.as_bytes().first().copied())
+            == Some(51),
         "unchanged items are untouched"
     );
     Ok(())

@@ -1,6 +1,5 @@
 //! The session manager on this store: the decision table and waiting rules of SPEC §3.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::support::*;
@@ -324,24 +323,35 @@ pub(super) async fn waiter_limit_fails_fast(h: Harness) -> Outcome {
     let m = h.manager(|c| c.max_waiters_per_session(2))?;
     let _holder = m.open(Some(&id), Access::Exclusive).await?;
     let mut waiters = Vec::new();
-    for _ in 0..2 {
-        let m = m.clone();
-        let id = id.clone();
+    for n in 1..=2 {
+        let m2 = m.clone();
+        let id2 = id.clone();
         waiters.push(tokio::spawn(async move {
-            m.open(Some(&id), Access::Exclusive).await.map(|_| ())
+            m2.open(Some(&id2), Access::Exclusive).await.map(|_| ())
         }));
+        // Wait (bounded) until this waiter has registered, so the count is exact.
+        for _ in 0..250 {
+            if m.waiting_on(&id) >= n {
+                break;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        check!(
+            m.waiting_on(&id) == n,
+            "expected {n} waiting requests, saw {}",
+            m.waiting_on(&id)
+        );
     }
-    sleep(Duration::from_millis(200)).await;
     let third = tokio::time::timeout(Duration::from_secs(2), m.open(Some(&id), Access::Exclusive))
         .await
         .map_err(|_| Failed::new("the waiter over the limit must fail fast, not wait"))?;
+    for w in waiters {
+        w.abort();
+    }
     check!(
         matches!(third, Err(Error::TooManyWaiters { limit: 2 })),
         "expected TooManyWaiters, got {third:?}"
     );
-    for w in waiters {
-        w.abort();
-    }
     Ok(())
 }
 
@@ -443,6 +453,155 @@ pub(super) async fn oversized_session_rejected_at_insert(h: Harness) -> Outcome 
         !snap.items.contains_key("big") && snap.items.contains_key("small"),
         "nothing of the rejected insert is stored; the rest is"
     );
-    let _ = Arc::clone(h.store());
+    Ok(())
+}
+
+pub(super) async fn concurrent_unchanged_stores_nothing(h: Harness) -> Outcome {
+    let (m, id) = stored_session(&h).await?;
+    let s = m.open(Some(&id), Access::Concurrent).await?;
+    let out = s.end().await?;
+    check!(
+        out == EndOutcome::Nothing,
+        "an unchanged lock-free session stores nothing, got {out:?}"
+    );
+    Ok(())
+}
+
+pub(super) async fn concurrent_abandon_deletes(h: Harness) -> Outcome {
+    let (m, id) = stored_session(&h).await?;
+    let mut s = m.open(Some(&id), Access::Concurrent).await?;
+    s.abandon()?;
+    check!(
+        s.end().await? == EndOutcome::Removed,
+        "an abandoned lock-free session is deleted"
+    );
+    check!(
+        is_missing(&h, &key_of(&h, &id)?).await?,
+        "the session is gone"
+    );
+    Ok(())
+}
+
+pub(super) async fn concurrent_write_to_vanished_session_is_session_gone(h: Harness) -> Outcome {
+    let (m, id) = stored_session(&h).await?;
+    let mut s = m.open(Some(&id), Access::Concurrent).await?;
+    m.delete(&id).await?;
+    s.insert("n", &2u32)?;
+    let out = s.end().await;
+    check!(
+        matches!(out, Err(Error::SessionGone { .. })),
+        "a lock-free write to a deleted session is SessionGone, got {out:?}"
+    );
+    check!(
+        is_missing(&h, &key_of(&h, &id)?).await?,
+        "nothing is resurrected"
+    );
+    Ok(())
+}
+
+pub(super) async fn read_only_force_releases_stale_lock(h: Harness) -> Outcome {
+    let m = h.manager(|c| c.lock_ttl(Duration::from_millis(300)))?;
+    let mut s = m.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    s.end().await?;
+    let mut stuck = m.open(Some(&id), Access::Exclusive).await?;
+    let reader = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::ReadOnly))
+        .await
+        .map_err(|_| Failed::new("a read-only request must not wait forever for a stale lock"))??;
+    check!(
+        reader.get::<u32>("n")? == Some(1),
+        "the reader sees the last stored data"
+    );
+    stuck.insert("n", &9u32)?;
+    let out = stuck.end().await;
+    check!(
+        matches!(out, Err(Error::LockLost { .. })),
+        "the stale holder's lock was released, so its write is rejected, got {out:?}"
+    );
+    Ok(())
+}
+
+pub(super) async fn lost_lock_on_release_is_reported(h: Harness) -> Outcome {
+    let (m, id) = stored_session(&h).await?;
+    let s = m.open(Some(&id), Access::Exclusive).await?;
+    h.store().delete(&key_of(&h, &id)?).await?;
+    let out = s.end().await?;
+    check!(
+        out == EndOutcome::LockWasLost,
+        "an unchanged session whose lock was lost reports it, got {out:?}"
+    );
+    Ok(())
+}
+
+pub(super) async fn renew_id_of_new_session(h: Harness) -> Outcome {
+    let m = h.manager(|c| c)?;
+    let mut s = m.open(None, Access::Exclusive).await?;
+    let first = *s.id();
+    let renewed = s.renew_id().await?;
+    check!(
+        renewed != first && *s.id() == renewed,
+        "renew_id gives a new session a new id"
+    );
+    s.insert("n", &1u32)?;
+    check!(
+        s.end().await? == EndOutcome::Created,
+        "the renewed new session is created"
+    );
+    check!(
+        is_missing(&h, &key_of(&h, first.expose())?).await?,
+        "nothing under the first id"
+    );
+    check!(
+        !is_missing(&h, &key_of(&h, renewed.expose())?).await?,
+        "stored under the renewed id"
+    );
+    Ok(())
+}
+
+pub(super) async fn manager_delete_logs_out_everywhere(h: Harness) -> Outcome {
+    let (m, id) = stored_session(&h).await?;
+    let _holder = m.open(Some(&id), Access::Exclusive).await?;
+    check!(
+        m.delete(&id).await?,
+        "delete reports that the session existed"
+    );
+    check!(!m.delete(&id).await?, "a second delete finds nothing");
+    check!(
+        matches!(m.delete("not an id").await, Err(Error::InvalidId { .. })),
+        "a malformed id is InvalidId"
+    );
+    let s = m.open(Some(&id), Access::Exclusive).await?;
+    check!(
+        s.is_new(),
+        "the deleted session is gone, even though it was locked"
+    );
+    Ok(())
+}
+
+pub(super) async fn waiter_wakes_on_release_signal(h: Harness) -> Outcome {
+    // With a 10 s poll interval, only the release signal can wake the waiter in time.
+    let m = h.manager(|c| c.poll_interval(Duration::from_secs(10)))?;
+    let mut s = m.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    s.end().await?;
+    let holder = m.open(Some(&id), Access::Exclusive).await?;
+    let m2 = m.clone();
+    let id2 = id.clone();
+    let waiter = tokio::spawn(async move {
+        m2.open(Some(&id2), Access::Exclusive)
+            .await
+            .map(|s| s.is_new())
+    });
+    sleep(Duration::from_millis(200)).await;
+    holder.end().await?;
+    let woke = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .map_err(|_| {
+            Failed::new("SPEC §3: a waiter must wake on the store's release signal, not poll")
+        })?;
+    let is_new = woke.map_err(|e| Failed::new(e.to_string()))??;
+    check!(!is_new, "the waiter gets the stored session");
     Ok(())
 }

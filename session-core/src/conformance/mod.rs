@@ -2,8 +2,9 @@
 //!
 //! **Test-only and not semver-stable.** It writes sessions under fresh, random application names
 //! (one per behaviour, so behaviours run in parallel against one shared server) and never touches
-//! other applications; it deletes nothing it did not create, but leaves expired sessions behind for
-//! the store's own expiry.
+//! other applications' sessions; it deletes nothing it did not create. It leaves sessions behind:
+//! most expire within seconds, some (timeouts of 10 to 20 minutes) are left to the store's expiry.
+//! `capability::purge_*` deletes expired sessions of any application, as a store's purge does.
 //!
 //! # Running it against your store
 //!
@@ -34,7 +35,7 @@
 //! #   fn backend(&self) -> &'static str { "mine" }
 //! #   fn capabilities(&self) -> session_core::Capabilities { session_core::Capabilities::none() }
 //! #   async fn read(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::ReadOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn acquire(&self, _: &session_core::SessionKey, _: std::time::Duration) -> session_core::Result<session_core::AcquireOutcome> { Err(session_core::Error::InvalidToken) }
+//! #   async fn acquire(&self, _: &session_core::SessionKey, _: session_core::LockToken, _: std::time::Duration) -> session_core::Result<session_core::AcquireOutcome> { Err(session_core::Error::InvalidToken) }
 //! #   async fn commit(&self, _: &session_core::SessionKey, _: session_core::LockToken, _: &session_core::Delta, _: std::time::Duration) -> session_core::Result<session_core::CommitOutcome> { Err(session_core::Error::InvalidToken) }
 //! #   async fn release(&self, _: &session_core::SessionKey, _: session_core::LockToken) -> session_core::Result<session_core::ReleaseOutcome> { Err(session_core::Error::InvalidToken) }
 //! #   async fn create(&self, _: &session_core::SessionKey, _: &session_core::Items, _: std::time::Duration, _: bool) -> session_core::Result<session_core::CreateOutcome> { Err(session_core::Error::InvalidToken) }
@@ -54,7 +55,8 @@
 //!             let url = url.clone();
 //!             async move { Ok(Arc::new(MyStore::connect(&url).await?) as Arc<dyn SessionStore>) }
 //!         }),
-//!         Err(_) => conformance::all_ignored("MY_STORE_URL not set"),
+//!         // Ignored with the reason, or one failing trial if SESSION_TEST_REQUIRE names "mine".
+//!         Err(_) => conformance::not_configured("mine", "MY_STORE_URL is not set"),
 //!     };
 //!     conformance::run(args, trials)
 //! }
@@ -94,7 +96,7 @@ mod support;
 mod touch;
 mod write_concurrent;
 
-pub use support::FaultyStore;
+pub use support::{FaultyStore, WithoutCapabilities};
 
 /// A failed behaviour: the message says what the contract expected and what happened.
 #[derive(Debug)]
@@ -269,6 +271,7 @@ fn behaviours() -> Vec<Behaviour> {
         read::slides_expiry_while_locked,
         read::reports_uninitialized_once,
         read::empty_session_is_found,
+        read::stale_lock_is_still_reported_locked,
         acquire::missing_is_missing_and_creates_nothing,
         acquire::returns_items_and_fresh_token,
         acquire::locked_reports_holder_without_data,
@@ -281,6 +284,7 @@ fn behaviours() -> Vec<Behaviour> {
         acquire::slides_expiry,
         acquire::slides_expiry_while_locked,
         acquire::reports_uninitialized_once,
+        acquire::repeat_with_same_token_is_idempotent,
         commit::applies_delta_and_releases,
         commit::wrong_token_is_lock_lost,
         commit::after_takeover_is_lock_lost,
@@ -295,11 +299,14 @@ fn behaviours() -> Vec<Behaviour> {
         commit::clear_then_set,
         commit::repeat_with_same_token_is_idempotent,
         commit::different_commit_with_spent_token_is_lock_lost,
+        commit::retry_after_next_acquire_is_idempotent,
         release::matching_token_unlocks,
         release::wrong_token_is_lock_lost_and_keeps_lock,
         release::missing_is_lock_lost,
         release::slides_expiry,
         release::keeps_items,
+        release::expired_is_lock_lost,
+        release::after_takeover_is_lock_lost,
         create::creates_unlocked_session,
         create::never_overwrites,
         create::does_not_touch_a_lock,
@@ -311,18 +318,23 @@ fn behaviours() -> Vec<Behaviour> {
         remove::wrong_token_is_lock_lost_and_keeps_session,
         remove::missing_is_missing,
         remove::after_takeover_is_lock_lost,
+        remove::expired_is_missing,
         touch::slides_expiry,
         touch::missing_creates_nothing,
         touch::keeps_lock_and_items,
         touch::uses_stored_timeout,
+        touch::expired_is_missing,
         write_concurrent::merges_per_item,
         write_concurrent::last_writer_wins_per_item,
         write_concurrent::ignores_and_keeps_lock,
         write_concurrent::missing_creates_nothing,
         write_concurrent::stores_timeout,
+        write_concurrent::expired_is_missing,
         delete::ignores_lock,
         delete::missing_is_missing,
         delete::holder_commit_after_delete_is_lock_lost,
+        delete::expired_is_missing,
+        delete::applications_are_isolated,
         hostile::applications_are_isolated,
         hostile::hostile_item_names_round_trip,
         hostile::hostile_values_round_trip,
@@ -339,6 +351,7 @@ fn behaviours() -> Vec<Behaviour> {
         capability::change_id_to_taken_id_is_already_exists if needs(change_id),
         capability::release_signal_wakes_on_release if needs(release_signal),
         capability::release_signal_wakes_on_commit if needs(release_signal),
+        capability::release_signal_wakes_on_remove_and_delete if needs(release_signal),
         capability::expiry_event_on_expiry if needs(expiry_events),
         capability::expiry_event_on_remove if needs(expiry_events),
         capability::purge_removes_only_expired if needs(purge_expired),
@@ -367,11 +380,22 @@ fn behaviours() -> Vec<Behaviour> {
         manager::renew_id_keeps_data,
         manager::initial_access_reported_once,
         manager::oversized_session_rejected_at_insert,
+        manager::concurrent_unchanged_stores_nothing,
+        manager::concurrent_abandon_deletes,
+        manager::concurrent_write_to_vanished_session_is_session_gone,
+        manager::read_only_force_releases_stale_lock,
+        manager::lost_lock_on_release_is_reported,
+        manager::renew_id_of_new_session,
+        manager::manager_delete_logs_out_everywhere,
+        manager::waiter_wakes_on_release_signal if needs(release_signal),
         policy::transient_failures_are_retried,
         policy::lost_commit_reply_is_not_an_error,
         policy::errors_propagate_when_throw_on_error,
         policy::degraded_session_when_not_throw_on_error,
         policy::corrupt_value_is_a_typed_error,
+        policy::operation_timeout_applies,
+        policy::lost_acquire_reply_keeps_session_usable,
+        policy::lock_is_released_when_end_fails,
     ]
 }
 
@@ -450,6 +474,25 @@ pub fn all_ignored(reason: &str) -> Vec<Trial> {
         .collect()
 }
 
+/// The trials for a backend whose server is not configured (its URL variable is unset): every
+/// behaviour ignored with `reason` — unless the comma-separated `SESSION_TEST_REQUIRE` names
+/// `backend` (CI always sets it), in which case a single failing trial says what is missing, so a
+/// required backend can never pass by being skipped.
+pub fn not_configured(backend: &str, reason: &str) -> Vec<Trial> {
+    let required = std::env::var("SESSION_TEST_REQUIRE").unwrap_or_default();
+    not_configured_given(&required, backend, reason)
+}
+
+fn not_configured_given(required: &str, backend: &str, reason: &str) -> Vec<Trial> {
+    if required.split(',').any(|b| b.trim() == backend) {
+        let message = format!("SESSION_TEST_REQUIRE names {backend:?}, but {reason}");
+        return vec![Trial::test(format!("{backend}::configured"), move || {
+            Err(message.clone().into())
+        })];
+    }
+    all_ignored(reason)
+}
+
 /// Runs `trials` with `args`, allowing at least 8 behaviours at once (most of them sleep through
 /// short expiry timeouts), and returns the process exit code.
 pub fn run(mut args: libtest_mimic::Arguments, trials: Vec<Trial>) -> std::process::ExitCode {
@@ -469,5 +512,16 @@ mod tests {
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert!(names.len() >= 60, "{}", names.len());
+    }
+
+    #[test]
+    fn a_required_backend_cannot_be_skipped() {
+        let skipped = not_configured_given("", "redis", "SESSION_TEST_REDIS_URL is not set");
+        assert_eq!(skipped.len(), behaviour_names().len());
+        assert!(skipped.iter().all(Trial::has_ignored_flag));
+        let required = not_configured_given("postgres, redis", "redis", "URL not set");
+        assert_eq!(required.len(), 1);
+        assert!(!required[0].has_ignored_flag());
+        assert_eq!(required[0].name(), "redis::configured");
     }
 }

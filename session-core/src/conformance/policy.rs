@@ -100,7 +100,10 @@ pub(super) async fn errors_propagate_when_throw_on_error(h: Harness) -> Outcome 
         matches!(out, Err(Error::Unavailable { .. })),
         "SPEC §4: with throwOnError a store error is an error, never 'not found'; got {out:?}"
     );
-    check!(m.last_error().is_some(), "last_error records the failure");
+    check!(
+        m.last_error().is_none(),
+        "an error returned to the caller is not also recorded as absorbed"
+    );
     Ok(())
 }
 
@@ -167,6 +170,76 @@ pub(super) async fn corrupt_value_is_a_typed_error(h: Harness) -> Outcome {
             .map(|v| v.as_bytes().to_vec())
             == Some(vec![0xc1, 0xff, 0x00]),
         "the bytes are kept, never silently emptied"
+    );
+    Ok(())
+}
+
+pub(super) async fn operation_timeout_applies(h: Harness) -> Outcome {
+    let store = faulty(&h);
+    let m = manager(&h, &store, |c| {
+        c.operation_timeout(Some(Duration::from_millis(100)))
+    })?;
+    let mut s = m.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    s.end().await?;
+    store.delay(1, Duration::from_secs(3));
+    let out = tokio::time::timeout(Duration::from_secs(2), m.open(Some(&id), Access::Exclusive))
+        .await
+        .map_err(|_| {
+            super::Failed::new("SPEC §4: the operation timeout must cut a slow operation short")
+        })?;
+    check!(
+        matches!(out, Err(Error::Timeout { .. })),
+        "a slow store operation is a Timeout error, got {out:?}"
+    );
+    Ok(())
+}
+
+pub(super) async fn lost_acquire_reply_keeps_session_usable(h: Harness) -> Outcome {
+    let store = faulty(&h);
+    let m = manager(&h, &store, |c| c.retry_timeout(Duration::from_secs(3)))?;
+    let mut s = m.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    s.end().await?;
+    store.lose_reply(1);
+    let s = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
+        .await
+        .map_err(|_| {
+            super::Failed::new(
+                "SPEC §4: an acquire whose reply was lost must not lock the request out",
+            )
+        })??;
+    check!(
+        !s.is_new() && s.get::<u32>("n")? == Some(1),
+        "the retried acquire returns the session"
+    );
+    check!(s.end().await? == EndOutcome::Released, "and holds its lock");
+    Ok(())
+}
+
+pub(super) async fn lock_is_released_when_end_fails(h: Harness) -> Outcome {
+    let store = faulty(&h);
+    let m = manager(&h, &store, |c| c.throw_on_error(false))?;
+    let mut s = m.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    s.end().await?;
+    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    s.insert("n", &2u32)?;
+    store.fail_before(1);
+    check!(
+        s.end().await? == EndOutcome::NotSaved,
+        "a failed commit is NotSaved with throwOnError = false"
+    );
+    check!(m.last_error().is_some(), "last_error holds the cause");
+    let again = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
+        .await
+        .map_err(|_| super::Failed::new("a failed end must still release the lock"))??;
+    check!(
+        again.get::<u32>("n")? == Some(1),
+        "the failed commit wrote nothing"
     );
     Ok(())
 }

@@ -135,3 +135,15 @@ pub(super) async fn empty_session_is_found(h: Harness) -> Outcome {
     );
     Ok(())
 }
+
+pub(super) async fn stale_lock_is_still_reported_locked(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let (_, token) = lock(&h, &key).await?;
+    sleep(std::time::Duration::from_millis(300)).await;
+    let out = h.store().read(&key).await?;
+    check!(
+        matches!(out, ReadOutcome::Locked(i) if i.token == token && i.age >= std::time::Duration::from_millis(200)),
+        "read never takes a lock over: a stale lock is still Locked with its age, got {out:?}"
+    );
+    Ok(())
+}

@@ -70,3 +70,49 @@ pub(super) async fn keeps_items(h: Harness) -> Outcome {
     );
     Ok(())
 }
+
+pub(super) async fn expired_is_lock_lost(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
+    let (_, token) = lock(&h, &key).await?;
+    sleep(EXPIRE_WAIT).await;
+    let out = h.store().release(&key, token).await?;
+    check!(
+        out == ReleaseOutcome::LockLost,
+        "release of an expired session must be LockLost, got {out:?}"
+    );
+    check!(
+        is_missing(&h, &key).await?,
+        "release must not resurrect an expired session"
+    );
+    Ok(())
+}
+
+pub(super) async fn after_takeover_is_lock_lost(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let (_, old) = lock(&h, &key).await?;
+    sleep(std::time::Duration::from_millis(300)).await;
+    let taken = h
+        .store()
+        .acquire(
+            &key,
+            LockToken::generate()?,
+            std::time::Duration::from_millis(100),
+        )
+        .await?;
+    let crate::AcquireOutcome::Acquired(s) = taken else {
+        return Err(super::Failed::new(format!(
+            "stale lock must be taken over, got {taken:?}"
+        )));
+    };
+    let out = h.store().release(&key, old).await?;
+    check!(
+        out == ReleaseOutcome::LockLost,
+        "SPEC §2 rule 1: release by a former holder is LockLost, got {out:?}"
+    );
+    let held = h.store().read(&key).await?;
+    check!(
+        matches!(held, ReadOutcome::Locked(i) if Some(i.token) == s.lock),
+        "the new holder keeps its lock, got {held:?}"
+    );
+    Ok(())
+}

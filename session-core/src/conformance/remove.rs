@@ -14,7 +14,10 @@ pub(super) async fn matching_token_deletes(h: Harness) -> Outcome {
         out == RemoveOutcome::Removed,
         "remove by the holder must be Removed, got {out:?}"
     );
-    let after = h.store().acquire(&key, LONG_TTL).await?;
+    let after = h
+        .store()
+        .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
+        .await?;
     check!(
         matches!(after, AcquireOutcome::Missing),
         "a removed session is Missing, got {after:?}"
@@ -52,7 +55,14 @@ pub(super) async fn after_takeover_is_lock_lost(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
     let (_, old) = lock(&h, &key).await?;
     sleep(Duration::from_millis(300)).await;
-    let taken = h.store().acquire(&key, Duration::from_millis(100)).await?;
+    let taken = h
+        .store()
+        .acquire(
+            &key,
+            crate::LockToken::generate()?,
+            Duration::from_millis(100),
+        )
+        .await?;
     check!(
         matches!(taken, AcquireOutcome::Acquired(_)),
         "stale lock must be taken over, got {taken:?}"
@@ -63,5 +73,17 @@ pub(super) async fn after_takeover_is_lock_lost(h: Harness) -> Outcome {
         "SPEC §2 rule 1: remove by a former holder is LockLost, got {out:?}"
     );
     check!(!is_missing(&h, &key).await?, "the session must survive");
+    Ok(())
+}
+
+pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
+    let (_, token) = lock(&h, &key).await?;
+    sleep(EXPIRE_WAIT).await;
+    let out = h.store().remove(&key, token).await?;
+    check!(
+        out == RemoveOutcome::Missing,
+        "remove of an expired session must be Missing, got {out:?}"
+    );
     Ok(())
 }

@@ -22,8 +22,8 @@ pub(super) const LONG_TTL: Duration = Duration::from_secs(600);
 /// A long session timeout, for behaviours that are not about expiry.
 pub(super) const LONG: Duration = Duration::from_secs(600);
 /// The timeout of sliding-expiry behaviours, and the step between accesses (well under it).
-pub(super) const SLIDE_TIMEOUT: Duration = Duration::from_millis(800);
-pub(super) const SLIDE_STEP: Duration = Duration::from_millis(500);
+pub(super) const SLIDE_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(super) const SLIDE_STEP: Duration = Duration::from_millis(1000);
 /// A session timeout that has surely passed after [`EXPIRE_WAIT`].
 pub(super) const SHORT: Duration = Duration::from_millis(300);
 pub(super) const EXPIRE_WAIT: Duration = Duration::from_millis(800);
@@ -68,7 +68,11 @@ pub(super) async fn seed(
 
 /// Acquires `key`; fails unless `Acquired`. Returns the snapshot and token.
 pub(super) async fn lock(h: &Harness, key: &SessionKey) -> Result<(Snapshot, LockToken), Failed> {
-    match h.store().acquire(key, LONG_TTL).await? {
+    match h
+        .store()
+        .acquire(key, LockToken::generate()?, LONG_TTL)
+        .await?
+    {
         AcquireOutcome::Acquired(s) => match s.lock {
             Some(t) => Ok((s, t)),
             None => Err(Failed::new(
@@ -94,14 +98,17 @@ pub(super) async fn is_missing(h: &Harness, key: &SessionKey) -> Result<bool, Fa
     Ok(matches!(h.store().read(key).await?, ReadOutcome::Missing))
 }
 
-/// A decorator that injects transient failures: `fail_before(n)` fails the next `n` operations
-/// before they reach the store; `lose_reply(n)` lets the next `n` operations reach the store and
-/// then reports a transient failure, as when a reply is lost on the wire.
+/// A decorator that injects faults: `fail_before(n)` fails the next `n` operations before they
+/// reach the store; `lose_reply(n)` lets the next `n` operations reach the store and then reports a
+/// transient failure, as when a reply is lost on the wire; `delay(n, by)` makes the next `n`
+/// operations slow.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn SessionStore>,
     fail_before: AtomicU32,
     lose_reply: AtomicU32,
+    delay: AtomicU32,
+    delay_by: std::sync::Mutex<Duration>,
     calls: AtomicU32,
 }
 
@@ -112,6 +119,8 @@ impl FaultyStore {
             inner,
             fail_before: AtomicU32::new(0),
             lose_reply: AtomicU32::new(0),
+            delay: AtomicU32::new(0),
+            delay_by: std::sync::Mutex::new(Duration::ZERO),
             calls: AtomicU32::new(0),
         }
     }
@@ -124,6 +133,15 @@ impl FaultyStore {
     /// Lets the next `n` operations reach the store, then reports them failed.
     pub fn lose_reply(&self, n: u32) {
         self.lose_reply.store(n, Ordering::SeqCst);
+    }
+
+    /// Delays the next `n` operations by `by` before they reach the store (a slow server).
+    pub fn delay(&self, n: u32, by: Duration) {
+        *self
+            .delay_by
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = by;
+        self.delay.store(n, Ordering::SeqCst);
     }
 
     /// How many operations were attempted through this decorator.
@@ -151,6 +169,13 @@ impl FaultyStore {
         if Self::take(&self.fail_before) {
             return Err(fail());
         }
+        if Self::take(&self.delay) {
+            let by = *self
+                .delay_by
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            tokio::time::sleep(by).await;
+        }
         let out = fut.await?;
         if Self::take(&self.lose_reply) {
             return Err(fail());
@@ -170,8 +195,13 @@ impl SessionStore for FaultyStore {
     async fn read(&self, key: &SessionKey) -> crate::Result<ReadOutcome> {
         self.wrap(Operation::Read, self.inner.read(key)).await
     }
-    async fn acquire(&self, key: &SessionKey, ttl: Duration) -> crate::Result<AcquireOutcome> {
-        self.wrap(Operation::Acquire, self.inner.acquire(key, ttl))
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        ttl: Duration,
+    ) -> crate::Result<AcquireOutcome> {
+        self.wrap(Operation::Acquire, self.inner.acquire(key, token, ttl))
             .await
     }
     async fn commit(
@@ -249,5 +279,96 @@ impl SessionStore for FaultyStore {
     async fn expiry_events(&self) -> crate::Result<ExpiryEvents> {
         self.wrap(Operation::ExpiryEvents, self.inner.expiry_events())
             .await
+    }
+}
+
+/// A decorator that hides a store's optional capabilities: it declares none and answers
+/// `Unsupported` for them. Running the suite through it exercises the paths every store without
+/// those capabilities takes: the manager's lock polling and its `renew_id` fallback.
+#[derive(Debug)]
+pub struct WithoutCapabilities<S>(pub S);
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for WithoutCapabilities<S> {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+    }
+    async fn read(&self, key: &SessionKey) -> crate::Result<ReadOutcome> {
+        self.0.read(key).await
+    }
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        ttl: Duration,
+    ) -> crate::Result<AcquireOutcome> {
+        self.0.acquire(key, token, ttl).await
+    }
+    async fn commit(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> crate::Result<CommitOutcome> {
+        self.0.commit(key, token, delta, timeout).await
+    }
+    async fn release(&self, key: &SessionKey, token: LockToken) -> crate::Result<ReleaseOutcome> {
+        self.0.release(key, token).await
+    }
+    async fn create(
+        &self,
+        key: &SessionKey,
+        items: &Items,
+        timeout: Duration,
+        initialized: bool,
+    ) -> crate::Result<CreateOutcome> {
+        self.0.create(key, items, timeout, initialized).await
+    }
+    async fn remove(&self, key: &SessionKey, token: LockToken) -> crate::Result<RemoveOutcome> {
+        self.0.remove(key, token).await
+    }
+    async fn touch(&self, key: &SessionKey) -> crate::Result<TouchOutcome> {
+        self.0.touch(key).await
+    }
+    async fn write_concurrent(
+        &self,
+        key: &SessionKey,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> crate::Result<CommitOutcome> {
+        self.0.write_concurrent(key, delta, timeout).await
+    }
+    async fn delete(&self, key: &SessionKey) -> crate::Result<RemoveOutcome> {
+        self.0.delete(key).await
+    }
+    async fn change_id(
+        &self,
+        _: &SessionKey,
+        _: SessionId,
+        _: LockToken,
+    ) -> crate::Result<ChangeIdOutcome> {
+        Err(self.unsupported(Operation::ChangeId))
+    }
+    async fn purge_expired(&self, _: usize) -> crate::Result<u64> {
+        Err(self.unsupported(Operation::PurgeExpired))
+    }
+    async fn watch_release(&self, _: &SessionKey) -> crate::Result<ReleaseWatch> {
+        Err(self.unsupported(Operation::WatchRelease))
+    }
+    async fn expiry_events(&self) -> crate::Result<ExpiryEvents> {
+        Err(self.unsupported(Operation::ExpiryEvents))
+    }
+}
+
+impl<S: SessionStore> WithoutCapabilities<S> {
+    fn unsupported(&self, operation: Operation) -> Error {
+        Error::Unsupported {
+            backend: self.0.backend(),
+            operation,
+        }
     }
 }

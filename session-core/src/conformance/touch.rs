@@ -67,3 +67,18 @@ pub(super) async fn uses_stored_timeout(h: Harness) -> Outcome {
         .map_err(|_| super::Failed::new("touch must slide by the stored 1.5 s timeout"))?;
     Ok(())
 }
+
+pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
+    sleep(EXPIRE_WAIT).await;
+    let out = h.store().touch(&key).await?;
+    check!(
+        out == TouchOutcome::Missing,
+        "touch of an expired session must be Missing, got {out:?}"
+    );
+    check!(
+        is_missing(&h, &key).await?,
+        "touch must not resurrect an expired session"
+    );
+    Ok(())
+}

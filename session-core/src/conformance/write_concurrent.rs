@@ -101,3 +101,21 @@ pub(super) async fn stores_timeout(h: Harness) -> Outcome {
     );
     Ok(())
 }
+
+pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
+    sleep(EXPIRE_WAIT).await;
+    let out = h
+        .store()
+        .write_concurrent(&key, &Delta::new().with_set("a", val(2u32)), LONG)
+        .await?;
+    check!(
+        out == CommitOutcome::Missing,
+        "write_concurrent on an expired session must be Missing, got {out:?}"
+    );
+    check!(
+        is_missing(&h, &key).await?,
+        "write_concurrent must not resurrect an expired session"
+    );
+    Ok(())
+}
