@@ -486,4 +486,74 @@ mod tests {
         assert_eq!(out, CreateOutcome::Created);
         assert_eq!(store.attempt_times().len(), 2);
     }
+
+    /// Captures every span's name and fields, to check what the spans record.
+    #[derive(Default, Clone)]
+    struct Spans(Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+    }
+
+    impl<S> tracing_subscriber::Layer<S> for Spans
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = Vec::new();
+            attrs.record(&mut Fields(&mut fields));
+            self.0
+                .lock()
+                .unwrap()
+                .push((attrs.metadata().name().to_owned(), fields));
+        }
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut spans = self.0.lock().unwrap();
+            if let Some(last) = spans.last_mut() {
+                values.record(&mut Fields(&mut last.1));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_operation_has_a_span_without_the_whole_id() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let spans = Spans::default();
+        let subscriber = tracing_subscriber::registry().with(spans.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let store = ResilientStore::new(ScriptedStore::default(), RetryPolicy::none(), None);
+        let k = key();
+        store.touch(&k).await.unwrap();
+        let spans = spans.0.lock().unwrap().clone();
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let (name, fields) = &spans[0];
+        assert_eq!(name, "session_store");
+        let field = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(field("backend"), Some("scripted"));
+        assert_eq!(field("operation"), Some("touch"));
+        assert_eq!(field("outcome"), Some("touched"));
+        assert_eq!(field("attempts"), Some("1"));
+        assert_eq!(field("id"), Some(k.id().prefix()));
+        let everything = format!("{spans:?}");
+        assert!(
+            !everything.contains(k.id().expose()),
+            "a whole session id leaked: {everything}"
+        );
+    }
 }
