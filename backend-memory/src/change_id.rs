@@ -76,49 +76,15 @@ async fn change_id(
 mod tests {
     use std::time::Duration;
 
-    use session_core::{
-        AcquireOutcome, AppName, CommitOutcome, Delta, ItemValue, Items, ReadOutcome, SessionStore,
-    };
+    use session_core::{CommitOutcome, Delta, Items, ReadOutcome, SessionStore};
 
     use super::*;
     use crate::MemoryStore;
 
-    const LONG: Duration = Duration::from_secs(60);
+    use crate::test_util::{LONG, found, items, key_in, locked, value};
 
     fn key() -> SessionKey {
-        SessionKey::new(
-            AppName::new("/change-id").unwrap(),
-            SessionId::generate().unwrap(),
-        )
-    }
-
-    fn value(bytes: &[u8]) -> ItemValue {
-        ItemValue::from_bytes(bytes.to_vec())
-    }
-
-    fn items(pairs: &[(&str, &[u8])]) -> Items {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), value(v)))
-            .collect()
-    }
-
-    async fn locked(store: &MemoryStore, key: &SessionKey) -> LockToken {
-        match store
-            .acquire(key, LockToken::generate().unwrap(), LONG)
-            .await
-            .unwrap()
-        {
-            AcquireOutcome::Acquired(s) => s.lock.unwrap(),
-            other => panic!("expected Acquired, got {other:?}"),
-        }
-    }
-
-    async fn found(store: &MemoryStore, key: &SessionKey) -> session_core::Snapshot {
-        match store.read(key).await.unwrap() {
-            ReadOutcome::Found(s) => s,
-            other => panic!("expected Found, got {other:?}"),
-        }
+        key_in("/change-id")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

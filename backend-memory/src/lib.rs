@@ -23,6 +23,8 @@ mod options;
 mod record;
 mod signals;
 mod store;
+#[cfg(test)]
+mod test_util;
 
 pub use options::MemoryOptions;
 pub use store::MemoryStore;

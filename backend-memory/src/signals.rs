@@ -100,14 +100,11 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    use session_core::{
-        AcquireOutcome, AppName, Delta, ExpiryEvents, ItemValue, Items, LockToken, SessionId,
-        SessionStore,
-    };
+    use session_core::{AppName, Delta, ExpiryEvents, ItemValue, Items, SessionId, SessionStore};
 
     use crate::{MemoryOptions, MemoryStore};
 
-    const LONG: Duration = Duration::from_secs(60);
+    use crate::test_util::{LONG, locked};
 
     fn key() -> SessionKey {
         SessionKey::new(AppName::default(), SessionId::generate().unwrap())
@@ -166,17 +163,6 @@ mod tests {
         expect(RemovalCause::Replaced, Some(EndReason::Expired));
     }
 
-    async fn lock(store: &MemoryStore, key: &SessionKey) -> LockToken {
-        match store
-            .acquire(key, LockToken::generate().unwrap(), LONG)
-            .await
-            .unwrap()
-        {
-            AcquireOutcome::Acquired(s) => s.lock.unwrap(),
-            other => panic!("expected Acquired, got {other:?}"),
-        }
-    }
-
     /// Asserts that `watch` completes within 200 ms (at once, in practice: no polling).
     async fn wakes(watch: ReleaseWatch) {
         tokio::time::timeout(Duration::from_millis(200), watch)
@@ -196,7 +182,7 @@ mod tests {
         let k = key();
         store.create(&k, &Items::new(), LONG, true).await.unwrap();
 
-        let token = lock(&store, &k).await;
+        let token = locked(&store, &k).await;
         let mut watch = store.watch_release(&k).await.unwrap();
         store.read(&k).await.unwrap();
         store.touch(&k).await.unwrap();
@@ -204,12 +190,12 @@ mod tests {
         store.release(&k, token).await.unwrap();
         wakes(watch).await;
 
-        let token = lock(&store, &k).await;
+        let token = locked(&store, &k).await;
         let watch = store.watch_release(&k).await.unwrap();
         store.commit(&k, token, &Delta::new(), LONG).await.unwrap();
         wakes(watch).await;
 
-        let token = lock(&store, &k).await;
+        let token = locked(&store, &k).await;
         let watch = store.watch_release(&k).await.unwrap();
         let new_id = SessionId::generate().unwrap();
         store.change_id(&k, new_id, token).await.unwrap();
@@ -229,7 +215,7 @@ mod tests {
             .create(&k, &Items::new(), Duration::from_millis(100), true)
             .await
             .unwrap();
-        lock(&store, &k).await;
+        locked(&store, &k).await;
         let watch = store.watch_release(&k).await.unwrap();
         tokio::time::timeout(Duration::from_secs(1), watch)
             .await
@@ -253,7 +239,7 @@ mod tests {
             .create(&k, &Items::new(), timeout, true)
             .await
             .unwrap();
-        let token = lock(&store, &k).await;
+        let token = locked(&store, &k).await;
         let last = Delta::new().with_set("cart", ItemValue::from_bytes(&b"3 items"[..]));
         store.commit(&k, token, &last, timeout).await.unwrap();
         let started = Instant::now();
@@ -286,12 +272,12 @@ mod tests {
         for _ in 0..20 {
             store.read(&k).await.unwrap();
             store.touch(&k).await.unwrap();
-            let token = lock(&store, &k).await;
+            let token = locked(&store, &k).await;
             let d = Delta::new().with_set("n", ItemValue::from_bytes(&b"1"[..]));
             store.write_concurrent(&k, &d, LONG).await.unwrap();
             store.commit(&k, token, &d, LONG).await.unwrap();
         }
-        let token = lock(&store, &k).await;
+        let token = locked(&store, &k).await;
         let moved = k.with_id(SessionId::generate().unwrap());
         store.change_id(&k, *moved.id(), token).await.unwrap();
         store.shared.cache.run_pending_tasks().await;
@@ -380,7 +366,7 @@ mod tests {
         let mut events = store.expiry_events().await.unwrap();
         let k = key();
         store.create(&k, &Items::new(), LONG, true).await.unwrap();
-        lock(&store, &k).await;
+        locked(&store, &k).await;
         let watch = store.watch_release(&k).await.unwrap();
         drop(store);
         let closed = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
