@@ -488,8 +488,11 @@ mod tests {
     }
 
     /// Captures every span's name and fields, to check what the spans record.
+    /// A span's name and its `(field, value)` pairs.
+    type Captured = (String, Vec<(String, String)>);
+
     #[derive(Default, Clone)]
-    struct Spans(Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+    struct Spans(Arc<std::sync::Mutex<Vec<Captured>>>);
 
     struct Fields<'a>(&'a mut Vec<(String, String)>);
     impl tracing::field::Visit for Fields<'_> {
