@@ -15,13 +15,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy --all-targets -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "== cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 
 echo "== cargo test --workspace"
-cargo test --workspace
+cargo test --locked --workspace
 
 echo "== example: cargo run -p backend-memory --example locking"
-cargo run --quiet -p backend-memory --example locking
+cargo run --locked --quiet -p backend-memory --example locking

@@ -61,6 +61,11 @@ async fn change_id(
                 (Some(record), Some(_)) if holds(record) => {
                     (Step::Keep, Step::Keep, ChangeIdOutcome::AlreadyExists)
                 }
+                // A retry of a move whose reply was lost: the session already sits under the new
+                // id with our lock (tokens are unique per acquisition, so nobody else holds it).
+                (None, Some(moved)) if holds(moved) => {
+                    (Step::Keep, Step::Keep, ChangeIdOutcome::Changed)
+                }
                 _ => (Step::Keep, Step::Keep, ChangeIdOutcome::LockLost),
             }
         })
@@ -168,6 +173,35 @@ mod tests {
         assert_eq!(
             outcomes,
             [ChangeIdOutcome::AlreadyExists, ChangeIdOutcome::Changed]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retried_change_id_reports_changed() {
+        let store = MemoryStore::new();
+        let k = key();
+        store
+            .create(&k, &items(&[("a", b"1")]), LONG, true)
+            .await
+            .unwrap();
+        let token = locked(&store, &k).await;
+        let new_id = SessionId::generate().unwrap();
+        assert_eq!(
+            store.change_id(&k, new_id, token).await.unwrap(),
+            ChangeIdOutcome::Changed
+        );
+        // The reply was lost; the retry finds the session already moved, with our lock.
+        assert_eq!(
+            store.change_id(&k, new_id, token).await.unwrap(),
+            ChangeIdOutcome::Changed
+        );
+        // A stranger's token is still refused.
+        assert_eq!(
+            store
+                .change_id(&k, new_id, LockToken::generate().unwrap())
+                .await
+                .unwrap(),
+            ChangeIdOutcome::LockLost
         );
     }
 }

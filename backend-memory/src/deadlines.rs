@@ -19,8 +19,10 @@ use crate::store::Shared;
 /// scheduled again at its current deadline. So a session costs one look per timeout, and is found
 /// at most one maintenance interval after it expired.
 ///
-/// An entry may outlive its session (removed, moved, recreated); the sweep then finds nothing, or
-/// the same live session twice, and both are harmless.
+/// Each session has one live entry, whose time its [`Slot`](crate::record::Slot) holds; older
+/// entries (a removed or moved session, a recreated key, a timeout shortened by a commit) are
+/// dropped when they come due. So the index holds at most one entry per session plus those of
+/// sessions that ended within their timeout, and nothing while no maintenance task runs.
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
     /// A std mutex: held only to push or pop, never across an `.await`.
@@ -33,12 +35,12 @@ impl Deadlines {
     }
 
     /// Takes every entry due at `now`.
-    fn take_due(&self, now: Instant) -> Vec<SessionKey> {
+    fn take_due(&self, now: Instant) -> Vec<(Instant, SessionKey)> {
         let mut heap = self.lock();
         let mut due = Vec::new();
         while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            if let Some(Reverse((_, key))) = heap.pop() {
-                due.push(key);
+            if let Some(Reverse(entry)) = heap.pop() {
+                due.push(entry);
             }
         }
         due
@@ -60,7 +62,7 @@ impl Shared {
     /// items) and reschedules the ones that slid. Each look is one per-key compute, so the sweep
     /// never removes a session that an operation is sliding at the same moment.
     pub(crate) async fn sweep_expired(&self) {
-        for key in self.deadlines.take_due(Instant::now()) {
+        for (at, key) in self.deadlines.take_due(Instant::now()) {
             let mut slid_to = None;
             self.cache
                 .entry_by_ref(&key)
@@ -69,8 +71,13 @@ impl Shared {
                     let op = match entry.map(|e| e.into_value()) {
                         // Gone already (removed, moved, or evicted by moka).
                         None => Op::Nop,
+                        // Slid meanwhile: look again at its new deadline, unless this entry is stale
+                        // (a newer entry exists, or the session under this key is a new one).
                         Some(record) if record.is_live(now) => {
-                            slid_to = Some(record.expires_at);
+                            if record.slot.get() == Some(at) {
+                                record.slot.set(record.expires_at);
+                                slid_to = Some(record.expires_at);
+                            }
                             Op::Nop
                         }
                         Some(record) => {
@@ -136,5 +143,70 @@ mod tests {
         assert_eq!(store.shared.deadlines.len(), 2);
         assert!(store.shared.cache.get(&expiring).await.is_none(), "removed");
         assert!(store.shared.cache.get(&slid).await.is_some(), "kept");
+    }
+
+    fn quiet_store() -> MemoryStore {
+        // The task runs (so sweeps are scheduled) but, with an hour-long interval, never sweeps by
+        // itself: the test calls the sweep.
+        MemoryStore::with_options(
+            MemoryOptions::new().with_maintenance_interval(Duration::from_secs(3600)),
+        )
+    }
+
+    #[tokio::test]
+    async fn stale_entries_are_dropped_not_rescheduled() {
+        let store = quiet_store();
+        let _events = store.expiry_events().await.unwrap();
+        let key = crate::test_util::key_in("/stale");
+        let short = Duration::from_millis(50);
+        // The same key three times: created, expired, created again, slid.
+        store
+            .create(&key, &Items::new(), short, true)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store
+            .create(&key, &Items::new(), short, true)
+            .await
+            .unwrap();
+        store.touch(&key).await.unwrap();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            store.touch(&key).await.unwrap();
+            store.shared.sweep_expired().await;
+        }
+        assert!(
+            store.shared.deadlines.len() <= 1,
+            "one entry per live session, got {}",
+            store.shared.deadlines.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shortened_timeout_is_swept_at_its_new_deadline() {
+        let store = quiet_store();
+        let mut events = store.expiry_events().await.unwrap();
+        let key = crate::test_util::key_in("/shorter");
+        store
+            .create(&key, &Items::new(), Duration::from_secs(60), true)
+            .await
+            .unwrap();
+        let token = crate::test_util::locked(&store, &key).await;
+        store
+            .commit(
+                &key,
+                token,
+                &session_core::Delta::new(),
+                Duration::from_millis(50),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.shared.sweep_expired().await;
+        let event = tokio::time::timeout(Duration::from_millis(500), events.next())
+            .await
+            .expect("the sweep found the session at its shortened deadline")
+            .unwrap();
+        assert_eq!((event.key, event.reason), (key, EndReason::Expired));
     }
 }

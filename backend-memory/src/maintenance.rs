@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 
 use crate::store::Shared;
 
-/// Starts the task once, and stops it with the store (mini-redis' `DbDropGuard` pattern).
+/// Starts the task, restarts it if it ended (its runtime shut down), and stops it with the store
+/// (mini-redis' `DbDropGuard` pattern).
 #[derive(Debug)]
 pub(crate) struct Maintenance {
-    /// Fast path for the check every operation makes: set once the task runs.
-    started: AtomicBool,
+    /// Fast path for the check every operation makes: true while the task runs. The task clears it
+    /// when it ends for any reason (store dropped, runtime shut down, panic), so the next operation
+    /// inside a runtime starts a new one.
+    started: Arc<AtomicBool>,
     /// The task, once spawned. A std mutex: held only to spawn, never across an `.await`.
     task: Mutex<Option<JoinHandle<()>>>,
     /// Never sent on: dropping it with the store tells the task to stop at once. The task also
@@ -27,7 +30,7 @@ pub(crate) struct Maintenance {
 impl Maintenance {
     pub(crate) fn new() -> Self {
         Self {
-            started: AtomicBool::new(false),
+            started: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
             stop: watch::channel(()).0,
         }
@@ -45,13 +48,20 @@ impl Maintenance {
             return;
         };
         let mut task = this.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if task.is_some() {
+        if this.started.load(Ordering::Acquire) {
             return;
         }
         let stop = this.stop.subscribe();
-        *task = Some(runtime.spawn(run(Arc::downgrade(shared), stop, interval)));
+        // Set before spawning: the task's guard clears it when the task ends, whenever that is.
         this.started.store(true, Ordering::Release);
+        let running = Running(Arc::clone(&this.started));
+        *task = Some(runtime.spawn(run(Arc::downgrade(shared), stop, interval, running)));
         tracing::debug!(?interval, "memory store maintenance task started");
+    }
+
+    /// Whether the task runs (so that scheduling sweeps is worth it).
+    pub(crate) fn is_running(&self) -> bool {
+        self.started.load(Ordering::Acquire)
     }
 
     /// The task's abort handle, to watch it end in tests.
@@ -65,7 +75,21 @@ impl Maintenance {
     }
 }
 
-async fn run(store: Weak<Shared>, mut stop: watch::Receiver<()>, interval: Duration) {
+/// Held by the task: clears the running flag when the task ends, also when its runtime drops it.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+async fn run(
+    store: Weak<Shared>,
+    mut stop: watch::Receiver<()>,
+    interval: Duration,
+    _running: Running,
+) {
     loop {
         tokio::select! {
             // Only an error can arrive: the sender was dropped with the store.
@@ -121,6 +145,49 @@ mod tests {
         runtime.block_on(async {
             let _events = store.expiry_events().await.unwrap();
             assert!(store.maintenance_task().is_some());
+        });
+    }
+
+    #[test]
+    fn task_restarts_on_a_new_runtime_after_the_first_one_ends() {
+        let store = MemoryStore::with_options(
+            MemoryOptions::new().with_maintenance_interval(Duration::from_millis(20)),
+        );
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(async {
+            let _events = store.expiry_events().await.unwrap();
+            assert!(store.shared.maintenance.is_running());
+        });
+        drop(first);
+        assert!(
+            !store.shared.maintenance.is_running(),
+            "the task ended with its runtime"
+        );
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let mut events = store.expiry_events().await.unwrap();
+            assert!(store.shared.maintenance.is_running(), "restarted");
+            let key = crate::test_util::key_in("/restart");
+            store
+                .create(
+                    &key,
+                    &session_core::Items::new(),
+                    Duration::from_millis(50),
+                    true,
+                )
+                .await
+                .unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(1), events.next())
+                .await
+                .expect("the restarted task reports the expiry promptly")
+                .unwrap();
+            assert_eq!(event.key, key);
         });
     }
 }

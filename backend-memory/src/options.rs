@@ -21,6 +21,7 @@ use std::time::Duration;
 pub struct MemoryOptions {
     max_sessions: Option<u64>,
     maintenance_interval: Duration,
+    event_capacity: usize,
 }
 
 impl MemoryOptions {
@@ -32,12 +33,29 @@ impl MemoryOptions {
     /// task never spins.
     pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(1);
 
-    /// The defaults: no capacity bound, maintenance every 100 ms.
+    /// How many expiry events a subscriber may fall behind by default.
+    pub const DEFAULT_EVENT_CAPACITY: usize = 128;
+
+    /// The defaults: no capacity bound, maintenance every 100 ms, 128 buffered expiry events.
     pub const fn new() -> Self {
         Self {
             max_sessions: None,
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
+            event_capacity: Self::DEFAULT_EVENT_CAPACITY,
         }
+    }
+
+    /// How many expiry events a slow subscriber may fall behind before it misses the oldest (it is
+    /// told how many it missed). Each buffered event holds its session's final items, so this
+    /// bounds the memory a subscriber that stops reading can pin. At least 1.
+    pub const fn with_event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = if events == 0 { 1 } else { events };
+        self
+    }
+
+    /// The expiry-event buffer per subscriber.
+    pub const fn event_capacity(&self) -> usize {
+        self.event_capacity
     }
 
     /// Bounds the number of sessions kept. Past the bound the least recently used session is

@@ -80,6 +80,29 @@ pub(crate) struct Record {
     /// replaces a version sets it just before, so the last decision wins. The eviction listener
     /// reads it to tell a session that ended from one that merely got a new version or moved.
     fate: AtomicU8,
+    /// When the expiry sweep will look at this session (shared by all its versions; a new session
+    /// under the same key gets a new one). A sweep entry whose time is not the slot's is stale.
+    pub(crate) slot: Arc<Slot>,
+}
+
+/// The time of a session's one live entry in the sweep's index (`deadlines`), if it has one.
+#[derive(Debug, Default)]
+pub(crate) struct Slot(std::sync::Mutex<Option<Instant>>);
+
+impl Slot {
+    pub(crate) fn get(&self) -> Option<Instant> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set(&self, at: Instant) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(at);
+    }
 }
 
 /// What the removal of a version from the cache means, where moka's removal cause cannot tell.
@@ -118,6 +141,7 @@ impl Record {
             settled: None,
             initialize,
             fate: AtomicU8::new(Fate::Live as u8),
+            slot: Arc::new(Slot::default()),
         }
     }
 
@@ -135,6 +159,7 @@ impl Record {
             settled: self.settled.clone(),
             initialize: self.initialize,
             fate: AtomicU8::new(Fate::Live as u8),
+            slot: Arc::clone(&self.slot),
         }
     }
 

@@ -23,10 +23,12 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    pub(crate) fn new() -> Self {
+    /// `event_capacity`: how many expiry events (each holding its session's final items) a slow
+    /// subscriber may fall behind before it misses some.
+    pub(crate) fn new(event_capacity: usize) -> Self {
         Self {
             releases: broadcast::channel(CHANNEL_CAPACITY).0,
-            events: broadcast::channel(CHANNEL_CAPACITY).0,
+            events: broadcast::channel(event_capacity.max(1)).0,
         }
     }
 
@@ -112,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn watch_filters_by_key_and_wakes_on_lag() {
-        let signals = Signals::new();
+        let signals = Signals::new(CHANNEL_CAPACITY);
         let (a, b) = (key(), key());
         let watch = signals.watch(&a);
         signals.released(&b);
@@ -136,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn removal_causes_map_to_events() {
-        let signals = Signals::new();
+        let signals = Signals::new(CHANNEL_CAPACITY);
         let mut events = signals.subscribe_events();
         let k = key();
         let record = Record::new(
@@ -373,5 +375,30 @@ mod tests {
         assert!(matches!(closed, Ok(None)), "the event stream did not end");
         // A waiter must look again (and find the store gone) rather than hang.
         wakes(watch).await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_keeps_only_the_configured_number_of_events() {
+        let store = MemoryStore::with_options(MemoryOptions::new().with_event_capacity(2));
+        let mut events = store.expiry_events().await.unwrap();
+        let mut keys = Vec::new();
+        for _ in 0..5 {
+            let k = crate::test_util::key_in("/slow");
+            store.create(&k, &Items::new(), LONG, true).await.unwrap();
+            store.delete(&k).await.unwrap();
+            keys.push(k);
+        }
+        store.shared.cache.run_pending_tasks().await;
+        let mut got = Vec::new();
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), events.next()).await
+        {
+            got.push(e.key);
+        }
+        assert_eq!(
+            got,
+            keys[3..],
+            "only the newest two events are kept for a slow subscriber"
+        );
     }
 }

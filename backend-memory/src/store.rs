@@ -92,11 +92,15 @@ impl Shared {
             Step::Keep => Op::Nop,
             Step::Update(next) => {
                 decide(Fate::Retired);
+                // A shorter timeout moves the deadline before the sweep's next look: look earlier.
+                if next.slot.get().is_some_and(|at| next.expires_at < at) {
+                    self.schedule(key, &next);
+                }
                 Op::Put(Arc::new(next))
             }
             Step::Insert(record) => {
                 decide(Fate::Expired);
-                self.deadlines.schedule(record.expires_at, key.clone());
+                self.schedule(key, &record);
                 Op::Put(Arc::new(record))
             }
             Step::End => {
@@ -107,6 +111,15 @@ impl Shared {
                 decide(Fate::Retired);
                 Op::Remove
             }
+        }
+    }
+
+    /// Gives the sweep one look at `record` at its deadline. Only while the maintenance task runs:
+    /// without it nothing would ever take the entry out again, and moka's own expiry stands in.
+    fn schedule(&self, key: &SessionKey, record: &Record) {
+        if self.maintenance.is_running() {
+            record.slot.set(record.expires_at);
+            self.deadlines.schedule(record.expires_at, key.clone());
         }
     }
 
@@ -197,7 +210,7 @@ impl MemoryStore {
 
     /// A store with `options`.
     pub fn with_options(options: MemoryOptions) -> Self {
-        let signals = Signals::new();
+        let signals = Signals::new(options.event_capacity());
         let listener = signals.clone();
         let mut builder = Cache::builder()
             .expire_after(SessionExpiry {

@@ -64,7 +64,7 @@
 //!
 //! `cargo test --test conformance` then lists one test per behaviour, named `<area>::<behaviour>`.
 //! Behaviours of an optional capability your store does not declare show as *ignored*; for each
-//! such capability an `unsupported::*` behaviour checks that the operation returns
+//! such capability a `capability::*_unsupported` behaviour checks that the operation returns
 //! [`Error::Unsupported`] and changes nothing. Filter as usual: `cargo test --test conformance commit::`.
 //! A failure message cites the SPEC rule it checks.
 
