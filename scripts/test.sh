@@ -2,14 +2,22 @@
 # The project's test command (README "Run the tests"; CI runs exactly this through .ci/run).
 #
 # 1. Installs and starts every server the tests need on a fresh machine (idempotent: reuses what
-#    runs already). The memory backend needs none; the Redis and SQL backends add theirs here.
+#    runs already, installs with apt only what is missing; needs root on a fresh machine).
 # 2. Checks formatting and lints, then runs every test in the workspace and the example.
+#
+# Every backend that has a server here is *required*: SESSION_TEST_REQUIRE names it, so its tests
+# fail instead of being skipped if its server is not configured (STYLE H10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Backends whose conformance runs must not be skipped (STYLE H10). Empty while only the memory
-# backend exists; later backends append (for example "redis,postgres").
-export SESSION_TEST_REQUIRE="${SESSION_TEST_REQUIRE-}"
+require() { export SESSION_TEST_REQUIRE="${SESSION_TEST_REQUIRE:+$SESSION_TEST_REQUIRE,}$1"; }
+
+echo "== servers: Redis standalone, TLS + ACL, 6-node cluster"
+bash scripts/redis/start.sh
+# shellcheck disable=SC1091
+. "${REDIS_RUN_DIR:-/tmp/ci-redis}/env"
+require redis,redis-tls,redis-cluster
+echo "   SESSION_TEST_REQUIRE=$SESSION_TEST_REQUIRE"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -28,8 +28,3 @@ mod test_util;
 
 pub use options::MemoryOptions;
 pub use store::MemoryStore;
-
-/// The workspace README's examples, compiled as doctests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct WorkspaceReadme;

@@ -1,0 +1,57 @@
+//! The Redis key layout. Every key of a session shares the hash tag `{<app>_<id>}`, so that all of
+//! them live in one cluster slot and every script touches a single slot.
+//!
+//! | key / channel | type | holds |
+//! |---|---|---|
+//! | `{<app>_<id>}:meta` | hash | `t` timeout (ms); `l` lock token, `s` lock time (ms, server clock); `i` = 1 while the uninitialized flag is unreported; `sk`/`st`/`sf` how the last lock ended (kind `c`ommit or `r`elease, token, delta fingerprint) |
+//! | `{<app>_<id>}:items` | hash | one field per item: name → MessagePack bytes (absent while the session has no items) |
+//! | `{<app>_<id>}:released` | pub/sub channel | a message whenever the session's lock ends |
+//!
+//! The meta hash decides existence: a session exists exactly while its meta key does. Both keys
+//! carry the same `PEXPIRE`, set by every sliding access.
+//!
+//! Application names cannot contain `{` or `}` (checked by `session_core::AppName`), and ids are
+//! 32 hex characters, so the tag is always the whole `{...}` and `<app>_<id>` is unambiguous.
+
+use session_core::SessionKey;
+
+/// The keys and the release channel of one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub(crate) meta: String,
+    pub(crate) items: String,
+    pub(crate) channel: String,
+}
+
+impl Keys {
+    pub(crate) fn new(key: &SessionKey) -> Self {
+        let tag = tag(key);
+        Self {
+            meta: format!("{tag}:meta"),
+            items: format!("{tag}:items"),
+            channel: format!("{tag}:released"),
+        }
+    }
+}
+
+/// `{<app>_<id>}`: the hash tag shared by every key of the session.
+pub(crate) fn tag(key: &SessionKey) -> String {
+    format!("{{{}_{}}}", key.app().as_str(), key.id().expose())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::{AppName, SessionId};
+
+    #[test]
+    fn every_key_carries_the_session_tag() {
+        let id = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let key = SessionKey::new(AppName::new("/shop").unwrap(), id);
+        let keys = Keys::new(&key);
+        let tag = "{/shop_0123456789abcdef0123456789abcdef}";
+        assert_eq!(keys.meta, format!("{tag}:meta"));
+        assert_eq!(keys.items, format!("{tag}:items"));
+        assert_eq!(keys.channel, format!("{tag}:released"));
+    }
+}

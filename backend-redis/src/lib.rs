@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! - `config`: [`RedisOptions`] and the resolution of `session_core::Config` (attributes or URL)
+//!   into nodes, TLS trust, database and timeouts.
+//! - `connection`: `Connection`, a standalone `ConnectionManager` or a `ClusterConnection`, one code
+//!   path for every operation.
+//! - `keys`: the hash-tagged key layout.
+//! - `store`: [`RedisStore`], which only connects and delegates.
+//! - `ops`: one file per operation with its Lua script (`ops/<op>.lua` after `ops/prelude.lua`).
+//! - `signals`: the pub/sub release signal.
+//! - `error`: driver errors classified into `session_core::Error`.
+
+mod config;
+mod connection;
+mod error;
+mod keys;
+mod ops;
+mod signals;
+mod store;
+
+pub use config::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, RedisOptions};
+pub use store::RedisStore;
+
+/// The driver, for callers that need its types.
+pub use redis;
+
+/// The workspace README's examples, compiled as doctests so that they stay true (this crate's
+/// dev-dependencies include every backend the README shows).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadme;

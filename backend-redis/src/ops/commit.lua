@@ -1,0 +1,25 @@
+-- commit: apply the delta, store the timeout, slide the expiry and release the lock, if the token
+-- holds the lock.
+-- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
+-- ARGV: [1] token, [2] timeout ms, [3] delta fingerprint (decimal u64), [4] release channel,
+--       [5..] the delta (see apply_delta in the prelude).
+-- Returns: 1 committed | 0 lock lost (nothing written).
+-- Atomic: the token check and the writes are one script. Only the delta's fields are written.
+-- Idempotent under retry: the settled record {sk='c', st=token, sf=fingerprint} lets a repeat of
+-- this same commit (its reply was lost) report 1 without applying anything twice, even after
+-- another request acquired the lock; a later commit or release replaces the record.
+-- Round trips: 1.
+local m = redis.call('HMGET', KEYS[1], 'l', 'sk', 'st', 'sf')
+if m[1] and m[1] == ARGV[1] then
+  apply_delta(5)
+  redis.call('HSET', KEYS[1], 't', ARGV[2], 'sk', 'c', 'st', ARGV[1], 'sf', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'l', 's')
+  slide(ARGV[2])
+  redis.call('PUBLISH', ARGV[4], 'committed')
+  return 1
+end
+if m[2] == 'c' and m[3] == ARGV[1] and m[4] == ARGV[3] then
+  return 1
+end
+-- Taken over, released, expired or gone (SPEC §2 rule 1).
+return 0

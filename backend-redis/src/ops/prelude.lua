@@ -1,0 +1,49 @@
+-- prelude: prepended to every script of this crate (see ops/mod.rs), so the helpers below exist in
+-- each of them. Every script has the same two keys, which share the session's hash tag (one slot):
+--   KEYS[1] the session's meta hash, KEYS[2] its items hash.
+-- A session exists exactly while KEYS[1] exists. Both keys always carry the same PEXPIRE.
+-- Every script is one EVALSHA: one round trip, and atomic (Redis runs nothing else meanwhile).
+
+-- Milliseconds on the server's clock: lock age is measured here, never on a web server's clock
+-- (SPEC §2 rule 5).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Slides the expiry of both keys to now + timeout (ms). PEXPIRE on an absent items key (a session
+-- without items) does nothing.
+local function slide(timeout)
+  redis.call('PEXPIRE', KEYS[1], timeout)
+  redis.call('PEXPIRE', KEYS[2], timeout)
+end
+
+-- Applies the delta encoded in ARGV from index i on: the cleared flag ('1'/'0'), the number of
+-- removed names, the removed names, then name/value pairs to set up to the end of ARGV. In this
+-- order (clear, remove, set), as session_core::Delta defines it; only named fields are written.
+local function apply_delta(i)
+  if ARGV[i] == '1' then
+    redis.call('DEL', KEYS[2])
+  end
+  local j = i + 2
+  for _ = 1, tonumber(ARGV[i + 1]) do
+    redis.call('HDEL', KEYS[2], ARGV[j])
+    j = j + 1
+  end
+  while j < #ARGV do
+    redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
+    j = j + 2
+  end
+end
+
+-- The session's stored timeout (ms) as a number; nil when the meta hash has none or a bad one
+-- (the caller reports it as corrupt, unless the session simply does not exist).
+local function stored_timeout(raw)
+  local timeout = tonumber(raw)
+  if timeout and timeout >= 1 then
+    return timeout
+  end
+  return nil
+end
+
+-- Body of the operation's script follows.

@@ -1,0 +1,32 @@
+//! `remove`: delete a session on behalf of its lock holder (script: `remove.lua`).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+use session_core::{LockToken, Operation, RemoveOutcome, Result, SessionKey};
+
+use super::{int, invoke, script};
+use crate::error::bad_reply;
+use crate::keys::Keys;
+use crate::store::Inner;
+
+static SCRIPT: LazyLock<Script> = script!("remove.lua");
+
+pub(crate) async fn run(
+    inner: &Inner,
+    key: &SessionKey,
+    token: LockToken,
+) -> Result<RemoveOutcome> {
+    let keys = Keys::new(key);
+    let mut invocation = SCRIPT.key(&keys.meta);
+    invocation
+        .key(&keys.items)
+        .arg(token.to_hex())
+        .arg(&keys.channel);
+    match int(&invoke(inner, Operation::Remove, &invocation).await?) {
+        Some(1) => Ok(RemoveOutcome::Removed),
+        Some(0) => Ok(RemoveOutcome::Missing),
+        Some(2) => Ok(RemoveOutcome::LockLost),
+        _ => Err(bad_reply(Operation::Remove, "unknown remove outcome")),
+    }
+}

@@ -1,0 +1,34 @@
+//! `write_concurrent`: lock-free per-item merge of a delta (script: `write_concurrent.lua`).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use session_core::{CommitOutcome, Delta, Operation, Result, SessionKey};
+
+use super::{int, invoke, millis, push_delta, script};
+use crate::error::bad_reply;
+use crate::keys::Keys;
+use crate::store::Inner;
+
+static SCRIPT: LazyLock<Script> = script!("write_concurrent.lua");
+
+pub(crate) async fn run(
+    inner: &Inner,
+    key: &SessionKey,
+    delta: &Delta,
+    timeout: Duration,
+) -> Result<CommitOutcome> {
+    let keys = Keys::new(key);
+    let mut invocation = SCRIPT.key(&keys.meta);
+    invocation.key(&keys.items).arg(millis(timeout));
+    push_delta(&mut invocation, delta);
+    match int(&invoke(inner, Operation::WriteConcurrent, &invocation).await?) {
+        Some(1) => Ok(CommitOutcome::Committed),
+        Some(0) => Ok(CommitOutcome::Missing),
+        _ => Err(bad_reply(
+            Operation::WriteConcurrent,
+            "unknown write outcome",
+        )),
+    }
+}

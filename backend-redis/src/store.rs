@@ -1,0 +1,236 @@
+//! [`RedisStore`]: connects, declares its capabilities, and delegates each operation to its file in
+//! `ops` (one Lua script each).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::{
+    AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, Config, CreateOutcome, Delta,
+    Error, ExpiryEvents, Items, LockToken, Operation, ReadOutcome, ReleaseOutcome, ReleaseWatch,
+    RemoveOutcome, Result, SessionId, SessionKey, SessionStore, TouchOutcome,
+};
+
+use crate::config::{RedisOptions, Settings};
+use crate::connection::Connection;
+use crate::error::{BACKEND, ErrorContext};
+use crate::keys::Keys;
+use crate::ops;
+use crate::signals::Signals;
+
+/// A session store on Redis: one server (optionally TLS, password, ACL user, database) or a Redis
+/// Cluster. Cheap to clone; clones share the connection.
+///
+/// ```no_run
+/// # async fn demo() -> session_core::Result<()> {
+/// use std::sync::Arc;
+/// use backend_redis::RedisStore;
+/// use session_core::{Config, SessionManager};
+///
+/// let config = Config::from_attributes([
+///     ("host", "127.0.0.1"), ("port", "6379"), ("applicationName", "/shop"),
+///     ("retryTimeoutInMilliseconds", "5000"),
+/// ])?;
+/// let manager = SessionManager::new(Arc::new(RedisStore::connect(&config).await?), &config);
+/// # let _ = manager; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+/// What every operation needs: the connection and how to name its errors.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    pub(crate) errors: ErrorContext,
+    pub(crate) signals: Signals,
+    /// A cluster cannot run `change_id` (two ids, two slots).
+    pub(crate) cluster: bool,
+}
+
+impl RedisStore {
+    /// Connects with the configuration's connection settings: its URL (`redis://`, `rediss://`,
+    /// `redis+cluster://`, `rediss+cluster://`) or else `host`, `port`, `accessKey`, `user`, `ssl`
+    /// and `databaseId`; `connectionTimeoutInMilliseconds` and `operationTimeoutInMilliseconds`
+    /// bound the connect and every command.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for settings Redis cannot use; [`Error::Unavailable`] when no server
+    /// answers (the source names the address); [`Error::Backend`] for a wrong password or ACL user,
+    /// or a server certificate the configured CA does not trust (each with its own source);
+    /// [`Error::Timeout`] when the connect times out.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        Self::connect_with(config, RedisOptions::new()).await
+    }
+
+    /// [`RedisStore::connect`] with Redis-specific options (a custom CA for TLS).
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect`]; [`Error::InvalidConfig`] for an unreadable CA file.
+    pub async fn connect_with(config: &Config, options: RedisOptions) -> Result<Self> {
+        let settings = Settings::resolve(config, &options)?;
+        let errors = ErrorContext {
+            addr: settings.addr.clone(),
+            response_timeout: settings.response_timeout,
+        };
+        let (pushes, received) = tokio::sync::mpsc::unbounded_channel();
+        let open = Connection::open(&settings, pushes);
+        let conn = match tokio::time::timeout(connect_budget(&settings), open).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                // A connect error is reported under the connect timeout, not the operation one.
+                let errors = ErrorContext {
+                    response_timeout: settings.connection_timeout,
+                    ..errors
+                };
+                return Err(errors.map(Operation::Connect, e));
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    backend: BACKEND,
+                    operation: Operation::Connect,
+                    after: connect_budget(&settings),
+                });
+            }
+        };
+        let signals = Signals::default();
+        signals.spawn_dispatcher(received);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                errors,
+                signals,
+                cluster: settings.cluster,
+            }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// The whole connect (TCP, TLS, HELLO/AUTH, and for a cluster the topology discovery).
+fn connect_budget(settings: &Settings) -> Duration {
+    settings.connection_timeout * 2 + settings.response_timeout
+}
+
+fn unsupported(operation: Operation) -> Error {
+    Error::Unsupported {
+        backend: BACKEND,
+        operation,
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    /// The release signal; `change_id` on a standalone server only (on a cluster the two ids' keys
+    /// live in different slots, so no script can move them atomically). Not `purge_expired` (Redis
+    /// expires keys itself), not expiry events (see the crate docs).
+    fn capabilities(&self) -> Capabilities {
+        let caps = Capabilities::none().with_release_signal();
+        if self.inner.cluster {
+            caps
+        } else {
+            caps.with_change_id()
+        }
+    }
+
+    async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
+        ops::read::run(self.inner(), key).await
+    }
+
+    async fn acquire(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        lock_ttl: Duration,
+    ) -> Result<AcquireOutcome> {
+        ops::acquire::run(self.inner(), key, token, lock_ttl).await
+    }
+
+    async fn commit(
+        &self,
+        key: &SessionKey,
+        token: LockToken,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> Result<CommitOutcome> {
+        ops::commit::run(self.inner(), key, token, delta, timeout).await
+    }
+
+    async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
+        ops::release::run(self.inner(), key, token).await
+    }
+
+    async fn create(
+        &self,
+        key: &SessionKey,
+        items: &Items,
+        timeout: Duration,
+        initialized: bool,
+    ) -> Result<CreateOutcome> {
+        ops::create::run(self.inner(), key, items, timeout, initialized).await
+    }
+
+    async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
+        ops::remove::run(self.inner(), key, token).await
+    }
+
+    async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
+        ops::touch::run(self.inner(), key).await
+    }
+
+    async fn write_concurrent(
+        &self,
+        key: &SessionKey,
+        delta: &Delta,
+        timeout: Duration,
+    ) -> Result<CommitOutcome> {
+        ops::write_concurrent::run(self.inner(), key, delta, timeout).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
+        ops::delete::run(self.inner(), key).await
+    }
+
+    async fn change_id(
+        &self,
+        key: &SessionKey,
+        new_id: SessionId,
+        token: LockToken,
+    ) -> Result<ChangeIdOutcome> {
+        if self.inner.cluster {
+            return Err(unsupported(Operation::ChangeId));
+        }
+        ops::change_id::run(self.inner(), key, new_id, token).await
+    }
+
+    async fn purge_expired(&self, _batch: usize) -> Result<u64> {
+        Err(unsupported(Operation::PurgeExpired))
+    }
+
+    async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
+        let inner = self.inner();
+        let channel = Keys::new(key).channel;
+        let mut conn = inner.conn.clone();
+        let rx = inner
+            .signals
+            .watch(&mut conn, &channel)
+            .await
+            .map_err(|e| inner.errors.map(Operation::WatchRelease, e))?;
+        // A dropped sender (the store is gone) also completes the watch: waiters re-check.
+        Ok(ReleaseWatch::new(async move {
+            let _ = rx.await;
+        }))
+    }
+
+    async fn expiry_events(&self) -> Result<ExpiryEvents> {
+        Err(unsupported(Operation::ExpiryEvents))
+    }
+}

@@ -1,0 +1,760 @@
+//! Redis-specific behaviours beyond the shared suite (issue 3). Each test needs a server variable
+//! (see `tests/conformance.rs`) and is ignored, with the reason, when it is unset; tests that stop
+//! a server start their own `redis-server` on a free port (the binary `scripts/redis/start.sh`
+//! installs). They run one at a time: the failover test takes a cluster master down.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_redis::redis::{self, AsyncCommands};
+use backend_redis::{RedisOptions, RedisStore};
+use libtest_mimic::{Failed, Trial};
+use session_core::{
+    Access, AppName, Config, CreateOutcome, Delta, EndOutcome, Error, ItemValue, Items, LockToken,
+    ReadOutcome, SessionId, SessionKey, SessionManager, SessionStore, encode_value,
+};
+
+type TestResult = Result<(), Failed>;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn fail(msg: impl Into<String>) -> Failed {
+    msg.into().into()
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(fail(format!($($msg)+)));
+        }
+    };
+}
+
+/// A trial that runs `body` in a fresh runtime when every variable in `needs` is set.
+fn trial<F, Fut>(name: &str, needs: &[&'static str], body: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = TestResult> + Send + 'static,
+{
+    if let Some(missing) = needs.iter().find(|v| env(v).is_none()) {
+        // As in the conformance runner: a backend that SESSION_TEST_REQUIRE names cannot pass by
+        // being skipped.
+        let backend = match *missing {
+            "SESSION_TEST_REDIS_URL" => "redis",
+            "SESSION_TEST_REDIS_CLUSTER_URLS" => "redis-cluster",
+            _ => "redis-tls",
+        };
+        let required = env("SESSION_TEST_REQUIRE").unwrap_or_default();
+        if required.split(',').any(|b| b.trim() == backend) {
+            let message =
+                format!("SESSION_TEST_REQUIRE names {backend:?}, but {missing} is not set");
+            return Trial::test(name, move || Err(message.into()));
+        }
+        return Trial::test(name, || Ok(()))
+            .with_ignored_flag(true)
+            .with_kind(format!("{missing} is not set"));
+    }
+    Trial::test(name, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(body())
+    })
+}
+
+fn app(name: &str) -> Result<AppName, Failed> {
+    Ok(AppName::new(&format!(
+        "/redis-tests/{name}/{}",
+        SessionId::generate()?.expose()
+    ))?)
+}
+
+fn key(app: &AppName) -> Result<SessionKey, Failed> {
+    Ok(SessionKey::new(app.clone(), SessionId::generate()?))
+}
+
+fn items(n: u32) -> Items {
+    let mut items = Items::new();
+    let value = encode_value("n", &n).unwrap_or_else(|_| ItemValue::from_bytes(Vec::new()));
+    items.insert("n".into(), value);
+    items
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+fn cluster_url() -> Result<String, Failed> {
+    let list = env("SESSION_TEST_REDIS_CLUSTER_URLS").ok_or_else(|| fail("no cluster"))?;
+    let hosts: Vec<&str> = list
+        .split(',')
+        .filter_map(|u| {
+            u.trim()
+                .split_once("://")
+                .map(|(_, h)| h.trim_end_matches('/'))
+        })
+        .collect();
+    Ok(format!("redis+cluster://{}", hosts.join(",")))
+}
+
+async fn connect(url: &str) -> Result<RedisStore, Failed> {
+    Ok(RedisStore::connect(&Config::from_url(url)?).await?)
+}
+
+/// A private `redis-server` on a free port, killed on drop; with AOF, so data survives a restart.
+struct Private {
+    port: u16,
+    dir: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl Private {
+    async fn start() -> Result<Self, Failed> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("session-redis-test-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> Result<(), Failed> {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(fail("private redis-server did not start"))
+    }
+
+    async fn kill(&mut self) -> Result<(), Failed> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn raw(&self) -> Result<redis::aio::MultiplexedConnection, Failed> {
+        Ok(redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every key of one session hashes to one slot, and both data keys are really there.
+async fn keys_of_a_session_share_one_slot() -> TestResult {
+    let url = cluster_url()?;
+    let store = connect(&url).await?;
+    let app = app("slot")?;
+    let key = key(&app)?;
+    ensure!(
+        store.create(&key, &items(1), LONG, true).await? == CreateOutcome::Created,
+        "create"
+    );
+    let tag = format!("{{{}_{}}}", app.as_str(), key.id().expose());
+    let nodes: Vec<String> = env("SESSION_TEST_REDIS_CLUSTER_URLS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let client = redis::cluster::ClusterClient::new(nodes)?;
+    let mut conn = client.get_async_connection().await?;
+    let mut slots = Vec::new();
+    for suffix in [":meta", ":items", ":released"] {
+        let name = format!("{tag}{suffix}");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&name)
+            .query_async(&mut conn)
+            .await?;
+        slots.push(slot);
+    }
+    ensure!(
+        slots.iter().all(|s| *s == slots[0]),
+        "keys of one session must share a slot, got {slots:?}"
+    );
+    for suffix in [":meta", ":items"] {
+        let exists: bool = conn.exists(format!("{tag}{suffix}")).await?;
+        ensure!(
+            exists,
+            "the session's {suffix} key must exist under the tag"
+        );
+    }
+    Ok(())
+}
+
+/// Two `databaseId`s are two separate stores; `databaseId` is honoured on the attribute path.
+async fn databases_are_isolated() -> TestResult {
+    let url = env("SESSION_TEST_REDIS_URL").ok_or_else(|| fail("no url"))?;
+    let base = url.trim_end_matches('/').to_owned();
+    let one = connect(&format!("{base}/1")).await?;
+    let two = connect(&format!("{base}/2")).await?;
+    let app = app("db")?;
+    let key = key(&app)?;
+    one.create(&key, &items(1), LONG, true).await?;
+    ensure!(
+        matches!(two.read(&key).await?, ReadOutcome::Missing),
+        "database 2 must not see database 1's session"
+    );
+    ensure!(
+        two.create(&key, &items(2), LONG, true).await? == CreateOutcome::Created,
+        "the same id in another database is another session"
+    );
+    // The attribute path (`host`, `port`, `databaseId`) selects the same database as `/1`.
+    let hostport = base
+        .split_once("://")
+        .map(|(_, h)| h.to_owned())
+        .unwrap_or_default();
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((&hostport, "6379"));
+    let config = Config::from_attributes([("host", host), ("port", port), ("databaseId", "1")])?;
+    let via_attributes = RedisStore::connect(&config).await?;
+    match via_attributes.read(&key).await? {
+        ReadOutcome::Found(s) => ensure!(s.items == Arc::new(items(1)), "database 1's data"),
+        other => {
+            return Err(fail(format!(
+                "databaseId=1 must find the session, got {other:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `SCRIPT FLUSH` between operations is survived: EVALSHA falls back to loading the script.
+async fn script_flush_is_survived() -> TestResult {
+    let mut urls = vec![env("SESSION_TEST_REDIS_URL").ok_or_else(|| fail("no url"))?];
+    if env("SESSION_TEST_REDIS_CLUSTER_URLS").is_some() {
+        urls.push(cluster_url()?);
+    }
+    for url in urls {
+        let store = connect(&url).await?;
+        let app = app("flush")?;
+        let key = key(&app)?;
+        store.create(&key, &items(1), LONG, true).await?;
+        flush_scripts(&url).await?;
+        let token = LockToken::generate()?;
+        let out = store.acquire(&key, token, LONG).await?;
+        ensure!(
+            matches!(out, session_core::AcquireOutcome::Acquired(_)),
+            "{url}: acquire after SCRIPT FLUSH, got {out:?}"
+        );
+        flush_scripts(&url).await?;
+        let delta = Delta::new().with_set("m", ItemValue::from_bytes(vec![0x01]));
+        let out = store.commit(&key, token, &delta, LONG).await?;
+        ensure!(
+            out == session_core::CommitOutcome::Committed,
+            "{url}: commit after SCRIPT FLUSH, got {out:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn flush_scripts(url: &str) -> TestResult {
+    if url.contains("+cluster") {
+        let list = env("SESSION_TEST_REDIS_CLUSTER_URLS").unwrap_or_default();
+        // Every node, replicas included (they are promoted on failover).
+        for port in 7000..=7005u16 {
+            let node = list
+                .split(',')
+                .next()
+                .and_then(|u| u.rsplit_once(':').map(|(h, _)| format!("{h}:{port}")));
+            let Some(node) = node else { continue };
+            if let Ok(client) = redis::Client::open(node)
+                && let Ok(mut c) = client.get_multiplexed_async_connection().await
+            {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut c).await;
+            }
+        }
+        return Ok(());
+    }
+    let mut c = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut c)
+        .await?;
+    Ok(())
+}
+
+/// A restart within the retry timeout is survived with no failed operation.
+async fn restart_within_retry_timeout_is_survived() -> TestResult {
+    let mut server = Private::start().await?;
+    let config = Config::builder()
+        .url(server.url())
+        .application_name(app("restart")?)
+        .retry_timeout(Duration::from_secs(5))
+        .build()?;
+    let store = RedisStore::connect(&config).await?;
+    let manager = SessionManager::new(Arc::new(store), &config);
+    let mut s = manager.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    ensure!(s.end().await? == EndOutcome::Created, "created");
+    server.kill().await?;
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        server.spawn().await
+    };
+    let (restarted, opened) = tokio::join!(restart, manager.open(Some(&id), Access::Exclusive));
+    restarted?;
+    let mut s = opened?;
+    ensure!(
+        !s.is_new() && s.get::<u32>("n")? == Some(1),
+        "the session written before the restart is read back"
+    );
+    s.insert("n", &2u32)?;
+    ensure!(
+        s.end().await? == EndOutcome::Committed,
+        "commit after restart"
+    );
+    Ok(())
+}
+
+/// With the server down and `throwOnError=false`, sessions are degraded and `last_error` says why.
+async fn server_down_gives_degraded_sessions() -> TestResult {
+    let mut server = Private::start().await?;
+    let config = Config::builder()
+        .url(server.url())
+        .application_name(app("down")?)
+        .throw_on_error(false)
+        .build()?;
+    let manager = SessionManager::new(Arc::new(RedisStore::connect(&config).await?), &config);
+    let mut s = manager.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    s.end().await?;
+    server.kill().await?;
+    let mut s = manager.open(Some(&id), Access::Exclusive).await?;
+    ensure!(
+        s.is_degraded(),
+        "a store that is down gives a degraded session"
+    );
+    s.insert("n", &2u32)?;
+    ensure!(
+        s.end().await? == EndOutcome::NotSaved,
+        "degraded sessions are not saved"
+    );
+    let cause = manager
+        .last_error()
+        .ok_or_else(|| fail("last_error must name the cause"))?;
+    ensure!(
+        matches!(*cause, Error::Unavailable { .. }),
+        "the cause is Unavailable, got {cause:?}"
+    );
+    ensure!(
+        chain(&cause).contains("connection"),
+        "the cause names the connection: {}",
+        chain(&cause)
+    );
+    Ok(())
+}
+
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// A wrong password, a wrong CA and a closed port are three distinct, clear errors.
+async fn connect_errors_are_distinct() -> TestResult {
+    let tls_url = env("SESSION_TEST_REDIS_TLS_URL").ok_or_else(|| fail("no tls"))?;
+    let ca = env("SESSION_TEST_REDIS_CA").ok_or_else(|| fail("no ca"))?;
+    let other_ca = env("SESSION_TEST_REDIS_OTHER_CA");
+    let good = RedisOptions::new().with_ca_file(&ca);
+    let attempt = |url: String, options: RedisOptions| async move {
+        let config = Config::from_url(&url)?;
+        match RedisStore::connect_with(&config, options).await {
+            Ok(_) => Err(fail(format!("{url}: connect must fail"))),
+            Err(e) => Ok::<Error, Failed>(e),
+        }
+    };
+    let wrong_password = tls_url.replacen("sesspw", "not-the-password", 1);
+    let auth = attempt(wrong_password, good.clone()).await?;
+    ensure!(
+        matches!(auth, Error::Backend { .. }) && chain(&auth).contains("authentication failed"),
+        "wrong password: {auth:?} / {}",
+        chain(&auth)
+    );
+    let wrong_ca = match other_ca {
+        Some(path) => RedisOptions::new().with_ca_file(path),
+        // Without a second CA, the server's own leaf is not a CA: still untrusted.
+        None => RedisOptions::new(),
+    };
+    let tls = attempt(tls_url.clone(), wrong_ca).await?;
+    ensure!(
+        matches!(tls, Error::Backend { .. }) && chain(&tls).contains("certificate is not trusted"),
+        "wrong CA: {tls:?} / {}",
+        chain(&tls)
+    );
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let closed = attempt(format!("redis://127.0.0.1:{port}"), RedisOptions::new()).await?;
+    ensure!(
+        matches!(closed, Error::Unavailable { .. })
+            && chain(&closed).contains(&format!("no Redis server listening at 127.0.0.1:{port}")),
+        "closed port: {closed:?} / {}",
+        chain(&closed)
+    );
+    let texts = [chain(&auth), chain(&tls), chain(&closed)];
+    ensure!(
+        texts[0] != texts[1] && texts[1] != texts[2] && texts[0] != texts[2],
+        "three distinct errors: {texts:?}"
+    );
+    // The ACL user may not touch keys outside its pattern: a permanent error, not a retry.
+    Ok(())
+}
+
+/// Each store operation is exactly one request (`EVALSHA`), counted with `INFO commandstats` on a
+/// private server (so no other client's commands are counted).
+async fn one_request_per_operation() -> TestResult {
+    let server = Private::start().await?;
+    let store = connect(&server.url()).await?;
+    let mut raw = server.raw().await?;
+    let app = app("round-trips")?;
+    let key = key(&app)?;
+    // Load every script once (a fresh server has none: the first call of each is
+    // EVALSHA + SCRIPT LOAD + EVALSHA, as after a SCRIPT FLUSH).
+    warm_up(&store, &app).await?;
+    let token = LockToken::generate()?;
+    let delta = Delta::new().with_set("a", ItemValue::from_bytes(vec![1]));
+    let ops: Vec<(&str, OpFuture<'_>)> = vec![
+        (
+            "create",
+            Box::pin(async { store.create(&key, &items(1), LONG, false).await.map(drop) }),
+        ),
+        ("read", Box::pin(async { store.read(&key).await.map(drop) })),
+        (
+            "acquire",
+            Box::pin(async { store.acquire(&key, token, LONG).await.map(drop) }),
+        ),
+        (
+            "touch",
+            Box::pin(async { store.touch(&key).await.map(drop) }),
+        ),
+        (
+            "write_concurrent",
+            Box::pin(async { store.write_concurrent(&key, &delta, LONG).await.map(drop) }),
+        ),
+        (
+            "commit",
+            Box::pin(async { store.commit(&key, token, &delta, LONG).await.map(drop) }),
+        ),
+        (
+            "release",
+            Box::pin(async { store.release(&key, token).await.map(drop) }),
+        ),
+        (
+            "remove",
+            Box::pin(async { store.remove(&key, token).await.map(drop) }),
+        ),
+        (
+            "delete",
+            Box::pin(async { store.delete(&key).await.map(drop) }),
+        ),
+    ];
+    for (name, op) in ops {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async::<()>(&mut raw)
+            .await?;
+        op.await?;
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut raw)
+            .await?;
+        let (evalsha, others) = top_level_calls(&stats);
+        ensure!(
+            evalsha == 1 && others.is_empty(),
+            "{name}: expected exactly one EVALSHA, got {evalsha} and {others:?}"
+        );
+    }
+    Ok(())
+}
+
+type OpFuture<'a> = std::pin::Pin<Box<dyn Future<Output = session_core::Result<()>> + Send + 'a>>;
+
+async fn warm_up(store: &RedisStore, app: &AppName) -> TestResult {
+    let key = key(app)?;
+    let token = LockToken::generate()?;
+    store.create(&key, &items(1), LONG, true).await?;
+    store.read(&key).await?;
+    store.acquire(&key, token, LONG).await?;
+    store.touch(&key).await?;
+    store.write_concurrent(&key, &Delta::new(), LONG).await?;
+    store.commit(&key, token, &Delta::new(), LONG).await?;
+    store.release(&key, token).await?;
+    store.remove(&key, token).await?;
+    store.delete(&key).await?;
+    Ok(())
+}
+
+/// `EVALSHA` calls, and the other commands a client (not a script) must have sent. Commands the
+/// scripts run themselves (`HSET`, `PEXPIRE`, ...) are counted by Redis too; they are not requests.
+fn top_level_calls(stats: &str) -> (u64, Vec<String>) {
+    const FROM_SCRIPTS: &[&str] = &[
+        "hmget", "hget", "hset", "hdel", "hgetall", "del", "exists", "pexpire", "time", "publish",
+    ];
+    const OURS: &[&str] = &["info", "config|resetstat", "config"];
+    let mut evalsha = 0;
+    let mut others = Vec::new();
+    for line in stats.lines() {
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let calls = rest
+            .split(',')
+            .find_map(|f| f.strip_prefix("calls="))
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0);
+        if calls == 0 || FROM_SCRIPTS.contains(&name) || OURS.contains(&name) {
+            continue;
+        }
+        if name == "evalsha" {
+            evalsha = calls;
+        } else {
+            others.push(format!("{name}={calls}"));
+        }
+    }
+    (evalsha, others)
+}
+
+/// After a cluster master is killed and its replica promoted, sessions written before are readable
+/// and new operations succeed. The killed node is restarted and rejoins as a replica.
+async fn cluster_failover_is_survived() -> TestResult {
+    let url = cluster_url()?;
+    let app = app("failover")?;
+    let config = Config::builder()
+        .url(&url)
+        .application_name(app.clone())
+        .retry_timeout(Duration::from_secs(15))
+        .build()?;
+    let store = Arc::new(RedisStore::connect(&config).await?);
+    let manager = SessionManager::new(Arc::clone(&store) as Arc<dyn SessionStore>, &config);
+    let mut ids = Vec::new();
+    for n in 0..20u32 {
+        let mut s = manager.open(None, Access::Exclusive).await?;
+        s.insert("n", &n)?;
+        ids.push(s.id().expose().to_owned());
+        s.end().await?;
+    }
+    // The master that owns the first session's slot.
+    let nodes: Vec<String> = env("SESSION_TEST_REDIS_CLUSTER_URLS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let mut conn = redis::cluster::ClusterClient::new(nodes.clone())?
+        .get_async_connection()
+        .await?;
+    let tag = format!("{{{}_{}}}", app.as_str(), ids[0]);
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&tag)
+        .query_async(&mut conn)
+        .await?;
+    let port = master_of(&nodes, slot).await?;
+    // SIGKILL it; `scripts/redis/start.sh` left the node's exact start command beside its pidfile.
+    let run_dir = env("SESSION_TEST_REDIS_RUN_DIR").unwrap_or_else(|| "/tmp/ci-redis".into());
+    let pidfile = format!("{run_dir}/{port}/redis.pid");
+    let restart = format!("{run_dir}/{port}/start.sh");
+    ensure!(
+        std::path::Path::new(&restart).exists(),
+        "{restart} is missing: start the cluster with scripts/redis/start.sh"
+    );
+    let pid = std::fs::read_to_string(&pidfile)?.trim().to_owned();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()?;
+    ensure!(status.success(), "kill -9 {pid}");
+    let result = async {
+        // Every session written before is readable (through the promoted replica) ...
+        for (n, id) in ids.iter().enumerate() {
+            let s = manager.open(Some(id), Access::Exclusive).await?;
+            ensure!(
+                !s.is_new() && s.get::<u32>("n")? == Some(n as u32),
+                "session {n} must survive the failover"
+            );
+            s.end().await?;
+        }
+        // ... and new operations succeed.
+        let mut s = manager.open(None, Access::Exclusive).await?;
+        s.insert("after", &true)?;
+        ensure!(
+            s.end().await? == EndOutcome::Created,
+            "create after failover"
+        );
+        Ok(())
+    }
+    .await;
+    // Restart the killed node (it daemonizes, and rejoins as a replica of the promoted one).
+    let _ = std::fs::remove_file(&pidfile);
+    let _ = std::process::Command::new("sh").arg(&restart).status();
+    wait_cluster_ok(&nodes).await;
+    result
+}
+
+async fn master_of(nodes: &[String], slot: i64) -> Result<u16, Failed> {
+    let client = redis::Client::open(nodes[0].as_str())?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let shards: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut c)
+        .await?;
+    let redis::Value::Array(ranges) = shards else {
+        return Err(fail("CLUSTER SLOTS: not an array"));
+    };
+    for range in ranges {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        let (
+            Some(redis::Value::Int(lo)),
+            Some(redis::Value::Int(hi)),
+            Some(redis::Value::Array(master)),
+        ) = (parts.first(), parts.get(1), parts.get(2))
+        else {
+            continue;
+        };
+        if (*lo..=*hi).contains(&slot)
+            && let Some(redis::Value::Int(port)) = master.get(1)
+        {
+            return u16::try_from(*port).map_err(|_| fail("port"));
+        }
+    }
+    Err(fail(format!("no master for slot {slot}")))
+}
+
+async fn wait_cluster_ok(nodes: &[String]) {
+    for _ in 0..150 {
+        let mut ok = true;
+        for port in 7000..=7005u16 {
+            let Some(node) = nodes
+                .first()
+                .and_then(|u| u.rsplit_once(':').map(|(h, _)| format!("{h}:{port}")))
+            else {
+                return;
+            };
+            let info: Option<String> = match redis::Client::open(node) {
+                Ok(client) => match client.get_multiplexed_async_connection().await {
+                    Ok(mut c) => redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut c)
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            if !info.is_some_and(|i| i.contains("cluster_state:ok")) {
+                ok = false;
+            }
+        }
+        if ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = libtest_mimic::Arguments::from_args();
+    // One at a time: the failover and restart tests stop servers.
+    args.test_threads = Some(1);
+    const URL: &str = "SESSION_TEST_REDIS_URL";
+    const TLS: &str = "SESSION_TEST_REDIS_TLS_URL";
+    const CA: &str = "SESSION_TEST_REDIS_CA";
+    const CLUSTER: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
+    let trials = vec![
+        trial(
+            "cluster::keys_of_a_session_share_one_slot",
+            &[CLUSTER],
+            keys_of_a_session_share_one_slot,
+        ),
+        trial(
+            "standalone::databases_are_isolated",
+            &[URL],
+            databases_are_isolated,
+        ),
+        trial(
+            "standalone::script_flush_is_survived",
+            &[URL],
+            script_flush_is_survived,
+        ),
+        trial(
+            "standalone::restart_within_retry_timeout_is_survived",
+            &[URL],
+            restart_within_retry_timeout_is_survived,
+        ),
+        trial(
+            "standalone::server_down_gives_degraded_sessions",
+            &[URL],
+            server_down_gives_degraded_sessions,
+        ),
+        trial(
+            "standalone::one_request_per_operation",
+            &[URL],
+            one_request_per_operation,
+        ),
+        trial(
+            "tls::connect_errors_are_distinct",
+            &[TLS, CA],
+            connect_errors_are_distinct,
+        ),
+        trial(
+            "cluster::zz_failover_is_survived",
+            &[CLUSTER],
+            cluster_failover_is_survived,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
+}
