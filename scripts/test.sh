@@ -17,6 +17,12 @@ bash scripts/redis/start.sh
 # shellcheck disable=SC1091
 . "${REDIS_RUN_DIR:-/tmp/ci-redis}/env"
 require redis,redis-tls,redis-cluster
+
+echo "== servers: Postgres (disposable cluster), MariaDB"
+bash scripts/sql/start.sh
+# shellcheck disable=SC1091
+. /tmp/ci-sql/env
+require postgres,mysql
 echo "   SESSION_TEST_REQUIRE=$SESSION_TEST_REQUIRE"
 
 echo "== cargo fmt --check"

@@ -80,6 +80,14 @@ cluster_ok() {
     redis-cli -p "$p" cluster info 2>/dev/null | grep -q cluster_state:ok || return 1
   done
 }
+all_pong() {
+  for p in 7000 7001 7002 7003 7004 7005; do pong -p "$p" || return 1; done
+}
+# Every node answers but the state is not ok yet (just started, or a failover in progress): wait
+# for it rather than tear the cluster down.
+if ! cluster_ok && all_pong; then
+  for _ in $(seq 150); do cluster_ok && break; sleep 0.1; done
+fi
 if cluster_ok; then
   echo "== cluster 7000-7005: already running"
 else

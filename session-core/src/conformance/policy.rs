@@ -177,14 +177,15 @@ pub(super) async fn corrupt_value_is_a_typed_error(h: Harness) -> Outcome {
 pub(super) async fn operation_timeout_applies(h: Harness) -> Outcome {
     let store = faulty(&h);
     let m = manager(&h, &store, |c| {
-        c.operation_timeout(Some(Duration::from_millis(100)))
+        // Generous enough for a loaded server's ordinary operations; the injected delay is far longer.
+        c.operation_timeout(Some(Duration::from_secs(1)))
     })?;
     let mut s = m.open(None, Access::Exclusive).await?;
     s.insert("n", &1u32)?;
     let id = s.id().expose().to_owned();
     s.end().await?;
-    store.delay(1, Duration::from_secs(3));
-    let out = tokio::time::timeout(Duration::from_secs(2), m.open(Some(&id), Access::Exclusive))
+    store.delay(1, Duration::from_secs(10));
+    let out = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
         .await
         .map_err(|_| {
             super::Failed::new("SPEC §4: the operation timeout must cut a slow operation short")

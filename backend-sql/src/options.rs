@@ -1,0 +1,221 @@
+//! [`SqlOptions`]: the settings of the SQL store that the shared [`Config`](session_core::Config)
+//! does not carry.
+
+use std::time::Duration;
+
+use session_core::{Error, Result};
+
+/// Longest table prefix: the longest table name it yields (`<prefix>migrations`) stays under
+/// MySQL's 64-character identifier limit.
+const MAX_PREFIX_CHARS: usize = 48;
+
+/// Settings of an [`SqlStore`](crate::SqlStore) beyond the connection [`Config`](session_core::Config).
+///
+/// Built with [`SqlOptions::new`] and the `with_*` setters.
+#[derive(Debug, Clone)]
+pub struct SqlOptions {
+    table_prefix: String,
+    max_connections: u32,
+    sweeper: Option<SweeperOptions>,
+    refresh_throttle: f64,
+    migrate: bool,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SqlOptions {
+    /// The defaults: prefix `sess_` (tables `sess_sessions`, `sess_items`, `sess_migrations`), 10
+    /// pooled connections (1 for `sqlite::memory:`), the sweeper on ([`SweeperOptions::new`]),
+    /// refresh throttling off, migrations run on connect.
+    pub fn new() -> Self {
+        Self {
+            table_prefix: "sess_".to_owned(),
+            max_connections: 10,
+            sweeper: Some(SweeperOptions::new()),
+            refresh_throttle: 0.0,
+            migrate: true,
+        }
+    }
+
+    /// Sets the prefix of every table (and stored routine) name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] unless the prefix is 1..=48 ASCII letters, digits and `_`, not
+    /// starting with a digit (it is spliced into SQL, so nothing else is allowed).
+    pub fn with_table_prefix(mut self, prefix: &str) -> Result<Self> {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= MAX_PREFIX_CHARS
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !prefix.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(Error::config(
+                "table_prefix",
+                "must be 1..=48 ASCII letters, digits or '_', not starting with a digit",
+            ));
+        }
+        self.table_prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the pool size (at least 1). Ignored for `sqlite::memory:`, which uses one connection.
+    pub fn with_max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets the background sweeper, or turns it off with `None` (then call
+    /// [`purge_expired`](session_core::SessionStore::purge_expired) yourself).
+    pub fn with_sweeper(mut self, sweeper: Option<SweeperOptions>) -> Self {
+        self.sweeper = sweeper;
+        self
+    }
+
+    /// Refresh throttling for read-heavy traffic: `read` and `touch` slide the expiry only once
+    /// `fraction` of the session's timeout has been used up since the last slide. `0.0` (the
+    /// default) is off: every access slides. Values are clamped to `0.0..=0.9`.
+    ///
+    /// **Guarantee.** With fraction `f` and timeout `T`, after a `read` or `touch` at time `t`
+    /// (on the database clock) the session expires no earlier than `t + (1 - f)·T` and no later
+    /// than `t + T`; a `read` or `touch` that does not slide writes nothing at all (no row lock, no
+    /// dead tuple). `acquire`, `commit`, `release` and `write_concurrent` always slide (they
+    /// write anyway), and the first read of an uninitialized session always writes (it clears the
+    /// flag).
+    pub fn with_refresh_throttle(mut self, fraction: f64) -> Self {
+        self.refresh_throttle = if fraction.is_finite() {
+            fraction.clamp(0.0, 0.9)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// Whether [`SqlStore::connect`](crate::SqlStore::connect) runs the embedded migrations (on by
+    /// default). Turn it off when the schema is deployed separately.
+    pub fn with_migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// The table prefix.
+    pub fn table_prefix(&self) -> &str {
+        &self.table_prefix
+    }
+
+    /// The pool size.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// The sweeper settings (`None`: off).
+    pub fn sweeper(&self) -> Option<&SweeperOptions> {
+        self.sweeper.as_ref()
+    }
+
+    /// The refresh throttle fraction (`0.0`: off).
+    pub fn refresh_throttle(&self) -> f64 {
+        self.refresh_throttle
+    }
+
+    /// Whether migrations run on connect.
+    pub fn migrate(&self) -> bool {
+        self.migrate
+    }
+
+    /// The throttle as the dialects take it: slide when `remaining * 1000 <= timeout * keep`,
+    /// where `keep` is the share (per mille) of the timeout that may remain. 1000 = always.
+    pub(crate) fn keep_permille(&self) -> i32 {
+        // Clamped to 0.0..=0.9 above, so the product is 100..=1000.
+        1000 - (self.refresh_throttle * 1000.0).round() as i32
+    }
+}
+
+/// How the background sweeper purges expired sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct SweeperOptions {
+    interval: Duration,
+    batch: usize,
+}
+
+impl Default for SweeperOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SweeperOptions {
+    /// Every 60 s, batches of 1000 (each batch is one short transaction).
+    pub fn new() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+
+    /// Sets the pause between sweeps (at least 10 ms).
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets the batch size (at least 1).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The pause between sweeps.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Sessions deleted per statement.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_identifiers() {
+        for ok in ["a", "sess_", "_x1", &"a".repeat(48)] {
+            assert_eq!(
+                SqlOptions::new()
+                    .with_table_prefix(ok)
+                    .unwrap()
+                    .table_prefix(),
+                ok
+            );
+        }
+        for bad in ["", "1a", "a-b", "a b", "a;", "a\"", "é", &"a".repeat(49)] {
+            assert!(SqlOptions::new().with_table_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn throttle_maps_to_permille() {
+        assert_eq!(SqlOptions::new().keep_permille(), 1000);
+        assert_eq!(
+            SqlOptions::new().with_refresh_throttle(0.5).keep_permille(),
+            500
+        );
+        assert_eq!(
+            SqlOptions::new().with_refresh_throttle(7.0).keep_permille(),
+            100
+        );
+        assert_eq!(
+            SqlOptions::new()
+                .with_refresh_throttle(f64::NAN)
+                .keep_permille(),
+            1000
+        );
+    }
+}

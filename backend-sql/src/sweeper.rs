@@ -1,0 +1,100 @@
+//! The background sweeper: purges expired sessions in batches every interval, and reports what it
+//! purged (a [`SweepReport`] on a watch channel, and a tracing event).
+//!
+//! It holds only a `Weak` reference to the store, so dropping the last [`SqlStore`](crate::SqlStore)
+//! clone stops it; the store also aborts it on drop.
+
+use std::sync::Weak;
+
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::options::SweeperOptions;
+use crate::store::Inner;
+
+/// What the sweeper has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Completed sweeps (each runs batches until one comes back short).
+    pub sweeps: u64,
+    /// Sessions deleted by the last sweep.
+    pub last_purged: u64,
+    /// Sessions deleted by every sweep so far.
+    pub total_purged: u64,
+    /// The error that ended the last sweep early, if any (the next sweep tries again).
+    pub last_error: Option<String>,
+}
+
+/// The sweeper task's handle; aborts the task when dropped.
+#[derive(Debug)]
+pub(crate) struct Sweeper {
+    task: Option<AbortHandle>,
+    reports: watch::Receiver<SweepReport>,
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Sweeper {
+    /// No sweeper: reports stay at their default.
+    pub(crate) fn off() -> Self {
+        Self {
+            task: None,
+            reports: watch::channel(SweepReport::default()).1,
+        }
+    }
+
+    /// Starts sweeping `store` with `options` (must run inside a tokio runtime).
+    pub(crate) fn start(store: Weak<Inner>, options: SweeperOptions) -> Self {
+        let (tx, reports) = watch::channel(SweepReport::default());
+        let task = tokio::spawn(async move {
+            let batch = options.batch();
+            loop {
+                tokio::time::sleep(options.interval()).await;
+                let Some(inner) = store.upgrade() else { break };
+                let mut purged = 0u64;
+                let mut error = None;
+                loop {
+                    match inner.purge(batch).await {
+                        Ok(n) => {
+                            purged += n;
+                            if n < batch as u64 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session sweeper: purge failed");
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                drop(inner);
+                if purged > 0 {
+                    tracing::info!(purged, "session sweeper purged expired sessions");
+                }
+                tx.send_modify(|r| {
+                    r.sweeps += 1;
+                    r.last_purged = purged;
+                    r.total_purged += purged;
+                    r.last_error = error;
+                });
+            }
+        });
+        Self {
+            task: Some(task.abort_handle()),
+            reports,
+        }
+    }
+
+    /// A receiver of the reports.
+    pub(crate) fn reports(&self) -> watch::Receiver<SweepReport> {
+        self.reports.clone()
+    }
+}
