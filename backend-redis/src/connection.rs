@@ -29,7 +29,7 @@ impl fmt::Debug for Connection {
     }
 }
 
-fn certificates(settings: &Settings) -> Option<TlsCertificates> {
+pub(crate) fn certificates(settings: &Settings) -> Option<TlsCertificates> {
     settings.ca_pem.as_ref().map(|pem| TlsCertificates {
         client_tls: None,
         root_cert: Some(pem.clone()),

@@ -6,9 +6,11 @@
 //! | `{<app>_<id>}:meta` | hash | `t` timeout (ms); `l` lock token, `s` lock time (ms, server clock); `i` = 1 while the uninitialized flag is unreported; `sk`/`st`/`sf` how the last lock ended (kind `c`ommit or `r`elease, token, delta fingerprint) |
 //! | `{<app>_<id>}:items` | hash | one field per item: name → MessagePack bytes (absent while the session has no items) |
 //! | `{<app>_<id>}:released` | pub/sub channel | a message whenever the session's lock ends |
+//! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period |
 //!
-//! The meta hash decides existence: a session exists exactly while its meta key does. Both keys
-//! carry the same `PEXPIRE`, set by every sliding access.
+//! The meta hash decides existence: a session exists exactly while its meta key does. Every
+//! sliding access sets its `PEXPIRE` to the timeout, and the items' to the timeout plus the grace
+//! period ([`EXPIRY_GRACE`](crate::EXPIRY_GRACE)), so that the final items of an expired session can still be reported.
 //!
 //! Application names cannot contain `{` or `}` (checked by `session_core::AppName`), and ids are
 //! 32 hex characters, so the tag is always the whole `{...}` and `<app>_<id>` is unambiguous.
@@ -21,6 +23,7 @@ pub(crate) struct Keys {
     pub(crate) meta: String,
     pub(crate) items: String,
     pub(crate) channel: String,
+    pub(crate) ended: String,
 }
 
 impl Keys {
@@ -30,8 +33,20 @@ impl Keys {
             meta: format!("{tag}:meta"),
             items: format!("{tag}:items"),
             channel: format!("{tag}:released"),
+            ended: format!("{tag}:ended"),
         }
     }
+}
+
+/// The session whose meta key is `name` (`{<app>_<id>}:meta`), or `None` for any other key.
+pub(crate) fn session_of_meta(name: &str) -> Option<SessionKey> {
+    let tagged = name.strip_suffix(":meta")?;
+    let inner = tagged.strip_prefix('{')?.strip_suffix('}')?;
+    // Ids are 32 hex characters without `_`, so the last `_` separates the application name.
+    let (app, id) = inner.rsplit_once('_')?;
+    let app = session_core::AppName::new(app).ok()?;
+    let id = session_core::SessionId::parse(id).ok()?;
+    Some(SessionKey::new(app, id))
 }
 
 /// `{<app>_<id>}`: the hash tag shared by every key of the session.
@@ -53,5 +68,11 @@ mod tests {
         assert_eq!(keys.meta, format!("{tag}:meta"));
         assert_eq!(keys.items, format!("{tag}:items"));
         assert_eq!(keys.channel, format!("{tag}:released"));
+        assert_eq!(keys.ended, format!("{tag}:ended"));
+        let back = session_of_meta(&keys.meta).unwrap();
+        assert_eq!(back.app().as_str(), "/shop");
+        assert_eq!(back.id().expose(), key.id().expose());
+        assert!(session_of_meta(&keys.items).is_none());
+        assert!(session_of_meta("{no-id}:meta").is_none());
     }
 }

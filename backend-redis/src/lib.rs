@@ -10,17 +10,20 @@
 //! - `store`: [`RedisStore`], which only connects and delegates.
 //! - `ops`: one file per operation with its Lua script (`ops/<op>.lua` after `ops/prelude.lua`).
 //! - `signals`: the pub/sub release signal.
+//! - `expiry`: expiry events (keyspace notifications, the grace period, the listener).
 //! - `error`: driver errors classified into `session_core::Error`.
 
 mod config;
 mod connection;
 mod error;
+mod expiry;
 mod keys;
 mod ops;
 mod signals;
 mod store;
 
 pub use config::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, RedisOptions};
+pub use expiry::EXPIRY_GRACE;
 pub use store::RedisStore;
 
 /// The driver, for callers that need its types.

@@ -14,6 +14,7 @@ use session_core::{
 use crate::config::{RedisOptions, Settings};
 use crate::connection::Connection;
 use crate::error::{BACKEND, ErrorContext};
+use crate::expiry::Expiry;
 use crate::keys::Keys;
 use crate::ops;
 use crate::signals::Signals;
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) signals: Signals,
     /// A cluster cannot run `change_id` (two ids, two slots).
     pub(crate) cluster: bool,
+    /// Expiry events, where the server sends keyspace notifications for expired keys.
+    pub(crate) expiry: Expiry,
 }
 
 impl RedisStore {
@@ -96,17 +99,26 @@ impl RedisStore {
         };
         let signals = Signals::default();
         signals.spawn_dispatcher(received);
+        let expiry = Expiry::detect(&conn, &settings, config.application_name()).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
                 errors,
                 signals,
                 cluster: settings.cluster,
+                expiry,
             }),
         })
     }
 
     pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The inner state for an operation on `key`, recording that this store serves its
+    /// application (expiry events report only the applications a store serves).
+    fn serve(&self, key: &SessionKey) -> &Inner {
+        self.inner.expiry.serve(key);
         &self.inner
     }
 }
@@ -130,19 +142,22 @@ impl SessionStore for RedisStore {
     }
 
     /// The release signal; `change_id` on a standalone server only (on a cluster the two ids' keys
-    /// live in different slots, so no script can move them atomically). Not `purge_expired` (Redis
-    /// expires keys itself), not expiry events (see the crate docs).
+    /// live in different slots, so no script can move them atomically); expiry events where every
+    /// node sends keyspace notifications for expired keys (`notify-keyspace-events` with `E` and
+    /// `x`, checked at connect). Not `purge_expired` (Redis expires keys itself).
     fn capabilities(&self) -> Capabilities {
-        let caps = Capabilities::none().with_release_signal();
-        if self.inner.cluster {
-            caps
-        } else {
-            caps.with_change_id()
+        let mut caps = Capabilities::none().with_release_signal();
+        if !self.inner.cluster {
+            caps = caps.with_change_id();
         }
+        if self.inner.expiry.enabled() {
+            caps = caps.with_expiry_events();
+        }
+        caps
     }
 
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
-        ops::read::run(self.inner(), key).await
+        ops::read::run(self.serve(key), key).await
     }
 
     async fn acquire(
@@ -151,7 +166,7 @@ impl SessionStore for RedisStore {
         token: LockToken,
         lock_ttl: Duration,
     ) -> Result<AcquireOutcome> {
-        ops::acquire::run(self.inner(), key, token, lock_ttl).await
+        ops::acquire::run(self.serve(key), key, token, lock_ttl).await
     }
 
     async fn commit(
@@ -161,11 +176,11 @@ impl SessionStore for RedisStore {
         delta: &Delta,
         timeout: Duration,
     ) -> Result<CommitOutcome> {
-        ops::commit::run(self.inner(), key, token, delta, timeout).await
+        ops::commit::run(self.serve(key), key, token, delta, timeout).await
     }
 
     async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
-        ops::release::run(self.inner(), key, token).await
+        ops::release::run(self.serve(key), key, token).await
     }
 
     async fn create(
@@ -175,15 +190,15 @@ impl SessionStore for RedisStore {
         timeout: Duration,
         initialized: bool,
     ) -> Result<CreateOutcome> {
-        ops::create::run(self.inner(), key, items, timeout, initialized).await
+        ops::create::run(self.serve(key), key, items, timeout, initialized).await
     }
 
     async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
-        ops::remove::run(self.inner(), key, token).await
+        ops::remove::run(self.serve(key), key, token).await
     }
 
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        ops::touch::run(self.inner(), key).await
+        ops::touch::run(self.serve(key), key).await
     }
 
     async fn write_concurrent(
@@ -192,11 +207,11 @@ impl SessionStore for RedisStore {
         delta: &Delta,
         timeout: Duration,
     ) -> Result<CommitOutcome> {
-        ops::write_concurrent::run(self.inner(), key, delta, timeout).await
+        ops::write_concurrent::run(self.serve(key), key, delta, timeout).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
-        ops::delete::run(self.inner(), key).await
+        ops::delete::run(self.serve(key), key).await
     }
 
     async fn change_id(
@@ -208,7 +223,7 @@ impl SessionStore for RedisStore {
         if self.inner.cluster {
             return Err(unsupported(Operation::ChangeId));
         }
-        ops::change_id::run(self.inner(), key, new_id, token).await
+        ops::change_id::run(self.serve(key), key, new_id, token).await
     }
 
     async fn purge_expired(&self, _batch: usize) -> Result<u64> {
@@ -231,6 +246,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn expiry_events(&self) -> Result<ExpiryEvents> {
-        Err(unsupported(Operation::ExpiryEvents))
+        let inner = self.inner();
+        if !inner.expiry.enabled() {
+            return Err(unsupported(Operation::ExpiryEvents));
+        }
+        inner
+            .expiry
+            .subscribe(&inner.conn, &inner.errors)
+            .await
+            .map_err(|e| inner.errors.map(Operation::ExpiryEvents, e))
     }
 }

@@ -13,8 +13,9 @@ use backend_redis::redis::{self, AsyncCommands};
 use backend_redis::{RedisOptions, RedisStore};
 use libtest_mimic::{Failed, Trial};
 use session_core::{
-    Access, AppName, Config, CreateOutcome, Delta, EndOutcome, Error, ItemValue, Items, LockToken,
-    ReadOutcome, SessionId, SessionKey, SessionManager, SessionStore, encode_value,
+    Access, AcquireOutcome, AppName, Config, CreateOutcome, Delta, EndOutcome, EndReason, Error,
+    ExpiryEvent, ExpiryEvents, ItemValue, Items, LockToken, ReadOutcome, SessionId, SessionKey,
+    SessionManager, SessionStore, decode_value, encode_value,
 };
 
 type TestResult = Result<(), Failed>;
@@ -568,6 +569,136 @@ fn top_level_calls(stats: &str) -> (u64, Vec<String>) {
     (evalsha, others)
 }
 
+/// Two "web servers" (two stores) on one server or cluster, both subscribed to expiry events, get
+/// each expiry exactly once between them, with the final items; a removal is reported only by the
+/// store that removed. A server without keyspace notifications does not declare the capability.
+async fn expiry_events_once_per_farm(url: String) -> TestResult {
+    let app = app("farm")?;
+    let config = Config::builder()
+        .url(&url)
+        .application_name(app.clone())
+        .build()?;
+    let web1 = RedisStore::connect(&config).await?;
+    let web2 = RedisStore::connect(&config).await?;
+    ensure!(
+        web1.capabilities().expiry_events && web2.capabilities().expiry_events,
+        "{url}: start the server with notify-keyspace-events Egx"
+    );
+    let mut events1 = web1.expiry_events().await?;
+    let mut events2 = web2.expiry_events().await?;
+    let short = Duration::from_millis(200);
+    let mut keys = Vec::new();
+    for n in 0..10u32 {
+        let key = key(&app)?;
+        // Half the sessions were created by each web server; both hear every expiry.
+        let store = if n % 2 == 0 { &web1 } else { &web2 };
+        store.create(&key, &items(n), short, true).await?;
+        keys.push(key);
+    }
+    // A last write through the other server: the event carries the final items.
+    let token = LockToken::generate()?;
+    ensure!(
+        matches!(
+            web2.acquire(&keys[0], token, LONG).await?,
+            AcquireOutcome::Acquired(_)
+        ),
+        "acquire"
+    );
+    let last = Delta::new().with_set("last", encode_value("last", &"words")?);
+    web2.commit(&keys[0], token, &last, short).await?;
+    // Collect for long enough that a duplicate would have arrived.
+    let (got1, got2) = tokio::join!(
+        collect(&mut events1, Duration::from_secs(4)),
+        collect(&mut events2, Duration::from_secs(4))
+    );
+    let all: Vec<&ExpiryEvent> = got1.iter().chain(&got2).collect();
+    for (n, key) in keys.iter().enumerate() {
+        let ends: Vec<&&ExpiryEvent> = all.iter().filter(|e| e.key == *key).collect();
+        ensure!(
+            ends.len() == 1,
+            "{url}: session {n} must be reported exactly once between the two stores, got {}",
+            ends.len()
+        );
+        let event = ends[0];
+        ensure!(event.reason == EndReason::Expired, "reason Expired");
+        let value = event.items.get("n").ok_or_else(|| fail("final items"))?;
+        ensure!(
+            decode_value::<u32>("n", value)? == n as u32,
+            "session {n}: its own final items"
+        );
+    }
+    let value = all
+        .iter()
+        .find(|e| e.key == keys[0])
+        .and_then(|e| e.items.get("last"))
+        .ok_or_else(|| fail("the last write is in the final items"))?;
+    ensure!(
+        decode_value::<String>("last", value)? == "words",
+        "the last write"
+    );
+    // A removal is reported by the store that removed it, and by no other.
+    let key = key(&app)?;
+    web1.create(&key, &items(7), LONG, true).await?;
+    let token = LockToken::generate()?;
+    web1.acquire(&key, token, LONG).await?;
+    web1.remove(&key, token).await?;
+    let (got1, got2) = tokio::join!(
+        collect(&mut events1, Duration::from_millis(500)),
+        collect(&mut events2, Duration::from_millis(500))
+    );
+    let count = |got: &[ExpiryEvent]| got.iter().filter(|e| e.key == key).count();
+    ensure!(
+        count(&got1) == 1 && count(&got2) == 0,
+        "{url}: remove is reported once, by the remover ({} / {})",
+        count(&got1),
+        count(&got2)
+    );
+    ensure!(
+        got1.iter()
+            .any(|e| e.key == key && e.reason == EndReason::Removed),
+        "reason Removed"
+    );
+    // Dropping the stores ends the streams (the listener stops with them).
+    drop((web1, web2));
+    for events in [&mut events1, &mut events2] {
+        let end = tokio::time::timeout(Duration::from_secs(2), async {
+            while events.next().await.is_some() {}
+        })
+        .await;
+        ensure!(
+            end.is_ok(),
+            "{url}: the stream must end once its store is gone"
+        );
+    }
+    Ok(())
+}
+
+/// Every event that arrives within `window`.
+async fn collect(events: &mut ExpiryEvents, window: Duration) -> Vec<ExpiryEvent> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+        got.push(event);
+    }
+    got
+}
+
+/// A server without keyspace notifications (a fresh private one): the capability is not declared
+/// and `expiry_events` is `Unsupported`.
+async fn expiry_events_need_keyspace_notifications() -> TestResult {
+    let server = Private::start().await?;
+    let store = connect(&server.url()).await?;
+    ensure!(
+        !store.capabilities().expiry_events,
+        "no notify-keyspace-events: not declared"
+    );
+    ensure!(
+        matches!(store.expiry_events().await, Err(Error::Unsupported { .. })),
+        "expiry_events is Unsupported"
+    );
+    Ok(())
+}
+
 /// After a cluster master is killed and its replica promoted, sessions written before are readable
 /// and new operations succeed. The killed node is restarted and rejoins as a replica.
 async fn cluster_failover_is_survived() -> TestResult {
@@ -744,6 +875,21 @@ fn main() -> std::process::ExitCode {
             "standalone::one_request_per_operation",
             &[URL],
             one_request_per_operation,
+        ),
+        trial(
+            "standalone::expiry_events_once_per_farm",
+            &[URL],
+            || async { expiry_events_once_per_farm(env(URL).unwrap_or_default()).await },
+        ),
+        trial(
+            "cluster::expiry_events_once_per_farm",
+            &[CLUSTER],
+            || async { expiry_events_once_per_farm(cluster_url()?).await },
+        ),
+        trial(
+            "standalone::expiry_events_need_keyspace_notifications",
+            &[URL],
+            expiry_events_need_keyspace_notifications,
         ),
         trial(
             "tls::connect_errors_are_distinct",

@@ -2,10 +2,10 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, Value};
 use session_core::{Operation, RemoveOutcome, Result, SessionKey};
 
-use super::{int, invoke, script};
+use super::{int, invoke, removed_with_items, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
 use crate::store::Inner;
@@ -14,11 +14,22 @@ static SCRIPT: LazyLock<Script> = script!("delete.lua");
 
 pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<RemoveOutcome> {
     let keys = Keys::new(key);
+    // The final items come back only when this store has expiry-event subscribers.
+    let wanted = inner.expiry.wanted();
     let mut invocation = SCRIPT.key(&keys.meta);
-    invocation.key(&keys.items).arg(&keys.channel);
-    match int(&invoke(inner, Operation::Delete, &invocation).await?) {
-        Some(1) => Ok(RemoveOutcome::Removed),
-        Some(0) => Ok(RemoveOutcome::Missing),
-        _ => Err(bad_reply(Operation::Delete, "unknown delete outcome")),
+    invocation
+        .key(&keys.items)
+        .arg(&keys.channel)
+        .arg(if wanted { "1" } else { "0" });
+    match invoke(inner, Operation::Delete, &invocation).await? {
+        reply @ Value::Array(_) => {
+            removed_with_items(inner, key, Operation::Delete, reply)?;
+            Ok(RemoveOutcome::Removed)
+        }
+        reply => match int(&reply) {
+            Some(1) => Ok(RemoveOutcome::Removed),
+            Some(0) => Ok(RemoveOutcome::Missing),
+            _ => Err(bad_reply(Operation::Delete, "unknown delete outcome")),
+        },
     }
 }

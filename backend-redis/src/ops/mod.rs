@@ -23,6 +23,7 @@ pub(crate) mod delete;
 pub(crate) mod read;
 pub(crate) mod release;
 pub(crate) mod remove;
+pub(crate) mod take;
 pub(crate) mod touch;
 pub(crate) mod write_concurrent;
 
@@ -119,13 +120,21 @@ pub(crate) fn snapshot(key: &SessionKey, reply: Vec<Value>) -> Result<Snapshot> 
         .ok_or_else(|| corrupt(key, "the stored timeout is not a number"))?;
     let initialize = reply.next().as_ref().and_then(int) == Some(1);
     let items = match reply.next() {
-        Some(Value::Array(flat)) => items_from_pairs(key, flat)?,
-        Some(Value::Map(pairs)) => {
-            items_from_pairs(key, pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())?
-        }
-        _ => return Err(corrupt(key, "the items are not a hash")),
+        Some(value) => items(key, value)?,
+        None => return Err(corrupt(key, "the items are not a hash")),
     };
     Ok(Snapshot::new(Arc::new(items), Duration::from_millis(timeout)).with_initialize(initialize))
+}
+
+/// An `HGETALL` reply (flat name/value array, or a map) as items.
+pub(crate) fn items(key: &SessionKey, value: Value) -> Result<Items> {
+    match value {
+        Value::Array(flat) => items_from_pairs(key, flat),
+        Value::Map(pairs) => {
+            items_from_pairs(key, pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
+        }
+        _ => Err(corrupt(key, "the items are not a hash")),
+    }
 }
 
 fn items_from_pairs(key: &SessionKey, flat: Vec<Value>) -> Result<Items> {
@@ -140,6 +149,24 @@ fn items_from_pairs(key: &SessionKey, flat: Vec<Value>) -> Result<Items> {
         items.insert(name, ItemValue::from_bytes(value));
     }
     Ok(items)
+}
+
+/// `{1, {name, value, ...}}` from `remove` or `delete`: reports the end with the final items.
+/// Only the process that removed the session gets them, so only it reports the end.
+pub(crate) fn removed_with_items(
+    inner: &Inner,
+    key: &SessionKey,
+    operation: Operation,
+    reply: Value,
+) -> Result<()> {
+    let mut parts = array(operation, reply)?.into_iter();
+    match (parts.next(), parts.next()) {
+        (Some(Value::Int(1)), Some(final_items)) => {
+            inner.expiry.removed(key, items(key, final_items)?);
+            Ok(())
+        }
+        _ => Err(bad_reply(operation, "unknown removal outcome")),
+    }
 }
 
 /// The reply `-1` (or `{-1}`): the meta hash exists but cannot be read.

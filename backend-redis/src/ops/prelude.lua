@@ -1,7 +1,9 @@
 -- prelude: prepended to every script of this crate (see ops/mod.rs), so the helpers below exist in
 -- each of them. Every script has the same two keys, which share the session's hash tag (one slot):
 --   KEYS[1] the session's meta hash, KEYS[2] its items hash.
--- A session exists exactly while KEYS[1] exists. Both keys always carry the same PEXPIRE.
+-- A session exists exactly while KEYS[1] exists. KEYS[2] expires GRACE_MS later than KEYS[1], so
+-- that the final items of an expired session can still be taken for its expiry event (take.lua);
+-- items without their meta key belong to no session and are never read as one.
 -- Every script is one EVALSHA: one round trip, and atomic (Redis runs nothing else meanwhile).
 
 -- Milliseconds on the server's clock: lock age is measured here, never on a web server's clock
@@ -11,11 +13,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Slides the expiry of both keys to now + timeout (ms). PEXPIRE on an absent items key (a session
--- without items) does nothing.
+-- How long the items outlive the session (ms): the window in which the expiry event handler
+-- (take.lua) can still read them. Must equal backend_redis::EXPIRY_GRACE (a unit test checks).
+local GRACE_MS = 60000
+
+-- Slides the expiry: the meta hash to now + timeout (ms), the items to now + timeout + GRACE_MS.
+-- PEXPIRE on an absent items key (a session without items) does nothing.
 local function slide(timeout)
   redis.call('PEXPIRE', KEYS[1], timeout)
-  redis.call('PEXPIRE', KEYS[2], timeout)
+  redis.call('PEXPIRE', KEYS[2], tonumber(timeout) + GRACE_MS)
 end
 
 -- Applies the delta encoded in ARGV from index i on: the cleared flag ('1'/'0'), the number of

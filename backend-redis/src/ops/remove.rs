@@ -2,10 +2,10 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, Value};
 use session_core::{LockToken, Operation, RemoveOutcome, Result, SessionKey};
 
-use super::{int, invoke, script};
+use super::{int, invoke, removed_with_items, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
 use crate::store::Inner;
@@ -18,15 +18,24 @@ pub(crate) async fn run(
     token: LockToken,
 ) -> Result<RemoveOutcome> {
     let keys = Keys::new(key);
+    // The final items come back only when this store has expiry-event subscribers.
+    let wanted = inner.expiry.wanted();
     let mut invocation = SCRIPT.key(&keys.meta);
     invocation
         .key(&keys.items)
         .arg(token.to_hex())
-        .arg(&keys.channel);
-    match int(&invoke(inner, Operation::Remove, &invocation).await?) {
-        Some(1) => Ok(RemoveOutcome::Removed),
-        Some(0) => Ok(RemoveOutcome::Missing),
-        Some(2) => Ok(RemoveOutcome::LockLost),
-        _ => Err(bad_reply(Operation::Remove, "unknown remove outcome")),
+        .arg(&keys.channel)
+        .arg(if wanted { "1" } else { "0" });
+    match invoke(inner, Operation::Remove, &invocation).await? {
+        reply @ Value::Array(_) => {
+            removed_with_items(inner, key, Operation::Remove, reply)?;
+            Ok(RemoveOutcome::Removed)
+        }
+        reply => match int(&reply) {
+            Some(1) => Ok(RemoveOutcome::Removed),
+            Some(0) => Ok(RemoveOutcome::Missing),
+            Some(2) => Ok(RemoveOutcome::LockLost),
+            _ => Err(bad_reply(Operation::Remove, "unknown remove outcome")),
+        },
     }
 }
