@@ -206,9 +206,35 @@ pub(crate) fn lock_key(prefix: &str) -> i64 {
     h as i64
 }
 
+/// Whether a Postgres or MySQL URL chooses its TLS mode itself: sqlx reads both `sslmode` and
+/// `ssl-mode` in the query, for either database. A URL's own setting wins over `Config::ssl`.
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+pub(crate) fn url_sets_ssl_mode(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query.split('&').any(|pair| {
+        matches!(
+            pair.split_once('=').map_or(pair, |(k, _)| k),
+            "sslmode" | "ssl-mode"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssl_mode_in_either_spelling() {
+        assert!(url_sets_ssl_mode("postgres://h/db?sslmode=disable"));
+        assert!(url_sets_ssl_mode("postgres://h/db?a=1&ssl-mode=disable"));
+        assert!(url_sets_ssl_mode("mysql://h/db?sslmode=DISABLED"));
+        assert!(!url_sets_ssl_mode("mysql://h/db?ssl-ca=/x.crt"));
+        assert!(!url_sets_ssl_mode("mysql://u:sslmode=@h/db"));
+        assert!(!url_sets_ssl_mode("postgres://h/db"));
+    }
 
     #[test]
     fn pack_is_length_prefixed() {

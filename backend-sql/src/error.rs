@@ -9,9 +9,17 @@ use session_core::{Error, Operation};
 ///   (Postgres `FATAL`/`PANIC` during an operation: shutdown, restart, admin kill) are
 ///   [`Error::Unavailable`]: transient, the retry policy may try again.
 /// - Everything else the server or driver reports (permissions, a missing table, a failed
-///   statement, TLS or configuration problems, authentication) is [`Error::Backend`].
+///   statement, TLS or configuration problems, authentication) is [`Error::Backend`], including
+///   a TLS handshake that fails at connect (a certificate the CA does not vouch for).
 pub(crate) fn classify(backend: &'static str, operation: Operation, err: sqlx::Error) -> Error {
     let transient = match &err {
+        // rustls reports a failed handshake (an untrusted or mismatched certificate, a TLS alert)
+        // as an I/O error of kind `InvalidData`: at connect that is a TLS problem, not an
+        // unreachable server, and trying again cannot fix it. On an established connection it
+        // is a broken stream like any other.
+        sqlx::Error::Io(io) if operation == Operation::Connect => {
+            io.kind() != std::io::ErrorKind::InvalidData
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -95,5 +103,14 @@ mod tests {
             std::error::Error::source(&e).is_some(),
             "the source is kept"
         );
+        // A rejected certificate (rustls: `InvalidData`) at connect is not transient.
+        let tls = || sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "cert"));
+        assert!(matches!(
+            classify("postgres", Operation::Connect, tls()),
+            Error::Backend { .. }
+        ));
+        assert!(classify("postgres", Operation::Read, tls()).is_transient());
+        let refused = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(classify("postgres", Operation::Connect, refused).is_transient());
     }
 }

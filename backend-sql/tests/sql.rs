@@ -1,6 +1,7 @@
 //! SQL-specific tests (issue 4), on SQLite always and on Postgres / MySQL when
 //! `SESSION_TEST_POSTGRES_URL` / `SESSION_TEST_MYSQL_URL` are set (skipped otherwise; the
-//! conformance runner is where a missing server fails under `SESSION_TEST_REQUIRE`).
+//! conformance runner is where a missing server fails under `SESSION_TEST_REQUIRE`). The TLS test
+//! also needs `SESSION_TEST_SQL_CA` and `SESSION_TEST_SQL_OTHER_CA` (scripts/sql/start.sh).
 //!
 //! Each test uses its own table prefix, so row counts are exact even on a shared database.
 
@@ -734,4 +735,221 @@ async fn postgres_restart_is_recovered() {
         panic!()
     };
     assert_eq!(snap.items["after"], v(b"restart"));
+}
+
+/// Every message in an error's chain, lower-cased: its `Display`, each source's `Display`, and
+/// the `Debug` of the whole (rustls' reasons, such as `UnknownIssuer`, are in the `Debug`).
+fn chain_text(e: &Error) -> String {
+    let mut out = format!("{e} | {e:?}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(&format!(" | {s}"));
+        source = s.source();
+    }
+    out.to_lowercase()
+}
+
+/// Whether TLS is in use on a connection of its own to `url` (plain sqlx, the same URL):
+/// Postgres `pg_stat_ssl.ssl` of the backend, MySQL/MariaDB a non-empty `Ssl_cipher`.
+async fn tls_in_use(db: Db, url: &str) -> bool {
+    use sqlx::Row;
+    match db {
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            row.try_get::<bool, _>(0).unwrap()
+        }
+        Db::Mysql => {
+            let pool = sqlx::MySqlPool::connect(url).await.unwrap();
+            let row = sqlx::query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            !row.try_get::<String, _>(1).unwrap().is_empty()
+        }
+        Db::Sqlite => unreachable!(),
+    }
+}
+
+/// create, acquire, commit, read on `store`.
+async fn round_trip(store: &SqlStore, what: &str) {
+    let k = key("/tls");
+    let created = store
+        .create(&k, &Items::new(), Duration::from_secs(600), true)
+        .await
+        .unwrap();
+    assert_eq!(created, CreateOutcome::Created, "{what}");
+    let (_, token) = acquire(store, &k).await;
+    let d = Delta::new().with_set("tls", v(what.as_bytes()));
+    let out = store
+        .commit(&k, token, &d, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(out, CommitOutcome::Committed, "{what}");
+    let ReadOutcome::Found(snap) = store.read(&k).await.unwrap() else {
+        panic!("{what}: not found")
+    };
+    assert_eq!(snap.items["tls"], v(what.as_bytes()), "{what}");
+}
+
+/// The first packet of a MySQL server (protocol 10, the MySQL 8.0.18 handshake of sqlx's own
+/// decoder test) without the `CLIENT_SSL` capability: a server that cannot speak TLS.
+fn mysql_handshake_without_tls() -> Vec<u8> {
+    let mut payload = b"\n8.0.18\x00\x19\x00\x00\x00\x114aB0c\x06g\x00\xff\xff\xff\x02\x00\xff\xc7\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00tL\x03s\x0f[4\rl4. \x00caching_sha2_password\x00".to_vec();
+    // Lower capability bytes at offset 21..23; CLIENT_SSL is 0x0800.
+    payload[22] &= !0x08;
+    let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
+    let mut packet = vec![len[0], len[1], len[2], 0];
+    packet.extend(payload);
+    packet
+}
+
+/// A server that declines TLS (Postgres answers `N` to the SSLRequest, MySQL announces no
+/// `CLIENT_SSL`), then closes each connection. Stops when the returned task is aborted.
+async fn server_without_tls(db: Db) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if db == Db::Postgres {
+                    let mut request = [0u8; 8];
+                    if socket.read_exact(&mut request).await.is_ok()
+                        && request == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]
+                    {
+                        let _ = socket.write_all(b"N").await;
+                    }
+                } else {
+                    let _ = socket.write_all(&mysql_handshake_without_tls()).await;
+                }
+                let mut buf = [0u8; 4096];
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), socket.read(&mut buf)).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_with_a_custom_ca() {
+    let Ok(ca) = std::env::var("SESSION_TEST_SQL_CA") else {
+        eprintln!("SESSION_TEST_SQL_CA not set: skipping");
+        return;
+    };
+    let other_ca = std::env::var("SESSION_TEST_SQL_OTHER_CA")
+        .expect("SESSION_TEST_SQL_OTHER_CA is set with SESSION_TEST_SQL_CA");
+    let _gate = PG_GATE.read().await;
+    let config = |url: &str, ssl: bool| {
+        Config::builder()
+            .url(url)
+            .ssl(ssl)
+            .connection_timeout(Some(Duration::from_secs(3)))
+            .build()
+            .unwrap()
+    };
+    let options = |p: &str| {
+        SqlOptions::new()
+            .with_table_prefix(p)
+            .unwrap()
+            .with_sweeper(None)
+    };
+    for t in targets().into_iter().filter(|t| t.db != Db::Sqlite) {
+        let db = t.db;
+        // The URL without its query (scripts/sql/start.sh's URLs say `sslmode=disable`).
+        let base = t.url.split_once('?').map_or(t.url.as_str(), |(b, _)| b);
+        let verified = |ca: &str| match db {
+            Db::Postgres => format!("{base}?sslmode=verify-full&sslrootcert={ca}"),
+            _ => format!("{base}?ssl-mode=verify_identity&ssl-ca={ca}"),
+        };
+        let plain_only = match db {
+            Db::Postgres => format!("{base}?sslmode=disable"),
+            _ => format!("{base}?ssl-mode=disabled"),
+        };
+
+        // TLS required, the certificate checked against the custom CA and the host name.
+        let url = verified(&ca);
+        let p = prefix("tls");
+        let s = SqlStore::connect_with(&config(&url, false), options(&p))
+            .await
+            .unwrap_or_else(|e| panic!("{db:?}: {}", chain_text(&e)));
+        round_trip(&s, "verified").await;
+        s.close().await;
+        assert!(tls_in_use(db, &url).await, "{db:?}: TLS in use with {url}");
+        assert!(
+            !tls_in_use(db, &plain_only).await,
+            "{db:?}: the check tells TLS from plain"
+        );
+
+        // An unrelated CA: a certificate error at connect, promptly, as an error.
+        let started = Instant::now();
+        let e = tokio::time::timeout(
+            Duration::from_secs(20),
+            SqlStore::connect_with(&config(&verified(&other_ca), false), options(&p)),
+        )
+        .await
+        .expect("a rejected certificate does not hang")
+        .unwrap_err();
+        let text = chain_text(&e);
+        eprintln!("{db:?} wrong CA after {:?}: {text}", started.elapsed());
+        assert!(
+            matches!(e, Error::Backend { .. }) && !e.is_transient(),
+            "{db:?}: {e:?}"
+        );
+        assert!(
+            text.contains("certificate") || text.contains("unknownissuer"),
+            "{db:?}: the chain names the certificate problem: {text}"
+        );
+
+        // `Config::ssl(true)` with a plain URL: TLS is required. It works against the TLS server...
+        let s = SqlStore::connect_with(&config(base, true), options(&p))
+            .await
+            .unwrap_or_else(|e| panic!("{db:?}: {}", chain_text(&e)));
+        round_trip(&s, "ssl(true)").await;
+        s.close().await;
+        // ...and refuses a server that declines TLS, where the default (TLS preferred) would go
+        // on without it.
+        let (addr, server) = server_without_tls(db).await;
+        let scheme = if db == Db::Postgres {
+            "postgres"
+        } else {
+            "mysql"
+        };
+        let fake = format!("{scheme}://sess:sesspw@{addr}/sessdb");
+        let e = SqlStore::connect_with(&config(&fake, true), options(&p))
+            .await
+            .unwrap_err();
+        let text = chain_text(&e);
+        eprintln!("{db:?} ssl(true) without TLS: {text}");
+        assert!(
+            matches!(e, Error::Backend { .. }) && text.contains("does not support tls"),
+            "{db:?}: {text}"
+        );
+        let e = SqlStore::connect_with(&config(&fake, false), options(&p))
+            .await
+            .unwrap_err();
+        let text = chain_text(&e);
+        eprintln!("{db:?} default without TLS: {text}");
+        assert!(!text.contains("tls"), "{db:?}: went on without TLS: {text}");
+        // A TLS mode in the URL wins over `ssl(true)`, in either spelling sqlx reads.
+        let off = match db {
+            Db::Postgres => "ssl-mode=disable",
+            _ => "sslmode=disabled",
+        };
+        let e = SqlStore::connect_with(&config(&format!("{fake}?{off}"), true), options(&p))
+            .await
+            .unwrap_err();
+        let text = chain_text(&e);
+        assert!(
+            !text.contains("tls"),
+            "{db:?}: the URL's {off} wins: {text}"
+        );
+        server.abort();
+    }
 }

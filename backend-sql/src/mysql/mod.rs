@@ -106,7 +106,7 @@ impl MysqlDialect {
             _ => url.to_owned(),
         };
         let mut connect = MySqlConnectOptions::from_str(&url).map_err(err)?;
-        if config.ssl() && !url.contains("ssl-mode=") {
+        if config.ssl() && !crate::dialect::url_sets_ssl_mode(&url) {
             connect = connect.ssl_mode(MySqlSslMode::Required);
         }
         let pool = MySqlPoolOptions::new()

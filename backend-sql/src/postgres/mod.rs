@@ -103,7 +103,7 @@ impl PgDialect {
     pub(crate) async fn connect(url: &str, config: &Config, options: &SqlOptions) -> Result<Self> {
         let err = |e| classify(BACKEND, Operation::Connect, e);
         let mut connect = PgConnectOptions::from_str(url).map_err(err)?;
-        if config.ssl() && !url.contains("sslmode=") {
+        if config.ssl() && !crate::dialect::url_sets_ssl_mode(url) {
             connect = connect.ssl_mode(PgSslMode::Require);
         }
         let pool = PgPoolOptions::new()
