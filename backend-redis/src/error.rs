@@ -29,6 +29,9 @@ pub(crate) enum BackendError {
     /// The cluster is failing over or resharding; retrying later succeeds.
     #[error("the Redis cluster is changing topology (failover or resharding)")]
     Topology(#[source] RedisError),
+    /// The server is running a long script (`BUSY`); retrying later succeeds.
+    #[error("the Redis server is busy running a script")]
+    Busy(#[source] RedisError),
     /// Wrong password (`accessKey`) or ACL user.
     #[error("authentication failed: wrong password (accessKey) or ACL user")]
     Auth(#[source] RedisError),
@@ -93,6 +96,11 @@ pub(crate) fn classify(err: RedisError, addr: &str) -> (bool, BackendError) {
     // a kind of its own; the code is part of the error's structure, not its message.
     if err.code() == Some("WRONGPASS") {
         return (false, BackendError::Auth(err));
+    }
+    // `BUSY`: another script is running past `busy-reply-threshold`; it ends (or is killed) by
+    // itself, so this is worth a retry. Also a code without a driver kind.
+    if err.code() == Some("BUSY") {
+        return (true, BackendError::Busy(err));
     }
     match err.kind() {
         ErrorKind::AuthenticationFailed => return (false, BackendError::Auth(err)),

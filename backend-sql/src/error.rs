@@ -1,13 +1,13 @@
 //! How sqlx errors become [`session_core::Error`]s. Classified through sqlx's API (error variants,
-//! and for Postgres the server's severity), never by message text.
+//! and the servers' documented error codes where sqlx has no kind for them), never by message text.
 
 use session_core::{Error, Operation};
 
 /// Maps a driver error of `operation` on `backend`.
 ///
-/// - Connection and I/O failures, pool timeouts and a server that terminates the connection
-///   (Postgres `FATAL`/`PANIC` during an operation: shutdown, restart, admin kill) are
-///   [`Error::Unavailable`]: transient, the retry policy may try again.
+/// - Connection and I/O failures, pool timeouts, and the server saying it cannot serve right now
+///   (see `server_says_transient`: shutting down, starting up, too many connections, connection
+///   killed; SQLite busy) are [`Error::Unavailable`]: transient, the retry policy may try again.
 /// - Everything else the server or driver reports (permissions, a missing table, a failed
 ///   statement, TLS or configuration problems, authentication) is [`Error::Backend`], including
 ///   a TLS handshake that fails at connect (a certificate the CA does not vouch for).
@@ -20,13 +20,10 @@ pub(crate) fn classify(backend: &'static str, operation: Operation, err: sqlx::E
         sqlx::Error::Io(io) if operation == Operation::Connect => {
             io.kind() != std::io::ErrorKind::InvalidData
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            terminated_connection(db.as_ref()) && operation != Operation::Connect
-        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        // Closed by `SqlStore::close`: nothing will succeed again.
+        sqlx::Error::PoolClosed => false,
+        sqlx::Error::Database(db) => server_says_transient(db.as_ref()),
         _ => false,
     };
     if transient {
@@ -66,13 +63,32 @@ pub(crate) fn rolled_back(err: &sqlx::Error) -> bool {
     false
 }
 
-/// Whether the server ended the session with this error (Postgres severity `FATAL` or `PANIC`).
+/// Whether the database reports a condition that passes by itself. sqlx gives these no
+/// `ErrorKind`, so the documented codes are named:
+/// - Postgres SQLSTATE class `08` (connection exception), `57P01`/`57P02`/`57P03` (admin or crash
+///   shutdown, cannot connect now: a restart), `53300` (too many connections). Authentication
+///   (`28…`) and a missing database (`3D000`) stay permanent, at connect or later.
+/// - MySQL/MariaDB 1040 (too many connections), 1053 (server shutdown in progress), 1927
+///   (connection killed).
+/// - SQLite `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with their extended codes, after the busy
+///   timeout.
 #[allow(unused_variables)]
-fn terminated_connection(db: &dyn sqlx::error::DatabaseError) -> bool {
+fn server_says_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
     #[cfg(feature = "postgres")]
     if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-        use sqlx::postgres::PgSeverity;
-        return matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic);
+        let code = pg.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300");
+    }
+    #[cfg(feature = "mysql")]
+    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(my.number(), 1040 | 1053 | 1927);
+    }
+    #[cfg(feature = "sqlite")]
+    if let Some(lite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        let primary = sqlx::error::DatabaseError::code(lite)
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff);
+        return matches!(primary, Some(5 | 6));
     }
     false
 }
@@ -96,6 +112,8 @@ mod tests {
         let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(classify("postgres", Operation::Read, io).is_transient());
         assert!(classify("postgres", Operation::Read, sqlx::Error::PoolTimedOut).is_transient());
+        // A pool closed by `SqlStore::close` never comes back: retrying would only wait.
+        assert!(!classify("postgres", Operation::Read, sqlx::Error::PoolClosed).is_transient());
         let conf = sqlx::Error::Configuration("bad".into());
         let e = classify("postgres", Operation::Connect, conf);
         assert!(matches!(e, Error::Backend { .. }));

@@ -51,12 +51,13 @@ impl SqlOptions {
             && prefix.len() <= MAX_PREFIX_CHARS
             && prefix
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             && !prefix.as_bytes()[0].is_ascii_digit();
         if !valid {
             return Err(Error::config(
                 "table_prefix",
-                "must be 1..=48 ASCII letters, digits or '_', not starting with a digit",
+                "must be 1..=48 lowercase ASCII letters, digits or '_', not starting with a digit \
+                 (MySQL routine names ignore case and Postgres folds it, so mixed case could collide)",
             ));
         }
         self.table_prefix = prefix.to_owned();
@@ -195,7 +196,18 @@ mod tests {
                 ok
             );
         }
-        for bad in ["", "1a", "a-b", "a b", "a;", "a\"", "é", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "1a",
+            "a-b",
+            "a b",
+            "a;",
+            "a\"",
+            "é",
+            "Sess_",
+            "A",
+            &"a".repeat(49),
+        ] {
             assert!(SqlOptions::new().with_table_prefix(bad).is_err(), "{bad:?}");
         }
     }

@@ -214,7 +214,9 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// kept); `Locked` if another token holds a lock younger than `lock_ttl` (locks are not
     /// re-entrant: a second acquisition uses a new token); else `Acquired`, the lock now held by
     /// `token`, taking over a stale lock (age ≥ `lock_ttl`) in the same step. Slides the expiry in
-    /// every case except `Missing`. Reports `initialize` like [`SessionStore::read`].
+    /// every case except `Missing`. Reports `initialize` like [`SessionStore::read`] (a flag
+    /// handed to an attempt whose reply was lost is not reported again to its retry: the "exactly
+    /// once" of SPEC §2 rule 3 becomes "at most once" when a reply is lost).
     ///
     /// # Errors
     /// Store failures; [`Error::Corrupt`](crate::Error::Corrupt) for undecodable stored data.

@@ -365,7 +365,8 @@ BEGIN
 END;
 
 -- Deletes up to p_batch expired sessions, oldest expiry first on the expiry index, items by
--- cascade. GET_LOCK makes purgers of this prefix run one at a time across processes. The
+-- cascade. GET_LOCK (without waiting) makes purgers of this prefix run one at a time across
+-- processes; a purger that finds another running reports 0. The
 -- candidates come from a consistent (non-locking, READ COMMITTED) read of the expiry index and are
 -- deleted by primary key with the expiry re-checked, so the purge never locks index records of
 -- live sessions that live traffic is updating. Should InnoDB still pick it as a deadlock victim,
@@ -379,7 +380,9 @@ BEGIN
     DECLARE t DATETIME(6);
     DECLARE lock_name VARCHAR(64) DEFAULT CONCAT('bsql', SHA1(CONCAT(DATABASE(), '.{prefix}purge')));
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; DO RELEASE_LOCK(lock_name); RESIGNAL; END;
-    IF GET_LOCK(lock_name, 60) = 1 THEN
+    -- Never waits: while another process purges, this one reports 0 and its sweeper moves on,
+    -- instead of holding a pool connection for the other's whole run.
+    IF GET_LOCK(lock_name, 0) = 1 THEN
         WHILE deadlocked AND tries < 5 DO
             SET tries = tries + 1;
             SET deadlocked = FALSE;

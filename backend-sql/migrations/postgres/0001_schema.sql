@@ -50,7 +50,9 @@ BEGIN
         RETURN;
     END IF;
     IF s.initialize OR extract(epoch FROM s.expires_at - t) * 1000000 <= s.timeout_ms * p_keep THEN
-        SELECT * INTO s FROM {prefix}sessions WHERE pk = s.pk AND expires_at > t FOR UPDATE;
+        -- Re-checked on the clock after the row lock: a session that expired while this waited
+        -- for the lock must not be slid back to life.
+        SELECT * INTO s FROM {prefix}sessions WHERE pk = s.pk AND expires_at > clock_timestamp() FOR UPDATE;
         IF NOT FOUND THEN
             RETURN QUERY SELECT 0, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT, FALSE, NULL::BYTEA, NULL::BYTEA;
             RETURN;
@@ -286,15 +288,19 @@ BEGIN
 END $$;
 
 -- Deletes up to p_batch expired sessions, oldest expiry first on the expiry index. The
--- transaction-scoped advisory lock makes purgers (of this prefix) run one at a time across
--- processes; SKIP LOCKED never waits for a row that live traffic holds. Items go by cascade.
+-- transaction-scoped advisory lock (taken without waiting; a purger that finds another running
+-- reports 0) makes purgers (of this prefix) run one at a time across processes; SKIP LOCKED never waits for a row that live traffic holds. Items go by cascade.
 -- Binds: advisory lock key, batch size.
 CREATE OR REPLACE FUNCTION {prefix}purge(p_lock BIGINT, p_batch BIGINT)
 RETURNS BIGINT LANGUAGE plpgsql AS $$
 DECLARE
     n BIGINT;
 BEGIN
-    PERFORM pg_advisory_xact_lock(p_lock);
+    -- Never waits: while another process purges, this one reports 0 and its sweeper moves on,
+    -- instead of holding a pool connection for the other's whole run.
+    IF NOT pg_try_advisory_xact_lock(p_lock) THEN
+        RETURN 0;
+    END IF;
     DELETE FROM {prefix}sessions WHERE pk IN (
         SELECT pk FROM {prefix}sessions WHERE expires_at <= clock_timestamp()
          ORDER BY expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED);

@@ -299,3 +299,22 @@ pub(super) async fn purge_expired_unsupported(h: Harness) -> Outcome {
     );
     Ok(())
 }
+
+pub(super) async fn release_signal_wakes_on_change_id(h: Harness) -> Outcome {
+    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
+    let (_, token) = lock(&h, &key).await?;
+    let watch = h.store().watch_release(&key).await?;
+    let out = h
+        .store()
+        .change_id(&key, SessionId::generate()?, token)
+        .await?;
+    check!(
+        out == ChangeIdOutcome::Changed,
+        "expected Changed, got {out:?}"
+    );
+    check!(
+        woken(watch, Duration::from_secs(2)).await,
+        "waiters on the old id must wake when the session moves away (they look again and find it gone)"
+    );
+    Ok(())
+}

@@ -233,7 +233,7 @@ type BehaviourFn = fn(Harness) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
 #[derive(Clone, Copy)]
 enum Gate {
     Always,
-    /// Only where the capability is declared.
+    /// Only where the capability (or every one of several) is declared.
     Needs(&'static str, fn(&Capabilities) -> bool),
     /// Only where the capability is *not* declared (the `Unsupported` companions).
     Lacks(&'static str, fn(&Capabilities) -> bool),
@@ -246,17 +246,20 @@ struct Behaviour {
 }
 
 macro_rules! behaviours {
-    ($( $module:ident :: $name:ident $(if $gate:ident($cap:ident))? ),* $(,)?) => {
+    ($( $module:ident :: $name:ident $(if $gate:ident($($cap:tt)+))? ),* $(,)?) => {
         vec![$(
             Behaviour {
                 name: concat!(stringify!($module), "::", stringify!($name)),
                 run: |h| Box::pin($module::$name(h)),
-                gate: behaviours!(@gate $($gate($cap))?),
+                gate: behaviours!(@gate $($gate($($cap)+))?),
             }
         ),*]
     };
     (@gate) => { Gate::Always };
     (@gate needs($cap:ident)) => { Gate::Needs(stringify!($cap), |c: &Capabilities| c.$cap) };
+    (@gate needs($cap:ident & $cap2:ident)) => {
+        Gate::Needs(concat!(stringify!($cap), " and ", stringify!($cap2)), |c: &Capabilities| c.$cap && c.$cap2)
+    };
     (@gate lacks($cap:ident)) => { Gate::Lacks(stringify!($cap), |c: &Capabilities| c.$cap) };
 }
 
@@ -352,6 +355,7 @@ fn behaviours() -> Vec<Behaviour> {
         capability::release_signal_wakes_on_release if needs(release_signal),
         capability::release_signal_wakes_on_commit if needs(release_signal),
         capability::release_signal_wakes_on_remove_and_delete if needs(release_signal),
+        capability::release_signal_wakes_on_change_id if needs(release_signal & change_id),
         capability::expiry_event_on_expiry if needs(expiry_events),
         capability::expiry_event_on_remove if needs(expiry_events),
         capability::purge_removes_only_expired if needs(purge_expired),
