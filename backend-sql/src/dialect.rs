@@ -250,3 +250,55 @@ mod tests {
         assert_eq!(lock_key("a_"), lock_key("a_"));
     }
 }
+
+/// The statement that calls each operation's stored routine, per dialect, before the table prefix
+/// is spliced in (Postgres and MySQL install one routine per operation).
+#[derive(Debug)]
+pub(crate) struct CallTemplates {
+    pub(crate) read: &'static str,
+    pub(crate) acquire: &'static str,
+    pub(crate) commit: &'static str,
+    pub(crate) release: &'static str,
+    pub(crate) create: &'static str,
+    pub(crate) remove: &'static str,
+    pub(crate) touch: &'static str,
+    pub(crate) write_concurrent: &'static str,
+    pub(crate) delete: &'static str,
+    pub(crate) change_id: &'static str,
+    pub(crate) purge: &'static str,
+}
+
+/// [`CallTemplates`] with the table prefix spliced in, once, at connect.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    pub(crate) read: String,
+    pub(crate) acquire: String,
+    pub(crate) commit: String,
+    pub(crate) release: String,
+    pub(crate) create: String,
+    pub(crate) remove: String,
+    pub(crate) touch: String,
+    pub(crate) write_concurrent: String,
+    pub(crate) delete: String,
+    pub(crate) change_id: String,
+    pub(crate) purge: String,
+}
+
+impl Calls {
+    pub(crate) fn new(prefix: &str, t: &CallTemplates) -> Self {
+        let p = |s: &str| crate::migrate::with_prefix(s, prefix);
+        Self {
+            read: p(t.read),
+            acquire: p(t.acquire),
+            commit: p(t.commit),
+            release: p(t.release),
+            create: p(t.create),
+            remove: p(t.remove),
+            touch: p(t.touch),
+            write_concurrent: p(t.write_concurrent),
+            delete: p(t.delete),
+            change_id: p(t.change_id),
+            purge: p(t.purge),
+        }
+    }
+}

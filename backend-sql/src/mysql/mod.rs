@@ -10,9 +10,10 @@ use session_core::{Config, Delta, Items, Operation, Result};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode};
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::dialect::{CallTemplates, Calls};
 use crate::dialect::{Dialect, Key, Reply, Token, pack};
 use crate::error::classify;
-use crate::migrate::{self, Embedded, migrator, with_prefix};
+use crate::migrate::{self, Embedded, migrator};
 use crate::options::SqlOptions;
 
 pub(crate) const BACKEND: &str = "mysql";
@@ -23,46 +24,26 @@ const MIGRATIONS: &[Embedded] = &[(
     include_str!("../../migrations/mysql/0001_schema.sql"),
 )];
 
-/// The calls, with the prefix spliced in once at connect.
-#[derive(Debug)]
-struct Sql {
-    read: String,
-    acquire: String,
-    commit: String,
-    release: String,
-    create: String,
-    remove: String,
-    touch: String,
-    write_concurrent: String,
-    delete: String,
-    change_id: String,
-    purge: String,
-}
-
-impl Sql {
-    fn new(prefix: &str) -> Self {
-        let p = |s: &str| with_prefix(s, prefix);
-        Self {
-            read: p("CALL {prefix}read(?, ?, ?)"),
-            acquire: p("CALL {prefix}acquire(?, ?, ?, ?)"),
-            commit: p("CALL {prefix}commit(?, ?, ?, ?, ?, ?, ?, ?)"),
-            release: p("CALL {prefix}release(?, ?, ?)"),
-            create: p("CALL {prefix}create(?, ?, ?, ?, ?)"),
-            remove: p("CALL {prefix}remove(?, ?, ?)"),
-            touch: p("CALL {prefix}touch(?, ?, ?)"),
-            write_concurrent: p("CALL {prefix}write_concurrent(?, ?, ?, ?, ?, ?)"),
-            delete: p("CALL {prefix}delete(?, ?)"),
-            change_id: p("CALL {prefix}change_id(?, ?, ?, ?)"),
-            purge: p("CALL {prefix}purge(?)"),
-        }
-    }
-}
+/// The calls to the routines the migration installs (`{prefix}` is spliced in at connect).
+const CALLS: CallTemplates = CallTemplates {
+    read: "CALL {prefix}read(?, ?, ?)",
+    acquire: "CALL {prefix}acquire(?, ?, ?, ?)",
+    commit: "CALL {prefix}commit(?, ?, ?, ?, ?, ?, ?, ?)",
+    release: "CALL {prefix}release(?, ?, ?)",
+    create: "CALL {prefix}create(?, ?, ?, ?, ?)",
+    remove: "CALL {prefix}remove(?, ?, ?)",
+    touch: "CALL {prefix}touch(?, ?, ?)",
+    write_concurrent: "CALL {prefix}write_concurrent(?, ?, ?, ?, ?, ?)",
+    delete: "CALL {prefix}delete(?, ?)",
+    change_id: "CALL {prefix}change_id(?, ?, ?, ?)",
+    purge: "CALL {prefix}purge(?)",
+};
 
 /// The MySQL dialect: a pool and the prefixed calls.
 #[derive(Debug)]
 pub(crate) struct MysqlDialect {
     pool: MySqlPool,
-    sql: Sql,
+    sql: Calls,
 }
 
 type Query = sqlx::query::Query<'static, sqlx::MySql, sqlx::mysql::MySqlArguments>;
@@ -133,7 +114,7 @@ impl MysqlDialect {
         }
         Ok(Self {
             pool,
-            sql: Sql::new(options.table_prefix()),
+            sql: Calls::new(options.table_prefix(), &CALLS),
         })
     }
 

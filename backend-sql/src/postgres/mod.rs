@@ -10,9 +10,10 @@ use session_core::{Config, Delta, Items, Operation, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Executor, Row};
 
+use crate::dialect::{CallTemplates, Calls};
 use crate::dialect::{Dialect, Key, Reply, Token, lock_key};
 use crate::error::classify;
-use crate::migrate::{self, Embedded, migrator, with_prefix};
+use crate::migrate::{self, Embedded, migrator};
 use crate::options::SqlOptions;
 
 pub(crate) const BACKEND: &str = "postgres";
@@ -23,46 +24,26 @@ const MIGRATIONS: &[Embedded] = &[(
     include_str!("../../migrations/postgres/0001_schema.sql"),
 )];
 
-/// The calls, with the prefix spliced in once at connect.
-#[derive(Debug)]
-struct Sql {
-    read: String,
-    acquire: String,
-    commit: String,
-    release: String,
-    create: String,
-    remove: String,
-    touch: String,
-    write_concurrent: String,
-    delete: String,
-    change_id: String,
-    purge: String,
-}
-
-impl Sql {
-    fn new(prefix: &str) -> Self {
-        let p = |s: &str| with_prefix(s, prefix);
-        Self {
-            read: p("SELECT * FROM {prefix}read($1, $2, $3)"),
-            acquire: p("SELECT * FROM {prefix}acquire($1, $2, $3, $4)"),
-            commit: p("SELECT {prefix}commit($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            release: p("SELECT {prefix}release($1, $2, $3)"),
-            create: p("SELECT {prefix}create($1, $2, $3, $4, $5, $6)"),
-            remove: p("SELECT {prefix}remove($1, $2, $3)"),
-            touch: p("SELECT {prefix}touch($1, $2, $3)"),
-            write_concurrent: p("SELECT {prefix}write_concurrent($1, $2, $3, $4, $5, $6, $7)"),
-            delete: p("SELECT {prefix}delete($1, $2)"),
-            change_id: p("SELECT {prefix}change_id($1, $2, $3, $4)"),
-            purge: p("SELECT {prefix}purge($1, $2)"),
-        }
-    }
-}
+/// The calls to the routines the migration installs (`{prefix}` is spliced in at connect).
+const CALLS: CallTemplates = CallTemplates {
+    read: "SELECT * FROM {prefix}read($1, $2, $3)",
+    acquire: "SELECT * FROM {prefix}acquire($1, $2, $3, $4)",
+    commit: "SELECT {prefix}commit($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    release: "SELECT {prefix}release($1, $2, $3)",
+    create: "SELECT {prefix}create($1, $2, $3, $4, $5, $6)",
+    remove: "SELECT {prefix}remove($1, $2, $3)",
+    touch: "SELECT {prefix}touch($1, $2, $3)",
+    write_concurrent: "SELECT {prefix}write_concurrent($1, $2, $3, $4, $5, $6, $7)",
+    delete: "SELECT {prefix}delete($1, $2)",
+    change_id: "SELECT {prefix}change_id($1, $2, $3, $4)",
+    purge: "SELECT {prefix}purge($1, $2)",
+};
 
 /// The PostgreSQL dialect: a pool, the prefixed calls and the purge lock key.
 #[derive(Debug)]
 pub(crate) struct PgDialect {
     pool: PgPool,
-    sql: Sql,
+    sql: Calls,
     purge_lock: i64,
 }
 
@@ -144,7 +125,7 @@ impl PgDialect {
         }
         Ok(Self {
             pool,
-            sql: Sql::new(options.table_prefix()),
+            sql: Calls::new(options.table_prefix(), &CALLS),
             purge_lock: lock_key(options.table_prefix()),
         })
     }
