@@ -84,7 +84,10 @@ fi
 [ "$(pg_sql -tAc 'SHOW ssl')" = on ] || { echo "postgres: ssl is not on" >&2; exit 1; }
 pg_sql -v ON_ERROR_STOP=1 <<'SQL'
 SELECT 'CREATE ROLE sess LOGIN PASSWORD ''sesspw''' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='sess')\gexec
-SELECT 'CREATE DATABASE sessdb OWNER sess' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname='sessdb')\gexec
+-- A fresh database on every run: tables, routines and recorded migrations left by an earlier
+-- run (of other code, on a reused machine) must not leak into this one.
+DROP DATABASE IF EXISTS sessdb WITH (FORCE);
+CREATE DATABASE sessdb OWNER sess;
 SQL
 
 # ---- MariaDB.
@@ -118,7 +121,9 @@ elif [ "$TLS_NEW" = 1 ]; then
 fi
 my_tls || { echo "mariadb: TLS is not enabled (see $BASE/mariadbd.log)" >&2; exit 1; }
 mariadb -uroot <<'SQL'
-CREATE DATABASE IF NOT EXISTS sessdb;
+-- A fresh database on every run (see the Postgres part).
+DROP DATABASE IF EXISTS sessdb;
+CREATE DATABASE sessdb;
 CREATE USER IF NOT EXISTS 'sess'@'localhost' IDENTIFIED BY 'sesspw';
 CREATE USER IF NOT EXISTS 'sess'@'127.0.0.1' IDENTIFIED BY 'sesspw';
 GRANT ALL ON sessdb.* TO 'sess'@'localhost';
