@@ -1,0 +1,127 @@
+//! Criterion micro-benchmarks of single store operations: one `BenchmarkGroup` per operation,
+//! `BenchmarkId::new(backend, payload)`, `Throughput::Bytes`. Memory and SQLite (in-memory) always;
+//! Redis, Postgres and MySQL when `SESSION_TEST_REDIS_URL`, `SESSION_TEST_POSTGRES_URL` and
+//! `SESSION_TEST_MYSQL_URL` are set (the same variables as the conformance suite).
+
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use session_bench::workload::{LOCK_TTL, SESSION_TIMEOUT, make_items};
+use session_bench::{BackendSpec, Payload, connect_store};
+use session_core::{
+    AppName, Delta, ItemValue, LockToken, SessionId, SessionKey, SessionStore, items_size,
+};
+
+fn backends() -> Vec<BackendSpec> {
+    let mut specs = vec![
+        BackendSpec::Memory,
+        BackendSpec::Sqlite("sqlite::memory:".to_owned()),
+    ];
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    specs.extend(env("SESSION_TEST_REDIS_URL").map(BackendSpec::Redis));
+    specs.extend(env("SESSION_TEST_POSTGRES_URL").map(BackendSpec::Postgres));
+    specs.extend(env("SESSION_TEST_MYSQL_URL").map(BackendSpec::Mysql));
+    specs
+}
+
+fn store_ops(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let payloads = [Payload::DEFAULT, Payload::LARGE];
+    let app = AppName::new("/session-bench-criterion").expect("app name");
+    let mut stores: Vec<(&'static str, Arc<dyn SessionStore>)> = Vec::new();
+    for spec in backends() {
+        match rt.block_on(connect_store(&spec, 4)) {
+            Ok(store) => stores.push((spec.name(), store)),
+            Err(err) => eprintln!("skipping {}: {err}", spec.name()),
+        }
+    }
+    let session = |store: &Arc<dyn SessionStore>, payload: Payload| {
+        let key = SessionKey::new(app.clone(), SessionId::generate().expect("id"));
+        let items = make_items(payload);
+        rt.block_on(store.create(&key, &items, SESSION_TIMEOUT, true))
+            .expect("create");
+        (key, items)
+    };
+
+    let mut group = c.benchmark_group("read");
+    for (name, store) in &stores {
+        for payload in payloads {
+            let (key, items) = session(store, payload);
+            group.throughput(Throughput::Bytes(items_size(&items) as u64));
+            group.bench_function(BenchmarkId::new(*name, payload), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { store.read(&key).await.expect("read") });
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("acquire_commit");
+    for (name, store) in &stores {
+        for payload in payloads {
+            let (key, _) = session(store, payload);
+            let delta = Delta::new().with_set(
+                "item0",
+                ItemValue::from_bytes(vec![b'z'; payload.item_size]),
+            );
+            group.throughput(Throughput::Bytes(delta.size() as u64));
+            group.bench_function(BenchmarkId::new(*name, payload), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let token = LockToken::generate().expect("token");
+                    store.acquire(&key, token, LOCK_TTL).await.expect("acquire");
+                    store
+                        .commit(&key, token, &delta, SESSION_TIMEOUT)
+                        .await
+                        .expect("commit")
+                });
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("create_delete");
+    for (name, store) in &stores {
+        for payload in payloads {
+            let items = make_items(payload);
+            group.throughput(Throughput::Bytes(items_size(&items) as u64));
+            group.bench_function(BenchmarkId::new(*name, payload), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let key = SessionKey::new(app.clone(), SessionId::generate().expect("id"));
+                    store
+                        .create(&key, &items, SESSION_TIMEOUT, true)
+                        .await
+                        .expect("create");
+                    store.delete(&key).await.expect("delete")
+                });
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("write_concurrent");
+    for (name, store) in &stores {
+        for payload in payloads {
+            let (key, _) = session(store, payload);
+            let delta = Delta::new().with_set(
+                "item0",
+                ItemValue::from_bytes(vec![b'w'; payload.item_size]),
+            );
+            group.throughput(Throughput::Bytes(delta.size() as u64));
+            group.bench_function(BenchmarkId::new(*name, payload), |b| {
+                b.to_async(&rt).iter(|| async {
+                    store
+                        .write_concurrent(&key, &delta, SESSION_TIMEOUT)
+                        .await
+                        .expect("write_concurrent")
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    store_ops(&mut criterion);
+    criterion.final_summary();
+}

@@ -1,0 +1,118 @@
+//! `session-bench`: the comparison CLI. Parses arguments into a `BenchConfig` and calls
+//! `session_bench::run`; with no arguments it runs the embedded default (memory and SQLite
+//! in-memory).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use session_bench::{BackendSpec, BenchConfig, Payload, Workload, parse_duration};
+
+/// Benchmarks on equal terms: the same workloads (W1-W6) against every session store, next to each
+/// store's raw-client floor.
+#[derive(Debug, Parser)]
+#[command(name = "session-bench", version)]
+struct Args {
+    /// Standalone Redis URL, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Redis Cluster URL, e.g. redis+cluster://127.0.0.1:7000,127.0.0.1:7001.
+    #[arg(long, value_name = "URL")]
+    redis_cluster: Option<String>,
+    /// Postgres URL, e.g. postgres://user:pw@127.0.0.1:5432/db.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// MySQL/MariaDB URL, e.g. mysql://user:pw@127.0.0.1:3306/db.
+    #[arg(long, value_name = "URL")]
+    mysql: Option<String>,
+    /// SQLite URL for the embedded SQLite row.
+    #[arg(long, value_name = "URL", default_value = "sqlite::memory:")]
+    sqlite: String,
+    /// Skip the embedded rows (memory and SQLite); run only the servers given.
+    #[arg(long)]
+    no_embedded: bool,
+    /// Measured time per cell (backend x workload x concurrency), e.g. 500ms, 2s.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    duration: Duration,
+    /// Comma-separated task counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = parse_tasks)]
+    concurrency: Vec<usize>,
+    /// Session payload: ITEMSxSIZE, e.g. 10x150 (default), 100x1k, 1x1m.
+    #[arg(long, default_value = "10x150")]
+    payload: Payload,
+    /// Comma-separated workloads (W1..W6).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6")]
+    workloads: Vec<Workload>,
+    /// Existing sessions per pool (capped at 64 MiB of values per pool).
+    #[arg(long, default_value_t = 10_000)]
+    pool: usize,
+    /// Lock polling interval of the manager (W5) for stores without a release signal.
+    #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+    poll_interval: Duration,
+    /// Skip the raw-client floors.
+    #[arg(long)]
+    no_floors: bool,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write an SVG bar chart of ops/s per backend and workload.
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// A task count of at least 1.
+fn parse_tasks(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("bad task count {s:?} (expected an integer >= 1)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut backends = Vec::new();
+    if !args.no_embedded {
+        backends.push(BackendSpec::Memory);
+        backends.push(BackendSpec::Sqlite(args.sqlite));
+    }
+    backends.extend(args.redis.map(BackendSpec::Redis));
+    backends.extend(args.redis_cluster.map(BackendSpec::RedisCluster));
+    backends.extend(args.postgres.map(BackendSpec::Postgres));
+    backends.extend(args.mysql.map(BackendSpec::Mysql));
+    let config = BenchConfig {
+        backends,
+        workloads: args.workloads,
+        concurrency: args.concurrency,
+        payload: args.payload,
+        duration: args.duration,
+        pool: args.pool,
+        floors: !args.no_floors,
+        poll_interval: args.poll_interval,
+        progress: !args.quiet,
+        ..BenchConfig::default()
+    };
+    let report = match session_bench::run_blocking(&config) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("session-bench: error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    let outputs = [
+        args.json.map(|p| (report.write_json(&p), p)),
+        args.chart.map(|p| (report.write_chart(&p), p)),
+    ];
+    for (result, path) in outputs.into_iter().flatten() {
+        if let Err(err) = result {
+            eprintln!("session-bench: error: {err}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,210 @@
+//! The report: one row per (backend, workload, concurrency), as an aligned table, JSON, or an SVG
+//! bar chart.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::error::BenchError;
+
+/// One measured cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Backend name (`memory`, `sqlite`, `redis`...).
+    pub backend: String,
+    /// `W1`..`W6`, or `floor-read` / `floor-rw` for the raw client.
+    pub workload: String,
+    /// Concurrent tasks.
+    pub concurrency: usize,
+    /// Completed operations.
+    pub ops: u64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency, microseconds (W5: lock hand-off).
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile latency, microseconds.
+    pub p999_us: f64,
+    /// Store calls per operation (one round trip each for networked stores).
+    pub calls_per_op: f64,
+    /// Item bytes (names + values) sent per operation.
+    pub bytes_per_op: f64,
+    /// ops/s divided by the floor's ops/s (W1: read floor; W2: read+write floor).
+    pub ratio_to_floor: Option<f64>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Measured seconds per cell.
+    pub duration_secs: f64,
+    /// The payload, e.g. `10x150`.
+    pub payload: String,
+    /// Pool size for the payload.
+    pub pool: usize,
+    /// All rows, in run order.
+    pub rows: Vec<Row>,
+}
+
+fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}us")
+    } else {
+        format!("{v:.1}us")
+    }
+}
+
+impl Report {
+    /// The aligned text table.
+    pub fn table(&self) -> String {
+        let header = [
+            "backend", "workload", "conc", "ops/s", "p50", "p99", "p99.9", "calls/op", "bytes/op",
+            "ratio",
+        ];
+        let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+        for r in &self.rows {
+            lines.push(vec![
+                r.backend.clone(),
+                r.workload.clone(),
+                r.concurrency.to_string(),
+                format!("{:.0}", r.ops_per_sec),
+                us(r.p50_us),
+                us(r.p99_us),
+                us(r.p999_us),
+                format!("{:.2}", r.calls_per_op),
+                format!("{:.0}", r.bytes_per_op),
+                r.ratio_to_floor
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for l in &lines {
+            let cells: Vec<String> = l
+                .iter()
+                .enumerate()
+                .map(|(c, s)| {
+                    if c < 2 {
+                        format!("{s:<w$}", w = widths[c])
+                    } else {
+                        format!("{s:>w$}", w = widths[c])
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes the report as pretty JSON.
+    ///
+    /// # Errors
+    /// [`BenchError::Output`].
+    pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
+        let fail = |reason: String| BenchError::Output {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Writes an SVG bar chart of ops/s per backend and workload (log scale), one panel per
+    /// concurrency.
+    ///
+    /// # Errors
+    /// [`BenchError::Output`].
+    pub fn write_chart(&self, path: &Path) -> Result<(), BenchError> {
+        self.draw_chart(path).map_err(|e| BenchError::Output {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn draw_chart(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let mut backends: Vec<&str> = Vec::new();
+        let mut workloads: Vec<&str> = Vec::new();
+        let mut concurrencies: Vec<usize> = Vec::new();
+        for r in &self.rows {
+            if !backends.contains(&r.backend.as_str()) {
+                backends.push(&r.backend);
+            }
+            if !workloads.contains(&r.workload.as_str()) {
+                workloads.push(&r.workload);
+            }
+            if !concurrencies.contains(&r.concurrency) {
+                concurrencies.push(r.concurrency);
+            }
+        }
+        let panels = concurrencies.len().max(1);
+        let height = u32::try_from(360 * panels).unwrap_or(u32::MAX);
+        let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = self
+            .rows
+            .iter()
+            .map(|r| r.ops_per_sec)
+            .fold(10.0_f64, f64::max)
+            * 2.0;
+        let n = workloads.len().max(1);
+        let width = 0.8 / backends.len().max(1) as f64;
+        for (area, conc) in root.split_evenly((panels, 1)).iter().zip(&concurrencies) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("ops/s, {conc} task(s)"), ("sans-serif", 18))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..n as f64, (1.0..max).log_scale())?;
+            let labels = workloads.clone();
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n * 2 + 1)
+                .x_label_formatter(&|x| {
+                    let i = x.floor() as usize;
+                    if (x - x.floor() - 0.5).abs() < 1e-6 && i < labels.len() {
+                        labels[i].to_owned()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc("ops/s")
+                .draw()?;
+            for (b, backend) in backends.iter().enumerate() {
+                let color = Palette99::pick(b).to_rgba();
+                let bars = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.backend == *backend && r.concurrency == *conc)
+                    .filter_map(|r| {
+                        let w = workloads.iter().position(|x| *x == r.workload)?;
+                        let x0 = w as f64 + 0.1 + b as f64 * width;
+                        Some(Rectangle::new(
+                            [(x0, 1.0), (x0 + width * 0.9, r.ops_per_sec.max(1.0))],
+                            color.filled(),
+                        ))
+                    });
+                chart
+                    .draw_series(bars)?
+                    .label(*backend)
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}

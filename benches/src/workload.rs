@@ -1,0 +1,349 @@
+//! The workload definitions: one function per workload, called with the same arguments for every
+//! backend through `Arc<dyn SessionStore>`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use session_core::{
+    Access, AcquireOutcome, AppName, CommitOutcome, Config, CreateOutcome, Delta, EndOutcome,
+    ItemValue, Items, LockToken, ReadOutcome, RemoveOutcome, SessionId, SessionKey, SessionManager,
+    SessionStore, items_size,
+};
+
+use crate::config::{BenchConfig, Payload, Workload};
+use crate::error::BenchError;
+
+/// Session timeout used by every workload.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Lock TTL used by every workload.
+pub const LOCK_TTL: Duration = Duration::from_secs(110);
+
+/// `n` items `item0..item{n-1}` of `size` bytes.
+pub fn make_items(payload: Payload) -> Items {
+    (0..payload.items)
+        .map(|i| {
+            (
+                format!("item{i}"),
+                ItemValue::from_bytes(vec![b'a' + (i % 26) as u8; payload.item_size]),
+            )
+        })
+        .collect()
+}
+
+/// Everything a workload needs, prepared once per backend (pools of existing sessions and the
+/// manager for W5), outside the measured time.
+#[derive(Debug)]
+pub struct Fixture {
+    backend: &'static str,
+    app: AppName,
+    items: Arc<Items>,
+    pool: Vec<SessionKey>,
+    large_pool: Vec<SessionKey>,
+    shared: SessionKey,
+    shared_w6: SessionKey,
+    values: [ItemValue; 2],
+    large_values: [ItemValue; 2],
+    manager: SessionManager,
+    origin: Instant,
+    last_release_ns: AtomicU64,
+}
+
+fn store_err(backend: &'static str, what: String) -> impl Fn(session_core::Error) -> BenchError {
+    move |source| BenchError::Store {
+        backend,
+        workload: what.clone(),
+        source,
+    }
+}
+
+fn unexpected(backend: &'static str, w: Workload, what: String) -> BenchError {
+    BenchError::Unexpected {
+        backend,
+        workload: w.to_string(),
+        what,
+    }
+}
+
+/// Creates `count` sessions of `items` through `store` (16 at a time).
+async fn create_pool(
+    backend: &'static str,
+    store: &Arc<dyn SessionStore>,
+    app: &AppName,
+    items: &Arc<Items>,
+    count: usize,
+) -> Result<Vec<SessionKey>, BenchError> {
+    let err = store_err(backend, "setup".to_owned());
+    let keys: Vec<SessionKey> = (0..count)
+        .map(|_| SessionId::generate().map(|id| SessionKey::new(app.clone(), id)))
+        .collect::<Result<_, _>>()
+        .map_err(&err)?;
+    let workers = 16.min(count.max(1));
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let chunk: Vec<SessionKey> = keys.iter().skip(w).step_by(workers).cloned().collect();
+        let store = Arc::clone(store);
+        let items = Arc::clone(items);
+        set.spawn(async move {
+            for key in chunk {
+                store.create(&key, &items, SESSION_TIMEOUT, true).await?;
+            }
+            Ok::<_, session_core::Error>(())
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.map_err(|e| BenchError::Config(format!("setup task failed: {e}")))?
+            .map_err(&err)?;
+    }
+    Ok(keys)
+}
+
+impl Fixture {
+    /// Prepares the pools that `workloads` need on `store` (uncounted setup calls go through
+    /// `setup_store`; the W5 manager wraps `store`).
+    ///
+    /// # Errors
+    /// A store failure during setup.
+    pub async fn prepare(
+        config: &BenchConfig,
+        store: &Arc<dyn SessionStore>,
+        setup_store: &Arc<dyn SessionStore>,
+    ) -> Result<Self, BenchError> {
+        let backend = store.backend();
+        let err = store_err(backend, "setup".to_owned());
+        let app = AppName::new("/session-bench").map_err(&err)?;
+        let items = Arc::new(make_items(config.payload));
+        let large = Arc::new(make_items(Payload::LARGE));
+        let wants = |w| config.workloads.contains(&w);
+        let pool = if wants(Workload::W1) || wants(Workload::W2) {
+            let n = config.pool_for(config.payload);
+            create_pool(backend, setup_store, &app, &items, n).await?
+        } else {
+            Vec::new()
+        };
+        let large_pool = if wants(Workload::W4) {
+            let n = config.pool_for(Payload::LARGE);
+            create_pool(backend, setup_store, &app, &large, n).await?
+        } else {
+            Vec::new()
+        };
+        let shared = create_pool(backend, setup_store, &app, &items, 2).await?;
+        let max_tasks = config.concurrency.iter().copied().max().unwrap_or(1);
+        let manager_config = Config::builder()
+            .application_name(app.clone())
+            .poll_interval(config.poll_interval)
+            .max_waiters_per_session(max_tasks.max(50) + 1)
+            .lock_wait_timeout(Duration::from_secs(120))
+            .session_timeout(SESSION_TIMEOUT)
+            .build()
+            .map_err(&err)?;
+        let value = |size: usize, b: u8| ItemValue::from_bytes(vec![b; size]);
+        Ok(Self {
+            backend,
+            manager: SessionManager::new(Arc::clone(store), &manager_config),
+            app,
+            pool,
+            large_pool,
+            shared: shared[0].clone(),
+            shared_w6: shared[1].clone(),
+            values: [
+                value(config.payload.item_size, b'x'),
+                value(config.payload.item_size, b'y'),
+            ],
+            large_values: [value(1024, b'x'), value(1024, b'y')],
+            items,
+            origin: Instant::now(),
+            last_release_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of one pooled session (item names + values): the floors write the same amount.
+    pub fn session_bytes(&self) -> usize {
+        items_size(&self.items)
+    }
+
+    /// Task `task` of `tasks` uses its own slice of `pool`, so exclusive workloads never contend.
+    fn key(pool: &[SessionKey], task: usize, tasks: usize, iter: u64) -> &SessionKey {
+        let per = (pool.len() / tasks.max(1)).max(1);
+        let i = task * per + (iter % per as u64) as usize;
+        &pool[i % pool.len()]
+    }
+
+    /// Runs workload `w` once as task `task` of `tasks` (iteration `iter`), returning the latency
+    /// to record: the operation's time, or for W5 the lock hand-off time.
+    ///
+    /// # Errors
+    /// A store failure or an unexpected outcome.
+    pub async fn run_once(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        w: Workload,
+        task: usize,
+        tasks: usize,
+        iter: u64,
+    ) -> Result<Duration, BenchError> {
+        let backend = self.backend;
+        let err = store_err(backend, w.to_string());
+        match w {
+            Workload::W1 => {
+                let key = Self::key(&self.pool, task, tasks, iter);
+                let start = Instant::now();
+                match store.read(key).await.map_err(&err)? {
+                    ReadOutcome::Found(s) => {
+                        std::hint::black_box(s);
+                    }
+                    other => return Err(unexpected(backend, w, format!("read: {other:?}"))),
+                }
+                Ok(start.elapsed())
+            }
+            Workload::W2 | Workload::W4 => {
+                let (pool, values) = if w == Workload::W2 {
+                    (&self.pool, &self.values)
+                } else {
+                    (&self.large_pool, &self.large_values)
+                };
+                let key = Self::key(pool, task, tasks, iter);
+                let token = LockToken::generate().map_err(&err)?;
+                let delta = Delta::new().with_set("item0", values[(iter % 2) as usize].clone());
+                let start = Instant::now();
+                match store.acquire(key, token, LOCK_TTL).await.map_err(&err)? {
+                    AcquireOutcome::Acquired(s) => {
+                        std::hint::black_box(s);
+                    }
+                    other => return Err(unexpected(backend, w, format!("acquire: {other:?}"))),
+                }
+                match store
+                    .commit(key, token, &delta, SESSION_TIMEOUT)
+                    .await
+                    .map_err(&err)?
+                {
+                    CommitOutcome::Committed => Ok(start.elapsed()),
+                    other => Err(unexpected(backend, w, format!("commit: {other:?}"))),
+                }
+            }
+            Workload::W3 => {
+                let id = SessionId::generate().map_err(&err)?;
+                let key = SessionKey::new(self.app.clone(), id);
+                let start = Instant::now();
+                match store
+                    .create(&key, &self.items, SESSION_TIMEOUT, true)
+                    .await
+                    .map_err(&err)?
+                {
+                    CreateOutcome::Created => {}
+                    other => return Err(unexpected(backend, w, format!("create: {other:?}"))),
+                }
+                match store.delete(&key).await.map_err(&err)? {
+                    RemoveOutcome::Removed => Ok(start.elapsed()),
+                    other => Err(unexpected(backend, w, format!("delete: {other:?}"))),
+                }
+            }
+            Workload::W5 => {
+                let wait_start = Instant::now();
+                let mut session = self
+                    .manager
+                    .open(Some(self.shared.id().expose()), Access::Exclusive)
+                    .await
+                    .map_err(&err)?;
+                let acquired = Instant::now();
+                if session.is_new() {
+                    return Err(unexpected(backend, w, "the shared session is gone".into()));
+                }
+                let released = self.origin
+                    + Duration::from_nanos(self.last_release_ns.load(Ordering::Acquire));
+                let handoff = acquired.saturating_duration_since(released.max(wait_start));
+                session.insert("counter", &iter).map_err(&err)?;
+                // The release time is taken as the commit starts: the next holder cannot get the
+                // lock before it, so the hand-off includes at most the commit's own duration.
+                let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.last_release_ns.store(now, Ordering::Release);
+                match session.end().await.map_err(&err)? {
+                    EndOutcome::Committed => Ok(handoff),
+                    other => Err(unexpected(backend, w, format!("end: {other:?}"))),
+                }
+            }
+            Workload::W6 => {
+                let delta = Delta::new()
+                    .with_set(format!("t{task}"), self.values[(iter % 2) as usize].clone());
+                let start = Instant::now();
+                match store
+                    .write_concurrent(&self.shared_w6, &delta, SESSION_TIMEOUT)
+                    .await
+                    .map_err(&err)?
+                {
+                    CommitOutcome::Committed => Ok(start.elapsed()),
+                    other => Err(unexpected(
+                        backend,
+                        w,
+                        format!("write_concurrent: {other:?}"),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendSpec;
+    use crate::counting::CountingStore;
+
+    /// The operation names each workload issues, per backend, for three iterations at one task.
+    async fn sequences(spec: &BackendSpec) -> Vec<(Workload, Vec<&'static str>, u64)> {
+        let config = BenchConfig {
+            backends: vec![spec.clone()],
+            concurrency: vec![1],
+            pool: 8,
+            ..BenchConfig::default()
+        };
+        let raw = crate::connect_store(spec, 1).await.unwrap();
+        let counting = Arc::new(CountingStore::new(Arc::clone(&raw)));
+        let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
+        let fixture = Fixture::prepare(&config, &store, &raw).await.unwrap();
+        assert_eq!(counting.take_counts(), (0, 0), "setup is not counted");
+        counting.set_logging(true);
+        let mut out = Vec::new();
+        for w in Workload::ALL {
+            for iter in 0..3 {
+                fixture.run_once(&store, w, 0, 1, iter).await.unwrap();
+            }
+            let (_, bytes) = counting.take_counts();
+            out.push((w, counting.take_log(), bytes));
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_backend_gets_the_same_calls() {
+        let memory = sequences(&BackendSpec::Memory).await;
+        let sqlite = sequences(&BackendSpec::Sqlite("sqlite::memory:".into())).await;
+        assert_eq!(memory, sqlite);
+        let expect = |w: Workload| -> Vec<&str> {
+            let one: &[&str] = match w {
+                Workload::W1 => &["read"],
+                Workload::W2 | Workload::W4 | Workload::W5 => &["acquire", "commit"],
+                Workload::W3 => &["create", "delete"],
+                Workload::W6 => &["write_concurrent"],
+            };
+            one.repeat(3)
+        };
+        for (w, log, bytes) in &memory {
+            assert_eq!(log, &expect(*w), "{w}");
+            let per_op = match w {
+                Workload::W1 => 0,
+                // "item0" + one 150 B value.
+                Workload::W2 => 5 + 150,
+                // Ten items "item0".."item9" of 150 B.
+                Workload::W3 => 10 * (5 + 150),
+                // "item0" + one 1 KiB value.
+                Workload::W4 => 5 + 1024,
+                // "counter" + a MessagePack integer (1 byte for 0..=2).
+                Workload::W5 => 7 + 1,
+                // "t0" + one 150 B value.
+                Workload::W6 => 2 + 150,
+            };
+            assert_eq!(*bytes, 3 * per_op, "{w}");
+        }
+    }
+}
