@@ -879,7 +879,13 @@ fn main() -> std::process::ExitCode {
         trial(
             "standalone::expiry_events_once_per_farm",
             &[URL],
-            || async { expiry_events_once_per_farm(env(URL).unwrap_or_default()).await },
+            // Database 9 of the shared server, which the other suites leave empty: Redis reports
+            // an expiry when its active expiry cycle samples the key, which takes much longer in a
+            // database holding thousands of live keys (the conformance and bench runs' sessions).
+            || async {
+                let url = env(URL).unwrap_or_default();
+                expiry_events_once_per_farm(format!("{}/9", url.trim_end_matches('/'))).await
+            },
         ),
         trial(
             "cluster::expiry_events_once_per_farm",
