@@ -51,3 +51,24 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 ) -> Result<(), sqlx::migrate::MigrateError> {
     migrator.run_direct(None, conn, false).await
 }
+
+/// Runs the embedded `files` under `prefix` on one connection of `pool` (Postgres, MySQL). sqlx's
+/// migrator holds a database-level lock while it works (a session advisory lock, `GET_LOCK`), so
+/// several processes may start at once; if migrating fails midway the connection is closed rather
+/// than returned to the pool, so the lock is never left behind on a pooled connection.
+pub(crate) async fn on_pool<DB>(
+    pool: &sqlx::Pool<DB>,
+    files: &[Embedded],
+    prefix: &str,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    let mut conn = pool.acquire().await?;
+    if let Err(e) = run(&migrator(files, prefix), &mut *conn).await {
+        conn.close_on_drop();
+        return Err(sqlx::Error::Migrate(Box::new(e)));
+    }
+    Ok(())
+}

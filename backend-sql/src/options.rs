@@ -52,7 +52,7 @@ impl SqlOptions {
             && prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && !prefix.as_bytes()[0].is_ascii_digit();
+            && !prefix.as_bytes().first().is_some_and(u8::is_ascii_digit);
         if !valid {
             return Err(Error::config(
                 "table_prefix",

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::dialect::{CallTemplates, Calls};
 use crate::dialect::{Dialect, Key, Reply, Token, pack};
 use crate::error::classify;
-use crate::migrate::{self, Embedded, migrator};
+use crate::migrate::{self, Embedded};
 use crate::options::SqlOptions;
 
 pub(crate) const BACKEND: &str = "mysql";
@@ -103,14 +103,9 @@ impl MysqlDialect {
             .await
             .map_err(err)?;
         if options.migrate() {
-            // sqlx's migrator holds GET_LOCK while it works; on failure the connection is closed
-            // so that the lock is not left on a pooled connection.
-            let mut conn = pool.acquire().await.map_err(err)?;
-            let ran = migrate::run(&migrator(MIGRATIONS, options.table_prefix()), &mut *conn).await;
-            if let Err(e) = ran {
-                conn.close_on_drop();
-                return Err(err(sqlx::Error::Migrate(Box::new(e))));
-            }
+            migrate::on_pool(&pool, MIGRATIONS, options.table_prefix())
+                .await
+                .map_err(err)?;
         }
         Ok(Self {
             pool,

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Executor, Row};
 use crate::dialect::{CallTemplates, Calls};
 use crate::dialect::{Dialect, Key, Reply, Token, lock_key};
 use crate::error::classify;
-use crate::migrate::{self, Embedded, migrator};
+use crate::migrate::{self, Embedded};
 use crate::options::SqlOptions;
 
 pub(crate) const BACKEND: &str = "postgres";
@@ -114,14 +114,9 @@ impl PgDialect {
             .await
             .map_err(err)?;
         if options.migrate() {
-            // On a dedicated pool connection: sqlx's migrator holds a session-level advisory lock
-            // while it works, so the connection is closed (not reused) if migrating fails midway.
-            let mut conn = pool.acquire().await.map_err(err)?;
-            let ran = migrate::run(&migrator(MIGRATIONS, options.table_prefix()), &mut *conn).await;
-            if let Err(e) = ran {
-                conn.close_on_drop();
-                return Err(err(sqlx::Error::Migrate(Box::new(e))));
-            }
+            migrate::on_pool(&pool, MIGRATIONS, options.table_prefix())
+                .await
+                .map_err(err)?;
         }
         Ok(Self {
             pool,
