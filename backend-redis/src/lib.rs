@@ -28,9 +28,3 @@ pub use store::RedisStore;
 
 /// The driver, for callers that need its types.
 pub use redis;
-
-/// The workspace README's examples, compiled as doctests so that they stay true (this crate's
-/// dev-dependencies include every backend the README shows).
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct WorkspaceReadme;

@@ -1,0 +1,110 @@
+//! [`SessionError`]: what the extractors and the layer answer when the session cannot be used or
+//! saved, as an HTTP response.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use session_core::{Access, Error};
+
+/// A session failure in a web request. Handlers can return it (it implements
+/// [`IntoResponse`]), and `?` converts [`session_core::Error`] into it.
+///
+/// | error | status |
+/// |---|---|
+/// | the lock was lost, or a lock-free write found the session gone: nothing was saved | 409 Conflict |
+/// | too many requests wait for this session, the lock wait timed out, the store is unreachable or timed out | 503 Service Unavailable |
+/// | anything else (bad item, corrupt data, misuse) | 500 Internal Server Error |
+///
+/// The body is a short fixed text that names no internals; the error itself is logged with
+/// `tracing` when it becomes a response.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session manager or the store failed.
+    #[error(transparent)]
+    Session(#[from] Error),
+    /// A session extractor ran on a route without [`SessionLayer`](super::SessionLayer).
+    #[error("no SessionLayer on this route: add it with Router::layer")]
+    MissingLayer,
+    /// The session was used after the layer ended it (from a task that outlived its request).
+    #[error("the request's session has already been ended")]
+    Ended,
+    /// Two extractors of one request asked for incompatible access modes (an `Exclusive` session
+    /// after a `ReadOnly` or `Concurrent` one: its lock was not taken).
+    #[error("the session was opened {opened:?} in this request and cannot be used {wanted:?}")]
+    AccessConflict {
+        /// How the session was opened.
+        opened: Access,
+        /// What the later extractor asked for.
+        wanted: Access,
+    },
+}
+
+impl SessionError {
+    /// The response status for this error (see the table above).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Session(Error::LockLost { .. } | Error::SessionGone { .. }) => {
+                StatusCode::CONFLICT
+            }
+            Self::Session(
+                Error::TooManyWaiters { .. }
+                | Error::WaitTimeout { .. }
+                | Error::Unavailable { .. }
+                | Error::Timeout { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match status {
+            StatusCode::CONFLICT => {
+                tracing::warn!(error = %self, "session changes rejected");
+                "the session was taken over by another request; this request's changes were not saved"
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(error = %self, "session not available");
+                "the session is busy or its store is unavailable; try again"
+            }
+            _ => {
+                tracing::error!(error = %self, "session error");
+                "session error"
+            }
+        };
+        (status, body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use session_core::Operation;
+
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_table() {
+        let lost = SessionError::from(Error::LockLost {
+            operation: Operation::Commit,
+        });
+        assert_eq!(lost.into_response().status(), StatusCode::CONFLICT);
+        let busy = SessionError::from(Error::WaitTimeout {
+            waited: Duration::from_secs(1),
+        });
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let full = SessionError::from(Error::TooManyWaiters { limit: 1 });
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            SessionError::MissingLayer.status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            SessionError::from(Error::NotWritable("read-only")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! [`SessionLayer`]: the tower layer that runs the session manager around each request. It reads
+//! the cookie before the handler and, after it, ends the session and sets or clears the cookie.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::http::Request;
+use axum::http::header::SET_COOKIE;
+use axum::response::{IntoResponse, Response};
+use session_core::{EndOutcome, SessionManager};
+use tower::{Layer, Service};
+
+use super::cookie::CookieOptions;
+use super::error::SessionError;
+use super::extract::{RequestSlot, State};
+
+/// Runs ASP.NET's session module for every request of the router it wraps.
+///
+/// Before the handler it reads the session cookie (a malformed value counts as none) and gives the
+/// request a session slot; the extractors ([`Session`](super::Session),
+/// [`ReadOnlySession`](super::ReadOnlySession), [`ConcurrentSession`](super::ConcurrentSession))
+/// open the session from it on first use. After the handler it ends the session with one store
+/// operation (SPEC §3: create, commit, release, remove or nothing) and then:
+///
+/// | end of the request | response |
+/// |---|---|
+/// | a new session was stored, or the id was renewed | `Set-Cookie` with the id |
+/// | the session was abandoned | `Set-Cookie` clearing the cookie |
+/// | the commit found the lock lost ([`session_core::Error::LockLost`]) | replaced by 409 Conflict: the changes were not saved |
+/// | any other failure to save | replaced by the [`SessionError`] response (503 or 500) |
+/// | otherwise | unchanged |
+///
+/// A session is saved whatever the handler's status code, as ASP.NET does for a request that
+/// completes: a handler that returns an error response after changing the session keeps those
+/// changes. A handler that **panics** (or a request whose client goes away) never reaches the end:
+/// the session is dropped, which releases its lock and writes nothing. Put
+/// `tower_http::catch_panic::CatchPanicLayer` *outside* this layer (a later `Router::layer` call)
+/// to answer 500; inside it, the panic would become an ordinary 500 response and be saved.
+#[derive(Clone)]
+pub struct SessionLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    manager: SessionManager,
+    cookie: CookieOptions,
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("manager", &self.shared.manager)
+            .field("cookie", &self.shared.cookie)
+            .finish()
+    }
+}
+
+impl SessionLayer {
+    /// A layer that opens sessions with `manager` and the default [`CookieOptions`].
+    pub fn new(manager: SessionManager) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                cookie: CookieOptions::default(),
+            }),
+        }
+    }
+
+    /// The same layer with `cookie` as the session cookie's settings.
+    pub fn with_cookie(self, cookie: CookieOptions) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager: self.shared.manager.clone(),
+                cookie,
+            }),
+        }
+    }
+
+    /// The session manager.
+    pub fn manager(&self) -> &SessionManager {
+        &self.shared.manager
+    }
+
+    /// The session cookie's settings.
+    pub fn cookie(&self) -> &CookieOptions {
+        &self.shared.cookie
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around a router or handler.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("cookie", &self.shared.cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for SessionService<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let client_id = shared.cookie.read(request.headers());
+        let slot = RequestSlot::new(shared.manager.clone(), client_id);
+        request.extensions_mut().insert(slot.clone());
+        // The clone that was driven to readiness serves this request (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            // If the handler panics or this future is dropped, `slot` is dropped with the open
+            // session, whose `Drop` releases the lock without writing.
+            let response = inner.call(request).await?;
+            Ok(finish(&slot, &shared.cookie, response).await)
+        })
+    }
+}
+
+/// Ends the request's session, if one was opened, and applies the cookie rules of the table on
+/// [`SessionLayer`].
+async fn finish(slot: &RequestSlot, cookie: &CookieOptions, mut response: Response) -> Response {
+    // Waits for the handler's last use of the session (a guard it still holds in a spawned task).
+    let state = std::mem::replace(&mut *slot.state.lock().await, State::Ended);
+    let State::Open(session) = state else {
+        return response;
+    };
+    let id = *session.id();
+    let abandoned = session.is_abandoned();
+    let new = session.is_new();
+    let header = match session.end().await {
+        Err(err) => return SessionError::from(err).into_response(),
+        Ok(EndOutcome::Removed) => cookie.clear(),
+        Ok(EndOutcome::Nothing) if abandoned && slot.client_id.is_some() => cookie.clear(),
+        Ok(EndOutcome::Created) => cookie.issue(&id),
+        // A stored session whose id changed during the request (renew_id).
+        Ok(EndOutcome::Committed | EndOutcome::Released | EndOutcome::LockWasLost)
+            if !new && slot.client_id != Some(id) =>
+        {
+            cookie.issue(&id)
+        }
+        // Nothing stored (read-only, unchanged, never written, degraded): the cookie stays as it
+        // is. An unknown id the client sent is not cleared: a parallel request may be issuing
+        // its replacement.
+        Ok(_) => None,
+    };
+    if let Some(header) = header {
+        response.headers_mut().append(SET_COOKIE, header);
+    }
+    response
+}

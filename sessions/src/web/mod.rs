@@ -1,0 +1,36 @@
+//! Sessions in axum (feature `axum`): [`SessionLayer`] runs the session manager around each
+//! request, and the extractors [`Session`] (`Exclusive`), [`ReadOnlySession`] and
+//! [`ConcurrentSession`] let each route pick its access mode.
+//!
+//! ```no_run
+//! use axum::{Router, routing::{get, post}};
+//! use sessions::web::{ReadOnlySession, Session, SessionError, SessionLayer};
+//!
+//! async fn count(session: ReadOnlySession) -> Result<String, SessionError> {
+//!     Ok(session.get::<u64>("count").await?.unwrap_or(0).to_string())
+//! }
+//!
+//! async fn increment(session: Session) -> Result<String, SessionError> {
+//!     let n = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+//!     session.insert("count", &n).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # async fn app() -> sessions::Result<Router> {
+//! let manager = sessions::open_url("memory://").await?;
+//! Ok(Router::new()
+//!     .route("/count", get(count))
+//!     .route("/increment", post(increment))
+//!     .layer(SessionLayer::new(manager)))
+//! # }
+//! ```
+
+mod cookie;
+mod error;
+mod extract;
+mod layer;
+
+pub use cookie::CookieOptions;
+pub use error::SessionError;
+pub use extract::{ConcurrentSession, ReadOnlySession, Session, SessionGuard, SessionHandle};
+pub use layer::{SessionLayer, SessionService};

@@ -1,0 +1,700 @@
+//! End to end over real HTTP: an axum app with [`SessionLayer`] on `127.0.0.1:0`, driven by a hyper
+//! client, against every store: memory always, Redis with `SESSION_TEST_REDIS_URL`, Postgres with
+//! `SESSION_TEST_POSTGRES_URL`. A store whose variable is unset is ignored with the reason, unless
+//! `SESSION_TEST_REQUIRE` names it (`redis`, `postgres`), in which case it fails (STYLE H10).
+//! Each trial uses its own application name, so runs cannot see each other's sessions.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::{Method, Request, StatusCode};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use libtest_mimic::{Failed, Trial};
+use sessions::web::{CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer};
+use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager};
+use tower_http::catch_panic::CatchPanicLayer;
+
+type TestResult = Result<(), Failed>;
+type Body = Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+fn fail(msg: impl Into<String>) -> Failed {
+    msg.into().into()
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(fail(format!($($msg)+)));
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application under test.
+
+async fn reset(session: Session) -> Result<&'static str, SessionError> {
+    session.insert("n", &0u64).await?;
+    Ok("0")
+}
+
+async fn set_n(session: Session, Path(n): Path<u64>) -> Result<String, SessionError> {
+    session.insert("n", &n).await?;
+    Ok(n.to_string())
+}
+
+/// Read, pause, write: without the exclusive lock, concurrent requests would lose updates.
+async fn increment(session: Session) -> Result<String, SessionError> {
+    let n = session.get::<u64>("n").await?.unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    session.insert("n", &(n + 1)).await?;
+    Ok((n + 1).to_string())
+}
+
+async fn read_n(session: ReadOnlySession) -> Result<String, SessionError> {
+    Ok(session.get::<u64>("n").await?.unwrap_or(0).to_string())
+}
+
+/// Writes one change in two items, with a pause between them.
+async fn write_pair(session: Session, Path(k): Path<u64>) -> Result<&'static str, SessionError> {
+    session.insert("a", &k).await?;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    session.insert("b", &k).await?;
+    Ok("ok")
+}
+
+async fn read_pair(session: ReadOnlySession) -> Result<String, SessionError> {
+    let a = session.get::<u64>("a").await?.unwrap_or(0);
+    let b = session.get::<u64>("b").await?.unwrap_or(0);
+    Ok(format!("{a},{b}"))
+}
+
+/// The message of the expected panic, which the runner keeps out of the test output.
+const PANIC: &str = "the handler failed half way";
+
+async fn panics(session: Session) -> Result<&'static str, SessionError> {
+    session.insert("n", &999u64).await?;
+    panic!("{PANIC}");
+}
+
+async fn fails(session: Session) -> Result<(StatusCode, &'static str), SessionError> {
+    session.insert("n", &42u64).await?;
+    Ok((StatusCode::INTERNAL_SERVER_ERROR, "failed"))
+}
+
+async fn slow_set(
+    session: Session,
+    Path((ms, value)): Path<(u64, String)>,
+) -> Result<&'static str, SessionError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    session.insert("x", &value).await?;
+    Ok("ok")
+}
+
+async fn read_x(session: ReadOnlySession) -> Result<String, SessionError> {
+    Ok(session.get::<String>("x").await?.unwrap_or_default())
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+    session.insert("user", &user).await?;
+    session.renew_id().await?;
+    Ok("ok")
+}
+
+async fn logout(session: Session) -> Result<&'static str, SessionError> {
+    session.abandon().await?;
+    Ok("ok")
+}
+
+async fn read_user(session: ReadOnlySession) -> Result<String, SessionError> {
+    Ok(session.get::<String>("user").await?.unwrap_or_default())
+}
+
+async fn no_session() -> &'static str {
+    "no session"
+}
+
+fn app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/reset", post(reset))
+        .route("/set-n/{n}", post(set_n))
+        .route("/incr", post(increment))
+        .route("/n", get(read_n))
+        .route("/pair/{k}", post(write_pair))
+        .route("/pair", get(read_pair))
+        .route("/panic", post(panics))
+        .route("/fail", post(fails))
+        .route("/slow/{ms}/{value}", post(slow_set))
+        .route("/x", get(read_x))
+        .route("/login/{user}", post(login))
+        .route("/logout", post(logout))
+        .route("/user", get(read_user))
+        .route("/none", get(no_session))
+        .layer(layer)
+        .layer(CatchPanicLayer::new())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server and client.
+
+struct Server {
+    addr: SocketAddr,
+    client: Client<HttpConnector, String>,
+    cookie: String,
+    manager: SessionManager,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+/// Starts the app on `url`'s store with the trial's own application name; `settings` adjusts the
+/// configuration.
+async fn serve(
+    url: &str,
+    trial: &str,
+    settings: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    cookie: CookieOptions,
+) -> Result<Server, Failed> {
+    let app_name = AppName::new(&format!(
+        "/http-tests/{trial}/{}",
+        SessionId::generate()?.expose()
+    ))?;
+    let builder = Config::builder()
+        .url(url)
+        .application_name(app_name)
+        .max_waiters_per_session(300);
+    let config = settings(builder).build()?;
+    let manager = sessions::open(&config).await?;
+    let cookie_name = cookie.name().to_owned();
+    let layer = SessionLayer::new(manager.clone()).with_cookie(cookie);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app(layer)).await {
+            eprintln!("test server stopped: {err}");
+        }
+    });
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    Ok(Server {
+        addr,
+        client,
+        cookie: cookie_name,
+        manager,
+        task,
+    })
+}
+
+async fn serve_default(url: &str, trial: &str) -> Result<Server, Failed> {
+    serve(url, trial, |b| b, CookieOptions::new()).await
+}
+
+impl Server {
+    /// Sends one request, with `cookie` as the raw value of the session cookie if given.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> Result<Reply, Failed> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(value) = cookie {
+            request = request.header(COOKIE, format!("other=1; {}={value}", self.cookie));
+        }
+        let response = self.client.request(request.body(String::new())?).await?;
+        let status = response.status();
+        let set_cookies = response
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().map(str::to_owned))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            set_cookies,
+            body: String::from_utf8(body.to_vec())?,
+        })
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>) -> Result<Reply, Failed> {
+        self.send(Method::POST, path, cookie).await
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Result<Reply, Failed> {
+        self.send(Method::GET, path, cookie).await
+    }
+
+    /// `path` must answer 200 with `body`.
+    async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: &str,
+    ) -> TestResult {
+        let reply = self.send(method.clone(), path, cookie).await?;
+        ensure!(
+            reply.status == StatusCode::OK && reply.body == body,
+            "{method} {path}: expected 200 {body:?}, got {reply:?}"
+        );
+        Ok(())
+    }
+
+    /// The session id a reply's `Set-Cookie` issues (not a clearing cookie).
+    fn issued(&self, reply: &Reply) -> Option<String> {
+        let prefix = format!("{}=", self.cookie);
+        reply.set_cookies.iter().find_map(|c| {
+            let value = c.strip_prefix(&prefix)?.split(';').next()?;
+            (!value.is_empty()).then(|| value.to_owned())
+        })
+    }
+
+    /// A fresh session with `n = 0`; returns its id.
+    async fn fresh_session(&self) -> Result<String, Failed> {
+        let reply = self.post("/reset", None).await?;
+        ensure!(reply.status == StatusCode::OK, "/reset: {reply:?}");
+        self.issued(&reply)
+            .ok_or_else(|| fail(format!("a new stored session issues a cookie: {reply:?}")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours.
+
+/// 200 concurrent `Exclusive` increments of one session end at exactly 200, each seeing a
+/// different count: the lock serializes them (without it, the read-pause-write handler loses
+/// updates).
+async fn exclusive_counter_loses_no_update(url: String) -> TestResult {
+    let server = serve_default(&url, "exclusive_counter").await?;
+    let id = server.fresh_session().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (client, addr, cookie, id) = (
+            server.client.clone(),
+            server.addr,
+            server.cookie.clone(),
+            id.clone(),
+        );
+        tasks.spawn(async move {
+            let request = Request::post(format!("http://{addr}/incr"))
+                .header(COOKIE, format!("{cookie}={id}"))
+                .body(String::new())?;
+            let response = client.request(request).await?;
+            let status = response.status();
+            let fresh_cookie = response.headers().contains_key(SET_COOKIE);
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, Failed>((status, fresh_cookie, String::from_utf8(body.to_vec())?))
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (status, fresh_cookie, body) = done??;
+        ensure!(
+            status == StatusCode::OK,
+            "an increment failed: {status} {body}"
+        );
+        ensure!(!fresh_cookie, "the session's id must not change");
+        seen.push(body.parse::<u64>()?);
+    }
+    seen.sort_unstable();
+    ensure!(
+        seen == (1..=200).collect::<Vec<_>>(),
+        "every increment must see a distinct count 0..200 (lost updates?): {seen:?}"
+    );
+    server.expect(Method::GET, "/n", Some(&id), "200").await
+}
+
+/// Read-only requests running beside exclusive writers see each write whole: a write sets `a`
+/// and `b` to the same value, and no reader ever sees them differ.
+async fn read_only_never_sees_half_a_change(url: String) -> TestResult {
+    let server = serve_default(&url, "read_only_beside_writer").await?;
+    let id = server.fresh_session().await?;
+    server
+        .expect(Method::POST, "/pair/0", Some(&id), "ok")
+        .await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..90u64 {
+        let (client, addr, cookie, id) = (
+            server.client.clone(),
+            server.addr,
+            server.cookie.clone(),
+            id.clone(),
+        );
+        // Two readers per writer, interleaved.
+        let (method, path) = if i % 3 == 0 {
+            (Method::POST, format!("/pair/{}", i / 3 + 1))
+        } else {
+            (Method::GET, "/pair".to_owned())
+        };
+        tasks.spawn(async move {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(format!("http://{addr}{path}"))
+                .header(COOKIE, format!("{cookie}={id}"))
+                .body(String::new())?;
+            let response = client.request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, Failed>((method, status, String::from_utf8(body.to_vec())?))
+        });
+    }
+    let mut reads = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (method, status, body) = done??;
+        ensure!(status == StatusCode::OK, "{method}: {status} {body}");
+        if method == Method::GET {
+            reads += 1;
+            let (a, b) = body
+                .split_once(',')
+                .ok_or_else(|| fail(format!("bad reply {body:?}")))?;
+            ensure!(a == b, "a reader saw half a change: a = {a}, b = {b}");
+            ensure!(a.parse::<u64>()? <= 30, "a value no writer wrote: {a}");
+        }
+    }
+    ensure!(reads == 60, "{reads} reads");
+    let last = server.get("/pair", Some(&id)).await?;
+    let (a, b) = last.body.split_once(',').unwrap_or_default();
+    ensure!(a == b && a != "0", "after the writers: {last:?}");
+    Ok(())
+}
+
+/// An unknown id, and any malformed or hostile cookie value, is never adopted: the request gets a
+/// fresh session whose new id the response issues, and the client's id still finds nothing.
+async fn unknown_session_id_is_replaced(url: String) -> TestResult {
+    let server = serve_default(&url, "unknown_id").await?;
+    let unknown = SessionId::generate()?.expose().to_owned();
+    let long = "a".repeat(8 * 1024);
+    let hostile = [
+        unknown.as_str(),
+        "../../etc/passwd",
+        "{app}_id",
+        "%00%7B%7D",
+        "'; DROP TABLE sessions; --",
+        "ABCDEF0123456789ABCDEF0123456789",
+        long.as_str(),
+    ];
+    for sent in hostile {
+        let reply = server.post("/incr", Some(sent)).await?;
+        ensure!(
+            reply.status == StatusCode::OK && reply.body == "1",
+            "cookie {:.40?}: a fresh session counts from 1: {reply:?}",
+            sent
+        );
+        let issued = server
+            .issued(&reply)
+            .ok_or_else(|| fail(format!("a fresh stored session issues a cookie: {reply:?}")))?;
+        ensure!(issued != sent, "the client's id was adopted");
+        SessionId::parse(&issued)?;
+        // The new id finds the session; the client's id does not.
+        server
+            .expect(Method::POST, "/incr", Some(&issued), "2")
+            .await?;
+    }
+    let probe = server
+        .manager
+        .open(Some(&unknown), Access::ReadOnly)
+        .await?;
+    ensure!(probe.is_new(), "the unknown id must not exist in the store");
+    // A request that stores nothing issues nothing, even for an unknown id.
+    let reply = server.get("/n", Some(&unknown)).await?;
+    ensure!(
+        reply.body == "0" && reply.set_cookies.is_empty(),
+        "a read-only look at an unknown id: {reply:?}"
+    );
+    Ok(())
+}
+
+/// The cookie carries the configured name, `Path` and `Domain`, `HttpOnly`, `SameSite=Lax`, and
+/// `Secure` when configured; logout clears it with the same attributes; routes without a session
+/// and sessions that store nothing set no cookie.
+async fn cookie_attributes_are_as_configured(url: String) -> TestResult {
+    let cookie = CookieOptions::new()
+        .with_name("sid_test")?
+        .with_path("/app")?
+        .with_domain(Some("example.test"))?;
+    let server = serve(&url, "cookie_attributes", |b| b, cookie).await?;
+    let reply = server.post("/reset", None).await?;
+    let id = server
+        .issued(&reply)
+        .ok_or_else(|| fail(format!("no cookie: {reply:?}")))?;
+    ensure!(
+        reply.set_cookies
+            == [format!(
+                "sid_test={id}; Path=/app; Domain=example.test; HttpOnly; Secure; SameSite=Lax"
+            )],
+        "{:?}",
+        reply.set_cookies
+    );
+    let reply = server.post("/logout", Some(&id)).await?;
+    ensure!(
+        reply.set_cookies
+            == [
+                "sid_test=; Path=/app; Domain=example.test; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
+            ],
+        "logout clears the cookie: {:?}",
+        reply.set_cookies
+    );
+    for path in ["/none", "/n", "/user"] {
+        let reply = server.get(path, None).await?;
+        ensure!(
+            reply.status == StatusCode::OK && reply.set_cookies.is_empty(),
+            "{path} stores nothing and sets no cookie: {reply:?}"
+        );
+    }
+    // Defaults, with Secure off (a plain-HTTP development host).
+    let plain = serve(
+        &url,
+        "cookie_attributes_plain",
+        |b| b,
+        CookieOptions::new().with_secure(false),
+    )
+    .await?;
+    let reply = plain.post("/reset", None).await?;
+    let id = plain
+        .issued(&reply)
+        .ok_or_else(|| fail(format!("no cookie: {reply:?}")))?;
+    ensure!(
+        reply.set_cookies == [format!("session_id={id}; Path=/; HttpOnly; SameSite=Lax")],
+        "{:?}",
+        reply.set_cookies
+    );
+    Ok(())
+}
+
+/// A handler that panics after changing its session answers 500 (CatchPanicLayer), and the
+/// session is left unlocked and unchanged: with a 60 s lock TTL and a 5 s lock wait, the next
+/// exclusive request would fail with 503 if the lock were still held.
+async fn panicking_handler_leaves_session_unlocked_and_unchanged(url: String) -> TestResult {
+    let server = serve(
+        &url,
+        "panicking_handler",
+        |b| {
+            b.lock_ttl(Duration::from_secs(60))
+                .lock_wait_timeout(Duration::from_secs(5))
+        },
+        CookieOptions::new(),
+    )
+    .await?;
+    let id = server.fresh_session().await?;
+    server
+        .expect(Method::POST, "/set-n/5", Some(&id), "5")
+        .await?;
+    let reply = server.post("/panic", Some(&id)).await?;
+    ensure!(
+        reply.status == StatusCode::INTERNAL_SERVER_ERROR && reply.set_cookies.is_empty(),
+        "a panicking handler answers 500: {reply:?}"
+    );
+    // Unlocked: this exclusive request gets the lock; unchanged: 5, not 999, before it.
+    server.expect(Method::POST, "/incr", Some(&id), "6").await?;
+    Ok(())
+}
+
+/// A handler that returns an error response still saves its changes (as ASP.NET does for a
+/// request that completes); only a panic or a dropped request discards them.
+async fn error_response_still_saves(url: String) -> TestResult {
+    let server = serve_default(&url, "error_response").await?;
+    let id = server.fresh_session().await?;
+    let reply = server.post("/fail", Some(&id)).await?;
+    ensure!(
+        reply.status == StatusCode::INTERNAL_SERVER_ERROR && reply.body == "failed",
+        "{reply:?}"
+    );
+    server.expect(Method::GET, "/n", Some(&id), "42").await
+}
+
+/// Login renews the id (session fixation): the response issues a new id that keeps the data,
+/// and the old id finds nothing. Logout abandons: the cookie is cleared and the session gone.
+async fn login_renews_id_and_logout_abandons(url: String) -> TestResult {
+    let server = serve_default(&url, "login_logout").await?;
+    let before = server.fresh_session().await?;
+    server
+        .expect(Method::POST, "/incr", Some(&before), "1")
+        .await?;
+    let reply = server.post("/login/alice", Some(&before)).await?;
+    ensure!(reply.status == StatusCode::OK, "{reply:?}");
+    let after = server
+        .issued(&reply)
+        .ok_or_else(|| fail(format!("login issues the renewed id: {reply:?}")))?;
+    ensure!(after != before, "login must renew the id");
+    server
+        .expect(Method::GET, "/user", Some(&after), "alice")
+        .await?;
+    server.expect(Method::GET, "/n", Some(&after), "1").await?;
+    server
+        .expect(Method::GET, "/user", Some(&before), "")
+        .await?;
+    server.expect(Method::GET, "/n", Some(&before), "0").await?;
+
+    let reply = server.post("/logout", Some(&after)).await?;
+    ensure!(
+        reply.status == StatusCode::OK
+            && reply.set_cookies.len() == 1
+            && reply.set_cookies[0].starts_with("session_id=; ")
+            && reply.set_cookies[0].contains("Max-Age=0"),
+        "logout clears the cookie: {reply:?}"
+    );
+    server
+        .expect(Method::GET, "/user", Some(&after), "")
+        .await?;
+    server.expect(Method::GET, "/n", Some(&after), "0").await?;
+    Ok(())
+}
+
+/// A request that outlives the lock TTL loses its lock to the next request; its commit is
+/// rejected (`LockLost`) and the layer answers 409 instead of the handler's 200. The newer write
+/// stands.
+async fn lock_lost_commit_becomes_409(url: String) -> TestResult {
+    let server = serve(
+        &url,
+        "lock_lost",
+        |b| {
+            b.lock_ttl(Duration::from_millis(400))
+                .lock_wait_timeout(Duration::from_secs(10))
+                .poll_interval(Duration::from_millis(50))
+        },
+        CookieOptions::new(),
+    )
+    .await?;
+    let id = server.fresh_session().await?;
+    let slow = {
+        let (client, addr, cookie, id) = (
+            server.client.clone(),
+            server.addr,
+            server.cookie.clone(),
+            id.clone(),
+        );
+        tokio::spawn(async move {
+            let request = Request::post(format!("http://{addr}/slow/2500/slow"))
+                .header(COOKIE, format!("{cookie}={id}"))
+                .body(String::new())?;
+            let response = client.request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, Failed>((status, String::from_utf8(body.to_vec())?))
+        })
+    };
+    // Well past the lock TTL, while the slow request still holds the lock.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    server
+        .expect(Method::POST, "/slow/0/fast", Some(&id), "ok")
+        .await?;
+    let (status, body) = slow.await??;
+    ensure!(
+        status == StatusCode::CONFLICT,
+        "the slow request's commit must be rejected with 409: {status} {body}"
+    );
+    server.expect(Method::GET, "/x", Some(&id), "fast").await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runner.
+
+type Behaviour = fn(String) -> Body;
+
+macro_rules! behaviours {
+    ($($f:ident),* $(,)?) => {
+        [$((stringify!($f), (|url| Box::pin($f(url))) as Behaviour)),*]
+    };
+}
+
+fn behaviours() -> Vec<(&'static str, Behaviour)> {
+    behaviours![
+        exclusive_counter_loses_no_update,
+        read_only_never_sees_half_a_change,
+        unknown_session_id_is_replaced,
+        cookie_attributes_are_as_configured,
+        panicking_handler_leaves_session_unlocked_and_unchanged,
+        error_response_still_saves,
+        login_renews_id_and_logout_abandons,
+        lock_lost_commit_becomes_409,
+    ]
+    .to_vec()
+}
+
+fn run(body: Body) -> TestResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match tokio::time::timeout(Duration::from_secs(180), body).await {
+            Ok(result) => result,
+            Err(_) => Err(fail("the trial did not finish within 180 s")),
+        }
+    })
+}
+
+/// The trials of one store: every behaviour, or, without its URL, ignored trials (or one failing
+/// trial when `SESSION_TEST_REQUIRE` names the store).
+fn store(backend: &str, url: Result<String, &'static str>) -> Vec<Trial> {
+    match url {
+        Ok(url) => behaviours()
+            .into_iter()
+            .map(|(name, f)| {
+                let url = url.clone();
+                Trial::test(format!("{backend}::{name}"), move || run(f(url)))
+            })
+            .collect(),
+        Err(var) => {
+            let required = std::env::var("SESSION_TEST_REQUIRE").unwrap_or_default();
+            if required.split(',').any(|b| b.trim() == backend) {
+                let message =
+                    format!("SESSION_TEST_REQUIRE names {backend:?}, but {var} is not set");
+                return vec![Trial::test(format!("{backend}::configured"), move || {
+                    Err(message.into())
+                })];
+            }
+            behaviours()
+                .into_iter()
+                .map(|(name, _)| {
+                    Trial::test(format!("{backend}::{name}"), || Ok(()))
+                        .with_ignored_flag(true)
+                        .with_kind(format!("{var} is not set"))
+                })
+                .collect()
+        }
+    }
+}
+
+fn env_url(var: &'static str) -> Result<String, &'static str> {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or(var)
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = libtest_mimic::Arguments::from_args();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<String>().map(String::as_str) != Some(PANIC) {
+            default_hook(info);
+        }
+    }));
+    // Each trial runs its own server and 200 clients; two at a time suit a 2-core machine.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(2);
+    }
+    let mut trials = store("memory", Ok("memory://".to_owned()));
+    trials.extend(store("redis", env_url("SESSION_TEST_REDIS_URL")));
+    trials.extend(store("postgres", env_url("SESSION_TEST_POSTGRES_URL")));
+    libtest_mimic::run(&args, trials).exit_code()
+}
