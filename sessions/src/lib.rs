@@ -4,10 +4,10 @@
 //!
 //! - `open`: [`connect`], [`open`], [`open_url`], [`open_attributes`]: from a configuration to a
 //!   store or a manager, with a clear error for a backend whose feature is off.
-//! - [`web`] (feature `axum`): the tower layer, the extractors, the session cookie and the error
+//! - `web` (feature `axum`): the tower layer, the extractors, the session cookie and the error
 //!   responses.
 //! - The re-exports: everything of `session_core` at the root, and each compiled-in backend crate
-//!   as a module ([`memory`], [`redis`], [`sql`]).
+//!   as a module (`memory`, `redis`, `sql`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod open;

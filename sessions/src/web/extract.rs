@@ -181,7 +181,7 @@ impl SessionHandle {
     /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session,
     /// [`session_core::Error::InvalidName`], [`session_core::Error::Encode`],
     /// [`session_core::Error::SessionTooLarge`].
-    pub async fn insert<T: Serialize + ?Sized>(
+    pub async fn insert<T: Serialize + Sync + ?Sized>(
         &self,
         name: &str,
         value: &T,
