@@ -253,6 +253,7 @@ mod tests {
 
 /// The statement that calls each operation's stored routine, per dialect, before the table prefix
 /// is spliced in (Postgres and MySQL install one routine per operation).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 #[derive(Debug)]
 pub(crate) struct CallTemplates {
     pub(crate) read: &'static str,
@@ -269,6 +270,7 @@ pub(crate) struct CallTemplates {
 }
 
 /// [`CallTemplates`] with the table prefix spliced in, once, at connect.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 #[derive(Debug)]
 pub(crate) struct Calls {
     pub(crate) read: String,
@@ -284,6 +286,7 @@ pub(crate) struct Calls {
     pub(crate) purge: String,
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 impl Calls {
     pub(crate) fn new(prefix: &str, t: &CallTemplates) -> Self {
         let p = |s: &str| crate::migrate::with_prefix(s, prefix);

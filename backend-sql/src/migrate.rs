@@ -56,6 +56,7 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 /// migrator holds a database-level lock while it works (a session advisory lock, `GET_LOCK`), so
 /// several processes may start at once; if migrating fails midway the connection is closed rather
 /// than returned to the pool, so the lock is never left behind on a pooled connection.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn on_pool<DB>(
     pool: &sqlx::Pool<DB>,
     files: &[Embedded],
