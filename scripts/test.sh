@@ -31,6 +31,16 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+echo "== sessions: each backend feature alone, none, and all (the facade's features stay separate)"
+for features in "" memory redis postgres sqlite mysql axum; do
+    cargo clippy --locked --quiet -p sessions --no-default-features ${features:+--features "$features"} -- -D warnings
+done
+cargo clippy --locked --quiet -p sessions --all-features --all-targets -- -D warnings
+if cargo tree --locked -p sessions -e normal --prefix none | grep -qE '^(sqlx|redis) '; then
+    echo "sessions with default features must not pull in sqlx or redis" >&2
+    exit 1
+fi
+
 echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 

@@ -19,7 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use libtest_mimic::{Failed, Trial};
-use sessions::web::{CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer};
+use sessions::web::{
+    ConcurrentSession, CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer,
+};
 use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -118,6 +120,27 @@ async fn read_user(session: ReadOnlySession) -> Result<String, SessionError> {
     Ok(session.get::<String>("user").await?.unwrap_or_default())
 }
 
+/// Lock-free: sets its own item after `ms`; concurrent requests neither wait nor overwrite each
+/// other's items.
+async fn mark(
+    session: ConcurrentSession,
+    Path((i, ms)): Path<(u64, u64)>,
+) -> Result<&'static str, SessionError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    session.insert(&format!("m{i}"), &i).await?;
+    Ok("ok")
+}
+
+async fn count_marks(session: ReadOnlySession) -> Result<String, SessionError> {
+    let guard = session.lock().await?;
+    Ok(guard
+        .names()
+        .iter()
+        .filter(|n| n.starts_with('m'))
+        .count()
+        .to_string())
+}
+
 async fn no_session() -> &'static str {
     "no session"
 }
@@ -137,6 +160,8 @@ fn app(layer: SessionLayer) -> Router {
         .route("/login/{user}", post(login))
         .route("/logout", post(logout))
         .route("/user", get(read_user))
+        .route("/mark/{i}/{ms}", post(mark))
+        .route("/marks", get(count_marks))
         .route("/none", get(no_session))
         .layer(layer)
         .layer(CatchPanicLayer::new())
@@ -607,6 +632,61 @@ async fn lock_lost_commit_becomes_409(url: String) -> TestResult {
     server.expect(Method::GET, "/x", Some(&id), "fast").await
 }
 
+/// `Concurrent` routes take no lock: a fast request finishes while a slow one of the same session
+/// is still running (an exclusive route would wait for it), and their writes merge per item, so
+/// none of 20 concurrent requests' items is lost.
+async fn concurrent_routes_neither_wait_nor_lose_items(url: String) -> TestResult {
+    let server = serve_default(&url, "concurrent_routes").await?;
+    let id = server.fresh_session().await?;
+    let slow = {
+        let (client, addr, cookie, id) = (
+            server.client.clone(),
+            server.addr,
+            server.cookie.clone(),
+            id.clone(),
+        );
+        tokio::spawn(async move {
+            let request = Request::post(format!("http://{addr}/mark/0/1500"))
+                .header(COOKIE, format!("{cookie}={id}"))
+                .body(String::new())?;
+            Ok::<_, Failed>(client.request(request).await?.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server
+        .expect(Method::POST, "/mark/1/0", Some(&id), "ok")
+        .await?;
+    ensure!(
+        !slow.is_finished(),
+        "a concurrent request must not wait for another concurrent request of its session"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 2..=20u64 {
+        let (client, addr, cookie, id) = (
+            server.client.clone(),
+            server.addr,
+            server.cookie.clone(),
+            id.clone(),
+        );
+        tasks.spawn(async move {
+            let request = Request::post(format!("http://{addr}/mark/{i}/{}", i % 3))
+                .header(COOKIE, format!("{cookie}={id}"))
+                .body(String::new())?;
+            Ok::<_, Failed>(client.request(request).await?.status())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let status = done??;
+        ensure!(
+            status == StatusCode::OK,
+            "a concurrent mark failed: {status}"
+        );
+    }
+    let status = slow.await??;
+    ensure!(status == StatusCode::OK, "the slow mark failed: {status}");
+    server.expect(Method::GET, "/marks", Some(&id), "21").await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runner.
 
@@ -628,6 +708,7 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         error_response_still_saves,
         login_renews_id_and_logout_abandons,
         lock_lost_commit_becomes_409,
+        concurrent_routes_neither_wait_nor_lose_items,
     ]
     .to_vec()
 }
