@@ -136,8 +136,9 @@ impl SessionHandle {
     }
 
     /// Locks the session for direct use of the core [`session_core::Session`] API (several
-    /// changes under one lock, `is_initial_access`, `data`, ...). Do not hold it across the end of
-    /// the request: the layer waits for it before ending the session.
+    /// changes under one lock, `is_initial_access`, `data`, ...). While it is held, the other
+    /// methods of this handle (and of its clones) wait for it, so drop it before calling them; and
+    /// do not keep it past the handler: the layer waits for it before ending the session.
     ///
     /// # Errors
     /// [`SessionError::Ended`] after the layer has ended the session.
