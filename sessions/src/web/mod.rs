@@ -2,6 +2,11 @@
 //! request, and the extractors [`Session`] (`Exclusive`), [`ReadOnlySession`] and
 //! [`ConcurrentSession`] let each route pick its access mode.
 //!
+//! The extractors are handles on the request's [`sessions::Session`](crate::Session) (the core
+//! session, which [`SessionHandle::lock`] exposes): the layer owns it and ends it after the
+//! handler, so handlers never call `end` themselves. A panicking handler's session is released
+//! unsaved; see [`SessionLayer`] for the whole end-of-request table.
+//!
 //! ```no_run
 //! use axum::{Router, routing::{get, post}};
 //! use sessions::web::{ReadOnlySession, Session, SessionError, SessionLayer};
