@@ -10,7 +10,7 @@ use moka::ops::compute::Op;
 use session_core::SessionKey;
 
 use crate::record::Fate;
-use crate::store::Shared;
+use crate::store::{Claimed, Shared};
 
 /// Sessions by the deadline they had when last scheduled: a lazy index. A session is scheduled
 /// when it is stored under a key (`create`, `change_id`), not on every access: sliding would
@@ -67,20 +67,25 @@ impl Shared {
             self.cache
                 .entry_by_ref(&key)
                 .and_compute_with(|entry| {
+                    // Claimed before reading the clock, like every compute (`Shared::compute`).
+                    let mut present = Claimed::take(entry.map(|e| e.into_value()));
                     let now = Instant::now();
-                    let op = match entry.map(|e| e.into_value()) {
+                    present.judge(now);
+                    let op = match (present.live(), present.record()) {
                         // Gone already (removed, moved, or evicted by moka).
-                        None => Op::Nop,
+                        (_, None) => Op::Nop,
                         // Slid meanwhile: look again at its new deadline, unless this entry is stale
                         // (a newer entry exists, or the session under this key is a new one).
-                        Some(record) if record.is_live(now) => {
+                        (Some(record), _) => {
+                            let expires_at = record.expires_at();
                             if record.slot.get() == Some(at) {
-                                record.slot.set(record.expires_at);
-                                slid_to = Some(record.expires_at);
+                                record.slot.set(expires_at);
+                                slid_to = Some(expires_at);
                             }
+                            present.restore();
                             Op::Nop
                         }
-                        Some(record) => {
+                        (None, Some(record)) => {
                             record.set_fate(Fate::Expired);
                             Op::Remove
                         }

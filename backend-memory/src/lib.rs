@@ -7,8 +7,10 @@
 //!   operation one atomic step (including the two-key step of `change_id`).
 //! - `ops`: the [`SessionStore`](session_core::SessionStore) operations, one decision each;
 //!   `change_id`, the one that spans two keys, in its own file.
-//! - `record`: what the cache holds per session (an immutable version with its own deadline, its
-//!   lock and how its last lock ended) and the moka `Expiry` that evicts it at that deadline.
+//! - `record`: what the cache holds per session (a version with its own deadline, its lock and
+//!   how its last lock ended; immutable but for the deadline, which `read` and `touch` slide in
+//!   place under the claim protocol of `record::Deadline`) and the moka `Expiry` that evicts it at
+//!   that deadline.
 //! - `signals`: the release signal and the expiry events, fed by moka's eviction listener.
 //! - `deadlines`: the expiry sweep, which finds sessions past their deadline within one
 //!   maintenance interval (moka's own eviction is accurate only to about a second).

@@ -2,9 +2,11 @@
 //! one moka per-key compute (`Shared::compute`): it sees the live version of the session, returns
 //! the step to apply and the outcome to report, and nothing else can touch that key in between.
 //! Release signals are sent after the compute returns, so that a woken waiter sees the change.
+//! `read` and `touch` first try without a compute: when all they change is the deadline, they
+//! slide it in place (`Record::slide`), which every compute's claim keeps atomic with it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use session_core::{
@@ -14,7 +16,7 @@ use session_core::{
 };
 
 use crate::change_id;
-use crate::record::{Lock, Record, Settled};
+use crate::record::{Lock, Record, Settled, Slide};
 use crate::store::{BACKEND, MemoryStore, Step};
 
 #[async_trait]
@@ -32,7 +34,13 @@ impl SessionStore for MemoryStore {
             .with_release_signal()
     }
 
+    /// Lock-free when the read changes nothing but the deadline: one cache fetch and an in-place
+    /// slide. A version that a compute holds, and the first read of an uninitialized session (whose
+    /// flag only a compute clears, so that exactly one read reports it), go through one compute.
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
+        if let Some(outcome) = self.read_in_place(key).await {
+            return Ok(outcome);
+        }
         self.inner()
             .compute(key, Operation::Read, |current, now| {
                 let Some(record) = current else {
@@ -204,6 +212,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
+        if let Some(outcome) = self.touch_in_place(key).await {
+            return Ok(outcome);
+        }
         self.inner()
             .compute(key, Operation::Touch, |current, now| match current {
                 None => (Step::Keep, TouchOutcome::Missing),
@@ -272,6 +283,48 @@ impl SessionStore for MemoryStore {
 
     async fn expiry_events(&self) -> Result<ExpiryEvents> {
         Ok(ExpiryEvents::new(self.inner().signals.subscribe_events()))
+    }
+}
+
+impl MemoryStore {
+    /// `read` without a cache write: fetches the version and slides its deadline in place
+    /// ([`Record::slide`]). `None` when a compute must decide instead: the version is claimed by
+    /// one (being replaced, or replaced already), or it is unlocked with the initialize flag set,
+    /// which only a compute clears (in the next version), so that exactly one read reports it.
+    async fn read_in_place(&self, key: &SessionKey) -> Option<ReadOutcome> {
+        let shared = self.inner();
+        // Before the fetch: moka's expiry, extended by the fetch, then covers the slid deadline.
+        let now = Instant::now();
+        let Some(record) = shared.cache.get(key).await else {
+            // Absent, or past moka's expiry (which is past the session's deadline).
+            return Some(ReadOutcome::Missing);
+        };
+        if record.lock.is_none() && record.initialize {
+            return None;
+        }
+        match record.slide(now) {
+            Slide::Claimed => None,
+            Slide::Expired => Some(ReadOutcome::Missing),
+            Slide::Slid => Some(match record.lock {
+                Some(lock) => ReadOutcome::Locked(lock.info(now)),
+                None => ReadOutcome::Found(record.snapshot()),
+            }),
+        }
+    }
+
+    /// `touch` without a cache write, as [`MemoryStore::read_in_place`]; `None` when the version
+    /// is claimed by a compute.
+    async fn touch_in_place(&self, key: &SessionKey) -> Option<TouchOutcome> {
+        let shared = self.inner();
+        let now = Instant::now();
+        let Some(record) = shared.cache.get(key).await else {
+            return Some(TouchOutcome::Missing);
+        };
+        match record.slide(now) {
+            Slide::Claimed => None,
+            Slide::Expired => Some(TouchOutcome::Missing),
+            Slide::Slid => Some(TouchOutcome::Touched),
+        }
     }
 }
 
@@ -472,5 +525,176 @@ mod tests {
         ));
         found(&store, &k).await;
         assert!(!store.capabilities().purge_expired);
+    }
+
+    /// The version in the cache for `k` (no slide: a bare fetch).
+    async fn version(store: &MemoryStore, k: &SessionKey) -> Arc<Record> {
+        store.shared.cache.get(k).await.expect("in the cache")
+    }
+
+    #[tokio::test]
+    async fn read_and_touch_slide_in_place_without_a_new_version() {
+        let store = MemoryStore::new();
+        let k = key();
+        // Initialized: the first read has no flag to clear either.
+        store.create(&k, &Items::new(), LONG, true).await.unwrap();
+        let before = version(&store, &k).await;
+        let deadline = before.expires_at();
+        let start = Instant::now();
+        found(&store, &k).await;
+        assert_eq!(store.touch(&k).await.unwrap(), TouchOutcome::Touched);
+        let after = version(&store, &k).await;
+        assert!(Arc::ptr_eq(&before, &after), "no cache write");
+        assert!(after.expires_at() >= start + LONG, "slid");
+        assert!(after.expires_at() >= deadline);
+
+        // Locked: slid in place too, and reported with the holder.
+        let token = locked(&store, &k).await;
+        let held = version(&store, &k).await;
+        let start = Instant::now();
+        assert!(matches!(
+            store.read(&k).await.unwrap(),
+            ReadOutcome::Locked(info) if info.token == token
+        ));
+        assert!(Arc::ptr_eq(&held, &version(&store, &k).await));
+        assert!(held.expires_at() >= start + LONG);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_version_is_never_slid_in_place() {
+        let store = MemoryStore::new();
+        let k = key();
+        store.create(&k, &Items::new(), LONG, false).await.unwrap();
+        let old = version(&store, &k).await;
+        // A compute that keeps the version hands it back: it still slides in place.
+        let stranger = LockToken::generate().unwrap();
+        let lost = store
+            .commit(&k, stranger, &Delta::new(), LONG)
+            .await
+            .unwrap();
+        assert_eq!(lost, CommitOutcome::LockLost);
+        assert_eq!(old.slide(Instant::now()), Slide::Slid);
+        // One that replaces it leaves it claimed: a reader still holding it must ask a compute,
+        // and its slide lands on the new version.
+        locked(&store, &k).await;
+        let new = version(&store, &k).await;
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(old.slide(Instant::now()), Slide::Claimed);
+        assert_eq!(new.slide(Instant::now()), Slide::Slid);
+        // Removed: claimed as well.
+        store.delete(&k).await.unwrap();
+        assert_eq!(new.slide(Instant::now()), Slide::Claimed);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_finds_a_session_expired_ends_it_for_good() {
+        // No sweep during the test: the expired version stays in the cache.
+        let store = MemoryStore::with_options(
+            crate::MemoryOptions::new().with_maintenance_interval(Duration::from_secs(3600)),
+        );
+        let k = key();
+        let short = Duration::from_millis(50);
+        store.create(&k, &Items::new(), short, false).await.unwrap();
+        let old = version(&store, &k).await;
+        tokio::time::sleep(short + Duration::from_millis(30)).await;
+        assert!(matches!(
+            store.read(&k).await.unwrap(),
+            ReadOutcome::Missing
+        ));
+        // A slower reader with an instant from before the deadline cannot revive it.
+        let before_deadline = old.expires_at() - Duration::from_millis(1);
+        assert_eq!(old.slide(before_deadline), Slide::Claimed);
+        assert_eq!(store.touch(&k).await.unwrap(), TouchOutcome::Missing);
+        let fresh = store.create(&k, &Items::new(), LONG, true).await.unwrap();
+        assert_eq!(fresh, CreateOutcome::Created);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn initialize_is_reported_exactly_once_under_concurrent_reads_and_acquires() {
+        let store = MemoryStore::new();
+        for _ in 0..200 {
+            let k = key();
+            store.create(&k, &Items::new(), LONG, false).await.unwrap();
+            let tasks: Vec<_> = (0..6)
+                .map(|i| {
+                    let (store, k) = (store.clone(), k.clone());
+                    tokio::spawn(async move {
+                        let mut reported = 0;
+                        for _ in 0..4 {
+                            let initialize = if i == 0 {
+                                let token = LockToken::generate().unwrap();
+                                let outcome = store.acquire(&k, token, LONG).await.unwrap();
+                                let AcquireOutcome::Acquired(snapshot) = outcome else {
+                                    continue;
+                                };
+                                store.release(&k, token).await.unwrap();
+                                snapshot.initialize
+                            } else {
+                                match store.read(&k).await.unwrap() {
+                                    ReadOutcome::Found(snapshot) => snapshot.initialize,
+                                    ReadOutcome::Locked(_) => false,
+                                    other => panic!("the session vanished: {other:?}"),
+                                }
+                            };
+                            reported += usize::from(initialize);
+                        }
+                        reported
+                    })
+                })
+                .collect();
+            let mut reported = 0;
+            for task in tasks {
+                reported += task.await.unwrap();
+            }
+            assert_eq!(reported, 1, "the initialize flag is reported exactly once");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_read_slide_is_lost_to_a_concurrent_compute() {
+        // Every read that returns has slid the session to at least its start + timeout, and the
+        // computes racing it (write_concurrent, acquire, release; all with the same timeout) can
+        // only move the deadline on from there: a version built from a deadline taken before the
+        // slide would show up here as an earlier deadline.
+        let store = MemoryStore::new();
+        let k = key();
+        store.create(&k, &Items::new(), LONG, false).await.unwrap();
+        let writer = {
+            let (store, k) = (store.clone(), k.clone());
+            tokio::spawn(async move {
+                let delta = Delta::new().with_set("n", value(b"1"));
+                for _ in 0..2000 {
+                    store.write_concurrent(&k, &delta, LONG).await.unwrap();
+                    let token = LockToken::generate().unwrap();
+                    store.acquire(&k, token, LONG).await.unwrap();
+                    store.release(&k, token).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let reader = {
+            let (store, k) = (store.clone(), k.clone());
+            tokio::spawn(async move {
+                // The latest deadline a returned read has promised; no version may fall short of it.
+                let mut promised = Instant::now();
+                for _ in 0..4000 {
+                    let start = Instant::now();
+                    if matches!(store.read(&k).await.unwrap(), ReadOutcome::Missing) {
+                        panic!("the session vanished");
+                    }
+                    promised = promised.max(start + LONG);
+                    let now = version(&store, &k).await.expires_at();
+                    assert!(
+                        now >= promised,
+                        "a read's slide was lost: {:?} short",
+                        promised - now
+                    );
+                }
+                promised
+            })
+        };
+        writer.await.unwrap();
+        let promised = reader.await.unwrap();
+        assert!(version(&store, &k).await.expires_at() >= promised);
     }
 }

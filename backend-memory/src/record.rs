@@ -1,7 +1,7 @@
 //! What the cache stores per session, and how moka learns each entry's own expiry.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -59,22 +59,26 @@ impl Settled {
     }
 }
 
-/// One version of a session. Versions are immutable once in the cache: every change stores a new
-/// `Arc<Record>` through moka's per-key compute, which is what makes each operation atomic.
+/// One version of a session. Versions are immutable once in the cache, except for their deadline
+/// ([`Deadline`]): every change stores a new `Arc<Record>` through moka's per-key compute, which is
+/// what makes each operation atomic, while a `read` or `touch` that changes nothing but the deadline
+/// slides it in place, without a cache write (see [`Deadline`] for how the two stay atomic).
 #[derive(Debug)]
 pub(crate) struct Record {
     /// Shared with every snapshot handed out; replaced (copy on write) only by a non-empty delta.
     pub(crate) items: Arc<Items>,
-    /// The session's own idle timeout; every access slides `expires_at` by it.
+    /// The session's own idle timeout; every access slides the deadline by it.
     pub(crate) timeout: Duration,
     /// Past this instant the session does not exist for any operation, whether or not moka has
-    /// evicted it yet.
-    pub(crate) expires_at: Instant,
+    /// evicted it yet. Slid in place by `read` and `touch`; claimed by every per-key compute.
+    deadline: Deadline,
     pub(crate) lock: Option<Lock>,
     /// How the last lock ended; kept across later acquisitions, replaced by the next commit or
     /// release, so that a retry of that commit or release is recognised.
     pub(crate) settled: Option<Settled>,
-    /// Created uninitialized and not yet returned by a `read`/`acquire` (SPEC §2 rule 3).
+    /// Created uninitialized and not yet returned by a `read`/`acquire` (SPEC §2 rule 3). Never
+    /// changed in place: only a compute clears it, in the next version, so that it is reported
+    /// exactly once; the in-place `read` leaves a version that has it set to the compute.
     pub(crate) initialize: bool,
     /// What the removal of this version from the cache means ([`Fate`]). Every step that removes or
     /// replaces a version sets it just before, so the last decision wins. The eviction listener
@@ -83,6 +87,67 @@ pub(crate) struct Record {
     /// When the expiry sweep will look at this session (shared by all its versions; a new session
     /// under the same key gets a new one). A sweep entry whose time is not the slot's is stale.
     pub(crate) slot: Arc<Slot>,
+}
+
+/// The deadline of one version, as nanoseconds since [`epoch`], in one atomic word whose top bit
+/// ([`Deadline::CLAIMED`]) says that the version may no longer be slid in place.
+///
+/// The protocol that keeps in-place slides atomic with the per-key computes:
+///
+/// - Every compute **claims** the version it finds (`fetch_or` of the bit) *before* reading the
+///   clock, decides on the deadline it took out, and then either **restores** it (a step that keeps
+///   the version) or leaves it claimed (the version is replaced, removed or found expired). Computes
+///   on one key are serialized by moka, so the claim only ever meets an unclaimed word, or one left
+///   claimed by a version that is dead, or by a compute that was cancelled before moka applied its
+///   step; in the last case the low bits are still the version's deadline, so the next compute
+///   just takes it over.
+/// - An in-place slide ([`Record::slide`]) is a compare-and-swap from an unclaimed, live deadline
+///   to `now + timeout`. It fails on a claimed word, and the caller falls back to a compute.
+/// - Whoever finds an unclaimed deadline past `now` claims it (the version is dead from then on),
+///   so that no slower reader with an older `now` can revive a session that an operation has
+///   already reported gone.
+///
+/// So a slide either happens before a compute's claim, which then sees it (and whose own `now` is
+/// later than the slider's, as it reads the clock after claiming), or fails and retries through the
+/// compute: no slide is lost under a new version, and no version is slid after it was replaced.
+#[derive(Debug)]
+struct Deadline(AtomicU64);
+
+/// The origin of [`Deadline`] values: the first time a store (or a deadline) asked for it.
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `at` in nanoseconds since [`epoch`], saturating at both ends (an instant before the epoch is 0;
+/// one more than 292 years after it is the largest unclaimed value).
+fn nanos(at: Instant) -> u64 {
+    let since = at.saturating_duration_since(epoch()).as_nanos();
+    u64::try_from(since).map_or(Deadline::VALUE, |n| n.min(Deadline::VALUE))
+}
+
+impl Deadline {
+    const CLAIMED: u64 = 1 << 63;
+    const VALUE: u64 = Self::CLAIMED - 1;
+
+    fn new(at: Instant) -> Self {
+        Self(AtomicU64::new(nanos(at)))
+    }
+
+    fn at(value: u64) -> Instant {
+        epoch() + Duration::from_nanos(value & Self::VALUE)
+    }
+}
+
+/// What an in-place slide ([`Record::slide`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slide {
+    /// The version is current and live; its deadline is now at least `now + timeout`.
+    Slid,
+    /// The version is past its deadline, and now claimed as dead.
+    Expired,
+    /// A compute holds or replaced this version: decide through a compute.
+    Claimed,
 }
 
 /// The time of a session's one live entry in the sweep's index (`deadlines`), if it has one.
@@ -136,7 +201,7 @@ impl Record {
         Self {
             items,
             timeout,
-            expires_at: deadline(now, timeout),
+            deadline: Deadline::new(deadline(now, timeout)),
             lock: None,
             settled: None,
             initialize,
@@ -145,8 +210,62 @@ impl Record {
         }
     }
 
-    pub(crate) fn is_live(&self, now: Instant) -> bool {
-        self.expires_at > now
+    /// The version's deadline (claimed or not). Exact only while nothing slides it: inside a
+    /// compute, or for a version not yet in the cache.
+    pub(crate) fn expires_at(&self) -> Instant {
+        Deadline::at(self.deadline.0.load(Ordering::Acquire))
+    }
+
+    /// Whether the version is unclaimed and live at `now`, without claiming it (moka's expiry
+    /// policy asks this).
+    fn is_open(&self, now: Instant) -> bool {
+        let value = self.deadline.0.load(Ordering::Acquire);
+        value & Deadline::CLAIMED == 0 && value > nanos(now)
+    }
+
+    /// Claims the version for a compute (see [`Deadline`]): no in-place slide succeeds until
+    /// [`Record::restore`]. Returns the deadline it had, slides included. Called before the compute
+    /// reads the clock.
+    pub(crate) fn claim(&self) -> Instant {
+        Deadline::at(
+            self.deadline
+                .0
+                .fetch_or(Deadline::CLAIMED, Ordering::AcqRel),
+        )
+    }
+
+    /// Ends a claim whose compute kept this live version: `deadline` is what [`Record::claim`]
+    /// returned. Nothing else writes a claimed word, so this is a plain store.
+    pub(crate) fn restore(&self, deadline: Instant) {
+        self.deadline.0.store(nanos(deadline), Ordering::Release);
+    }
+
+    /// Slides the deadline in place to `now + timeout` if the version is unclaimed and live at
+    /// `now` (the lock-free path of `read` and `touch`; see [`Deadline`]). `now` must be read
+    /// before the version was fetched from the cache, so that moka's expiry (extended by that
+    /// fetch, see [`SessionExpiry`]) covers the new deadline.
+    pub(crate) fn slide(&self, now: Instant) -> Slide {
+        let now_nanos = nanos(now);
+        let slid = nanos(deadline(now, self.timeout));
+        let cell = &self.deadline.0;
+        let mut current = cell.load(Ordering::Acquire);
+        loop {
+            let next = if current & Deadline::CLAIMED != 0 {
+                return Slide::Claimed;
+            } else if current <= now_nanos {
+                current | Deadline::CLAIMED
+            } else if slid <= current {
+                // Slid as far already (by a concurrent read with a later `now`).
+                return Slide::Slid;
+            } else {
+                slid
+            };
+            match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if next & Deadline::CLAIMED != 0 => return Slide::Expired,
+                Ok(_) => return Slide::Slid,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// The next version: the same session with its expiry slid by its stored timeout.
@@ -154,7 +273,7 @@ impl Record {
         Self {
             items: Arc::clone(&self.items),
             timeout: self.timeout,
-            expires_at: deadline(now, self.timeout),
+            deadline: Deadline::new(deadline(now, self.timeout)),
             lock: self.lock,
             settled: self.settled.clone(),
             initialize: self.initialize,
@@ -168,7 +287,7 @@ impl Record {
         let mut next = self.successor(now);
         next.items = self.apply(delta);
         next.timeout = timeout;
-        next.expires_at = deadline(now, timeout);
+        next.deadline = Deadline::new(deadline(now, timeout));
         next
     }
 
@@ -205,14 +324,17 @@ impl Record {
     }
 }
 
-/// Tells moka each entry's remaining lifetime from the entry's own `expires_at` (plus `grace`), on
-/// create, update and read alike, so that moka evicts every session at its own sliding deadline.
+/// Tells moka each entry's remaining lifetime from the entry's own deadline (plus `grace`), on
+/// create and update, so that moka evicts every session at its own sliding deadline. On a read of a
+/// live, unclaimed version it makes room for the in-place slide that may follow (`read`, `touch`):
+/// at least `timeout + grace` from the read, which covers `now + timeout` for a `now` read before
+/// the fetch. A read of a claimed or expired version changes nothing.
 ///
 /// Why the grace: moka's timer wheel evicts up to about a second late, and an entry that moka
 /// considers expired is invisible to a compute, items and all. So the store's own sweep (see
 /// `deadlines`) removes an expired session within a maintenance interval and reports it, while
 /// moka still shows it; moka's eviction is the fallback when no sweep ran (no tokio runtime). Every
-/// operation treats a session past `expires_at` as absent whether or not either has removed it.
+/// operation treats a session past its deadline as absent whether or not either has removed it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SessionExpiry {
     pub(crate) grace: Duration,
@@ -220,8 +342,28 @@ pub(crate) struct SessionExpiry {
 
 impl SessionExpiry {
     fn remaining(&self, value: &Record, at: Instant) -> Option<Duration> {
-        let remaining = value.expires_at.saturating_duration_since(at);
+        let remaining = value.expires_at().saturating_duration_since(at);
         Some(remaining.saturating_add(self.grace))
+    }
+
+    /// On a read: leaves moka's timer alone while it already covers a slide from `read_at` with
+    /// half the grace to spare (most reads of a busy session), so that moka does not reschedule
+    /// its timer on every read; else moves it to `timeout + grace` from `read_at`.
+    fn after_read(
+        &self,
+        value: &Record,
+        read_at: Instant,
+        current: Option<Duration>,
+    ) -> Option<Duration> {
+        if !value.is_open(read_at) {
+            return current;
+        }
+        let wanted = value.timeout.saturating_add(self.grace);
+        let enough = value.timeout.saturating_add(self.grace / 2);
+        match current {
+            Some(left) if left >= enough => current,
+            _ => Some(wanted),
+        }
     }
 }
 
@@ -240,10 +382,10 @@ impl Expiry<SessionKey, Arc<Record>> for SessionExpiry {
         _key: &SessionKey,
         value: &Arc<Record>,
         read_at: Instant,
-        _duration_until_expiry: Option<Duration>,
+        duration_until_expiry: Option<Duration>,
         _last_modified_at: Instant,
     ) -> Option<Duration> {
-        self.remaining(value, read_at)
+        self.after_read(value, read_at, duration_until_expiry)
     }
 
     fn expire_after_update(
@@ -278,7 +420,7 @@ mod tests {
         let same = r.written(now, &Delta::new(), Duration::from_secs(5));
         assert!(Arc::ptr_eq(&r.items, &same.items));
         assert_eq!(same.timeout, Duration::from_secs(5));
-        assert_eq!(same.expires_at, now + Duration::from_secs(5));
+        assert_eq!(same.expires_at(), now + Duration::from_secs(5));
 
         let delta = Delta::new().with_set("b", ItemValue::from_bytes(&b"2"[..]));
         let changed = r.written(now, &delta, Duration::from_secs(1));
@@ -318,7 +460,37 @@ mod tests {
             Some(Duration::from_millis(10))
         );
         let huge = Record::new(items(&[]), Duration::MAX, now, false);
-        assert!(huge.is_live(now + Duration::from_secs(3600)));
+        assert!(huge.is_open(now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_read_extends_moka_expiry_only_for_a_version_it_may_slide() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let grace = Duration::from_secs(2);
+        let expiry = SessionExpiry { grace };
+        let key = SessionKey::new(
+            session_core::AppName::default(),
+            session_core::SessionId::generate().unwrap(),
+        );
+        let read =
+            |r: &Arc<Record>, at, current| expiry.expire_after_read(&key, r, at, current, now);
+        let r = Arc::new(Record::new(items(&[]), timeout, now, false));
+        let later = now + Duration::from_secs(5);
+        // Too little left for a slide from `later`: room for one, with the whole grace.
+        let short = Some(Duration::from_secs(6));
+        assert_eq!(read(&r, later, short), Some(timeout + grace));
+        // Enough left (half the grace to spare): moka's timer stays as it is.
+        let enough = Some(timeout + grace / 2);
+        assert_eq!(read(&r, later, enough), enough);
+        // Past its deadline, or claimed by a compute: no slide follows, nothing changes.
+        assert_eq!(read(&r, now + timeout, short), short);
+        r.claim();
+        assert_eq!(read(&r, later, short), short);
+        assert_eq!(r.slide(later), Slide::Claimed);
+        r.restore(now + timeout);
+        assert_eq!(r.slide(later), Slide::Slid);
+        assert_eq!(r.expires_at(), later + timeout);
     }
 
     #[test]

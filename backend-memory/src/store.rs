@@ -59,6 +59,49 @@ pub(crate) enum Step {
     MoveOut,
 }
 
+/// The version a compute found under its key, claimed (see `record::Deadline`) before the compute
+/// read the clock, and whether it is live at that time.
+pub(crate) struct Claimed {
+    record: Option<Arc<Record>>,
+    /// The claimed version's deadline, in-place slides included.
+    deadline: Option<Instant>,
+    live: bool,
+}
+
+impl Claimed {
+    /// Claims `record`, if any. Call [`Claimed::judge`] next, with a `now` read after this.
+    pub(crate) fn take(record: Option<Arc<Record>>) -> Self {
+        let deadline = record.as_deref().map(Record::claim);
+        Self {
+            record,
+            deadline,
+            live: false,
+        }
+    }
+
+    /// Decides whether the version is live at `now`.
+    pub(crate) fn judge(&mut self, now: Instant) {
+        self.live = self.deadline.is_some_and(|at| at > now);
+    }
+
+    /// The version, if live.
+    pub(crate) fn live(&self) -> Option<&Record> {
+        self.record.as_deref().filter(|_| self.live)
+    }
+
+    /// The version as found, live or not.
+    pub(crate) fn record(&self) -> Option<&Arc<Record>> {
+        self.record.as_ref()
+    }
+
+    /// Ends the claim of a live version that stays in the cache; a dead one stays claimed.
+    pub(crate) fn restore(&self) {
+        if let (true, Some(record), Some(at)) = (self.live, &self.record, self.deadline) {
+            record.restore(at);
+        }
+    }
+}
+
 /// The cache never skips a compute closure; this error exists so that no code path panics.
 fn closure_not_run(operation: Operation) -> Error {
     Error::Backend {
@@ -77,23 +120,24 @@ fn expiry_grace(interval: Duration) -> Duration {
 impl Shared {
     /// Turns an operation's step on `key` into moka's op. `present` is the version in the cache as
     /// the compute saw it, live or not (the step was decided on it only if live).
-    fn apply(
-        &self,
-        key: &SessionKey,
-        step: Step,
-        present: Option<&Arc<Record>>,
-    ) -> Op<Arc<Record>> {
+    ///
+    /// A kept live version gets its claimed deadline back; every other step leaves the version it
+    /// replaces or removes claimed, so that no in-place slide reaches it any more.
+    fn apply(&self, key: &SessionKey, step: Step, present: &Claimed) -> Op<Arc<Record>> {
         let decide = |fate| {
-            if let Some(record) = present {
+            if let Some(record) = &present.record {
                 record.set_fate(fate);
             }
         };
         match step {
-            Step::Keep => Op::Nop,
+            Step::Keep => {
+                present.restore();
+                Op::Nop
+            }
             Step::Update(next) => {
                 decide(Fate::Retired);
                 // A shorter timeout moves the deadline before the sweep's next look: look earlier.
-                if next.slot.get().is_some_and(|at| next.expires_at < at) {
+                if next.slot.get().is_some_and(|at| next.expires_at() < at) {
                     self.schedule(key, &next);
                 }
                 Op::Put(Arc::new(next))
@@ -118,15 +162,17 @@ impl Shared {
     /// without it nothing would ever take the entry out again, and moka's own expiry stands in.
     fn schedule(&self, key: &SessionKey, record: &Record) {
         if self.maintenance.is_running() {
-            record.slot.set(record.expires_at);
-            self.deadlines.schedule(record.expires_at, key.clone());
+            let at = record.expires_at();
+            record.slot.set(at);
+            self.deadlines.schedule(at, key.clone());
         }
     }
 
     /// Runs `decide` on the live version of `key` (expired versions are `None`: they do not exist
     /// for any operation) under moka's per-key lock, applies the step it returns in the same
-    /// locked section, and returns its outcome. `now` is read inside the lock, so on one key time
-    /// only moves forward from one operation to the next.
+    /// locked section, and returns its outcome. The version is claimed before `now` is read (see
+    /// `record::Deadline`), both inside the lock, so on one key time only moves forward from one
+    /// operation to the next, in-place slides included.
     pub(crate) async fn compute<T>(
         &self,
         key: &SessionKey,
@@ -137,12 +183,12 @@ impl Shared {
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|entry| {
+                let mut present = Claimed::take(entry.map(|e| e.into_value()));
                 let now = Instant::now();
-                let present = entry.map(|e| e.into_value());
-                let live = present.as_deref().filter(|r| r.is_live(now));
-                let (step, value) = decide(live, now);
+                present.judge(now);
+                let (step, value) = decide(present.live(), now);
                 outcome = Some(value);
-                std::future::ready(self.apply(key, step, present.as_ref()))
+                std::future::ready(self.apply(key, step, &present))
             })
             .await;
         outcome.ok_or_else(|| closure_not_run(operation))
@@ -175,11 +221,12 @@ impl Shared {
                 self.cache
                     .entry_by_ref(second)
                     .and_compute_with(|second_entry| {
+                        let mut first_rec = Claimed::take(first_entry.map(|e| e.into_value()));
+                        let mut second_rec = Claimed::take(second_entry.map(|e| e.into_value()));
                         let now = Instant::now();
-                        let first_rec = first_entry.map(|e| e.into_value());
-                        let second_rec = second_entry.map(|e| e.into_value());
-                        let first_live = first_rec.as_deref().filter(|r| r.is_live(now));
-                        let second_live = second_rec.as_deref().filter(|r| r.is_live(now));
+                        first_rec.judge(now);
+                        second_rec.judge(now);
+                        let (first_live, second_live) = (first_rec.live(), second_rec.live());
                         // `decide` speaks of (a, b); the locks are taken as (first, second).
                         let (first_step, second_step, value) = if swapped {
                             let (a_step, b_step, value) = decide(second_live, first_live, now);
@@ -187,9 +234,9 @@ impl Shared {
                         } else {
                             decide(first_live, second_live, now)
                         };
-                        *first_op_slot = self.apply(first, first_step, first_rec.as_ref());
+                        *first_op_slot = self.apply(first, first_step, &first_rec);
                         *outcome_slot = Some(value);
-                        std::future::ready(self.apply(second, second_step, second_rec.as_ref()))
+                        std::future::ready(self.apply(second, second_step, &second_rec))
                     })
                     .await;
                 first_op
@@ -210,6 +257,8 @@ impl MemoryStore {
 
     /// A store with `options`.
     pub fn with_options(options: MemoryOptions) -> Self {
+        // Fixes the origin of in-place deadlines before any session has one.
+        crate::record::epoch();
         let signals = Signals::new(options.event_capacity());
         let listener = signals.clone();
         let mut builder = Cache::builder()
