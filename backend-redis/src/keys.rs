@@ -17,25 +17,62 @@
 
 use session_core::SessionKey;
 
-/// The keys and the release channel of one session.
+/// The two keys of one session that every script gets, and (built on demand, since only some
+/// operations need them) its release channel and its end claim.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub(crate) meta: String,
     pub(crate) items: String,
-    pub(crate) channel: String,
-    pub(crate) ended: String,
+    /// `{<app>_<id>}`, the prefix of both.
+    tag_len: usize,
 }
 
 impl Keys {
     pub(crate) fn new(key: &SessionKey) -> Self {
-        let tag = tag(key);
+        // Built by hand: these run on every operation, and `format!` costs more than the copies.
+        let meta = suffixed(key, ":meta");
+        let tag_len = meta.len() - ":meta".len();
+        let items = with_suffix(&meta[..tag_len], ":items");
         Self {
-            meta: format!("{tag}:meta"),
-            items: format!("{tag}:items"),
-            channel: format!("{tag}:released"),
-            ended: format!("{tag}:ended"),
+            meta,
+            items,
+            tag_len,
         }
     }
+
+    fn tag(&self) -> &str {
+        &self.meta[..self.tag_len]
+    }
+
+    /// The release channel, `{<app>_<id>}:released`.
+    pub(crate) fn channel(&self) -> String {
+        with_suffix(self.tag(), ":released")
+    }
+
+    /// The claim of an expired session's end (expiry events), `{<app>_<id>}:ended`.
+    pub(crate) fn ended(&self) -> String {
+        with_suffix(self.tag(), ":ended")
+    }
+}
+
+fn with_suffix(tag: &str, suffix: &str) -> String {
+    let mut name = String::with_capacity(tag.len() + suffix.len());
+    name.push_str(tag);
+    name.push_str(suffix);
+    name
+}
+
+/// `{<app>_<id>}<suffix>`.
+fn suffixed(key: &SessionKey, suffix: &str) -> String {
+    let (app, id) = (key.app().as_str(), key.id().expose());
+    let mut name = String::with_capacity(app.len() + id.len() + 3 + suffix.len());
+    name.push('{');
+    name.push_str(app);
+    name.push('_');
+    name.push_str(id);
+    name.push('}');
+    name.push_str(suffix);
+    name
 }
 
 /// The session whose meta key is `name` (`{<app>_<id>}:meta`), or `None` for any other key.
@@ -47,11 +84,6 @@ pub(crate) fn session_of_meta(name: &str) -> Option<SessionKey> {
     let app = session_core::AppName::new(app).ok()?;
     let id = session_core::SessionId::parse(id).ok()?;
     Some(SessionKey::new(app, id))
-}
-
-/// `{<app>_<id>}`: the hash tag shared by every key of the session.
-pub(crate) fn tag(key: &SessionKey) -> String {
-    format!("{{{}_{}}}", key.app().as_str(), key.id().expose())
 }
 
 #[cfg(test)]
@@ -67,8 +99,9 @@ mod tests {
         let tag = "{/shop_0123456789abcdef0123456789abcdef}";
         assert_eq!(keys.meta, format!("{tag}:meta"));
         assert_eq!(keys.items, format!("{tag}:items"));
-        assert_eq!(keys.channel, format!("{tag}:released"));
-        assert_eq!(keys.ended, format!("{tag}:ended"));
+        assert_eq!(keys.channel(), format!("{tag}:released"));
+        assert_eq!(keys.ended(), format!("{tag}:ended"));
+        assert_eq!(keys.tag(), tag);
         let back = session_of_meta(&keys.meta).unwrap();
         assert_eq!(back.app().as_str(), "/shop");
         assert_eq!(back.id().expose(), key.id().expose());

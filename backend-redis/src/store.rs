@@ -232,7 +232,7 @@ impl SessionStore for RedisStore {
 
     async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
         let inner = self.inner();
-        let channel = Keys::new(key).channel;
+        let channel = Keys::new(key).channel();
         let mut conn = inner.conn.clone();
         let rx = inner
             .signals

@@ -26,7 +26,7 @@ pub(crate) async fn run(
         .key(&keys.items)
         .arg(token.to_hex())
         .arg(millis(lock_ttl))
-        .arg(&keys.channel);
+        .arg(keys.channel());
     let reply = array(
         Operation::Acquire,
         invoke(inner, Operation::Acquire, &invocation).await?,

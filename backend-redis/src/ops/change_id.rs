@@ -27,7 +27,7 @@ pub(crate) async fn run(
         .key(&new.meta)
         .key(&new.items)
         .arg(token.to_hex())
-        .arg(&old.channel);
+        .arg(old.channel());
     match int(&invoke(inner, Operation::ChangeId, &invocation).await?) {
         Some(1) => Ok(ChangeIdOutcome::Changed),
         Some(0) => Ok(ChangeIdOutcome::LockLost),

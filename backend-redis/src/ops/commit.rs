@@ -29,7 +29,7 @@ pub(crate) async fn run(
         .arg(millis(timeout))
         // Decimal text: compared as a string by the script.
         .arg(delta.fingerprint(timeout).to_string())
-        .arg(&keys.channel);
+        .arg(keys.channel());
     push_delta(&mut invocation, delta);
     match int(&invoke(inner, Operation::Commit, &invocation).await?) {
         Some(1) => Ok(CommitOutcome::Committed),

@@ -19,7 +19,7 @@ pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<RemoveOutcome
     let mut invocation = SCRIPT.key(&keys.meta);
     invocation
         .key(&keys.items)
-        .arg(&keys.channel)
+        .arg(keys.channel())
         .arg(if wanted { "1" } else { "0" });
     match invoke(inner, Operation::Delete, &invocation).await? {
         reply @ Value::Array(_) => {

@@ -22,7 +22,7 @@ pub(crate) async fn run(
     invocation
         .key(&keys.items)
         .arg(token.to_hex())
-        .arg(&keys.channel);
+        .arg(keys.channel());
     match int(&invoke(inner, Operation::Release, &invocation).await?) {
         Some(1) => Ok(ReleaseOutcome::Released),
         Some(0) => Ok(ReleaseOutcome::LockLost),

@@ -24,7 +24,7 @@ pub(crate) async fn run(
     invocation
         .key(&keys.items)
         .arg(token.to_hex())
-        .arg(&keys.channel)
+        .arg(keys.channel())
         .arg(if wanted { "1" } else { "0" });
     match invoke(inner, Operation::Remove, &invocation).await? {
         reply @ Value::Array(_) => {

@@ -22,7 +22,7 @@ pub(crate) async fn run(
 ) -> Result<Option<Items>> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);
-    invocation.key(&keys.items).key(&keys.ended);
+    invocation.key(&keys.items).key(keys.ended());
     let reply: Value = invocation
         .invoke_async(conn)
         .await
