@@ -587,6 +587,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_left_claimed_by_a_cancelled_compute_is_still_the_session() {
+        let store = MemoryStore::new();
+        let k = key();
+        store
+            .create(&k, &items(&[("a", b"1")]), LONG, true)
+            .await
+            .unwrap();
+        // A compute that claimed the version and was dropped before moka applied its step.
+        let stuck = version(&store, &k).await;
+        stuck.claim();
+        assert_eq!(stuck.slide(Instant::now()), Slide::Claimed);
+        // Reads fall back to a compute, which takes the claim over: the session is all there.
+        assert_eq!(found(&store, &k).await.items["a"], value(b"1"));
+        assert_eq!(store.touch(&k).await.unwrap(), TouchOutcome::Touched);
+        // The compute stored a fresh version, which slides in place again.
+        let next = version(&store, &k).await;
+        assert!(!Arc::ptr_eq(&stuck, &next));
+        found(&store, &k).await;
+        assert!(Arc::ptr_eq(&next, &version(&store, &k).await));
+    }
+
+    #[tokio::test]
     async fn a_read_that_finds_a_session_expired_ends_it_for_good() {
         // No sweep during the test: the expired version stays in the cache.
         let store = MemoryStore::with_options(
