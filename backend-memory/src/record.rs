@@ -119,8 +119,8 @@ pub(crate) fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// `at` in nanoseconds since [`epoch`], saturating at both ends (an instant before the epoch is 0;
-/// one more than 292 years after it is the largest unclaimed value).
+/// `at` in nanoseconds since [`epoch`], saturating at both ends: an instant before the epoch is 0,
+/// one past the 63 bits of a deadline (292 years) is the largest deadline.
 fn nanos(at: Instant) -> u64 {
     let since = at.saturating_duration_since(epoch()).as_nanos();
     u64::try_from(since).map_or(Deadline::VALUE, |n| n.min(Deadline::VALUE))
