@@ -413,46 +413,59 @@ async fn thirty_two_writers_from_four_pools_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_throttling_skips_early_slides() {
     let _gate = PG_GATE.read().await;
-    for t in targets() {
-        let p = prefix("thr");
-        let throttled = store_with(
-            &t.url,
-            SqlOptions::new()
-                .with_table_prefix(&p)
-                .unwrap()
-                .with_refresh_throttle(0.5),
-        )
-        .await;
-        let plain = store(&t.url, &p).await;
-        let timeout = Duration::from_millis(600);
-        let (a, b) = (key("/thr"), key("/thr"));
-        for k in [&a, &b] {
-            throttled
-                .create(k, &Items::new(), timeout, true)
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // 400 ms of 600 left > 50 %: the throttled read does not slide; the plain one does.
-        assert!(matches!(
-            throttled.read(&a).await.unwrap(),
-            ReadOutcome::Found(_)
-        ));
-        assert!(matches!(
-            plain.read(&b).await.unwrap(),
-            ReadOutcome::Found(_)
-        ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            matches!(plain.read(&a).await.unwrap(), ReadOutcome::Missing),
-            "{:?}: not slid",
-            t.db
-        );
-        assert!(
-            matches!(plain.read(&b).await.unwrap(), ReadOutcome::Found(_)),
-            "{:?}: slid",
-            t.db
-        );
+    // Margins of at least 750 ms around every deadline, so that a loaded machine cannot flip the
+    // outcome; the databases run side by side to keep the test short.
+    const TIMEOUT: Duration = Duration::from_secs(6);
+    let checks: Vec<_> = targets()
+        .into_iter()
+        .map(|t| {
+            tokio::spawn(async move {
+                let t = t; // the whole target, with its temporary directory, lives in the task
+                let p = prefix("thr");
+                let throttled = store_with(
+                    &t.url,
+                    SqlOptions::new()
+                        .with_table_prefix(&p)
+                        .unwrap()
+                        .with_refresh_throttle(0.5),
+                )
+                .await;
+                let plain = store(&t.url, &p).await;
+                let (a, b) = (key("/thr"), key("/thr"));
+                let created = tokio::time::Instant::now();
+                for k in [&a, &b] {
+                    throttled
+                        .create(k, &Items::new(), TIMEOUT, true)
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep_until(created + Duration::from_millis(1500)).await;
+                // About 4.5 s of 6 left, more than 50 %: the throttled read does not slide (a
+                // still expires at ~6 s); the plain one does (b now expires at ~7.5 s).
+                assert!(matches!(
+                    throttled.read(&a).await.unwrap(),
+                    ReadOutcome::Found(_)
+                ));
+                assert!(matches!(
+                    plain.read(&b).await.unwrap(),
+                    ReadOutcome::Found(_)
+                ));
+                tokio::time::sleep_until(created + Duration::from_millis(6750)).await;
+                assert!(
+                    matches!(plain.read(&a).await.unwrap(), ReadOutcome::Missing),
+                    "{:?}: not slid",
+                    t.db
+                );
+                assert!(
+                    matches!(plain.read(&b).await.unwrap(), ReadOutcome::Found(_)),
+                    "{:?}: slid",
+                    t.db
+                );
+            })
+        })
+        .collect();
+    for check in checks {
+        check.await.unwrap();
     }
 }
 
