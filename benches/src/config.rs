@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::peers::PeerSpec;
+
 /// The six workloads, each defined once and run unchanged against every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Workload {
@@ -183,8 +185,10 @@ pub struct BenchConfig {
     pub pool: usize,
     /// Largest pool in value bytes.
     pub pool_budget: usize,
-    /// Also run the raw-client floors.
+    /// Also run the raw-client floors (and the reference probes that split W1's cost).
     pub floors: bool,
+    /// `tower-sessions` stores to run on W1–W3 next to ours.
+    pub peers: Vec<PeerSpec>,
     /// The manager's lock polling interval (W5, stores without a release signal).
     pub poll_interval: Duration,
     /// Show a progress bar on stderr.
@@ -205,6 +209,7 @@ impl Default for BenchConfig {
             pool: 10_000,
             pool_budget: 64 << 20,
             floors: true,
+            peers: Vec::new(),
             poll_interval: Duration::from_millis(10),
             progress: false,
         }

@@ -38,6 +38,16 @@ pub enum BenchError {
         /// What was expected and what came.
         what: String,
     },
+    /// A peer (`tower-sessions`) store failed during a workload or setup.
+    #[error("{backend} {workload}: peer store failed: {source}")]
+    Peer {
+        /// The peer, e.g. `peer:tower-sessions-redis`.
+        backend: &'static str,
+        /// The workload or setup step.
+        workload: String,
+        /// The cause (tower-sessions' own error, which carries only a message).
+        source: tower_sessions_core::session_store::Error,
+    },
     /// A floor client failed.
     #[error("{backend} floor: {source}")]
     Floor {

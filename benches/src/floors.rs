@@ -1,6 +1,8 @@
 //! Floors: the raw client doing the least work for the same bytes (a bare moka get/insert, SQL
 //! `SELECT`/upsert by primary key on a one-table schema, Redis `GET`/`SET`), so that every backend
-//! row reads as a ratio to its physical limit.
+//! row reads as a ratio to its physical limit. Probes (rows `ref-…`) are extra reference operations
+//! between the floor and the store, each adding one of the store's costs, so the gap between W1 and
+//! its floor can be split into parts.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{MySqlPool, PgPool, SqlitePool};
 
-use crate::config::BackendSpec;
+use crate::config::{BackendSpec, Payload};
 use crate::error::BenchError;
 
 /// The table the SQL floors use.
@@ -162,6 +164,266 @@ impl Floor for RedisFloor {
     }
 }
 
+/// A reference operation that isolates one part of a store's W1 cost (report rows `ref-…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Probe {
+    /// Nothing at all: the harness alone (clock reads, the boxed future, the histogram).
+    Harness,
+    /// A moka `and_compute_with` that replaces the entry with a new one sharing the same data:
+    /// the shape of a read that slides the expiry (a write per read), next to `floor-read`'s `get`.
+    MokaCompute,
+    /// Redis `HGETALL` of a hash holding the payload's items (vs `floor-read`'s `GET` of one blob).
+    Hgetall,
+    /// `HGETALL` plus two `PEXPIRE`s (the slide), pipelined: one round trip, three commands.
+    HgetallPexpire,
+    /// `EVALSHA` of `return 1`: the cost of running a script at all.
+    EvalshaNoop,
+    /// `EVALSHA` of a script shaped like the store's read (`HMGET` of the meta hash, two `PEXPIRE`s,
+    /// `HGETALL` of the items), reply left undecoded: the store's server-side work.
+    EvalshaRead,
+}
+
+impl Probe {
+    /// The probes for the in-process store.
+    pub const MEMORY: &'static [Self] = &[Self::Harness, Self::MokaCompute];
+    /// The probes for standalone Redis.
+    pub const REDIS: &'static [Self] = &[
+        Self::Hgetall,
+        Self::HgetallPexpire,
+        Self::EvalshaNoop,
+        Self::EvalshaRead,
+    ];
+
+    /// The report's workload label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Harness => "ref-harness",
+            Self::MokaCompute => "ref-moka-compute",
+            Self::Hgetall => "ref-hgetall",
+            Self::HgetallPexpire => "ref-hgetall-pexpire",
+            Self::EvalshaNoop => "ref-evalsha-noop",
+            Self::EvalshaRead => "ref-evalsha-read",
+        }
+    }
+
+    /// Store calls (round trips for Redis) per probe operation.
+    pub fn calls(self) -> u64 {
+        u64::from(self != Self::Harness)
+    }
+}
+
+/// The read-shaped script of [`Probe::EvalshaRead`]; KEYS: meta hash, items hash.
+const PROBE_READ_LUA: &str = "\
+local m = redis.call('HMGET', KEYS[1], 't', 'l', 's', 'i')
+redis.call('PEXPIRE', KEYS[1], m[1])
+redis.call('PEXPIRE', KEYS[2], tonumber(m[1]) + 60000)
+return {2, m[1], 0, redis.call('HGETALL', KEYS[2])}";
+
+/// The client the probes run on, with the probe keys filled.
+pub struct Prober {
+    kind: ProberKind,
+}
+
+enum ProberKind {
+    Memory(moka::future::Cache<String, Arc<ProbeRecord>>),
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        noop: redis::Script,
+        read: redis::Script,
+    },
+}
+
+/// A memory probe entry: data shared by `Arc`, plus a deadline, like a store record.
+#[derive(Debug)]
+struct ProbeRecord {
+    data: Arc<[u8]>,
+    deadline: std::time::Instant,
+}
+
+impl fmt::Debug for Prober {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            ProberKind::Memory(_) => "Prober::Memory",
+            ProberKind::Redis { .. } => "Prober::Redis",
+        })
+    }
+}
+
+fn meta_key(key: &str) -> String {
+    format!("{{{key}}}:m")
+}
+
+fn items_key(key: &str) -> String {
+    format!("{{{key}}}:i")
+}
+
+impl Prober {
+    /// The probes this client runs.
+    pub fn probes(&self) -> &'static [Probe] {
+        match self.kind {
+            ProberKind::Memory(_) => Probe::MEMORY,
+            ProberKind::Redis { .. } => Probe::REDIS,
+        }
+    }
+
+    /// Runs `probe` once on `key` (one of the keys the prober was filled with).
+    ///
+    /// # Errors
+    /// The client's error; a probe of another backend.
+    pub async fn run(&self, probe: Probe, key: &str) -> Result<(), BoxError> {
+        match (&self.kind, probe) {
+            (_, Probe::Harness) => {}
+            (ProberKind::Memory(cache), Probe::MokaCompute) => {
+                let now = std::time::Instant::now();
+                cache
+                    .entry_by_ref(key)
+                    .and_compute_with(|entry| {
+                        let op = match entry {
+                            Some(e) => moka::ops::compute::Op::Put(Arc::new(ProbeRecord {
+                                data: Arc::clone(&e.value().data),
+                                deadline: now + Duration::from_secs(1800),
+                            })),
+                            None => moka::ops::compute::Op::Nop,
+                        };
+                        std::future::ready(op)
+                    })
+                    .await;
+            }
+            (ProberKind::Redis { conn, noop, read }, probe) => {
+                let mut conn = conn.clone();
+                let reply: redis::Value = match probe {
+                    Probe::Hgetall => {
+                        redis::cmd("HGETALL")
+                            .arg(items_key(key))
+                            .query_async(&mut conn)
+                            .await?
+                    }
+                    Probe::HgetallPexpire => {
+                        redis::pipe()
+                            .cmd("HGETALL")
+                            .arg(items_key(key))
+                            .cmd("PEXPIRE")
+                            .arg(meta_key(key))
+                            .arg(1_800_000)
+                            .ignore()
+                            .cmd("PEXPIRE")
+                            .arg(items_key(key))
+                            .arg(1_860_000)
+                            .ignore()
+                            .query_async(&mut conn)
+                            .await?
+                    }
+                    Probe::EvalshaNoop => noop.invoke_async(&mut conn).await?,
+                    Probe::EvalshaRead => {
+                        read.key(meta_key(key))
+                            .key(items_key(key))
+                            .invoke_async(&mut conn)
+                            .await?
+                    }
+                    other => return Err(format!("{} is not a Redis probe", other.label()).into()),
+                };
+                std::hint::black_box(reply);
+            }
+            (ProberKind::Memory(_), other) => {
+                return Err(format!("{} is not a memory probe", other.label()).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The prober for `spec`, filled for `keys` with `payload` (Redis: a meta hash and an items hash
+/// per key, shaped like the store's; memory: one entry per key), or `None` for backends without
+/// probes (SQL and Redis Cluster).
+///
+/// # Errors
+/// [`BenchError::Connect`] or [`BenchError::Floor`] naming the backend.
+pub async fn prober(
+    spec: &BackendSpec,
+    keys: &[String],
+    payload: Payload,
+) -> Result<Option<Prober>, BenchError> {
+    let backend = spec.name();
+    let floor_err = |source: BoxError| BenchError::Floor { backend, source };
+    match spec {
+        BackendSpec::Memory => {
+            let cache = moka::future::Cache::builder().build();
+            let data: Arc<[u8]> = Arc::from(vec![b'p'; payload.bytes()]);
+            let deadline = std::time::Instant::now() + Duration::from_secs(1800);
+            for key in keys {
+                let record = ProbeRecord {
+                    data: Arc::clone(&data),
+                    deadline,
+                };
+                std::hint::black_box(record.deadline);
+                cache.insert(key.clone(), Arc::new(record)).await;
+            }
+            Ok(Some(Prober {
+                kind: ProberKind::Memory(cache),
+            }))
+        }
+        BackendSpec::Redis(url) => {
+            let conn = connect_redis(spec, url).await?;
+            let mut fill = conn.clone();
+            for chunk in keys.chunks(100) {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.cmd("HSET")
+                        .arg(meta_key(key))
+                        .arg("t")
+                        .arg(1_800_000)
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(meta_key(key))
+                        .arg(1_800_000)
+                        .ignore();
+                    let items = pipe.cmd("HSET").arg(items_key(key));
+                    for i in 0..payload.items {
+                        items
+                            .arg(format!("item{i}"))
+                            .arg(vec![b'a' + (i % 26) as u8; payload.item_size]);
+                    }
+                    pipe.ignore()
+                        .cmd("PEXPIRE")
+                        .arg(items_key(key))
+                        .arg(1_860_000)
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut fill)
+                    .await
+                    .map_err(|e| floor_err(e.into()))?;
+            }
+            Ok(Some(Prober {
+                kind: ProberKind::Redis {
+                    conn,
+                    noop: redis::Script::new("return 1"),
+                    read: redis::Script::new(PROBE_READ_LUA),
+                },
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn connect_redis(
+    spec: &BackendSpec,
+    url: &str,
+) -> Result<redis::aio::ConnectionManager, BenchError> {
+    let fail = |source: BoxError| BenchError::Connect {
+        backend: spec.name(),
+        url: redact_url(url),
+        source,
+    };
+    let client = redis::Client::open(url).map_err(|e| fail(e.into()))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(0);
+    redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| fail(e.into()))
+}
+
 /// `redis+cluster://[user:pw@]h1:p1,h2:p2` as one `redis://` URL per node.
 fn cluster_nodes(url: &str) -> Vec<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -250,14 +512,7 @@ pub async fn connect(spec: &BackendSpec, connections: u32) -> Result<Arc<dyn Flo
             Arc::new(SqlFloor::Mysql(pool))
         }
         BackendSpec::Redis(url) => {
-            let client = redis::Client::open(url.as_str()).map_err(|e| fail(e.into()))?;
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_number_of_retries(0);
-            let conn = redis::aio::ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(|e| fail(e.into()))?;
-            Arc::new(RedisFloor::Standalone(conn))
+            Arc::new(RedisFloor::Standalone(connect_redis(spec, url).await?))
         }
         BackendSpec::RedisCluster(url) => {
             let client = redis::cluster::ClusterClientBuilder::new(cluster_nodes(url))

@@ -10,7 +10,9 @@ pub mod config;
 pub mod counting;
 pub mod error;
 pub mod floors;
+pub mod peers;
 pub mod report;
+pub mod wire;
 pub mod workload;
 
 use std::future::Future;
@@ -28,7 +30,8 @@ use session_core::{Config, SessionStore, redact_url};
 pub use config::{BackendSpec, BenchConfig, Payload, Workload, parse_duration};
 pub use counting::CountingStore;
 pub use error::BenchError;
-pub use floors::Floor;
+pub use floors::{Floor, Probe};
+pub use peers::PeerSpec;
 pub use report::{Report, Row};
 pub use workload::Fixture;
 
@@ -148,6 +151,8 @@ fn row(
         calls_per_op: per_op(calls),
         bytes_per_op: per_op(bytes),
         ratio_to_floor: None,
+        peer_of: None,
+        wire_bytes_per_op: None,
     }
 }
 
@@ -177,20 +182,41 @@ async fn fill_floor(
     Ok(())
 }
 
-/// The number of cells `config` runs.
+/// The number of cells `config` runs (probes counted for the backends that have them).
 pub fn cell_count(config: &BenchConfig) -> u64 {
-    let per = config.workloads.len() + if config.floors { 2 } else { 0 };
-    (config.backends.len() * per * config.concurrency.len()) as u64
+    let probes = |spec: &BackendSpec| match spec {
+        _ if !config.floors => 0,
+        // The probes plus W1 through the bare store.
+        BackendSpec::Memory => floors::Probe::MEMORY.len() + 1,
+        BackendSpec::Redis(_) => floors::Probe::REDIS.len(),
+        _ => 0,
+    };
+    let floors = if config.floors { 2 } else { 0 };
+    let ours: usize = config
+        .backends
+        .iter()
+        .map(|b| config.workloads.len() + floors + probes(b))
+        .sum();
+    let peer_workloads = config
+        .workloads
+        .iter()
+        .filter(|w| PeerSpec::WORKLOADS.contains(w))
+        .count();
+    ((ours + config.peers.len() * peer_workloads) * config.concurrency.len()) as u64
 }
 
+/// Operations per wire-byte measurement round (three rounds, the smallest kept).
+const WIRE_OPS: u64 = 200;
+
 /// Runs the whole benchmark: for each backend, connects the store (and its floor), prepares the
-/// pools, then runs every workload (and the floors) at every concurrency.
+/// pools, then runs every workload (and the floors and probes) at every concurrency; each peer runs
+/// right after our backend of the same kind (or at the end, if that backend is not in the run).
 ///
 /// # Errors
 /// [`BenchError::Connect`] when a backend cannot be reached (naming it), store failures, bad
 /// configuration.
 pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
-    if config.backends.is_empty()
+    if (config.backends.is_empty() && config.peers.is_empty())
         || config.concurrency.is_empty()
         || config.concurrency.contains(&0)
     {
@@ -213,72 +239,17 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let connections = u32::try_from(max_tasks).unwrap_or(u32::MAX);
     let mut rows = Vec::new();
     for spec in &config.backends {
-        let name = spec.name();
-        bar.set_message(format!("{name}: connecting and filling the pools"));
-        let raw = connect_store(spec, connections).await?;
-        let floor = if config.floors {
-            Some(floors::connect(spec, connections).await?)
-        } else {
-            None
-        };
-        let counting = Arc::new(CountingStore::new(Arc::clone(&raw)));
-        let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
-        let fixture = Arc::new(Fixture::prepare(config, &store, &raw).await?);
-        let first = rows.len();
-        for &w in &config.workloads {
-            for &tasks in &config.concurrency {
-                bar.set_message(format!("{name} {w} x{tasks}"));
-                let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
-                let op: OpFn = Arc::new(move |task, iter| {
-                    let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
-                    Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
-                });
-                let _ = counting.take_counts();
-                let cell = run_cell(op, tasks, config.duration).await?;
-                let (calls, bytes) = counting.take_counts();
-                rows.push(row(name, w.to_string(), tasks, &cell, calls, bytes));
-                bar.inc(1);
-            }
-        }
-        if let Some(floor) = floor {
-            let n = config.pool_for(config.payload);
-            let keys: Arc<Vec<String>> =
-                Arc::new((0..n).map(|i| format!("bench-floor-{i}")).collect());
-            let blob = fixture.session_bytes();
-            fill_floor(name, &floor, &keys, blob).await?;
-            let value: Arc<[u8]> = Arc::from(vec![b'g'; blob]);
-            for write in [false, true] {
-                let label = if write { "floor-rw" } else { "floor-read" };
-                for &tasks in &config.concurrency {
-                    bar.set_message(format!("{name} {label} x{tasks}"));
-                    let (fl, ks, v) = (Arc::clone(&floor), Arc::clone(&keys), Arc::clone(&value));
-                    let op: OpFn = Arc::new(move |task, iter| {
-                        let (fl, ks, v) = (Arc::clone(&fl), Arc::clone(&ks), Arc::clone(&v));
-                        Box::pin(async move {
-                            let per = (ks.len() / tasks).max(1);
-                            let key = &ks[(task * per + (iter % per as u64) as usize) % ks.len()];
-                            let start = Instant::now();
-                            let fail = |source| BenchError::Floor {
-                                backend: name,
-                                source,
-                            };
-                            fl.get(key).await.map_err(fail)?;
-                            if write {
-                                fl.set(key, &v).await.map_err(fail)?;
-                            }
-                            Ok(start.elapsed())
-                        })
-                    });
-                    let cell = run_cell(op, tasks, config.duration).await?;
-                    let calls = cell.ops * if write { 2 } else { 1 };
-                    let bytes = if write { cell.ops * blob as u64 } else { 0 };
-                    rows.push(row(name, label.to_owned(), tasks, &cell, calls, bytes));
-                    bar.inc(1);
-                }
-            }
-            set_ratios(&mut rows[first..]);
+        run_backend(config, spec, connections, &bar, &mut rows).await?;
+        for peer in config.peers.iter().filter(|p| p.ours() == spec.name()) {
+            run_peer(config, peer, connections, &bar, &mut rows).await?;
         }
     }
+    for peer in &config.peers {
+        if !config.backends.iter().any(|b| b.name() == peer.ours()) {
+            run_peer(config, peer, connections, &bar, &mut rows).await?;
+        }
+    }
+    set_ratios(&mut rows);
     bar.finish_and_clear();
     Ok(Report {
         duration_secs: config.duration.as_secs_f64(),
@@ -288,13 +259,230 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     })
 }
 
-/// W1 against the read floor, W2 against the read+write floor, at the same concurrency.
-fn set_ratios(rows: &mut [Row]) {
-    let floor = |rows: &[Row], label: &str, tasks: usize| {
-        rows.iter()
-            .find(|r| r.workload == label && r.concurrency == tasks)
-            .map(|r| r.ops_per_sec)
+/// Runs `op` on every concurrency, pushing one row per cell (`counts` is read before and after).
+async fn run_cells(
+    config: &BenchConfig,
+    bar: &ProgressBar,
+    rows: &mut Vec<Row>,
+    name: &'static str,
+    label: &str,
+    op: &TaskOp,
+    counts: &(dyn Fn() -> (u64, u64) + Sync),
+) -> Result<(), BenchError> {
+    for &tasks in &config.concurrency {
+        bar.set_message(format!("{name} {label} x{tasks}"));
+        let _ = counts();
+        let cell = run_cell(with_tasks(op, tasks), tasks, config.duration).await?;
+        let (calls, bytes) = counts();
+        rows.push(row(name, label.to_owned(), tasks, &cell, calls, bytes));
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// An operation of `(task, tasks, iter)`, fixed to `tasks` tasks for [`run_cell`].
+type TaskOp = Arc<
+    dyn Fn(usize, usize, u64) -> Pin<Box<dyn Future<Output = Result<Duration, BenchError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+fn with_tasks(op: &TaskOp, tasks: usize) -> OpFn {
+    let op = Arc::clone(op);
+    Arc::new(move |task, iter| op(task, tasks, iter))
+}
+
+/// Our store on one backend: its workloads, floors, probes and (standalone Redis) wire bytes.
+async fn run_backend(
+    config: &BenchConfig,
+    spec: &BackendSpec,
+    connections: u32,
+    bar: &ProgressBar,
+    rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let name = spec.name();
+    bar.set_message(format!("{name}: connecting and filling the pools"));
+    let raw = connect_store(spec, connections).await?;
+    let floor = if config.floors {
+        Some(floors::connect(spec, connections).await?)
+    } else {
+        None
     };
+    let meter = match spec {
+        BackendSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
+        _ => None,
+    };
+    let counting = Arc::new(CountingStore::new(Arc::clone(&raw)));
+    let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
+    let fixture = Arc::new(Fixture::prepare(config, &store, &raw).await?);
+    let counts = || counting.take_counts();
+    for &w in &config.workloads {
+        let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
+        let op: TaskOp = Arc::new(move |task, tasks, iter| {
+            let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+            Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
+        });
+        let first = rows.len();
+        run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
+        // W5's lock hand-off goes through the manager's waiting, not one operation.
+        if let Some(meter) = meter.as_ref().filter(|_| w != Workload::W5) {
+            bar.set_message(format!("{name} {w} wire bytes"));
+            let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
+            let _ = counting.take_counts();
+            for r in &mut rows[first..] {
+                r.wire_bytes_per_op = Some(wire);
+            }
+        }
+    }
+    let Some(floor) = floor else {
+        return Ok(());
+    };
+    let n = config.pool_for(config.payload);
+    let keys: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("bench-floor-{i}")).collect());
+    let blob = fixture.session_bytes();
+    fill_floor(name, &floor, &keys, blob).await?;
+    let value: Arc<[u8]> = Arc::from(vec![b'g'; blob]);
+    for write in [false, true] {
+        let label = if write { "floor-rw" } else { "floor-read" };
+        let (fl, ks, v) = (Arc::clone(&floor), Arc::clone(&keys), Arc::clone(&value));
+        let op: TaskOp = Arc::new(move |task, tasks, iter| {
+            let (fl, ks, v) = (Arc::clone(&fl), Arc::clone(&ks), Arc::clone(&v));
+            Box::pin(async move {
+                let key = floor_key(&ks, task, tasks, iter);
+                let start = Instant::now();
+                let fail = |source| BenchError::Floor {
+                    backend: name,
+                    source,
+                };
+                fl.get(key).await.map_err(fail)?;
+                if write {
+                    fl.set(key, &v).await.map_err(fail)?;
+                }
+                Ok(start.elapsed())
+            })
+        });
+        let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ops_counter = Arc::clone(&ops);
+        let counted: TaskOp = Arc::new(move |task, tasks, iter| {
+            ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            op(task, tasks, iter)
+        });
+        // One call per read, two per read+write; the write sends one session's bytes.
+        let counts = || {
+            let n = ops.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if write {
+                (2 * n, n * blob as u64)
+            } else {
+                (n, 0)
+            }
+        };
+        run_cells(config, bar, rows, name, label, &counted, &counts).await?;
+    }
+    let Some(prober) = floors::prober(spec, &keys, config.payload).await? else {
+        return Ok(());
+    };
+    let prober = Arc::new(prober);
+    for &probe in prober.probes() {
+        let (pr, ks) = (Arc::clone(&prober), Arc::clone(&keys));
+        let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ops_counter = Arc::clone(&ops);
+        let op: TaskOp = Arc::new(move |task, tasks, iter| {
+            let (pr, ks) = (Arc::clone(&pr), Arc::clone(&ks));
+            ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move {
+                let key = floor_key(&ks, task, tasks, iter);
+                let start = Instant::now();
+                pr.run(probe, key)
+                    .await
+                    .map_err(|source| BenchError::Floor {
+                        backend: name,
+                        source,
+                    })?;
+                Ok(start.elapsed())
+            })
+        });
+        let counts = || {
+            (
+                ops.swap(0, std::sync::atomic::Ordering::Relaxed) * probe.calls(),
+                0,
+            )
+        };
+        run_cells(config, bar, rows, name, probe.label(), &op, &counts).await?;
+    }
+    if matches!(spec, BackendSpec::Memory) && config.workloads.contains(&Workload::W1) {
+        // W1 on the bare store: what the counting decorator adds.
+        let (fx, st) = (Arc::clone(&fixture), Arc::clone(&raw));
+        let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ops_counter = Arc::clone(&ops);
+        let op: TaskOp = Arc::new(move |task, tasks, iter| {
+            let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+            ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move { fx.run_once(&st, Workload::W1, task, tasks, iter).await })
+        });
+        let counts = || (ops.swap(0, std::sync::atomic::Ordering::Relaxed), 0);
+        run_cells(config, bar, rows, name, "ref-W1-uncounted", &op, &counts).await?;
+    }
+    Ok(())
+}
+
+/// Task `task` of `tasks` uses its own slice of the floor's keys.
+fn floor_key(keys: &[String], task: usize, tasks: usize, iter: u64) -> &str {
+    let per = (keys.len() / tasks.max(1)).max(1);
+    &keys[(task * per + (iter % per as u64) as usize) % keys.len()]
+}
+
+/// One `tower-sessions` store on W1–W3 (those of `config.workloads`), plus wire bytes on Redis.
+async fn run_peer(
+    config: &BenchConfig,
+    spec: &PeerSpec,
+    connections: u32,
+    bar: &ProgressBar,
+    rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let name = spec.name();
+    bar.set_message(format!("{name}: connecting and filling the pool"));
+    let raw = peers::connect(spec, connections).await?;
+    let meter = match spec {
+        PeerSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
+        _ => None,
+    };
+    let counting = Arc::new(peers::CountingPeer::new(Arc::clone(&raw)));
+    let store: Arc<dyn tower_sessions_core::SessionStore> =
+        Arc::<peers::CountingPeer>::clone(&counting);
+    let fixture = Arc::new(peers::PeerFixture::prepare(config, name, &raw).await?);
+    let counts = || counting.take_counts();
+    for &w in config
+        .workloads
+        .iter()
+        .filter(|w| PeerSpec::WORKLOADS.contains(w))
+    {
+        let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
+        let op: TaskOp = Arc::new(move |task, tasks, iter| {
+            let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+            Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
+        });
+        let first = rows.len();
+        run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
+        let wire = match &meter {
+            Some(meter) => {
+                bar.set_message(format!("{name} {w} wire bytes"));
+                let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
+                let _ = counting.take_counts();
+                Some(wire)
+            }
+            None => None,
+        };
+        for r in &mut rows[first..] {
+            r.peer_of = Some(spec.ours().to_owned());
+            r.wire_bytes_per_op = wire;
+        }
+    }
+    Ok(())
+}
+
+/// W1 against the read floor, W2 against the read+write floor, at the same concurrency and on the
+/// same backend (a peer row uses the floors of our backend of the same kind).
+fn set_ratios(rows: &mut [Row]) {
     let snapshot = rows.to_vec();
     for r in rows.iter_mut() {
         let label = match r.workload.as_str() {
@@ -302,7 +490,13 @@ fn set_ratios(rows: &mut [Row]) {
             "W2" => "floor-rw",
             _ => continue,
         };
-        if let Some(f) = floor(&snapshot, label, r.concurrency).filter(|f| *f > 0.0) {
+        let backend = r.peer_of.as_deref().unwrap_or(&r.backend);
+        let floor = snapshot
+            .iter()
+            .find(|f| f.backend == backend && f.workload == label && f.concurrency == r.concurrency)
+            .map(|f| f.ops_per_sec)
+            .filter(|f| *f > 0.0);
+        if let Some(f) = floor {
             r.ratio_to_floor = Some(r.ops_per_sec / f);
         }
     }

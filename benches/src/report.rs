@@ -33,6 +33,12 @@ pub struct Row {
     pub bytes_per_op: f64,
     /// ops/s divided by the floor's ops/s (W1: read floor; W2: read+write floor).
     pub ratio_to_floor: Option<f64>,
+    /// For a peer (`tower-sessions`) row: our backend of the same kind, whose floors it shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_of: Option<String>,
+    /// Bytes the server received per operation (standalone Redis only: `INFO stats`
+    /// `total_net_input_bytes`, measured at one task; see [`crate::wire`]).
+    pub wire_bytes_per_op: Option<f64>,
 }
 
 /// A whole run.
@@ -58,11 +64,25 @@ fn us(v: f64) -> String {
     }
 }
 
+/// Printed under a table with peer rows.
+const PEER_NOTE: &str = "\npeer:* rows are tower-sessions stores: W1 = load, W2 = load + save of \
+the whole record without any lock (last writer wins; ours acquire + commit under an exclusive \
+lock), W3 = create + delete. Their ratio is to the floors of our backend of the same kind.\n";
+
 impl Report {
     /// The aligned text table.
     pub fn table(&self) -> String {
         let header = [
-            "backend", "workload", "conc", "ops/s", "p50", "p99", "p99.9", "calls/op", "bytes/op",
+            "backend",
+            "workload",
+            "conc",
+            "ops/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "calls/op",
+            "bytes/op",
+            "wire B/op",
             "ratio",
         ];
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
@@ -77,6 +97,8 @@ impl Report {
                 us(r.p999_us),
                 format!("{:.2}", r.calls_per_op),
                 format!("{:.0}", r.bytes_per_op),
+                r.wire_bytes_per_op
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}")),
                 r.ratio_to_floor
                     .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
             ]);
@@ -99,6 +121,9 @@ impl Report {
                 .collect();
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');
+        }
+        if self.rows.iter().any(|r| r.peer_of.is_some()) {
+            out.push_str(PEER_NOTE);
         }
         out
     }

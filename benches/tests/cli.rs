@@ -30,8 +30,9 @@ fn embedded_default_writes_json_and_svg() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
         .expect("the JSON report parses");
     let rows = report["rows"].as_array().unwrap();
-    // 2 backends x (6 workloads + 2 floors) x 2 concurrencies.
-    assert_eq!(rows.len(), 2 * 8 * 2);
+    // 2 backends x (6 workloads + 2 floors) x 2 concurrencies, plus memory's probes
+    // (ref-harness, ref-moka-compute, ref-W1-uncounted) x 2 concurrencies.
+    assert_eq!(rows.len(), 2 * 8 * 2 + 3 * 2);
     for backend in ["memory", "sqlite"] {
         for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "floor-read", "floor-rw"] {
             for conc in [1, 32] {
@@ -50,7 +51,8 @@ fn embedded_default_writes_json_and_svg() {
     // Round trips per operation are exact for the uncontended workloads.
     for r in rows.iter().filter(|r| r["workload"] != "W5") {
         let expected = match r["workload"].as_str().unwrap() {
-            "W1" | "W6" | "floor-read" => 1.0,
+            "ref-harness" => 0.0,
+            "W1" | "W6" | "floor-read" | "ref-moka-compute" | "ref-W1-uncounted" => 1.0,
             _ => 2.0,
         };
         assert_eq!(r["calls_per_op"].as_f64().unwrap(), expected, "{r}");
@@ -68,6 +70,60 @@ fn embedded_default_writes_json_and_svg() {
         &chart[..chart.len().min(200)]
     );
     assert!(chart.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn peers_add_tower_sessions_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = bench()
+        .args([
+            "--quiet",
+            "--peers",
+            "--no-floors",
+            "--duration",
+            "50ms",
+            "--pool",
+            "100",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("tower-sessions"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let peer: Vec<_> = rows
+        .iter()
+        .filter(|r| r["backend"] == "peer:tower-sessions-moka")
+        .collect();
+    // W1-W3 x 2 concurrencies; no Redis or Postgres peer without their URLs.
+    assert_eq!(peer.len(), 3 * 2, "{peer:?}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["backend"].as_str().unwrap().starts_with("peer:"))
+            .count(),
+        peer.len()
+    );
+    for r in &peer {
+        assert_eq!(r["peer_of"], "memory", "{r}");
+        assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+        let (calls, bytes) = match r["workload"].as_str().unwrap() {
+            "W1" => (1.0, 0.0),
+            // load + save of the whole record (10 x (5 + 150) B); create + delete.
+            "W2" | "W3" => (2.0, 1550.0),
+            other => panic!("peers run W1-W3 only, got {other}"),
+        };
+        assert_eq!(r["calls_per_op"].as_f64().unwrap(), calls, "{r}");
+        assert_eq!(r["bytes_per_op"].as_f64().unwrap(), bytes, "{r}");
+    }
 }
 
 #[test]

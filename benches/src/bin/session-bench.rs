@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use session_bench::{BackendSpec, BenchConfig, Payload, Workload, parse_duration};
+use session_bench::{BackendSpec, BenchConfig, Payload, PeerSpec, Workload, parse_duration};
 
 /// Benchmarks on equal terms: the same workloads (W1-W6) against every session store, next to each
 /// store's raw-client floor.
@@ -50,9 +50,13 @@ struct Args {
     /// Lock polling interval of the manager (W5) for stores without a release signal.
     #[arg(long, value_parser = parse_duration, default_value = "10ms")]
     poll_interval: Duration,
-    /// Skip the raw-client floors.
+    /// Skip the raw-client floors (and the reference probes).
     #[arg(long)]
     no_floors: bool,
+    /// Also run the tower-sessions stores on W1-W3: moka always, Redis with --redis, Postgres with
+    /// --postgres (rows named peer:tower-sessions-*).
+    #[arg(long)]
+    peers: bool,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -74,6 +78,12 @@ fn parse_tasks(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let mut peers = Vec::new();
+    if args.peers {
+        peers.push(PeerSpec::Moka);
+        peers.extend(args.redis.clone().map(PeerSpec::Redis));
+        peers.extend(args.postgres.clone().map(PeerSpec::Postgres));
+    }
     let mut backends = Vec::new();
     if !args.no_embedded {
         backends.push(BackendSpec::Memory);
@@ -91,6 +101,7 @@ fn main() -> ExitCode {
         duration: args.duration,
         pool: args.pool,
         floors: !args.no_floors,
+        peers,
         poll_interval: args.poll_interval,
         progress: !args.quiet,
         ..BenchConfig::default()
