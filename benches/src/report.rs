@@ -154,10 +154,16 @@ impl Report {
     }
 
     fn draw_chart(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        // The probes (`ref-…`) split one cost into parts: they belong in the table, not here.
+        let charted: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| !r.workload.starts_with("ref-"))
+            .collect();
         let mut backends: Vec<&str> = Vec::new();
         let mut workloads: Vec<&str> = Vec::new();
         let mut concurrencies: Vec<usize> = Vec::new();
-        for r in &self.rows {
+        for r in &charted {
             if !backends.contains(&r.backend.as_str()) {
                 backends.push(&r.backend);
             }
@@ -168,21 +174,51 @@ impl Report {
                 concurrencies.push(r.concurrency);
             }
         }
+        // Ours in palette order; a peer takes the colour of our backend of the same kind, pale,
+        // with a dark outline.
+        let ours: Vec<&str> = charted
+            .iter()
+            .filter(|r| r.peer_of.is_none())
+            .map(|r| r.backend.as_str())
+            .fold(Vec::new(), |mut v, b| {
+                if !v.contains(&b) {
+                    v.push(b);
+                }
+                v
+            });
+        let style = |backend: &str| -> (RGBAColor, bool) {
+            let row = charted.iter().find(|r| r.backend == backend);
+            let peer_of = row.and_then(|r| r.peer_of.as_deref());
+            let base = peer_of.unwrap_or(backend);
+            let i = ours
+                .iter()
+                .position(|b| *b == base)
+                .unwrap_or(ours.len() + backends.iter().position(|b| *b == backend).unwrap_or(0));
+            let color = Palette99::pick(i).to_rgba();
+            match peer_of {
+                Some(_) => (color.mix(0.35), true),
+                None => (color, false),
+            }
+        };
+
         let panels = concurrencies.len().max(1);
-        let height = u32::try_from(360 * panels).unwrap_or(u32::MAX);
-        let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
+        let height = u32::try_from(380 * panels).unwrap_or(u32::MAX);
+        let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
         root.fill(&WHITE)?;
-        let max = self
-            .rows
+        let max = charted
             .iter()
             .map(|r| r.ops_per_sec)
             .fold(10.0_f64, f64::max)
             * 2.0;
         let n = workloads.len().max(1);
-        let width = 0.8 / backends.len().max(1) as f64;
-        for (area, conc) in root.split_evenly((panels, 1)).iter().zip(&concurrencies) {
-            let mut chart = ChartBuilder::on(area)
-                .caption(format!("ops/s, {conc} task(s)"), ("sans-serif", 18))
+        for (panel, conc) in root.split_evenly((panels, 1)).iter().zip(&concurrencies) {
+            // The legend gets its own column to the right, so it never covers a bar.
+            let (plot, legend) = panel.split_horizontally(940);
+            let mut chart = ChartBuilder::on(&plot)
+                .caption(
+                    format!("ops/s (log scale), {conc} task(s)"),
+                    ("sans-serif", 18),
+                )
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(60)
@@ -200,36 +236,57 @@ impl Report {
                         String::new()
                     }
                 })
+                .y_label_formatter(&|y| si(*y))
                 .y_desc("ops/s")
                 .draw()?;
-            for (b, backend) in backends.iter().enumerate() {
-                let color = Palette99::pick(b).to_rgba();
-                let bars = self
-                    .rows
+            // Each workload's bars share its slot evenly: peers (W1-W3 only) leave no gaps.
+            for (w, workload) in workloads.iter().enumerate() {
+                let here: Vec<&&Row> = charted
                     .iter()
-                    .filter(|r| r.backend == *backend && r.concurrency == *conc)
-                    .filter_map(|r| {
-                        let w = workloads.iter().position(|x| *x == r.workload)?;
-                        let x0 = w as f64 + 0.1 + b as f64 * width;
-                        Some(Rectangle::new(
-                            [(x0, 1.0), (x0 + width * 0.9, r.ops_per_sec.max(1.0))],
-                            color.filled(),
-                        ))
-                    });
-                chart
-                    .draw_series(bars)?
-                    .label(*backend)
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                    });
+                    .filter(|r| r.workload == *workload && r.concurrency == *conc)
+                    .collect();
+                let width = 0.8 / here.len().max(1) as f64;
+                for (b, r) in here.iter().enumerate() {
+                    let (color, peer) = style(&r.backend);
+                    let x0 = w as f64 + 0.1 + b as f64 * width;
+                    let corners = [(x0, 1.0), (x0 + width * 0.9, r.ops_per_sec.max(1.0))];
+                    chart.draw_series(std::iter::once(Rectangle::new(corners, color.filled())))?;
+                    if peer {
+                        chart.draw_series(std::iter::once(Rectangle::new(
+                            corners,
+                            BLACK.stroke_width(1),
+                        )))?;
+                    }
+                }
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
+            let font = ("sans-serif", 13).into_font();
+            for (i, backend) in backends.iter().enumerate() {
+                let (color, peer) = style(backend);
+                let y = 50 + 20 * i32::try_from(i).unwrap_or(i32::MAX / 40);
+                legend.draw(&Rectangle::new([(8, y - 6), (20, y + 6)], color.filled()))?;
+                if peer {
+                    legend.draw(&Rectangle::new(
+                        [(8, y - 6), (20, y + 6)],
+                        BLACK.stroke_width(1),
+                    ))?;
+                }
+                legend.draw(&Text::new((*backend).to_owned(), (26, y - 7), font.clone()))?;
+            }
         }
         root.present()?;
         Ok(())
     }
+}
+
+/// `1500` as `1.5k`, `2000000` as `2M`: axis labels.
+fn si(v: f64) -> String {
+    let (x, unit) = if v >= 1e6 {
+        (v / 1e6, "M")
+    } else if v >= 1e3 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let text = format!("{x:.1}");
+    format!("{}{unit}", text.trim_end_matches(".0"))
 }
