@@ -1,7 +1,10 @@
 //! Criterion micro-benchmarks of single store operations: one `BenchmarkGroup` per operation,
 //! `BenchmarkId::new(backend, payload)`, `Throughput::Bytes`. Memory and SQLite (in-memory) always;
-//! Redis, Postgres and MySQL when `SESSION_TEST_REDIS_URL`, `SESSION_TEST_POSTGRES_URL` and
-//! `SESSION_TEST_MYSQL_URL` are set (the same variables as the conformance suite).
+//! Redis, Redis Cluster, Postgres and MySQL when `SESSION_TEST_REDIS_URL`,
+//! `SESSION_TEST_REDIS_CLUSTER_URLS` (comma-separated `redis://host:port` seeds),
+//! `SESSION_TEST_POSTGRES_URL` and `SESSION_TEST_MYSQL_URL` are set (the same variables as the
+//! conformance suite). Every iteration checks its outcome, so a bench never times a failure path
+//! (a `Locked` acquire, an `AlreadyExists` create).
 
 use std::sync::Arc;
 
@@ -9,7 +12,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use session_bench::workload::{LOCK_TTL, SESSION_TIMEOUT, make_items};
 use session_bench::{BackendSpec, Payload, connect_store};
 use session_core::{
-    AppName, Delta, ItemValue, LockToken, SessionId, SessionKey, SessionStore, items_size,
+    AcquireOutcome, AppName, CommitOutcome, CreateOutcome, Delta, ItemValue, LockToken,
+    ReadOutcome, RemoveOutcome, SessionId, SessionKey, SessionStore, items_size,
 };
 
 fn backends() -> Vec<BackendSpec> {
@@ -19,6 +23,14 @@ fn backends() -> Vec<BackendSpec> {
     ];
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     specs.extend(env("SESSION_TEST_REDIS_URL").map(BackendSpec::Redis));
+    // The suite's seed list (`redis://h1:p1,redis://h2:p2`) as one `redis+cluster://` URL.
+    specs.extend(env("SESSION_TEST_REDIS_CLUSTER_URLS").map(|seeds| {
+        let hosts: Vec<&str> = seeds
+            .split(',')
+            .map(|s| s.trim().split_once("://").map_or(s.trim(), |(_, h)| h))
+            .collect();
+        BackendSpec::RedisCluster(format!("redis+cluster://{}", hosts.join(",")))
+    }));
     specs.extend(env("SESSION_TEST_POSTGRES_URL").map(BackendSpec::Postgres));
     specs.extend(env("SESSION_TEST_MYSQL_URL").map(BackendSpec::Mysql));
     specs
@@ -38,8 +50,10 @@ fn store_ops(c: &mut Criterion) {
     let session = |store: &Arc<dyn SessionStore>, payload: Payload| {
         let key = SessionKey::new(app.clone(), SessionId::generate().expect("id"));
         let items = make_items(payload);
-        rt.block_on(store.create(&key, &items, SESSION_TIMEOUT, true))
+        let created = rt
+            .block_on(store.create(&key, &items, SESSION_TIMEOUT, true))
             .expect("create");
+        assert_eq!(created, CreateOutcome::Created);
         (key, items)
     };
 
@@ -49,8 +63,11 @@ fn store_ops(c: &mut Criterion) {
             let (key, items) = session(store, payload);
             group.throughput(Throughput::Bytes(items_size(&items) as u64));
             group.bench_function(BenchmarkId::new(*name, payload), |b| {
-                b.to_async(&rt)
-                    .iter(|| async { store.read(&key).await.expect("read") });
+                b.to_async(&rt).iter(|| async {
+                    let out = store.read(&key).await.expect("read");
+                    assert!(matches!(out, ReadOutcome::Found(_)), "read: {out:?}");
+                    out
+                });
             });
         }
     }
@@ -68,11 +85,16 @@ fn store_ops(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(*name, payload), |b| {
                 b.to_async(&rt).iter(|| async {
                     let token = LockToken::generate().expect("token");
-                    store.acquire(&key, token, LOCK_TTL).await.expect("acquire");
-                    store
+                    let out = store.acquire(&key, token, LOCK_TTL).await.expect("acquire");
+                    assert!(
+                        matches!(out, AcquireOutcome::Acquired(_)),
+                        "acquire: {out:?}"
+                    );
+                    let out = store
                         .commit(&key, token, &delta, SESSION_TIMEOUT)
                         .await
-                        .expect("commit")
+                        .expect("commit");
+                    assert_eq!(out, CommitOutcome::Committed);
                 });
             });
         }
@@ -87,11 +109,13 @@ fn store_ops(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(*name, payload), |b| {
                 b.to_async(&rt).iter(|| async {
                     let key = SessionKey::new(app.clone(), SessionId::generate().expect("id"));
-                    store
+                    let out = store
                         .create(&key, &items, SESSION_TIMEOUT, true)
                         .await
                         .expect("create");
-                    store.delete(&key).await.expect("delete")
+                    assert_eq!(out, CreateOutcome::Created);
+                    let out = store.delete(&key).await.expect("delete");
+                    assert_eq!(out, RemoveOutcome::Removed);
                 });
             });
         }
@@ -109,10 +133,11 @@ fn store_ops(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(delta.size() as u64));
             group.bench_function(BenchmarkId::new(*name, payload), |b| {
                 b.to_async(&rt).iter(|| async {
-                    store
+                    let out = store
                         .write_concurrent(&key, &delta, SESSION_TIMEOUT)
                         .await
-                        .expect("write_concurrent")
+                        .expect("write_concurrent");
+                    assert_eq!(out, CommitOutcome::Committed);
                 });
             });
         }
