@@ -191,6 +191,9 @@ pub struct BenchConfig {
     pub peers: Vec<PeerSpec>,
     /// The manager's lock polling interval (W5, stores without a release signal).
     pub poll_interval: Duration,
+    /// SQL stores: backend-sql's refresh throttle (`0.0`, the default: every read slides the
+    /// expiry, which is a write; `0.5`: a read writes only once half the timeout is used up).
+    pub refresh_throttle: f64,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -211,6 +214,7 @@ impl Default for BenchConfig {
             floors: true,
             peers: Vec::new(),
             poll_interval: Duration::from_millis(10),
+            refresh_throttle: 0.0,
             progress: false,
         }
     }

@@ -43,6 +43,19 @@ pub async fn connect_store(
     spec: &BackendSpec,
     connections: u32,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
+    connect_store_with(spec, connections, 0.0).await
+}
+
+/// [`connect_store`], with SQL stores throttling the slide on read: `refresh_throttle` is
+/// backend-sql's `SqlOptions::with_refresh_throttle` fraction (`0.0`: every read slides).
+///
+/// # Errors
+/// [`BenchError::Connect`] naming the backend.
+pub async fn connect_store_with(
+    spec: &BackendSpec,
+    connections: u32,
+    refresh_throttle: f64,
+) -> Result<Arc<dyn SessionStore>, BenchError> {
     let fail = |source: session_core::Error| BenchError::Connect {
         backend: spec.name(),
         url: spec.url().map(redact_url).unwrap_or_default(),
@@ -59,9 +72,14 @@ pub async fn connect_store(
     let store: Arc<dyn SessionStore> = match spec {
         BackendSpec::Memory => Arc::new(MemoryStore::new()),
         BackendSpec::Sqlite(_) | BackendSpec::Postgres(_) | BackendSpec::Mysql(_) => Arc::new(
-            SqlStore::connect_with(&config, SqlOptions::new().with_max_connections(connections))
-                .await
-                .map_err(fail)?,
+            SqlStore::connect_with(
+                &config,
+                SqlOptions::new()
+                    .with_max_connections(connections)
+                    .with_refresh_throttle(refresh_throttle),
+            )
+            .await
+            .map_err(fail)?,
         ),
         BackendSpec::Redis(_) | BackendSpec::RedisCluster(_) => {
             Arc::new(RedisStore::connect(&config).await.map_err(fail)?)
@@ -255,6 +273,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         duration_secs: config.duration.as_secs_f64(),
         payload: config.payload.to_string(),
         pool: config.pool_for(config.payload),
+        refresh_throttle: config.refresh_throttle,
         rows,
     })
 }
@@ -302,7 +321,7 @@ async fn run_backend(
 ) -> Result<(), BenchError> {
     let name = spec.name();
     bar.set_message(format!("{name}: connecting and filling the pools"));
-    let raw = connect_store(spec, connections).await?;
+    let raw = connect_store_with(spec, connections, config.refresh_throttle).await?;
     let floor = if config.floors {
         Some(floors::connect(spec, connections).await?)
     } else {

@@ -50,6 +50,8 @@ pub struct Report {
     pub payload: String,
     /// Pool size for the payload.
     pub pool: usize,
+    /// SQL stores' refresh throttle (`0`: every read slides the expiry).
+    pub refresh_throttle: f64,
     /// All rows, in run order.
     pub rows: Vec<Row>,
 }

@@ -133,6 +133,7 @@ fn bad_flags_are_clap_errors() {
         &["--duration", "fast"],
         &["--workloads", "W9"],
         &["--concurrency", "0"],
+        &["--refresh-throttle", "0.95"],
         &["--no-such-flag"],
     ] {
         let out = bench().args(args).output().unwrap();
