@@ -1,5 +1,7 @@
 //! End to end: the `session-bench` binary on the embedded default (memory and SQLite) with a very
-//! short duration. Counts are asserted, never timings.
+//! short duration, and with the tower-sessions peers (moka always; Redis and Postgres when
+//! `SESSION_TEST_REDIS_URL` and `SESSION_TEST_POSTGRES_URL` are set). Counts are asserted, never
+//! timings.
 
 use std::process::Command;
 
@@ -123,6 +125,82 @@ fn peers_add_tower_sessions_rows() {
         };
         assert_eq!(r["calls_per_op"].as_f64().unwrap(), calls, "{r}");
         assert_eq!(r["bytes_per_op"].as_f64().unwrap(), bytes, "{r}");
+    }
+}
+
+/// The URL in `var`, or `None` (the test then returns early) unless `SESSION_TEST_REQUIRE` names
+/// `backend`: a required backend cannot pass by being skipped.
+fn server_url(var: &str, backend: &str) -> Option<String> {
+    if let Some(url) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        return Some(url);
+    }
+    let required = std::env::var("SESSION_TEST_REQUIRE").unwrap_or_default();
+    assert!(
+        !required.split(',').any(|b| b.trim() == backend),
+        "SESSION_TEST_REQUIRE names {backend:?}, but {var} is not set"
+    );
+    eprintln!("skipped: {var} is not set");
+    None
+}
+
+#[test]
+fn networked_peers_run_next_to_our_stores() {
+    let Some(redis) = server_url("SESSION_TEST_REDIS_URL", "redis") else {
+        return;
+    };
+    let Some(postgres) = server_url("SESSION_TEST_POSTGRES_URL", "postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = bench()
+        .args(["--quiet", "--no-embedded", "--no-floors", "--peers"])
+        .args(["--workloads", "W1,W2", "--concurrency", "1,4"])
+        .args(["--duration", "50ms", "--pool", "50", "--redis", &redis])
+        .args(["--postgres", &postgres, "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let order: Vec<&str> = rows
+        .iter()
+        .map(|r| r["backend"].as_str().unwrap())
+        .collect();
+    let mut runs = order.clone();
+    runs.dedup();
+    // Each peer runs right after our store of the same kind; moka (no memory row here) last.
+    assert_eq!(
+        runs,
+        [
+            "redis",
+            "peer:tower-sessions-redis",
+            "postgres",
+            "peer:tower-sessions-postgres",
+            "peer:tower-sessions-moka"
+        ]
+    );
+    for r in rows {
+        assert_eq!(r["ops"].as_u64().map(|n| n > 0), Some(true), "{r}");
+        let backend = r["backend"].as_str().unwrap();
+        let redis_row = backend.contains("redis");
+        // The server's own byte count: on standalone Redis only, and at least the item bytes.
+        assert_eq!(r["wire_bytes_per_op"].is_number(), redis_row, "{r}");
+        if redis_row {
+            let wire = r["wire_bytes_per_op"].as_f64().unwrap();
+            assert!(wire >= r["bytes_per_op"].as_f64().unwrap(), "{r}");
+        }
+        if backend.starts_with("peer:") && r["workload"] == "W2" {
+            // Load + save of the whole record.
+            assert_eq!(r["bytes_per_op"].as_f64(), Some(1550.0), "{r}");
+        }
     }
 }
 
