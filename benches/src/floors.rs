@@ -14,8 +14,9 @@ use session_core::{BoxError, redact_url};
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{MySqlPool, PgPool, SqlitePool};
+use sqlx::{AssertSqlSafe, MySqlPool, PgPool, SqlitePool};
 
+use crate::cleanup::{self, Leftover};
 use crate::config::{BackendSpec, Payload};
 use crate::error::BenchError;
 
@@ -35,6 +36,40 @@ pub trait Floor: Send + Sync + fmt::Debug {
     /// # Errors
     /// The client's error.
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), BoxError>;
+    /// Removes `keys` (absent keys are no error): the cleanup after a run, in as few round trips
+    /// as the client allows (one `DEL` or one `DELETE … WHERE id IN (…)` where it can).
+    ///
+    /// # Errors
+    /// The client's error.
+    async fn remove(&self, keys: &[String]) -> Result<(), BoxError>;
+}
+
+/// Removes `keys` through `floor`, [`cleanup::FLOOR_BATCH`] keys per call and
+/// [`cleanup::CLEANUP_CONCURRENCY`] calls at once; what could not be removed is returned.
+pub async fn remove_keys(floor: &Arc<dyn Floor>, keys: &[String]) -> Leftover {
+    let batches: Vec<Vec<String>> = keys
+        .chunks(cleanup::FLOOR_BATCH)
+        .map(<[String]>::to_vec)
+        .collect();
+    let floor = Arc::clone(floor);
+    cleanup::remove_all(
+        batches,
+        cleanup::CLEANUP_CONCURRENCY,
+        Vec::len,
+        move |batch| {
+            let floor = Arc::clone(&floor);
+            async move { floor.remove(&batch).await.map_err(|e| e.to_string()) }
+        },
+    )
+    .await
+}
+
+/// `DELETE … WHERE id IN (?, ?, …)` with `n` placeholders (SQLite, MySQL).
+fn delete_in(n: usize) -> String {
+    format!(
+        "DELETE FROM bench_floor WHERE id IN ({})",
+        vec!["?"; n].join(", ")
+    )
 }
 
 /// A bare moka cache of byte blobs.
@@ -49,6 +84,12 @@ impl Floor for MokaFloor {
     }
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), BoxError> {
         self.0.insert(key.to_owned(), Arc::from(value)).await;
+        Ok(())
+    }
+    async fn remove(&self, keys: &[String]) -> Result<(), BoxError> {
+        for key in keys {
+            self.0.invalidate(key).await;
+        }
         Ok(())
     }
 }
@@ -121,6 +162,36 @@ impl Floor for SqlFloor {
         }
         Ok(())
     }
+    async fn remove(&self, keys: &[String]) -> Result<(), BoxError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Sqlite(p) => {
+                // Only `?` placeholders are formatted in; the keys are bound.
+                let sql = delete_in(keys.len());
+                let q = keys
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, k| q.bind(k));
+                q.execute(p).await?;
+            }
+            Self::Postgres(p) => {
+                sqlx::query("DELETE FROM bench_floor WHERE id = ANY($1)")
+                    .bind(keys)
+                    .execute(p)
+                    .await?;
+            }
+            Self::Mysql(p) => {
+                // Only `?` placeholders are formatted in; the keys are bound.
+                let sql = delete_in(keys.len());
+                let q = keys
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), |q, k| q.bind(k));
+                q.execute(p).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Redis `GET` / `SET … EX` on one multiplexed connection (standalone) or the async cluster client.
@@ -159,6 +230,24 @@ impl Floor for RedisFloor {
         match self.clone() {
             Self::Standalone(mut c) => cmd.query_async::<()>(&mut c).await?,
             Self::Cluster(mut c) => cmd.query_async::<()>(&mut c).await?,
+        }
+        Ok(())
+    }
+    async fn remove(&self, keys: &[String]) -> Result<(), BoxError> {
+        match self.clone() {
+            Self::Standalone(mut c) if !keys.is_empty() => {
+                redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async::<()>(&mut c)
+                    .await?;
+            }
+            Self::Standalone(_) => {}
+            // Keys of one `DEL` must share a hash slot in a cluster: one `DEL` per key.
+            Self::Cluster(mut c) => {
+                for key in keys {
+                    redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -248,6 +337,11 @@ impl fmt::Debug for Prober {
             ProberKind::Redis { .. } => "Prober::Redis",
         })
     }
+}
+
+/// The Redis keys [`prober`] fills for the floor key `key` (a meta hash and an items hash).
+pub fn probe_keys(key: &str) -> [String; 2] {
+    [meta_key(key), items_key(key)]
 }
 
 fn meta_key(key: &str) -> String {

@@ -6,6 +6,7 @@
 //! [`run`] is the whole benchmark; the `session-bench` binary only parses arguments into a
 //! [`BenchConfig`] and calls it.
 
+pub mod cleanup;
 pub mod config;
 pub mod counting;
 pub mod error;
@@ -311,7 +312,8 @@ fn with_tasks(op: &TaskOp, tasks: usize) -> OpFn {
     Arc::new(move |task, iter| op(task, tasks, iter))
 }
 
-/// Our store on one backend: its workloads, floors, probes and (standalone Redis) wire bytes.
+/// Our store on one backend: its workloads, floors, probes and (standalone Redis) wire bytes; then
+/// (also after a failure) the cleanup of its sessions and floor keys, outside every cell.
 async fn run_backend(
     config: &BenchConfig,
     spec: &BackendSpec,
@@ -327,121 +329,136 @@ async fn run_backend(
     } else {
         None
     };
-    let meter = match spec {
-        BackendSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
-        _ => None,
-    };
     let counting = Arc::new(CountingStore::new(Arc::clone(&raw)));
     let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
+    // From here on, what the run creates is removed at the end, whether the run succeeds or not.
     let fixture = Arc::new(Fixture::prepare(config, &store, &raw).await?);
-    let counts = || counting.take_counts();
-    for &w in &config.workloads {
-        let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
-        let op: TaskOp = Arc::new(move |task, tasks, iter| {
-            let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
-            Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
-        });
-        let first = rows.len();
-        run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
-        // W5's lock hand-off goes through the manager's waiting, not one operation.
-        if let Some(meter) = meter.as_ref().filter(|_| w != Workload::W5) {
-            bar.set_message(format!("{name} {w} wire bytes"));
-            let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
-            let _ = counting.take_counts();
-            for r in &mut rows[first..] {
-                r.wire_bytes_per_op = Some(wire);
-            }
-        }
-    }
-    let Some(floor) = floor else {
-        return Ok(());
-    };
     let n = config.pool_for(config.payload);
     let keys: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("bench-floor-{i}")).collect());
-    let blob = fixture.session_bytes();
-    fill_floor(name, &floor, &keys, blob).await?;
-    let value: Arc<[u8]> = Arc::from(vec![b'g'; blob]);
-    for write in [false, true] {
-        let label = if write { "floor-rw" } else { "floor-read" };
-        let (fl, ks, v) = (Arc::clone(&floor), Arc::clone(&keys), Arc::clone(&value));
-        let op: TaskOp = Arc::new(move |task, tasks, iter| {
-            let (fl, ks, v) = (Arc::clone(&fl), Arc::clone(&ks), Arc::clone(&v));
-            Box::pin(async move {
-                let key = floor_key(&ks, task, tasks, iter);
-                let start = Instant::now();
-                let fail = |source| BenchError::Floor {
-                    backend: name,
-                    source,
-                };
-                fl.get(key).await.map_err(fail)?;
-                if write {
-                    fl.set(key, &v).await.map_err(fail)?;
-                }
-                Ok(start.elapsed())
-            })
-        });
-        let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let ops_counter = Arc::clone(&ops);
-        let counted: TaskOp = Arc::new(move |task, tasks, iter| {
-            ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            op(task, tasks, iter)
-        });
-        // One call per read, two per read+write; the write sends one session's bytes.
-        let counts = || {
-            let n = ops.swap(0, std::sync::atomic::Ordering::Relaxed);
-            if write {
-                (2 * n, n * blob as u64)
-            } else {
-                (n, 0)
-            }
+    let measured: Result<(), BenchError> = async {
+        let meter = match spec {
+            BackendSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
+            _ => None,
         };
-        run_cells(config, bar, rows, name, label, &counted, &counts).await?;
-    }
-    let Some(prober) = floors::prober(spec, &keys, config.payload).await? else {
-        return Ok(());
-    };
-    let prober = Arc::new(prober);
-    for &probe in prober.probes() {
-        let (pr, ks) = (Arc::clone(&prober), Arc::clone(&keys));
-        let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let ops_counter = Arc::clone(&ops);
-        let op: TaskOp = Arc::new(move |task, tasks, iter| {
-            let (pr, ks) = (Arc::clone(&pr), Arc::clone(&ks));
-            ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Box::pin(async move {
-                let key = floor_key(&ks, task, tasks, iter);
-                let start = Instant::now();
-                pr.run(probe, key)
-                    .await
-                    .map_err(|source| BenchError::Floor {
+        let counts = || counting.take_counts();
+        for &w in &config.workloads {
+            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+                Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
+            });
+            let first = rows.len();
+            run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
+            // W5's lock hand-off goes through the manager's waiting, not one operation.
+            if let Some(meter) = meter.as_ref().filter(|_| w != Workload::W5) {
+                bar.set_message(format!("{name} {w} wire bytes"));
+                let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
+                let _ = counting.take_counts();
+                for r in &mut rows[first..] {
+                    r.wire_bytes_per_op = Some(wire);
+                }
+            }
+        }
+        let Some(floor) = floor.clone() else {
+            return Ok(());
+        };
+        let blob = fixture.session_bytes();
+        fill_floor(name, &floor, &keys, blob).await?;
+        let value: Arc<[u8]> = Arc::from(vec![b'g'; blob]);
+        for write in [false, true] {
+            let label = if write { "floor-rw" } else { "floor-read" };
+            let (fl, ks, v) = (Arc::clone(&floor), Arc::clone(&keys), Arc::clone(&value));
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                let (fl, ks, v) = (Arc::clone(&fl), Arc::clone(&ks), Arc::clone(&v));
+                Box::pin(async move {
+                    let key = floor_key(&ks, task, tasks, iter);
+                    let start = Instant::now();
+                    let fail = |source| BenchError::Floor {
                         backend: name,
                         source,
-                    })?;
-                Ok(start.elapsed())
-            })
-        });
-        let counts = || {
-            (
-                ops.swap(0, std::sync::atomic::Ordering::Relaxed) * probe.calls(),
-                0,
-            )
+                    };
+                    fl.get(key).await.map_err(fail)?;
+                    if write {
+                        fl.set(key, &v).await.map_err(fail)?;
+                    }
+                    Ok(start.elapsed())
+                })
+            });
+            let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let ops_counter = Arc::clone(&ops);
+            let counted: TaskOp = Arc::new(move |task, tasks, iter| {
+                ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                op(task, tasks, iter)
+            });
+            // One call per read, two per read+write; the write sends one session's bytes.
+            let counts = || {
+                let n = ops.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if write {
+                    (2 * n, n * blob as u64)
+                } else {
+                    (n, 0)
+                }
+            };
+            run_cells(config, bar, rows, name, label, &counted, &counts).await?;
+        }
+        let Some(prober) = floors::prober(spec, &keys, config.payload).await? else {
+            return Ok(());
         };
-        run_cells(config, bar, rows, name, probe.label(), &op, &counts).await?;
+        let prober = Arc::new(prober);
+        for &probe in prober.probes() {
+            let (pr, ks) = (Arc::clone(&prober), Arc::clone(&keys));
+            let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let ops_counter = Arc::clone(&ops);
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                let (pr, ks) = (Arc::clone(&pr), Arc::clone(&ks));
+                ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async move {
+                    let key = floor_key(&ks, task, tasks, iter);
+                    let start = Instant::now();
+                    pr.run(probe, key)
+                        .await
+                        .map_err(|source| BenchError::Floor {
+                            backend: name,
+                            source,
+                        })?;
+                    Ok(start.elapsed())
+                })
+            });
+            let counts = || {
+                (
+                    ops.swap(0, std::sync::atomic::Ordering::Relaxed) * probe.calls(),
+                    0,
+                )
+            };
+            run_cells(config, bar, rows, name, probe.label(), &op, &counts).await?;
+        }
+        if matches!(spec, BackendSpec::Memory) && config.workloads.contains(&Workload::W1) {
+            // W1 on the bare store: what the counting decorator adds.
+            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&raw));
+            let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let ops_counter = Arc::clone(&ops);
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+                ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async move { fx.run_once(&st, Workload::W1, task, tasks, iter).await })
+            });
+            let counts = || (ops.swap(0, std::sync::atomic::Ordering::Relaxed), 0);
+            run_cells(config, bar, rows, name, "ref-W1-uncounted", &op, &counts).await?;
+        }
+        Ok(())
     }
-    if matches!(spec, BackendSpec::Memory) && config.workloads.contains(&Workload::W1) {
-        // W1 on the bare store: what the counting decorator adds.
-        let (fx, st) = (Arc::clone(&fixture), Arc::clone(&raw));
-        let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let ops_counter = Arc::clone(&ops);
-        let op: TaskOp = Arc::new(move |task, tasks, iter| {
-            let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
-            ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Box::pin(async move { fx.run_once(&st, Workload::W1, task, tasks, iter).await })
-        });
-        let counts = || (ops.swap(0, std::sync::atomic::Ordering::Relaxed), 0);
-        run_cells(config, bar, rows, name, "ref-W1-uncounted", &op, &counts).await?;
+    .await;
+    bar.set_message(format!("{name}: cleaning up"));
+    let mut left = fixture.remove(&raw).await;
+    if let Some(floor) = &floor {
+        let mut floor_keys = keys.to_vec();
+        if matches!(spec, BackendSpec::Redis(_)) {
+            floor_keys.extend(keys.iter().flat_map(|k| floors::probe_keys(k)));
+        }
+        left.merge(floors::remove_keys(floor, &floor_keys).await);
     }
-    Ok(())
+    bar.suspend(|| left.warn(name));
+    measured
 }
 
 /// Task `task` of `tasks` uses its own slice of the floor's keys.
@@ -450,7 +467,8 @@ fn floor_key(keys: &[String], task: usize, tasks: usize, iter: u64) -> &str {
     &keys[(task * per + (iter % per as u64) as usize) % keys.len()]
 }
 
-/// One `tower-sessions` store on W1–W3 (those of `config.workloads`), plus wire bytes on Redis.
+/// One `tower-sessions` store on W1–W3 (those of `config.workloads`), plus wire bytes on Redis;
+/// then (also after a failure) the cleanup of its pool, outside every cell.
 async fn run_peer(
     config: &BenchConfig,
     spec: &PeerSpec,
@@ -461,42 +479,49 @@ async fn run_peer(
     let name = spec.name();
     bar.set_message(format!("{name}: connecting and filling the pool"));
     let raw = peers::connect(spec, connections).await?;
-    let meter = match spec {
-        PeerSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
-        _ => None,
-    };
     let counting = Arc::new(peers::CountingPeer::new(Arc::clone(&raw)));
     let store: Arc<dyn tower_sessions_core::SessionStore> =
         Arc::<peers::CountingPeer>::clone(&counting);
     let fixture = Arc::new(peers::PeerFixture::prepare(config, name, &raw).await?);
-    let counts = || counting.take_counts();
-    for &w in config
-        .workloads
-        .iter()
-        .filter(|w| PeerSpec::WORKLOADS.contains(w))
-    {
-        let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
-        let op: TaskOp = Arc::new(move |task, tasks, iter| {
-            let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
-            Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
-        });
-        let first = rows.len();
-        run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
-        let wire = match &meter {
-            Some(meter) => {
-                bar.set_message(format!("{name} {w} wire bytes"));
-                let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
-                let _ = counting.take_counts();
-                Some(wire)
-            }
-            None => None,
+    let measured: Result<(), BenchError> = async {
+        let meter = match spec {
+            PeerSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
+            _ => None,
         };
-        for r in &mut rows[first..] {
-            r.peer_of = Some(spec.ours().to_owned());
-            r.wire_bytes_per_op = wire;
+        let counts = || counting.take_counts();
+        for &w in config
+            .workloads
+            .iter()
+            .filter(|w| PeerSpec::WORKLOADS.contains(w))
+        {
+            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+                Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
+            });
+            let first = rows.len();
+            run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
+            let wire = match &meter {
+                Some(meter) => {
+                    bar.set_message(format!("{name} {w} wire bytes"));
+                    let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
+                    let _ = counting.take_counts();
+                    Some(wire)
+                }
+                None => None,
+            };
+            for r in &mut rows[first..] {
+                r.peer_of = Some(spec.ours().to_owned());
+                r.wire_bytes_per_op = wire;
+            }
         }
+        Ok(())
     }
-    Ok(())
+    .await;
+    bar.set_message(format!("{name}: cleaning up"));
+    let left = fixture.remove(&raw).await;
+    bar.suspend(|| left.warn(name));
+    measured
 }
 
 /// W1 against the read floor, W2 against the read+write floor, at the same concurrency and on the

@@ -21,6 +21,7 @@ use tower_sessions_core::session_store;
 use tower_sessions_redis_store::fred::prelude::{Builder, ClientLike, Config as FredConfig};
 use tower_sessions_sqlx_store::sqlx::postgres::PgPoolOptions;
 
+use crate::cleanup::{self, Leftover};
 use crate::config::{BenchConfig, Payload, Workload};
 use crate::error::BenchError;
 use crate::workload::SESSION_TIMEOUT;
@@ -221,12 +222,29 @@ pub fn make_data(payload: Payload) -> std::collections::HashMap<String, Value> {
         .collect()
 }
 
+/// Deletes the records `ids` through `store` ([`cleanup::CLEANUP_CONCURRENCY`] at a time).
+pub async fn remove_records(store: &Arc<dyn PeerStore>, ids: Vec<Id>) -> Leftover {
+    let store = Arc::clone(store);
+    cleanup::remove_all(
+        ids,
+        cleanup::CLEANUP_CONCURRENCY,
+        |_| 1,
+        move |id| {
+            let store = Arc::clone(&store);
+            async move { store.delete(&id).await.map_err(|e| e.to_string()) }
+        },
+    )
+    .await
+}
+
 fn expiry() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() + SESSION_TIMEOUT
 }
 
 impl PeerFixture {
     /// Creates the pool of existing sessions through `setup_store` (uncounted), 16 at a time.
+    /// Remove them with [`PeerFixture::remove`] when done; if setup fails, the sessions it created
+    /// are removed before the error is returned.
     ///
     /// # Errors
     /// A peer store failure during setup.
@@ -249,6 +267,7 @@ impl PeerFixture {
             let data = data.clone();
             let n = count / workers + usize::from(w < count % workers);
             set.spawn(async move {
+                // The ids created so far come back with an error too, for the cleanup.
                 let mut ids = Vec::with_capacity(n);
                 for _ in 0..n {
                     let mut record = Record {
@@ -256,18 +275,33 @@ impl PeerFixture {
                         data: data.clone(),
                         expiry_date: expiry(),
                     };
-                    store.create(&mut record).await?;
+                    if let Err(e) = store.create(&mut record).await {
+                        return (ids, Err(e));
+                    }
                     ids.push(record.id);
                 }
-                Ok::<_, session_store::Error>(ids)
+                (ids, Ok(()))
             });
         }
         let mut pool = Vec::with_capacity(count);
+        let mut failure = None;
         while let Some(done) = set.join_next().await {
-            let ids = done
-                .map_err(|e| BenchError::Config(format!("peer setup task failed: {e}")))?
-                .map_err(peer_err(backend, "setup".to_owned()))?;
-            pool.extend(ids);
+            match done {
+                Ok((ids, result)) => {
+                    pool.extend(ids);
+                    if let Err(e) = result {
+                        failure.get_or_insert(peer_err(backend, "setup".to_owned())(e));
+                    }
+                }
+                Err(e) => {
+                    failure
+                        .get_or_insert(BenchError::Config(format!("peer setup task failed: {e}")));
+                }
+            }
+        }
+        if let Some(err) = failure {
+            remove_records(setup_store, pool).await.warn(backend);
+            return Err(err);
         }
         let value = |b: u8| Value::String(String::from(b as char).repeat(config.payload.item_size));
         Ok(Self {
@@ -276,6 +310,12 @@ impl PeerFixture {
             pool,
             values: [value(b'x'), value(b'y')],
         })
+    }
+
+    /// Deletes the pool through `store` (use the uncounted one), with bounded concurrency; what
+    /// could not be removed is returned, not an error.
+    pub async fn remove(&self, store: &Arc<dyn PeerStore>) -> Leftover {
+        remove_records(store, self.pool.clone()).await
     }
 
     /// Task `task` of `tasks` uses its own slice of the pool, as [`crate::Fixture`] does.

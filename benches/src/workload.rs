@@ -11,6 +11,7 @@ use session_core::{
     SessionStore, items_size,
 };
 
+use crate::cleanup::{self, Leftover};
 use crate::config::{BenchConfig, Payload, Workload};
 use crate::error::BenchError;
 
@@ -65,19 +66,44 @@ fn unexpected(backend: &'static str, w: Workload, what: String) -> BenchError {
     }
 }
 
-/// Creates `count` sessions of `items` through `store` (16 at a time).
+/// Deletes `keys` through `store` ([`cleanup::CLEANUP_CONCURRENCY`] at a time); a key that is
+/// already gone counts as removed.
+pub async fn remove_sessions(store: &Arc<dyn SessionStore>, keys: Vec<SessionKey>) -> Leftover {
+    let store = Arc::clone(store);
+    cleanup::remove_all(
+        keys,
+        cleanup::CLEANUP_CONCURRENCY,
+        |_| 1,
+        move |key| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .delete(&key)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await
+}
+
+/// Creates `count` sessions of `items` through `store` (16 at a time); every key is added to
+/// `created` before its session is created, so a failed setup can remove what it made.
 async fn create_pool(
     backend: &'static str,
     store: &Arc<dyn SessionStore>,
     app: &AppName,
     items: &Arc<Items>,
     count: usize,
+    created: &mut Vec<SessionKey>,
 ) -> Result<Vec<SessionKey>, BenchError> {
     let err = store_err(backend, "setup".to_owned());
     let keys: Vec<SessionKey> = (0..count)
         .map(|_| SessionId::generate().map(|id| SessionKey::new(app.clone(), id)))
         .collect::<Result<_, _>>()
         .map_err(&err)?;
+    created.extend(keys.iter().cloned());
     let workers = 16.min(count.max(1));
     let mut set = tokio::task::JoinSet::new();
     for w in 0..workers {
@@ -100,7 +126,8 @@ async fn create_pool(
 
 impl Fixture {
     /// Prepares the pools that `workloads` need on `store` (uncounted setup calls go through
-    /// `setup_store`; the W5 manager wraps `store`).
+    /// `setup_store`; the W5 manager wraps `store`). Remove them with [`Fixture::remove`] when
+    /// done; if setup fails, the sessions it created are removed before the error is returned.
     ///
     /// # Errors
     /// A store failure during setup.
@@ -108,6 +135,22 @@ impl Fixture {
         config: &BenchConfig,
         store: &Arc<dyn SessionStore>,
         setup_store: &Arc<dyn SessionStore>,
+    ) -> Result<Self, BenchError> {
+        let mut created = Vec::new();
+        let prepared = Self::prepare_into(config, store, setup_store, &mut created).await;
+        if prepared.is_err() {
+            remove_sessions(setup_store, created)
+                .await
+                .warn(store.backend());
+        }
+        prepared
+    }
+
+    async fn prepare_into(
+        config: &BenchConfig,
+        store: &Arc<dyn SessionStore>,
+        setup_store: &Arc<dyn SessionStore>,
+        created: &mut Vec<SessionKey>,
     ) -> Result<Self, BenchError> {
         let backend = store.backend();
         let err = store_err(backend, "setup".to_owned());
@@ -117,17 +160,17 @@ impl Fixture {
         let wants = |w| config.workloads.contains(&w);
         let pool = if wants(Workload::W1) || wants(Workload::W2) {
             let n = config.pool_for(config.payload);
-            create_pool(backend, setup_store, &app, &items, n).await?
+            create_pool(backend, setup_store, &app, &items, n, created).await?
         } else {
             Vec::new()
         };
         let large_pool = if wants(Workload::W4) {
             let n = config.pool_for(Payload::LARGE);
-            create_pool(backend, setup_store, &app, &large, n).await?
+            create_pool(backend, setup_store, &app, &large, n, created).await?
         } else {
             Vec::new()
         };
-        let shared = create_pool(backend, setup_store, &app, &items, 2).await?;
+        let shared = create_pool(backend, setup_store, &app, &items, 2, created).await?;
         let max_tasks = config.concurrency.iter().copied().max().unwrap_or(1);
         let manager_config = Config::builder()
             .application_name(app.clone())
@@ -155,6 +198,23 @@ impl Fixture {
             origin: Instant::now(),
             last_release_ns: AtomicU64::new(0),
         })
+    }
+
+    /// Every session the fixture created: the pools and the shared sessions of W5 and W6.
+    pub fn sessions(&self) -> Vec<SessionKey> {
+        let shared = [self.shared.clone(), self.shared_w6.clone()];
+        self.pool
+            .iter()
+            .chain(&self.large_pool)
+            .cloned()
+            .chain(shared)
+            .collect()
+    }
+
+    /// Deletes every session the fixture created through `store` (use the uncounted one), with
+    /// bounded concurrency; what could not be removed is returned, not an error.
+    pub async fn remove(&self, store: &Arc<dyn SessionStore>) -> Leftover {
+        remove_sessions(store, self.sessions()).await
     }
 
     /// Bytes of one pooled session (item names + values): the floors write the same amount.
