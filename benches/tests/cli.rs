@@ -4,6 +4,11 @@
 //! timings.
 
 use std::process::Command;
+use std::sync::Mutex;
+
+/// Serializes the tests that run the bench against the shared Postgres database: the cleanup test
+/// clears the bench's rows there before its run, and counts them after.
+static POSTGRES: Mutex<()> = Mutex::new(());
 
 fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_session-bench"))
@@ -151,6 +156,7 @@ fn networked_peers_run_next_to_our_stores() {
     let Some(postgres) = server_url("SESSION_TEST_POSTGRES_URL", "postgres") else {
         return;
     };
+    let _serial = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let out = bench()
@@ -202,6 +208,102 @@ fn networked_peers_run_next_to_our_stores() {
             assert_eq!(r["bytes_per_op"].as_f64(), Some(1550.0), "{r}");
         }
     }
+}
+
+/// Runs the bench quietly with every workload, floors and peers, at 1 and 4 tasks, plus `args`;
+/// panics on failure; returns stderr.
+fn short_full_run(args: &[&str]) -> String {
+    let out = bench()
+        .args(["--quiet", "--no-embedded", "--peers", "--duration", "50ms"])
+        .args(["--pool", "50", "--concurrency", "1,4"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr.contains("cleanup"), "a cleanup warning: {stderr}");
+    stderr
+}
+
+/// `url` with its database path replaced by `/{db}`.
+fn with_db(url: &str, db: u32) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let rest = rest.split(['/', '?']).next().unwrap();
+    format!("{scheme}://{rest}/{db}")
+}
+
+#[test]
+fn a_redis_run_leaves_no_key_behind() {
+    let Some(redis) = server_url("SESSION_TEST_REDIS_URL", "redis") else {
+        return;
+    };
+    // A database of its own (no other test uses 5): everything in it after the run is ours. Our
+    // store, its floor and probes, the wire meter and the tower-sessions peer all take the URL.
+    let url = with_db(&redis, 5);
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let dbsize =
+        |conn: &mut redis::Connection| -> u64 { redis::cmd("DBSIZE").query(conn).unwrap() };
+    let () = redis::cmd("FLUSHDB").query(&mut conn).unwrap();
+    short_full_run(&["--redis", &url]);
+    let left: Vec<String> = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(10)
+        .query::<(u64, Vec<String>)>(&mut conn)
+        .unwrap()
+        .1;
+    assert_eq!(dbsize(&mut conn), 0, "keys left in DB 5, e.g. {left:?}");
+}
+
+#[test]
+fn a_postgres_run_leaves_no_row_behind() {
+    let Some(postgres) = server_url("SESSION_TEST_POSTGRES_URL", "postgres") else {
+        return;
+    };
+    let _serial = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = rt
+        .block_on(sqlx::postgres::PgPool::connect(&postgres))
+        .unwrap();
+    // Our store's sessions of the bench's app, the floor's rows, the tower-sessions peer's rows.
+    let counts = || {
+        rt.block_on(async {
+            let mut n = Vec::new();
+            for sql in [
+                "SELECT count(*) FROM sess_sessions WHERE app = convert_to('/session-bench', 'UTF8')",
+                "SELECT count(*) FROM bench_floor",
+                "SELECT count(*) FROM tower_sessions.session_bench_peer",
+            ] {
+                n.push(sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap());
+            }
+            n
+        })
+    };
+    // Leftovers of earlier runs (before the bench cleaned up) would hide ours: clear them first.
+    // The tables exist once the bench has run; a first run creates them.
+    short_full_run(&["--postgres", &postgres, "--workloads", "W1"]);
+    rt.block_on(async {
+        for sql in [
+            "DELETE FROM sess_sessions WHERE app = convert_to('/session-bench', 'UTF8')",
+            "DELETE FROM bench_floor",
+            "DELETE FROM tower_sessions.session_bench_peer",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    });
+    assert_eq!(counts(), [0, 0, 0]);
+    short_full_run(&["--postgres", &postgres]);
+    assert_eq!(counts(), [0, 0, 0], "sessions, floor rows, peer rows left");
 }
 
 #[test]
