@@ -5,6 +5,11 @@
 //!
 //! [`run`] is the whole benchmark; the `session-bench` binary only parses arguments into a
 //! [`BenchConfig`] and calls it.
+//!
+//! A run cleans up after itself ([`cleanup`]): at the end of each backend's and each peer's run,
+//! also when it fails midway, the sessions, floor keys/rows and peer sessions it created on the
+//! servers are deleted, outside every measured cell; what cannot be removed is reported as a
+//! warning on stderr (backend and key count), without discarding the results.
 
 pub mod cleanup;
 pub mod config;

@@ -11,6 +11,10 @@ use session_bench::{BackendSpec, BenchConfig, Payload, PeerSpec, Workload, parse
 
 /// Benchmarks on equal terms: the same workloads (W1-W6) against every session store, next to each
 /// store's raw-client floor.
+///
+/// The run cleans up after itself: at the end of each backend's and each peer's run (and when a run
+/// fails midway) it deletes the sessions, floor keys/rows and peer sessions it created, outside the
+/// measured time; anything it cannot remove is named in a warning on stderr.
 #[derive(Debug, Parser)]
 #[command(name = "session-bench", version)]
 struct Args {
