@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -240,11 +240,25 @@ impl Server {
         path: &str,
         cookie: Option<&str>,
     ) -> Result<Reply, Failed> {
+        let lines = match cookie {
+            Some(value) => vec![format!("other=1; {}={value}", self.cookie).into_bytes()],
+            None => Vec::new(),
+        };
+        self.send_raw(method, path, &lines).await
+    }
+
+    /// Sends one request with `cookie_lines` as its `Cookie` header lines, byte for byte.
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        cookie_lines: &[Vec<u8>],
+    ) -> Result<Reply, Failed> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr));
-        if let Some(value) = cookie {
-            request = request.header(COOKIE, format!("other=1; {}={value}", self.cookie));
+        for line in cookie_lines {
+            request = request.header(COOKIE, HeaderValue::from_bytes(line)?);
         }
         let response = self.client.request(request.body(String::new())?).await?;
         let status = response.status();
@@ -415,7 +429,8 @@ async fn unknown_session_id_is_replaced(url: String) -> TestResult {
         "../../etc/passwd",
         "{app}_id",
         "%00%7B%7D",
-        "'; DROP TABLE sessions; --",
+        // No `;`: the value must reach the layer whole, not be cut at a cookie separator.
+        "'OR'1'='1'--DROP_TABLE_sessions",
         "ABCDEF0123456789ABCDEF0123456789",
         long.as_str(),
     ];
@@ -447,6 +462,35 @@ async fn unknown_session_id_is_replaced(url: String) -> TestResult {
         reply.body == "0" && reply.set_cookies.is_empty(),
         "a read-only look at an unknown id: {reply:?}"
     );
+    Ok(())
+}
+
+/// Another cookie with non-ASCII (`José` in UTF-8) or non-UTF-8 (Latin-1) bytes, in the same
+/// `Cookie` line or in a line of its own, does not hide the session cookie: the request finds its
+/// session (the count goes on, and no new id is issued).
+async fn non_ascii_cookie_keeps_the_session(url: String) -> TestResult {
+    let server = serve_default(&url, "non_ascii_cookie").await?;
+    let id = server.fresh_session().await?;
+    let sid = format!("{}={id}", server.cookie);
+    let cases = [
+        vec![format!("name=José; {sid}").into_bytes()],
+        vec![[b"name=Jos\xe9; ".as_slice(), sid.as_bytes()].concat()],
+        vec![[sid.as_bytes(), b"; x=\xff"].concat()],
+        vec![b"name=Jos\xe9".to_vec(), sid.clone().into_bytes()],
+    ];
+    for (n, lines) in (1u64..).zip(cases) {
+        let reply = server.send_raw(Method::POST, "/incr", &lines).await?;
+        ensure!(
+            reply.status == StatusCode::OK
+                && reply.body == n.to_string()
+                && reply.set_cookies.is_empty(),
+            "cookie lines {:?}: the session must be found (count {n}, no new id): {reply:?}",
+            lines
+                .iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }
 
@@ -703,6 +747,7 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         exclusive_counter_loses_no_update,
         read_only_never_sees_half_a_change,
         unknown_session_id_is_replaced,
+        non_ascii_cookie_keeps_the_session,
         cookie_attributes_are_as_configured,
         panicking_handler_leaves_session_unlocked_and_unchanged,
         error_response_still_saves,

@@ -118,12 +118,16 @@ impl CookieOptions {
     /// The session id the client sent: the first value of this cookie, in any `Cookie` header, that
     /// is a well-formed session id. Malformed values (hostile input, another application's cookie
     /// of the same name) are skipped; the manager treats a missing id as a new session.
+    ///
+    /// Each `name=value` pair is decoded on its own, and every `Cookie` header line is read (HTTP/2
+    /// may send one per cookie): another cookie with non-ASCII or non-UTF-8 bytes (`name=José`)
+    /// skips only that pair, never the session cookie beside it.
     pub(crate) fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
         headers
             .get_all(COOKIE)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|line| line.split(';'))
+            .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| std::str::from_utf8(pair).ok())
             .filter_map(|pair| pair.split_once('='))
             .filter(|(name, _)| name.trim() == self.name)
             .find_map(|(_, value)| {
@@ -195,6 +199,26 @@ mod tests {
         assert_eq!(c.read(&headers(&[b"x=y", quoted.as_bytes()])), Some(id));
         let other_name = format!("session_idx={}", id.expose());
         assert_eq!(c.read(&headers(&[other_name.as_bytes()])), None);
+    }
+
+    #[test]
+    fn non_ascii_cookies_beside_it_do_not_hide_the_id() {
+        let c = CookieOptions::new();
+        let id = SessionId::generate().unwrap();
+        let sid = format!("session_id={}", id.expose());
+        // Latin-1 and UTF-8 bytes in another cookie of the same line, before and after it.
+        for line in [
+            format!("name=José; {sid}").into_bytes(),
+            [b"name=Jos\xe9; ".as_slice(), sid.as_bytes()].concat(),
+            [sid.as_bytes(), b"; x=\xff\xfe"].concat(),
+        ] {
+            assert_eq!(c.read(&headers(&[&line])), Some(id), "{line:?}");
+        }
+        // Several header lines (HTTP/2): a bad one does not hide the id in a later one.
+        assert_eq!(
+            c.read(&headers(&[b"name=Jos\xe9", b"a=1", sid.as_bytes()])),
+            Some(id)
+        );
     }
 
     #[test]
