@@ -7,8 +7,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -19,10 +21,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use libtest_mimic::{Failed, Trial};
+use session_core::conformance::FaultyStore;
 use sessions::web::{
     ConcurrentSession, CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer,
 };
-use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager};
+use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager, SessionStore};
 use tower_http::catch_panic::CatchPanicLayer;
 
 type TestResult = Result<(), Failed>;
@@ -145,8 +148,28 @@ async fn no_session() -> &'static str {
     "no session"
 }
 
-fn app(layer: SessionLayer) -> Router {
-    Router::new()
+/// Logs in (renewing the id), then makes the next store operation, the end of the request's
+/// commit, fail.
+async fn login_then_store_fails(
+    session: Session,
+    Extension(faulty): Extension<Arc<FaultyStore>>,
+    Path(user): Path<String>,
+) -> Result<&'static str, SessionError> {
+    session.insert("user", &user).await?;
+    session.renew_id().await?;
+    faulty.fail_before(1);
+    Ok("ok")
+}
+
+/// The app; with `faulty` (the store under the manager), also the routes that inject faults.
+fn app(layer: SessionLayer, faulty: Option<Arc<FaultyStore>>) -> Router {
+    let mut router = Router::new();
+    if let Some(faulty) = faulty {
+        router = router
+            .route("/login-then-fail/{user}", post(login_then_store_fails))
+            .layer(Extension(faulty));
+    }
+    router
         .route("/reset", post(reset))
         .route("/set-n/{n}", post(set_n))
         .route("/incr", post(increment))
@@ -192,7 +215,8 @@ struct Reply {
 }
 
 /// Starts the app on `url`'s store with the trial's own application name; `settings` adjusts the
-/// configuration.
+/// configuration. The store is wrapped in a [`FaultyStore`], which injects nothing unless a trial
+/// asks it to.
 async fn serve(
     url: &str,
     trial: &str,
@@ -208,13 +232,15 @@ async fn serve(
         .application_name(app_name)
         .max_waiters_per_session(300);
     let config = settings(builder).build()?;
-    let manager = sessions::open(&config).await?;
+    let faulty = Arc::new(FaultyStore::new(sessions::connect(&config).await?));
+    let manager = SessionManager::new(Arc::clone(&faulty) as Arc<dyn SessionStore>, &config);
     let cookie_name = cookie.name().to_owned();
     let layer = SessionLayer::new(manager.clone()).with_cookie(cookie);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let fault_routes = Arc::clone(&faulty);
     let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app(layer)).await {
+        if let Err(err) = axum::serve(listener, app(layer, Some(fault_routes))).await {
             eprintln!("test server stopped: {err}");
         }
     });
@@ -630,6 +656,56 @@ async fn login_renews_id_and_logout_abandons(url: String) -> TestResult {
     Ok(())
 }
 
+/// A login whose end-of-request save fails after `renew_id` moved the session to a new id still
+/// hands the client the new id, with `throwOnError` on (the response becomes the 503 of the store
+/// failure) and off (the response stays 200, nothing saved): the old id finds nothing any more, so
+/// without the cookie the client would have lost its session. The new id finds the session as it
+/// was before the login, unlocked.
+async fn renewed_id_is_issued_when_the_save_fails(url: String) -> TestResult {
+    for throw_on_error in [true, false] {
+        let server = serve(
+            &url,
+            "renew_then_fail",
+            |b| {
+                b.throw_on_error(throw_on_error)
+                    .lock_ttl(Duration::from_secs(60))
+                    .lock_wait_timeout(Duration::from_secs(5))
+            },
+            CookieOptions::new(),
+        )
+        .await?;
+        let before = server.fresh_session().await?;
+        server
+            .expect(Method::POST, "/incr", Some(&before), "1")
+            .await?;
+        let reply = server.post("/login-then-fail/alice", Some(&before)).await?;
+        let status = if throw_on_error {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        ensure!(
+            reply.status == status,
+            "throwOnError = {throw_on_error}: expected {status}: {reply:?}"
+        );
+        let after = server.issued(&reply).ok_or_else(|| {
+            fail(format!(
+                "throwOnError = {throw_on_error}: the renewed id must be issued: {reply:?}"
+            ))
+        })?;
+        ensure!(after != before, "the id must have been renewed");
+        // Not saved: no user; the session (n = 1) lives on under the new id, unlocked.
+        server
+            .expect(Method::GET, "/user", Some(&after), "")
+            .await?;
+        server
+            .expect(Method::POST, "/incr", Some(&after), "2")
+            .await?;
+        server.expect(Method::GET, "/n", Some(&before), "0").await?;
+    }
+    Ok(())
+}
+
 /// A request that outlives the lock TTL loses its lock to the next request; its commit is
 /// rejected (`LockLost`) and the layer answers 409 instead of the handler's 200. The newer write
 /// stands.
@@ -752,6 +828,7 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         panicking_handler_leaves_session_unlocked_and_unchanged,
         error_response_still_saves,
         login_renews_id_and_logout_abandons,
+        renewed_id_is_issued_when_the_save_fails,
         lock_lost_commit_becomes_409,
         concurrent_routes_neither_wait_nor_lose_items,
     ]

@@ -27,7 +27,7 @@ use super::extract::{RequestSlot, State};
 ///
 /// | end of the request | response |
 /// |---|---|
-/// | a new session was stored, or the id was renewed | `Set-Cookie` with the id |
+/// | a new session was stored, or the id was renewed | `Set-Cookie` with the id (after `renew_id`, also when saving failed: the store already moved the session to the new id) |
 /// | the session was abandoned | `Set-Cookie` clearing the cookie |
 /// | the commit found the lock lost ([`session_core::Error::LockLost`]) | replaced by 409 Conflict: the changes were not saved |
 /// | any other failure to save | replaced by the [`SessionError`] response (503 or 500) |
@@ -149,33 +149,140 @@ where
 
 /// Ends the request's session, if one was opened, and applies the cookie rules of the table on
 /// [`SessionLayer`].
-async fn finish(slot: &RequestSlot, cookie: &CookieOptions, mut response: Response) -> Response {
+async fn finish(slot: &RequestSlot, cookie: &CookieOptions, response: Response) -> Response {
     // Waits for the handler's last use of the session (a guard it still holds in a spawned task).
     let state = std::mem::replace(&mut *slot.state.lock().await, State::Ended);
     let State::Open(session) = state else {
         return response;
     };
     let id = *session.id();
-    let abandoned = session.is_abandoned();
-    let new = session.is_new();
-    let header = match session.end().await {
-        Err(err) => return SessionError::from(err).into_response(),
-        Ok(EndOutcome::Removed) => cookie.clear(),
-        Ok(EndOutcome::Nothing) if abandoned && slot.client_id.is_some() => cookie.clear(),
-        Ok(EndOutcome::Created) => cookie.issue(&id),
-        // A stored session whose id changed during the request (renew_id).
-        Ok(EndOutcome::Committed | EndOutcome::Released | EndOutcome::LockWasLost)
-            if !new && slot.client_id != Some(id) =>
-        {
-            cookie.issue(&id)
-        }
-        // Nothing stored (read-only, unchanged, never written, degraded): the cookie stays as it
-        // is. An unknown id the client sent is not cleared: a parallel request may be issuing
-        // its replacement.
-        Ok(_) => None,
+    let ended = Ended {
+        abandoned: session.is_abandoned(),
+        // A stored session whose id changed during the request (renew_id): the store already
+        // holds it under the new id, whatever `end` does next.
+        renewed: !session.is_new() && slot.client_id != Some(id),
+        client_sent_id: slot.client_id.is_some(),
+    };
+    let outcome = session.end().await;
+    let action = ended.cookie(outcome.as_ref().ok().copied());
+    let mut response = match outcome {
+        Ok(_) => response,
+        Err(err) => SessionError::from(err).into_response(),
+    };
+    let header = match action {
+        CookieAction::Issue => cookie.issue(&id),
+        CookieAction::Clear => cookie.clear(),
+        CookieAction::Keep => None,
     };
     if let Some(header) = header {
         response.headers_mut().append(SET_COOKIE, header);
     }
     response
+}
+
+/// What the response does with the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CookieAction {
+    /// `Set-Cookie` with the session's (new or renewed) id.
+    Issue,
+    /// `Set-Cookie` that removes the cookie.
+    Clear,
+    /// No `Set-Cookie`.
+    Keep,
+}
+
+/// What the layer knows about the session as it ends it.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    abandoned: bool,
+    renewed: bool,
+    client_sent_id: bool,
+}
+
+impl Ended {
+    /// The cookie rule for `outcome` (`None`: `end` failed and the response is the error's).
+    fn cookie(self, outcome: Option<EndOutcome>) -> CookieAction {
+        match outcome {
+            Some(EndOutcome::Removed) => CookieAction::Clear,
+            Some(EndOutcome::Nothing) if self.abandoned && self.client_sent_id => {
+                CookieAction::Clear
+            }
+            Some(EndOutcome::Created) => CookieAction::Issue,
+            // The store moved the session to the new id when renew_id ran, so the client needs it
+            // even if this request's changes were not saved (`NotSaved`, `LockWasLost`, or `end`
+            // failed): with the old id it would have lost its session (and its login).
+            _ if self.renewed && !self.abandoned => CookieAction::Issue,
+            // Nothing stored (read-only, unchanged, never written, degraded): the cookie stays as
+            // it is. An unknown id the client sent is not cleared: a parallel request may be
+            // issuing its replacement.
+            _ => CookieAction::Keep,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewed_id_is_issued_even_when_the_changes_are_not_saved() {
+        let renewed = Ended {
+            abandoned: false,
+            renewed: true,
+            client_sent_id: true,
+        };
+        for outcome in [
+            Some(EndOutcome::Committed),
+            Some(EndOutcome::Released),
+            Some(EndOutcome::LockWasLost),
+            Some(EndOutcome::NotSaved),
+            None,
+        ] {
+            assert_eq!(renewed.cookie(outcome), CookieAction::Issue, "{outcome:?}");
+        }
+        let logged_out = Ended {
+            abandoned: true,
+            ..renewed
+        };
+        assert_eq!(
+            logged_out.cookie(Some(EndOutcome::Removed)),
+            CookieAction::Clear
+        );
+        assert_eq!(logged_out.cookie(None), CookieAction::Keep);
+    }
+
+    #[test]
+    fn an_unchanged_id_is_not_reissued() {
+        let same = Ended {
+            abandoned: false,
+            renewed: false,
+            client_sent_id: true,
+        };
+        for outcome in [
+            Some(EndOutcome::Committed),
+            Some(EndOutcome::Released),
+            Some(EndOutcome::Nothing),
+            Some(EndOutcome::NotSaved),
+            None,
+        ] {
+            assert_eq!(same.cookie(outcome), CookieAction::Keep, "{outcome:?}");
+        }
+        assert_eq!(same.cookie(Some(EndOutcome::Created)), CookieAction::Issue);
+        let abandoned = Ended {
+            abandoned: true,
+            ..same
+        };
+        assert_eq!(
+            abandoned.cookie(Some(EndOutcome::Nothing)),
+            CookieAction::Clear
+        );
+        let abandoned_new = Ended {
+            client_sent_id: false,
+            ..abandoned
+        };
+        assert_eq!(
+            abandoned_new.cookie(Some(EndOutcome::Nothing)),
+            CookieAction::Keep
+        );
+    }
 }
