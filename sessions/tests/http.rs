@@ -26,6 +26,7 @@ use sessions::web::{
     ConcurrentSession, CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer,
 };
 use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager, SessionStore};
+use tokio::sync::oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
 
 type TestResult = Result<(), Failed>;
@@ -89,6 +90,29 @@ async fn panics(session: Session) -> Result<&'static str, SessionError> {
     session.insert("n", &999u64).await?;
     panic!("{PANIC}");
 }
+
+/// Hands a clone of its session to a task that keeps it for a minute (uses it after 2 s, and
+/// reports what that use answered), then panics.
+async fn spawns_then_panics(
+    session: Session,
+    Extension(late_use): Extension<LateUse>,
+) -> Result<&'static str, SessionError> {
+    session.insert("n", &999u64).await?;
+    let held = session.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let answer = held.insert("n", &1000u64).await;
+        if let Some(tx) = late_use.lock().await.take() {
+            let _ = tx.send(answer);
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(held);
+    });
+    panic!("{PANIC}");
+}
+
+/// Where the task of [`spawns_then_panics`] reports its late use of the session.
+type LateUse = Arc<tokio::sync::Mutex<Option<oneshot::Sender<Result<(), SessionError>>>>>;
 
 async fn fails(session: Session) -> Result<(StatusCode, &'static str), SessionError> {
     session.insert("n", &42u64).await?;
@@ -161,15 +185,11 @@ async fn login_then_store_fails(
     Ok("ok")
 }
 
-/// The app; with `faulty` (the store under the manager), also the routes that inject faults.
-fn app(layer: SessionLayer, faulty: Option<Arc<FaultyStore>>) -> Router {
-    let mut router = Router::new();
-    if let Some(faulty) = faulty {
-        router = router
-            .route("/login-then-fail/{user}", post(login_then_store_fails))
-            .layer(Extension(faulty));
-    }
-    router
+/// The app; `faulty` is the store under the manager, for the routes that inject faults, and
+/// `late_use` where `/spawn-then-panic` reports.
+fn app(layer: SessionLayer, faulty: Arc<FaultyStore>, late_use: LateUse) -> Router {
+    Router::new()
+        .route("/login-then-fail/{user}", post(login_then_store_fails))
         .route("/reset", post(reset))
         .route("/set-n/{n}", post(set_n))
         .route("/incr", post(increment))
@@ -177,6 +197,7 @@ fn app(layer: SessionLayer, faulty: Option<Arc<FaultyStore>>) -> Router {
         .route("/pair/{k}", post(write_pair))
         .route("/pair", get(read_pair))
         .route("/panic", post(panics))
+        .route("/spawn-then-panic", post(spawns_then_panics))
         .route("/fail", post(fails))
         .route("/slow/{ms}/{value}", post(slow_set))
         .route("/x", get(read_x))
@@ -186,6 +207,8 @@ fn app(layer: SessionLayer, faulty: Option<Arc<FaultyStore>>) -> Router {
         .route("/mark/{i}/{ms}", post(mark))
         .route("/marks", get(count_marks))
         .route("/none", get(no_session))
+        .layer(Extension(faulty))
+        .layer(Extension(late_use))
         .layer(layer)
         .layer(CatchPanicLayer::new())
 }
@@ -198,6 +221,7 @@ struct Server {
     client: Client<HttpConnector, String>,
     cookie: String,
     manager: SessionManager,
+    late_use: LateUse,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -239,8 +263,10 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let fault_routes = Arc::clone(&faulty);
+    let late_use = LateUse::default();
+    let app_late_use = Arc::clone(&late_use);
     let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app(layer, Some(fault_routes))).await {
+        if let Err(err) = axum::serve(listener, app(layer, fault_routes, app_late_use)).await {
             eprintln!("test server stopped: {err}");
         }
     });
@@ -250,6 +276,7 @@ async fn serve(
         client,
         cookie: cookie_name,
         manager,
+        late_use,
         task,
     })
 }
@@ -605,6 +632,42 @@ async fn panicking_handler_leaves_session_unlocked_and_unchanged(url: String) ->
     Ok(())
 }
 
+/// A handler that panics while a task it spawned still holds a handle to the session: the layer
+/// releases the session unsaved anyway, so the next exclusive request gets the lock at once (with a
+/// 60 s lock TTL, a 1-minute task and a 5 s lock wait, it would fail with 503 if the handle kept
+/// the lock) and sees none of the panicking request's changes; the task's late use of its handle
+/// answers `Ended` and changes nothing.
+async fn spawned_task_handle_does_not_keep_the_lock(url: String) -> TestResult {
+    let server = serve(
+        &url,
+        "spawned_task_handle",
+        |b| {
+            b.lock_ttl(Duration::from_secs(60))
+                .lock_wait_timeout(Duration::from_secs(5))
+        },
+        CookieOptions::new(),
+    )
+    .await?;
+    let id = server.fresh_session().await?;
+    server
+        .expect(Method::POST, "/set-n/5", Some(&id), "5")
+        .await?;
+    let (tx, rx) = oneshot::channel();
+    *server.late_use.lock().await = Some(tx);
+    let reply = server.post("/spawn-then-panic", Some(&id)).await?;
+    ensure!(
+        reply.status == StatusCode::INTERNAL_SERVER_ERROR && reply.set_cookies.is_empty(),
+        "a panicking handler answers 500: {reply:?}"
+    );
+    server.expect(Method::POST, "/incr", Some(&id), "6").await?;
+    let late = rx.await?;
+    ensure!(
+        matches!(late, Err(SessionError::Ended)),
+        "a handle used after the request was dropped must answer Ended: {late:?}"
+    );
+    server.expect(Method::GET, "/n", Some(&id), "6").await
+}
+
 /// A handler that returns an error response still saves its changes (as ASP.NET does for a
 /// request that completes); only a panic or a dropped request discards them.
 async fn error_response_still_saves(url: String) -> TestResult {
@@ -826,6 +889,7 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         non_ascii_cookie_keeps_the_session,
         cookie_attributes_are_as_configured,
         panicking_handler_leaves_session_unlocked_and_unchanged,
+        spawned_task_handle_does_not_keep_the_lock,
         error_response_still_saves,
         login_renews_id_and_logout_abandons,
         renewed_id_is_issued_when_the_save_fails,

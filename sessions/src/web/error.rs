@@ -25,7 +25,8 @@ pub enum SessionError {
     /// A session extractor ran on a route without [`SessionLayer`](super::SessionLayer).
     #[error("no SessionLayer on this route: add it with Router::layer")]
     MissingLayer,
-    /// The session was used after the layer ended it (from a task that outlived its request).
+    /// The session was used after the layer ended it, or released it unsaved because the request
+    /// panicked or was dropped (from a task that outlived its request).
     #[error("the request's session has already been ended")]
     Ended,
     /// Two extractors of one request asked for incompatible access modes (an `Exclusive` session

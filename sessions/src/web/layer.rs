@@ -11,6 +11,7 @@ use axum::http::Request;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use session_core::{EndOutcome, SessionManager};
+use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
 use super::cookie::CookieOptions;
@@ -36,7 +37,8 @@ use super::extract::{RequestSlot, State};
 /// A session is saved whatever the handler's status code, as ASP.NET does for a request that
 /// completes: a handler that returns an error response after changing the session keeps those
 /// changes. A handler that **panics** (or a request whose client goes away) never reaches the end:
-/// the session is dropped, which releases its lock and writes nothing. Put
+/// the session is released unsaved (its lock released, nothing written), even if a task the
+/// handler spawned still holds a handle to it; that handle then answers [`SessionError::Ended`]. Put
 /// `tower_http::catch_panic::CatchPanicLayer` *outside* this layer (a later `Router::layer` call)
 /// to answer 500; inside it, the panic would become an ordinary 500 response and be saved.
 #[derive(Clone)]
@@ -139,11 +141,56 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            // If the handler panics or this future is dropped, `slot` is dropped with the open
-            // session, whose `Drop` releases the lock without writing.
+            // If the handler panics or fails, or this future is dropped, the guard ends the
+            // session unsaved, even while handles to it live on in tasks the handler spawned.
+            let guard = ReleaseOnDrop(Some(Arc::clone(&slot.state)));
             let response = inner.call(request).await?;
-            Ok(finish(&slot, &shared.cookie, response).await)
+            let response = finish(&slot, &shared.cookie, response).await;
+            guard.disarm();
+            Ok(response)
         })
+    }
+}
+
+/// Until disarmed, ends the request's session unsaved when dropped: the request's future was
+/// dropped (a panic caught outside the layer, a client that went away, a timeout) or the inner
+/// service failed, so [`finish`] never ran.
+///
+/// The core session lives in the slot that every [`SessionHandle`](super::SessionHandle) clone
+/// shares, so without this a handle kept by a task the handler spawned would keep the session, and
+/// its store lock, until that task ends or the lock TTL passes. Taking the session out of the slot
+/// drops it, which releases the lock and writes nothing; the handles then answer
+/// [`SessionError::Ended`].
+struct ReleaseOnDrop(Option<Arc<Mutex<State>>>);
+
+impl ReleaseOnDrop {
+    /// [`finish`] ran: nothing left to do.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(state) = self.0.take() else { return };
+        if let Ok(mut slot) = state.try_lock() {
+            // Dropping the open session releases its lock and writes nothing.
+            drop(std::mem::replace(&mut *slot, State::Ended));
+            return;
+        }
+        // A handle's method or a `SessionGuard` holds the slot right now: end the session as soon
+        // as it lets go.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    drop(std::mem::replace(&mut *state.lock().await, State::Ended));
+                });
+            }
+            Err(_) => tracing::warn!(
+                "request dropped outside a tokio runtime while its session was in use; its lock \
+                 is released when the last handle is dropped"
+            ),
+        }
     }
 }
 
