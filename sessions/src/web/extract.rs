@@ -12,7 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use session_core::{Access, SessionId, SessionManager};
+use session_core::{Access, Error, SessionId, SessionManager};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use super::error::SessionError;
@@ -135,8 +135,19 @@ impl SessionHandle {
         self.access
     }
 
+    /// Refuses a change through a [`ReadOnlySession`], even when another extractor of the same
+    /// request opened the session with a mode that allows it.
+    fn writable(&self) -> Result<(), SessionError> {
+        if self.access == Access::ReadOnly {
+            return Err(Error::NotWritable("read-only").into());
+        }
+        Ok(())
+    }
+
     /// Locks the session for direct use of the core [`session_core::Session`] API (several
-    /// changes under one lock, `is_initial_access`, `data`, ...). While it is held, the other
+    /// changes under one lock, `is_initial_access`, `data`, ...). The guard has the access of the
+    /// session as it was opened: through a [`ReadOnlySession`] of a request whose session another
+    /// extractor opened `Exclusive`, it could change the session, so only read through it. While it is held, the other
     /// methods of this handle (and of its clones) wait for it, so drop it before calling them; and
     /// do not keep it past the handler: the layer waits for it before ending the session.
     ///
@@ -187,6 +198,7 @@ impl SessionHandle {
         name: &str,
         value: &T,
     ) -> Result<(), SessionError> {
+        self.writable()?;
         Ok(self.lock().await?.insert(name, value)?)
     }
 
@@ -195,6 +207,7 @@ impl SessionHandle {
     /// # Errors
     /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session.
     pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
+        self.writable()?;
         Ok(self.lock().await?.remove(name)?)
     }
 
@@ -203,6 +216,7 @@ impl SessionHandle {
     /// # Errors
     /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session.
     pub async fn clear(&self) -> Result<(), SessionError> {
+        self.writable()?;
         Ok(self.lock().await?.clear()?)
     }
 
@@ -212,6 +226,7 @@ impl SessionHandle {
     /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`],
     /// [`session_core::Error::InvalidConfig`] for zero or more than a year.
     pub async fn set_timeout(&self, timeout: Duration) -> Result<(), SessionError> {
+        self.writable()?;
         Ok(self.lock().await?.set_timeout(timeout)?)
     }
 
@@ -222,6 +237,7 @@ impl SessionHandle {
     /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] unless the session is
     /// exclusive (or new); [`session_core::Error::LockLost`]; store failures.
     pub async fn renew_id(&self) -> Result<SessionId, SessionError> {
+        self.writable()?;
         Ok(self.lock().await?.renew_id().await?)
     }
 
@@ -230,6 +246,7 @@ impl SessionHandle {
     /// # Errors
     /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session.
     pub async fn abandon(&self) -> Result<(), SessionError> {
+        self.writable()?;
         Ok(self.lock().await?.abandon()?)
     }
 }
@@ -271,7 +288,9 @@ extractor!(
 
 extractor!(
     /// The request's session with `ReadOnly` access: no lock; waits while a writer holds the
-    /// lock, so it never sees a half-finished exclusive request; any change is an error.
+    /// lock, so it never sees a half-finished exclusive request; any change through it is an error
+    /// ([`session_core::Error::NotWritable`]), even when another extractor of the same request
+    /// opened the session `Exclusive`.
     ReadOnlySession,
     Access::ReadOnly
 );
@@ -285,7 +304,46 @@ extractor!(
 
 #[cfg(test)]
 mod tests {
+    use session_core::Config;
+
     use super::*;
+
+    /// A read-only handle on a session that an exclusive extractor of the same request opened.
+    async fn read_only_beside_exclusive() -> (SessionHandle, SessionHandle) {
+        let store = Arc::new(backend_memory::MemoryStore::new());
+        let manager = SessionManager::new(store, &Config::builder().build().unwrap());
+        let session = manager.open(None, Access::Exclusive).await.unwrap();
+        let state = Arc::new(Mutex::new(State::Open(session)));
+        let handle = |access| SessionHandle {
+            state: Arc::clone(&state),
+            access,
+        };
+        (handle(Access::ReadOnly), handle(Access::Exclusive))
+    }
+
+    fn not_writable<T: fmt::Debug>(result: Result<T, SessionError>) -> bool {
+        matches!(result, Err(SessionError::Session(Error::NotWritable(_))))
+    }
+
+    #[tokio::test]
+    async fn read_only_handles_refuse_changes_on_an_exclusive_session() {
+        let (read_only, exclusive) = read_only_beside_exclusive().await;
+        exclusive.insert("a", &1u8).await.unwrap();
+        assert!(not_writable(read_only.insert("b", &2u8).await));
+        assert!(not_writable(read_only.remove("a").await));
+        assert!(not_writable(read_only.clear().await));
+        assert!(not_writable(
+            read_only.set_timeout(Duration::from_secs(5)).await
+        ));
+        assert!(not_writable(read_only.renew_id().await));
+        assert!(not_writable(read_only.abandon().await));
+        // Nothing changed, and reading still works.
+        assert_eq!(read_only.get::<u8>("a").await.unwrap(), Some(1));
+        assert_eq!(read_only.get::<u8>("b").await.unwrap(), None);
+        let guard = read_only.lock().await.unwrap();
+        assert!(!guard.is_abandoned());
+        assert_eq!(guard.timeout(), Config::default().session_timeout());
+    }
 
     #[test]
     fn exclusive_serves_every_mode_and_everything_serves_reading() {
