@@ -111,6 +111,23 @@ async fn spawns_then_panics(
     panic!("{PANIC}");
 }
 
+/// Changes the session, then hands a clone to a task that locks it (a `SessionGuard`) and keeps
+/// the guard for 3 s, past the layer's end wait.
+async fn guard_kept_in_task(session: Session) -> Result<&'static str, SessionError> {
+    session.insert("n", &999u64).await?;
+    let (locked_tx, locked_rx) = oneshot::channel();
+    let held = session.clone();
+    tokio::spawn(async move {
+        if let Ok(guard) = held.lock().await {
+            let _ = locked_tx.send(());
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(guard);
+        }
+    });
+    let _ = locked_rx.await;
+    Ok("ok")
+}
+
 /// Where the task of [`spawns_then_panics`] reports its late use of the session.
 type LateUse = Arc<tokio::sync::Mutex<Option<oneshot::Sender<Result<(), SessionError>>>>>;
 
@@ -198,6 +215,7 @@ fn app(layer: SessionLayer, faulty: Arc<FaultyStore>, late_use: LateUse) -> Rout
         .route("/pair", get(read_pair))
         .route("/panic", post(panics))
         .route("/spawn-then-panic", post(spawns_then_panics))
+        .route("/guard-in-task", post(guard_kept_in_task))
         .route("/fail", post(fails))
         .route("/slow/{ms}/{value}", post(slow_set))
         .route("/x", get(read_x))
@@ -240,7 +258,7 @@ struct Reply {
 
 /// Starts the app on `url`'s store with the trial's own application name; `settings` adjusts the
 /// configuration. The store is wrapped in a [`FaultyStore`], which injects nothing unless a trial
-/// asks it to.
+/// asks it to. The layer waits at most 1 s after the handler for the session (`with_end_wait`).
 async fn serve(
     url: &str,
     trial: &str,
@@ -259,7 +277,9 @@ async fn serve(
     let faulty = Arc::new(FaultyStore::new(sessions::connect(&config).await?));
     let manager = SessionManager::new(Arc::clone(&faulty) as Arc<dyn SessionStore>, &config);
     let cookie_name = cookie.name().to_owned();
-    let layer = SessionLayer::new(manager.clone()).with_cookie(cookie);
+    let layer = SessionLayer::new(manager.clone())
+        .with_cookie(cookie)
+        .with_end_wait(Duration::from_secs(1));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let fault_routes = Arc::clone(&faulty);
@@ -668,6 +688,32 @@ async fn spawned_task_handle_does_not_keep_the_lock(url: String) -> TestResult {
     server.expect(Method::GET, "/n", Some(&id), "6").await
 }
 
+/// A `SessionGuard` kept in a spawned task past the layer's end wait (1 s) does not hang the
+/// request: it answers 500 without saving, and the session is released once the guard is dropped
+/// (3 s), so the next exclusive request (5 s lock wait, 60 s lock TTL) gets it, unchanged.
+async fn guard_kept_past_the_end_wait_answers_500(url: String) -> TestResult {
+    let server = serve(
+        &url,
+        "guard_past_end_wait",
+        |b| {
+            b.lock_ttl(Duration::from_secs(60))
+                .lock_wait_timeout(Duration::from_secs(5))
+        },
+        CookieOptions::new(),
+    )
+    .await?;
+    let id = server.fresh_session().await?;
+    server
+        .expect(Method::POST, "/set-n/5", Some(&id), "5")
+        .await?;
+    let reply = server.post("/guard-in-task", Some(&id)).await?;
+    ensure!(
+        reply.status == StatusCode::INTERNAL_SERVER_ERROR && reply.set_cookies.is_empty(),
+        "a session still in use after the end wait answers 500: {reply:?}"
+    );
+    server.expect(Method::POST, "/incr", Some(&id), "6").await
+}
+
 /// A handler that returns an error response still saves its changes (as ASP.NET does for a
 /// request that completes); only a panic or a dropped request discards them.
 async fn error_response_still_saves(url: String) -> TestResult {
@@ -890,6 +936,7 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         cookie_attributes_are_as_configured,
         panicking_handler_leaves_session_unlocked_and_unchanged,
         spawned_task_handle_does_not_keep_the_lock,
+        guard_kept_past_the_end_wait_answers_500,
         error_response_still_saves,
         login_renews_id_and_logout_abandons,
         renewed_id_is_issued_when_the_save_fails,

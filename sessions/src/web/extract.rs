@@ -149,7 +149,11 @@ impl SessionHandle {
     /// session as it was opened: through a [`ReadOnlySession`] of a request whose session another
     /// extractor opened `Exclusive`, it could change the session, so only read through it. While it is held, the other
     /// methods of this handle (and of its clones) wait for it, so drop it before calling them; and
-    /// do not keep it past the handler: the layer waits for it before ending the session.
+    /// do not keep it past the handler (in a spawned task or the response body): the layer waits
+    /// for it before ending the session, at most [`SessionLayer::with_end_wait`] (then the request
+    /// answers 500 and nothing is saved).
+    ///
+    /// [`SessionLayer::with_end_wait`]: super::SessionLayer::with_end_wait
     ///
     /// # Errors
     /// [`SessionError::Ended`] after the layer has ended the session.

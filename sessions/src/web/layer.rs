@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::Request;
 use axum::http::header::SET_COOKIE;
@@ -32,6 +33,7 @@ use super::extract::{RequestSlot, State};
 /// | the session was abandoned | `Set-Cookie` clearing the cookie |
 /// | the commit found the lock lost ([`session_core::Error::LockLost`]) | replaced by 409 Conflict: the changes were not saved |
 /// | any other failure to save | replaced by the [`SessionError`] response (503 or 500) |
+/// | the session was still in use after [`with_end_wait`](Self::with_end_wait) | replaced by 500 ([`SessionError::StillInUse`]): nothing saved |
 /// | otherwise | unchanged |
 ///
 /// A session is saved whatever the handler's status code, as ASP.NET does for a request that
@@ -49,13 +51,19 @@ pub struct SessionLayer {
 struct Shared {
     manager: SessionManager,
     cookie: CookieOptions,
+    end_wait: Duration,
 }
+
+/// How long the layer waits, after the handler, for the handler's last use of the session by
+/// default (see [`SessionLayer::with_end_wait`]).
+pub const DEFAULT_END_WAIT: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for SessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
             .field("manager", &self.shared.manager)
             .field("cookie", &self.shared.cookie)
+            .field("end_wait", &self.shared.end_wait)
             .finish()
     }
 }
@@ -67,6 +75,7 @@ impl SessionLayer {
             shared: Arc::new(Shared {
                 manager,
                 cookie: CookieOptions::default(),
+                end_wait: DEFAULT_END_WAIT,
             }),
         }
     }
@@ -77,6 +86,22 @@ impl SessionLayer {
             shared: Arc::new(Shared {
                 manager: self.shared.manager.clone(),
                 cookie,
+                end_wait: self.shared.end_wait,
+            }),
+        }
+    }
+
+    /// The same layer, waiting at most `wait` (default [`DEFAULT_END_WAIT`], 30 s) after the
+    /// handler for its last use of the session: a [`SessionGuard`](super::SessionGuard), or a
+    /// handle's method call, still in progress in a task the handler spawned or in the response
+    /// body. After that the request answers 500 ([`SessionError::StillInUse`]) and the session is
+    /// released unsaved as soon as that use ends.
+    pub fn with_end_wait(self, wait: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager: self.shared.manager.clone(),
+                cookie: self.shared.cookie.clone(),
+                end_wait: wait,
             }),
         }
     }
@@ -145,7 +170,7 @@ where
             // session unsaved, even while handles to it live on in tasks the handler spawned.
             let guard = ReleaseOnDrop(Some(Arc::clone(&slot.state)));
             let response = inner.call(request).await?;
-            let response = finish(&slot, &shared.cookie, response).await;
+            let response = finish(&slot, &shared, response).await;
             guard.disarm();
             Ok(response)
         })
@@ -172,33 +197,50 @@ impl ReleaseOnDrop {
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        let Some(state) = self.0.take() else { return };
-        if let Ok(mut slot) = state.try_lock() {
-            // Dropping the open session releases its lock and writes nothing.
-            drop(std::mem::replace(&mut *slot, State::Ended));
-            return;
+        if let Some(state) = self.0.take() {
+            release_unsaved(state);
         }
-        // A handle's method or a `SessionGuard` holds the slot right now: end the session as soon
-        // as it lets go.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    drop(std::mem::replace(&mut *state.lock().await, State::Ended));
-                });
-            }
-            Err(_) => tracing::warn!(
-                "request dropped outside a tokio runtime while its session was in use; its lock \
-                 is released when the last handle is dropped"
-            ),
+    }
+}
+
+/// Takes the session out of the slot and drops it, which releases its lock and writes nothing;
+/// handles then answer [`SessionError::Ended`]. If a handle's method or a `SessionGuard` holds
+/// the slot right now, a task does it as soon as that use ends.
+fn release_unsaved(state: Arc<Mutex<State>>) {
+    if let Ok(mut slot) = state.try_lock() {
+        drop(std::mem::replace(&mut *slot, State::Ended));
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                drop(std::mem::replace(&mut *state.lock().await, State::Ended));
+            });
         }
+        Err(_) => tracing::warn!(
+            "request dropped outside a tokio runtime while its session was in use; its lock is \
+             released when the last handle is dropped"
+        ),
     }
 }
 
 /// Ends the request's session, if one was opened, and applies the cookie rules of the table on
 /// [`SessionLayer`].
-async fn finish(slot: &RequestSlot, cookie: &CookieOptions, response: Response) -> Response {
-    // Waits for the handler's last use of the session (a guard it still holds in a spawned task).
-    let state = std::mem::replace(&mut *slot.state.lock().await, State::Ended);
+async fn finish(slot: &RequestSlot, shared: &Shared, response: Response) -> Response {
+    let cookie = &shared.cookie;
+    // Waits for the handler's last use of the session (a guard it still holds in a spawned task
+    // or in the response body), but not for ever: the response body cannot even start before
+    // this returns.
+    let state = match tokio::time::timeout(shared.end_wait, slot.state.lock()).await {
+        Ok(mut state) => std::mem::replace(&mut *state, State::Ended),
+        Err(_) => {
+            release_unsaved(Arc::clone(&slot.state));
+            return SessionError::StillInUse {
+                waited: shared.end_wait,
+            }
+            .into_response();
+        }
+    };
     let State::Open(session) = state else {
         return response;
     };

@@ -7,6 +7,11 @@
 //! handler, so handlers never call `end` themselves. A panicking handler's session is released
 //! unsaved; see [`SessionLayer`] for the whole end-of-request table.
 //!
+//! Use the session within the handler. A handle may outlive it (in a spawned task), but its
+//! methods then answer [`SessionError::Ended`]; a [`SessionGuard`] must not: the layer waits for
+//! it after the handler (at most [`SessionLayer::with_end_wait`], then 500 and nothing saved),
+//! and a guard kept in the response body can never be let go before that wait ends.
+//!
 //! ```no_run
 //! use axum::{Router, routing::{get, post}};
 //! use sessions::web::{ReadOnlySession, Session, SessionError, SessionLayer};
@@ -38,4 +43,4 @@ mod layer;
 pub use cookie::CookieOptions;
 pub use error::SessionError;
 pub use extract::{ConcurrentSession, ReadOnlySession, Session, SessionGuard, SessionHandle};
-pub use layer::{SessionLayer, SessionService};
+pub use layer::{DEFAULT_END_WAIT, SessionLayer, SessionService};
