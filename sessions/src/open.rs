@@ -35,7 +35,7 @@ pub async fn connect(config: &Config) -> Result<Arc<dyn SessionStore>> {
         BackendKind::Mysql => Ok(Arc::new(backend_sql::SqlStore::connect(config).await?)),
         // Every variant not matched above is a backend whose feature is off (or a future one).
         #[allow(unreachable_patterns)]
-        other => Err(feature_off(other)),
+        other => Err(feature_off(config, other)),
     }
 }
 
@@ -82,10 +82,17 @@ pub fn feature_for(kind: BackendKind) -> &'static str {
     }
 }
 
-fn feature_off(kind: BackendKind) -> Error {
+/// The error for `kind`, which `config` selects, compiled out. It names the setting that selected
+/// it: `url`, or the seed's `host` attribute when there is no URL (Redis).
+fn feature_off(config: &Config, kind: BackendKind) -> Error {
     let feature = feature_for(kind);
+    let setting = if config.url().is_none() && config.host().is_some() {
+        "host"
+    } else {
+        "url"
+    };
     Error::config(
-        "url",
+        setting,
         format!(
             "the {kind:?} backend is not compiled in: enable the \"{feature}\" feature of the \
              sessions crate (sessions = {{ ..., features = [\"{feature}\"] }})"
@@ -102,11 +109,25 @@ mod tests {
         assert_eq!(feature_for(BackendKind::Memory), "memory");
         assert_eq!(feature_for(BackendKind::RedisCluster), "redis");
         assert_eq!(feature_for(BackendKind::Mysql), "mysql");
-        let message = feature_off(BackendKind::Postgres).to_string();
+        let postgres = Config::from_url("postgres://u:p@127.0.0.1/db").unwrap();
+        let message = feature_off(&postgres, BackendKind::Postgres).to_string();
         assert!(
             message.contains("enable the \"postgres\" feature of the sessions crate"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_error_names_the_setting_that_selected_the_backend() {
+        let setting = |config: &Config| match feature_off(config, config.backend_kind()) {
+            Error::InvalidConfig { setting, .. } => setting,
+            other => panic!("{other:?}"),
+        };
+        let by_host = Config::from_attributes([("host", "127.0.0.1")]).unwrap();
+        assert_eq!(by_host.backend_kind(), BackendKind::Redis);
+        assert_eq!(setting(&by_host), "host");
+        let by_url = Config::from_url("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(setting(&by_url), "url");
     }
 
     /// Asserts that `url` is refused with a configuration error naming `feature`.
