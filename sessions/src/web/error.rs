@@ -12,10 +12,12 @@ use session_core::{Access, Error};
 /// |---|---|
 /// | the lock was lost, or a lock-free write found the session gone: nothing was saved | 409 Conflict |
 /// | too many requests wait for this session, the lock wait timed out, the store is unreachable or timed out | 503 Service Unavailable |
+/// | the session would exceed the maximum session size ([`Error::SessionTooLarge`]) | 413 Payload Too Large |
 /// | anything else (bad item, corrupt data, misuse) | 500 Internal Server Error |
 ///
 /// The body is a short fixed text that names no internals; the error itself is logged with
-/// `tracing` when it becomes a response.
+/// `tracing` when it becomes a response: at `warn` for what a client can cause (409, 503, 413, and
+/// an invalid item name or an item that does not decode), at `error` for the rest.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -65,8 +67,19 @@ impl SessionError {
                 | Error::Unavailable { .. }
                 | Error::Timeout { .. },
             ) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Session(Error::SessionTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Whether a client can cause this error with its input (logged at `warn`, not `error`).
+    fn client_caused(&self) -> bool {
+        matches!(
+            self,
+            Self::Session(
+                Error::SessionTooLarge { .. } | Error::InvalidName { .. } | Error::Decode { .. }
+            )
+        )
     }
 }
 
@@ -81,6 +94,14 @@ impl IntoResponse for SessionError {
             StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::warn!(error = %self, "session not available");
                 "the session is busy or its store is unavailable; try again"
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                tracing::warn!(error = %self, "session change rejected");
+                "the session would be too large"
+            }
+            _ if self.client_caused() => {
+                tracing::warn!(error = %self, "session error");
+                "session error"
             }
             _ => {
                 tracing::error!(error = %self, "session error");
@@ -115,6 +136,19 @@ mod tests {
             SessionError::MissingLayer.status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+        let large = SessionError::from(Error::SessionTooLarge { size: 2, limit: 1 });
+        assert!(large.client_caused());
+        assert_eq!(
+            large.into_response().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let name = SessionError::from(Error::InvalidName {
+            kind: "item name",
+            reason: "empty",
+        });
+        assert!(name.client_caused());
+        assert_eq!(name.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!SessionError::MissingLayer.client_caused());
         assert_eq!(
             SessionError::from(Error::NotWritable("read-only")).status(),
             StatusCode::INTERNAL_SERVER_ERROR

@@ -42,7 +42,11 @@ use super::extract::{RequestSlot, State};
 /// the session is released unsaved (its lock released, nothing written), even if a task the
 /// handler spawned still holds a handle to it; that handle then answers [`SessionError::Ended`]. Put
 /// `tower_http::catch_panic::CatchPanicLayer` *outside* this layer (a later `Router::layer` call)
-/// to answer 500; inside it, the panic would become an ordinary 500 response and be saved.
+/// to answer 500; inside it, the panic would become an ordinary 500 response and be saved. The
+/// same holds for every layer that turns a dropped or failed handler future into a response,
+/// such as `tower_http::timeout::TimeoutLayer` or axum's `HandleErrorLayer`: outside this layer,
+/// a timed-out request's session is released unsaved; inside it, the timeout's response ends the
+/// request normally and whatever the handler had changed so far is saved.
 #[derive(Clone)]
 pub struct SessionLayer {
     shared: Arc<Shared>,
