@@ -1,9 +1,9 @@
 //! A counter with login and logout on axum, against any session store by URL.
 //!
 //! ```sh
-//! cargo run -p sessions --example axum_app -- memory://
-//! cargo run -p sessions --example axum_app -- redis://127.0.0.1:6379
-//! cargo run -p sessions --example axum_app -- postgres://sess:sesspw@127.0.0.1:5433/sessdb
+//! cargo run -p sessions --features axum --example axum_app -- memory://
+//! cargo run -p sessions --features axum,redis --example axum_app -- redis://127.0.0.1:6379
+//! cargo run -p sessions --features axum,postgres --example axum_app -- postgres://sess:sesspw@127.0.0.1:5433/sessdb
 //! ```
 //!
 //! The store URL is the first argument, else `SESSION_STORE_URL`, else `memory://`; the address
