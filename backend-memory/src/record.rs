@@ -293,6 +293,10 @@ impl Record {
 
     /// The items after `delta`. An empty delta shares the current map; otherwise the map is copied
     /// once (names and `Arc`s of values, never the encoded bytes) and changed.
+    ///
+    /// The same result as [`Delta::apply_to`] on the copy (`cleared`, then `removed`, then `set`),
+    /// but an item that is set over an existing one keeps the copy's name instead of allocating a
+    /// new one (`BTreeMap::insert` would clone the name only to drop it).
     fn apply(&self, delta: &Delta) -> Arc<Items> {
         if delta.is_empty() {
             return Arc::clone(&self.items);
@@ -302,7 +306,16 @@ impl Record {
         } else {
             Items::clone(&self.items)
         };
-        delta.apply_to(&mut items);
+        for name in &delta.removed {
+            items.remove(name);
+        }
+        for (name, value) in &delta.set {
+            if let Some(slot) = items.get_mut(name) {
+                slot.clone_from(value);
+            } else {
+                items.insert(name.clone(), value.clone());
+            }
+        }
         Arc::new(items)
     }
 
@@ -432,6 +445,39 @@ mod tests {
             r.items["a"].as_bytes(),
             changed.items["a"].as_bytes()
         ));
+    }
+
+    #[test]
+    fn a_write_applies_the_delta_as_delta_apply_to_does() {
+        let now = Instant::now();
+        let r = Record::new(
+            items(&[("a", b"1"), ("b", b"2"), ("c", b"3")]),
+            Duration::from_secs(1),
+            now,
+            false,
+        );
+        let v = |b: &[u8]| ItemValue::from_bytes(b.to_vec());
+        let deltas = [
+            Delta::new().with_set("a", v(b"x")),
+            Delta::new().with_set("d", v(b"4")).with_set("b", v(b"y")),
+            Delta::new().with_removed("c").with_set("a", v(b"z")),
+            Delta::new().with_removed("a").with_set("a", v(b"back")),
+            Delta::new().with_cleared().with_set("b", v(b"only")),
+            // Public fields allow a name in both: removed first, then set.
+            {
+                let mut d = Delta::new().with_set("b", v(b"both"));
+                d.removed.insert("b".to_owned());
+                d
+            },
+        ];
+        for delta in deltas {
+            let mut expected = Items::clone(&r.items);
+            delta.apply_to(&mut expected);
+            let next = r.written(now, &delta, Duration::from_secs(1));
+            assert_eq!(*next.items, expected, "{delta:?}");
+        }
+        assert_eq!(r.items.len(), 3, "the old version is untouched");
+        assert_eq!(r.items["a"], v(b"1"));
     }
 
     #[test]
