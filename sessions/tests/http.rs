@@ -624,13 +624,12 @@ async fn cookie_attributes_are_as_configured(url: String) -> TestResult {
     Ok(())
 }
 
-/// A handler that panics after changing its session answers 500 (CatchPanicLayer), and the
-/// session is left unlocked and unchanged: with a 60 s lock TTL and a 5 s lock wait, the next
-/// exclusive request would fail with 503 if the lock were still held.
-async fn panicking_handler_leaves_session_unlocked_and_unchanged(url: String) -> TestResult {
+/// A server on which a lock left held would outlast the test (60 s lock TTL, 5 s lock wait: the
+/// next exclusive request would answer 503), and a stored session whose `n` is 5.
+async fn session_at_five(url: &str, trial: &str) -> Result<(Server, String), Failed> {
     let server = serve(
-        &url,
-        "panicking_handler",
+        url,
+        trial,
         |b| {
             b.lock_ttl(Duration::from_secs(60))
                 .lock_wait_timeout(Duration::from_secs(5))
@@ -642,6 +641,14 @@ async fn panicking_handler_leaves_session_unlocked_and_unchanged(url: String) ->
     server
         .expect(Method::POST, "/set-n/5", Some(&id), "5")
         .await?;
+    Ok((server, id))
+}
+
+/// A handler that panics after changing its session answers 500 (CatchPanicLayer), and the
+/// session is left unlocked and unchanged: with a 60 s lock TTL and a 5 s lock wait, the next
+/// exclusive request would fail with 503 if the lock were still held.
+async fn panicking_handler_leaves_session_unlocked_and_unchanged(url: String) -> TestResult {
+    let (server, id) = session_at_five(&url, "panicking_handler").await?;
     let reply = server.post("/panic", Some(&id)).await?;
     ensure!(
         reply.status == StatusCode::INTERNAL_SERVER_ERROR && reply.set_cookies.is_empty(),
@@ -658,20 +665,7 @@ async fn panicking_handler_leaves_session_unlocked_and_unchanged(url: String) ->
 /// the lock) and sees none of the panicking request's changes; the task's late use of its handle
 /// answers `Ended` and changes nothing.
 async fn spawned_task_handle_does_not_keep_the_lock(url: String) -> TestResult {
-    let server = serve(
-        &url,
-        "spawned_task_handle",
-        |b| {
-            b.lock_ttl(Duration::from_secs(60))
-                .lock_wait_timeout(Duration::from_secs(5))
-        },
-        CookieOptions::new(),
-    )
-    .await?;
-    let id = server.fresh_session().await?;
-    server
-        .expect(Method::POST, "/set-n/5", Some(&id), "5")
-        .await?;
+    let (server, id) = session_at_five(&url, "spawned_task_handle").await?;
     let (tx, rx) = oneshot::channel();
     *server.late_use.lock().await = Some(tx);
     let reply = server.post("/spawn-then-panic", Some(&id)).await?;
@@ -692,20 +686,7 @@ async fn spawned_task_handle_does_not_keep_the_lock(url: String) -> TestResult {
 /// request: it answers 500 without saving, and the session is released once the guard is dropped
 /// (3 s), so the next exclusive request (5 s lock wait, 60 s lock TTL) gets it, unchanged.
 async fn guard_kept_past_the_end_wait_answers_500(url: String) -> TestResult {
-    let server = serve(
-        &url,
-        "guard_past_end_wait",
-        |b| {
-            b.lock_ttl(Duration::from_secs(60))
-                .lock_wait_timeout(Duration::from_secs(5))
-        },
-        CookieOptions::new(),
-    )
-    .await?;
-    let id = server.fresh_session().await?;
-    server
-        .expect(Method::POST, "/set-n/5", Some(&id), "5")
-        .await?;
+    let (server, id) = session_at_five(&url, "guard_past_end_wait").await?;
     let reply = server.post("/guard-in-task", Some(&id)).await?;
     ensure!(
         reply.status == StatusCode::INTERNAL_SERVER_ERROR && reply.set_cookies.is_empty(),
