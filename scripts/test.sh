@@ -6,7 +6,9 @@
 # 2. Checks formatting and lints, then runs every test in the workspace and the example.
 #
 # Every backend that has a server here is *required*: SESSION_TEST_REQUIRE names it, so its tests
-# fail instead of being skipped if its server is not configured (STYLE H10).
+# fail instead of being skipped if its server is not configured (docs/style.md H10). The tests read
+# every SESSION_TEST_* variable through the test-support crate (test-support/src/servers.rs, the
+# rule in test-support/src/require.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -12,10 +12,7 @@ use crate::store::{BACKEND, Shared, Step};
 /// future (an operation timeout, say) then cannot stop it between its two keys' steps: it is
 /// applied whole or not at all, as the trait's cancel-safety contract asks.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
-    key: SessionKey,
-    new_id: SessionId,
-    token: LockToken,
+    shared: Arc<Shared>, key: SessionKey, new_id: SessionId, token: LockToken,
 ) -> Result<ChangeIdOutcome> {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => runtime
@@ -34,10 +31,7 @@ pub(crate) async fn run(
 /// (`Shared::compute_pair`). The moved version keeps items, timeout, lock (same token and age) and
 /// a pending initialize flag, and slides its expiry.
 async fn change_id(
-    shared: &Shared,
-    key: &SessionKey,
-    new_id: SessionId,
-    token: LockToken,
+    shared: &Shared, key: &SessionKey, new_id: SessionId, token: LockToken,
 ) -> Result<ChangeIdOutcome> {
     let holds = |record: &Record| record.lock.is_some_and(|l| l.token == token);
     if new_id == *key.id() {
@@ -86,7 +80,7 @@ mod tests {
     use super::*;
     use crate::MemoryStore;
 
-    use crate::test_util::{LONG, found, items, key_in, locked, value};
+    use crate::test_util::{LONG, found, key_in, locked, seeded, value};
 
     fn key() -> SessionKey {
         key_in("/change-id")
@@ -94,12 +88,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn change_id_races_have_one_winner_and_never_lose_the_session() {
-        let store = MemoryStore::new();
         let k = key();
-        store
-            .create(&k, &items(&[("a", b"1")]), LONG, true)
-            .await
-            .unwrap();
+        let store = seeded(&k).await;
         let token = locked(&store, &k).await;
         let new_ids: Vec<_> = (0..16).map(|_| SessionId::generate().unwrap()).collect();
         let tasks: Vec<_> = new_ids
@@ -178,12 +168,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_retried_change_id_reports_changed() {
-        let store = MemoryStore::new();
         let k = key();
-        store
-            .create(&k, &items(&[("a", b"1")]), LONG, true)
-            .await
-            .unwrap();
+        let store = seeded(&k).await;
         let token = locked(&store, &k).await;
         let new_id = SessionId::generate().unwrap();
         assert_eq!(

@@ -16,6 +16,8 @@
 //!   maintenance interval (moka's own eviction is accurate only to about a second).
 //! - `maintenance`: the background task that runs the sweep and moka's housekeeping; it stops
 //!   with the store.
+//! - `schemes`: the URL that selects this store ([`SCHEMES`], [`accepts`],
+//!   [`MemoryStore::from_config`]).
 
 mod change_id;
 mod deadlines;
@@ -23,10 +25,12 @@ mod maintenance;
 mod ops;
 mod options;
 mod record;
+mod schemes;
 mod signals;
 mod store;
 #[cfg(test)]
 mod test_util;
 
 pub use options::MemoryOptions;
+pub use schemes::{SCHEMES, accepts};
 pub use store::MemoryStore;

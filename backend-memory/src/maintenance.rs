@@ -85,10 +85,7 @@ impl Drop for Running {
 }
 
 async fn run(
-    store: Weak<Shared>,
-    mut stop: watch::Receiver<()>,
-    interval: Duration,
-    _running: Running,
+    store: Weak<Shared>, mut stop: watch::Receiver<()>, interval: Duration, _running: Running,
 ) {
     loop {
         tokio::select! {

@@ -61,10 +61,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        lock_ttl: Duration,
+        &self, key: &SessionKey, token: LockToken, lock_ttl: Duration,
     ) -> Result<AcquireOutcome> {
         let shared = self.inner();
         let (outcome, took_over) = shared
@@ -77,7 +74,7 @@ impl SessionStore for MemoryStore {
                     // A retry of our own acquire whose reply was lost: the lock is already ours.
                     Some(lock) if lock.token == token => {
                         next.initialize = false;
-                        let snapshot = record.snapshot().with_lock(token);
+                        let snapshot = record.snapshot();
                         return (
                             Step::Update(next),
                             (AcquireOutcome::Acquired(snapshot), false),
@@ -92,8 +89,8 @@ impl SessionStore for MemoryStore {
                     _ => {}
                 }
                 // Free or stale: taken in the same step. `settled` stays, so that the previous
-                // holder's retried commit or release is still recognised (SessionStore contract).
-                let snapshot = record.snapshot().with_lock(token);
+                // holder's retried commit is still recognised (the rule at `Settled`).
+                let snapshot = record.snapshot();
                 next.lock = Some(Lock { token, since: now });
                 next.initialize = false;
                 let took_over = record.lock.is_some();
@@ -111,11 +108,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
         let shared = self.inner();
         let (outcome, released) = shared
@@ -127,7 +120,7 @@ impl SessionStore for MemoryStore {
                     (Some(lock), _) if lock.token == token => {
                         let mut next = record.written(now, delta, timeout);
                         next.lock = None;
-                        next.settled = Some(Settled::Committed {
+                        next.settled = Some(Settled {
                             token,
                             delta: Arc::new(delta.clone()),
                             timeout,
@@ -156,15 +149,13 @@ impl SessionStore for MemoryStore {
                 let Some(record) = current else {
                     return (Step::Keep, (ReleaseOutcome::LockLost, false));
                 };
-                match (&record.lock, &record.settled) {
-                    (Some(lock), _) if lock.token == token => {
+                // `settled` stays (the rule at `Settled`); a repeat of this release finds the lock
+                // gone and is `LockLost`, which the retry layer reads as `Released`.
+                match record.lock {
+                    Some(lock) if lock.token == token => {
                         let mut next = record.successor(now);
                         next.lock = None;
-                        next.settled = Some(Settled::Released { token });
                         (Step::Update(next), (ReleaseOutcome::Released, true))
-                    }
-                    (_, Some(settled)) if settled.repeats_release(token) => {
-                        (Step::Keep, (ReleaseOutcome::Released, false))
                     }
                     _ => (Step::Keep, (ReleaseOutcome::LockLost, false)),
                 }
@@ -177,11 +168,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
+        &self, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
     ) -> Result<CreateOutcome> {
         self.inner()
             .compute(key, Operation::Create, |current, now| {
@@ -224,10 +211,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
         self.inner()
             .compute(
@@ -261,10 +245,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
+        &self, key: &SessionKey, new_id: SessionId, token: LockToken,
     ) -> Result<ChangeIdOutcome> {
         let shared = Arc::clone(self.inner());
         change_id::run(shared, key.clone(), new_id, token).await
@@ -334,7 +315,7 @@ mod tests {
 
     use super::*;
 
-    use crate::test_util::{LONG, found, items, key_in, locked, value};
+    use crate::test_util::{LONG, found, items, key_in, locked, seeded, value};
 
     fn key() -> SessionKey {
         key_in("/ops")
@@ -357,7 +338,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retried_commit_and_release_report_success_without_applying() {
+    async fn retried_commit_reports_success_without_applying() {
         let store = MemoryStore::new();
         let k = key();
         store.create(&k, &Items::new(), LONG, true).await.unwrap();
@@ -373,37 +354,44 @@ mod tests {
         store.write_concurrent(&k, &other, LONG).await.unwrap();
         assert_eq!(commit(delta.clone()).await, CommitOutcome::Committed);
         assert_eq!(found(&store, &k).await.items["n"], value(b"2"));
-        // A different write by the released holder is stale (SPEC §2 rule 1).
+        // A different write by the released holder is stale (docs/contract.md §2 rule 1).
         assert_eq!(commit(other).await, CommitOutcome::LockLost);
-        assert_eq!(
-            store.release(&k, token).await.unwrap(),
-            ReleaseOutcome::LockLost
-        );
 
-        let token = locked(&store, &k).await;
-        assert_eq!(
-            store.release(&k, token).await.unwrap(),
-            ReleaseOutcome::Released
-        );
-        assert_eq!(
-            store.release(&k, token).await.unwrap(),
-            ReleaseOutcome::Released
-        );
-        // A new acquisition does not end the retry window, and the retry leaves its lock alone;
-        // the new holder's own release does end it.
+        // Another request acquires and releases in between: the retry is still recognised (the
+        // rule at `Settled`) and leaves the new holder's lock alone.
         let newer = locked(&store, &k).await;
-        assert_eq!(
-            store.release(&k, token).await.unwrap(),
-            ReleaseOutcome::Released
-        );
-        assert_eq!(
-            store.release(&k, newer).await.unwrap(),
-            ReleaseOutcome::Released
-        );
-        assert_eq!(
-            store.release(&k, token).await.unwrap(),
-            ReleaseOutcome::LockLost
-        );
+        assert_eq!(commit(delta.clone()).await, CommitOutcome::Committed);
+        let held = store.read(&k).await.unwrap();
+        assert!(matches!(held, ReadOutcome::Locked(i) if i.token == newer));
+        let released = store.release(&k, newer).await.unwrap();
+        assert_eq!(released, ReleaseOutcome::Released);
+        assert_eq!(commit(delta.clone()).await, CommitOutcome::Committed);
+        assert_eq!(found(&store, &k).await.items["n"], value(b"2"));
+        // Only the next commit replaces the record.
+        let next = locked(&store, &k).await;
+        let committed = store.commit(&k, next, &Delta::new(), LONG).await.unwrap();
+        assert_eq!(committed, CommitOutcome::Committed);
+        assert_eq!(commit(delta).await, CommitOutcome::LockLost);
+    }
+
+    #[tokio::test]
+    async fn release_records_nothing() {
+        let store = MemoryStore::new();
+        let k = key();
+        store.create(&k, &Items::new(), LONG, true).await.unwrap();
+        let token = locked(&store, &k).await;
+        let release = |t: LockToken| {
+            let (store, k) = (store.clone(), k.clone());
+            async move { store.release(&k, t).await.unwrap() }
+        };
+        assert_eq!(release(token).await, ReleaseOutcome::Released);
+        // A repeat finds the lock gone: `LockLost` here, read as `Released` by the retry layer
+        // when it follows a lost reply (docs/contract.md §2, "Repeated calls").
+        assert_eq!(release(token).await, ReleaseOutcome::LockLost);
+        let newer = locked(&store, &k).await;
+        assert_eq!(release(token).await, ReleaseOutcome::LockLost);
+        let held = store.read(&k).await.unwrap();
+        assert!(matches!(held, ReadOutcome::Locked(i) if i.token == newer));
     }
 
     #[tokio::test]
@@ -412,27 +400,19 @@ mod tests {
         let k = key();
         store.create(&k, &Items::new(), LONG, true).await.unwrap();
         let ttl = Duration::from_millis(100);
-        let AcquireOutcome::Acquired(first) = store
-            .acquire(&k, LockToken::generate().unwrap(), ttl)
-            .await
-            .unwrap()
-        else {
+        let old = LockToken::generate().unwrap();
+        let AcquireOutcome::Acquired(_) = store.acquire(&k, old, ttl).await.unwrap() else {
             panic!("not acquired");
         };
-        let old = first.lock.unwrap();
         assert!(matches!(
             store.acquire(&k, LockToken::generate().unwrap(), ttl).await.unwrap(),
             AcquireOutcome::Locked(info) if info.token == old && info.age < ttl
         ));
         tokio::time::sleep(ttl).await;
-        let AcquireOutcome::Acquired(second) = store
-            .acquire(&k, LockToken::generate().unwrap(), ttl)
-            .await
-            .unwrap()
-        else {
+        let second = LockToken::generate().unwrap();
+        let AcquireOutcome::Acquired(_) = store.acquire(&k, second, ttl).await.unwrap() else {
             panic!("stale lock not taken over");
         };
-        assert_ne!(second.lock, Some(old));
         let delta = Delta::new().with_set("x", value(b"1"));
         assert_eq!(
             store.commit(&k, old, &delta, LONG).await.unwrap(),
@@ -588,12 +568,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_left_claimed_by_a_cancelled_compute_is_still_the_session() {
-        let store = MemoryStore::new();
         let k = key();
-        store
-            .create(&k, &items(&[("a", b"1")]), LONG, true)
-            .await
-            .unwrap();
+        let store = seeded(&k).await;
         // A compute that claimed the version and was dropped before moka applied its step.
         let stuck = version(&store, &k).await;
         stuck.claim();

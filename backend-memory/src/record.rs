@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use session_core::{Delta, Items, LockInfo, LockToken, SessionKey, Snapshot};
 
-/// A held lock. Its age is measured on the store's clock, [`std::time::Instant`] (SPEC §2 rule 5);
+/// A held lock. Its age is measured on the store's clock, [`std::time::Instant`] (docs/contract.md §2 rule 5);
 /// it is the clock moka uses too, so expiry and lock age never disagree about "now".
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lock {
@@ -25,37 +25,29 @@ impl Lock {
     }
 }
 
-/// How the last lock of a session ended. A `commit` or `release` repeated with exactly these
-/// arguments is a retry of a call that succeeded (its reply was lost): it reports success again and
-/// applies nothing (the idempotency rule of `SessionStore`). Anything else from that token is a
-/// stale holder and gets `LockLost` (SPEC §2 rule 1). The next commit or release replaces it.
+/// The session's last successful `commit` (the settled record of docs/contract.md §2, "Repeated
+/// calls"). A `commit` repeated with exactly these arguments is a retry of that commit whose reply
+/// was lost: it reports `Committed` again and applies nothing. Anything else from that token is a
+/// stale holder and gets `LockLost` (docs/contract.md §2 rule 1).
+///
+/// The rule, the same in every backend of this workspace: only the next successful `commit`
+/// replaces the record; `acquire` and `release` leave it, so the retry is still recognised after
+/// another request acquired and released the lock in between. Releases record nothing: a retried
+/// release is settled by the retry layer.
 #[derive(Debug, Clone)]
-pub(crate) enum Settled {
-    Committed {
-        token: LockToken,
-        /// Compared on a retry, so that a second, different commit by a released holder is
-        /// rejected instead of being reported as done. Shared: successors copy the `Arc` only.
-        delta: Arc<Delta>,
-        timeout: Duration,
-    },
-    Released {
-        token: LockToken,
-    },
+pub(crate) struct Settled {
+    pub(crate) token: LockToken,
+    /// Compared on a retry, so that a second, different commit by a released holder is rejected
+    /// instead of being reported as done. Shared: successors copy the `Arc` only.
+    pub(crate) delta: Arc<Delta>,
+    pub(crate) timeout: Duration,
 }
 
 impl Settled {
     pub(crate) fn repeats_commit(
-        &self,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
+        &self, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> bool {
-        matches!(self, Self::Committed { token: t, delta: d, timeout: to }
-            if *t == token && **d == *delta && *to == timeout)
-    }
-
-    pub(crate) fn repeats_release(&self, token: LockToken) -> bool {
-        matches!(self, Self::Released { token: t } if *t == token)
+        self.token == token && *self.delta == *delta && self.timeout == timeout
     }
 }
 
@@ -73,10 +65,10 @@ pub(crate) struct Record {
     /// evicted it yet. Slid in place by `read` and `touch`; claimed by every per-key compute.
     deadline: Deadline,
     pub(crate) lock: Option<Lock>,
-    /// How the last lock ended; kept across later acquisitions, replaced by the next commit or
-    /// release, so that a retry of that commit or release is recognised.
+    /// The last successful commit ([`Settled`]), so that its retry is recognised; replaced only by
+    /// the next commit.
     pub(crate) settled: Option<Settled>,
-    /// Created uninitialized and not yet returned by a `read`/`acquire` (SPEC §2 rule 3). Never
+    /// Created uninitialized and not yet returned by a `read`/`acquire` (docs/contract.md §2 rule 3). Never
     /// changed in place: only a compute clears it, in the next version, so that it is reported
     /// exactly once; the in-place `read` leaves a version that has it set to the compute.
     pub(crate) initialize: bool,
@@ -193,10 +185,7 @@ pub(crate) fn deadline(now: Instant, timeout: Duration) -> Instant {
 
 impl Record {
     pub(crate) fn new(
-        items: Arc<Items>,
-        timeout: Duration,
-        now: Instant,
-        initialize: bool,
+        items: Arc<Items>, timeout: Duration, now: Instant, initialize: bool,
     ) -> Self {
         Self {
             items,
@@ -363,10 +352,7 @@ impl SessionExpiry {
     /// half the grace to spare (most reads of a busy session), so that moka does not reschedule
     /// its timer on every read; else moves it to `timeout + grace` from `read_at`.
     fn after_read(
-        &self,
-        value: &Record,
-        read_at: Instant,
-        current: Option<Duration>,
+        &self, value: &Record, read_at: Instant, current: Option<Duration>,
     ) -> Option<Duration> {
         if !value.is_open(read_at) {
             return current;
@@ -382,30 +368,20 @@ impl SessionExpiry {
 
 impl Expiry<SessionKey, Arc<Record>> for SessionExpiry {
     fn expire_after_create(
-        &self,
-        _key: &SessionKey,
-        value: &Arc<Record>,
-        created_at: Instant,
+        &self, _key: &SessionKey, value: &Arc<Record>, created_at: Instant,
     ) -> Option<Duration> {
         self.remaining(value, created_at)
     }
 
     fn expire_after_read(
-        &self,
-        _key: &SessionKey,
-        value: &Arc<Record>,
-        read_at: Instant,
-        duration_until_expiry: Option<Duration>,
-        _last_modified_at: Instant,
+        &self, _key: &SessionKey, value: &Arc<Record>, read_at: Instant,
+        duration_until_expiry: Option<Duration>, _last_modified_at: Instant,
     ) -> Option<Duration> {
         self.after_read(value, read_at, duration_until_expiry)
     }
 
     fn expire_after_update(
-        &self,
-        _key: &SessionKey,
-        value: &Arc<Record>,
-        updated_at: Instant,
+        &self, _key: &SessionKey, value: &Arc<Record>, updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
         self.remaining(value, updated_at)
@@ -544,7 +520,7 @@ mod tests {
         let t = LockToken::generate().unwrap();
         let other = LockToken::generate().unwrap();
         let d = Delta::new().with_removed("x");
-        let s = Settled::Committed {
+        let s = Settled {
             token: t,
             delta: Arc::new(d.clone()),
             timeout: Duration::from_secs(1),
@@ -553,7 +529,5 @@ mod tests {
         assert!(!s.repeats_commit(t, &Delta::new(), Duration::from_secs(1)));
         assert!(!s.repeats_commit(t, &d, Duration::from_secs(2)));
         assert!(!s.repeats_commit(other, &d, Duration::from_secs(1)));
-        assert!(!s.repeats_release(t));
-        assert!(Settled::Released { token: t }.repeats_release(t));
     }
 }

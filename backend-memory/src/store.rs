@@ -174,9 +174,7 @@ impl Shared {
     /// `record::Deadline`), both inside the lock, so on one key time only moves forward from one
     /// operation to the next, in-place slides included.
     pub(crate) async fn compute<T>(
-        &self,
-        key: &SessionKey,
-        operation: Operation,
+        &self, key: &SessionKey, operation: Operation,
         decide: impl FnOnce(Option<&Record>, Instant) -> (Step, T),
     ) -> Result<T> {
         let mut outcome = None;
@@ -203,10 +201,7 @@ impl Shared {
     /// (whatever the caller's roles), so two pair operations never wait for each other in a cycle;
     /// single-key operations never hold one lock while waiting for another.
     pub(crate) async fn compute_pair<T>(
-        &self,
-        a: &SessionKey,
-        b: &SessionKey,
-        operation: Operation,
+        &self, a: &SessionKey, b: &SessionKey, operation: Operation,
         decide: impl FnOnce(Option<&Record>, Option<&Record>, Instant) -> (Step, Step, T),
     ) -> Result<T> {
         let swapped = b < a;

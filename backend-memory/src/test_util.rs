@@ -30,12 +30,9 @@ pub(crate) fn items(pairs: &[(&str, &[u8])]) -> Items {
 
 /// Acquires `key` with a fresh token; panics unless `Acquired`.
 pub(crate) async fn locked(store: &MemoryStore, key: &SessionKey) -> LockToken {
-    match store
-        .acquire(key, LockToken::generate().unwrap(), LONG)
-        .await
-        .unwrap()
-    {
-        AcquireOutcome::Acquired(s) => s.lock.unwrap(),
+    let token = LockToken::generate().unwrap();
+    match store.acquire(key, token, LONG).await.unwrap() {
+        AcquireOutcome::Acquired(_) => token,
         other => panic!("expected Acquired, got {other:?}"),
     }
 }
@@ -46,4 +43,12 @@ pub(crate) async fn found(store: &MemoryStore, key: &SessionKey) -> Snapshot {
         ReadOutcome::Found(s) => s,
         other => panic!("expected Found, got {other:?}"),
     }
+}
+
+/// A store holding one session under `key` with item `a` = `1`, unlocked.
+pub(crate) async fn seeded(key: &SessionKey) -> MemoryStore {
+    let store = MemoryStore::new();
+    let out = store.create(key, &items(&[("a", b"1")]), LONG, true).await;
+    assert_eq!(out.unwrap(), session_core::CreateOutcome::Created);
+    store
 }

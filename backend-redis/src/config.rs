@@ -1,5 +1,6 @@
 //! From `session_core::Config` (the seed's attributes or a URL) and [`RedisOptions`] to what the
-//! driver needs: the nodes, TLS trust, database and timeouts.
+//! driver needs: the nodes, TLS trust, database and timeouts. This crate parses its own schemes
+//! ([`SCHEMES`]; the `sessions` facade dispatches on [`accepts`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,14 +9,45 @@ use std::time::Duration;
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
 };
-use session_core::{BackendKind, Config, Error, Result};
+use session_core::{Config, Error, Result, redact_url, url_scheme};
 
-/// The connect timeout when `connectionTimeoutInMilliseconds` is 0 (StackExchange.Redis's default,
-/// which the ASP.NET provider inherits).
-pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
-/// The per-command response timeout when `operationTimeoutInMilliseconds` is 0 (as
-/// StackExchange.Redis's `SyncTimeout`).
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The schemes of Redis URLs: one server (`redis://`, `rediss://` with TLS) or a cluster
+/// (`redis+cluster://`, `rediss+cluster://`, with one or more comma-separated seed nodes).
+pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+cluster"];
+
+/// Whether `url` names a Redis server or cluster: its scheme (case-insensitive) is one of
+/// [`SCHEMES`]. The rest of the URL is checked when the store connects.
+pub fn accepts(url: &str) -> bool {
+    url_scheme(url).is_some_and(|s| SCHEMES.contains(&s.as_str()))
+}
+
+/// The driver's response timeout when `operationTimeoutInMilliseconds` is unset (as
+/// StackExchange.Redis's `SyncTimeout`, the ASP.NET meaning of 0). See [`response_timeout`].
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much longer than `operationTimeoutInMilliseconds` the driver waits for a reply: enough
+/// that the manager's retry decorator, which owns the operation timeout, always fires first.
+pub const RESPONSE_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+
+/// The driver's response timeout (per command), derived in this one way from
+/// `operationTimeoutInMilliseconds`, which the manager's retry decorator enforces per attempt:
+/// that timeout plus [`RESPONSE_TIMEOUT_MARGIN`], so that the decorator's fires first and the
+/// driver's is only a backstop for a store used without a manager; [`DEFAULT_RESPONSE_TIMEOUT`]
+/// when it is unset (no limit per attempt in the manager, so the driver's is the only one).
+///
+/// ```
+/// use std::time::Duration;
+/// use backend_redis::{DEFAULT_RESPONSE_TIMEOUT, response_timeout};
+///
+/// assert_eq!(response_timeout(Some(Duration::from_millis(250))), Duration::from_millis(1250));
+/// assert_eq!(response_timeout(None), DEFAULT_RESPONSE_TIMEOUT);
+/// ```
+pub fn response_timeout(operation_timeout: Option<Duration>) -> Duration {
+    match operation_timeout {
+        Some(timeout) => timeout.saturating_add(RESPONSE_TIMEOUT_MARGIN),
+        None => DEFAULT_RESPONSE_TIMEOUT,
+    }
+}
 
 /// Redis-specific options that have no attribute in the seed's provider.
 ///
@@ -86,7 +118,9 @@ pub(crate) struct Settings {
     pub(crate) cluster: bool,
     pub(crate) tls: bool,
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// `connectionTimeoutInMilliseconds`, for each connection (TCP, TLS, `HELLO`/`AUTH`).
     pub(crate) connection_timeout: Duration,
+    /// The driver's per-command timeout: [`response_timeout`] of the operation timeout.
     pub(crate) response_timeout: Duration,
     /// `host:port` of the first node, for error messages.
     pub(crate) addr: String,
@@ -131,12 +165,8 @@ impl Settings {
             cluster,
             tls,
             ca_pem,
-            connection_timeout: config
-                .connection_timeout()
-                .unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
-            response_timeout: config
-                .operation_timeout()
-                .unwrap_or(DEFAULT_OPERATION_TIMEOUT),
+            connection_timeout: config.connection_timeout(),
+            response_timeout: response_timeout(config.operation_timeout()),
             addr,
         })
     }
@@ -189,19 +219,23 @@ fn from_attributes(config: &Config) -> Result<ConnectionInfo> {
 /// comma-separated seed nodes: `redis+cluster://user:pw@h1:7000,h2:7001`.
 fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
     let bad = |reason: String| Error::config("url", reason);
-    let cluster = match BackendKind::from_url(url)? {
-        BackendKind::Redis => false,
-        BackendKind::RedisCluster => true,
-        _ => {
-            return Err(bad(
-                "not a Redis URL (redis://, rediss://, redis+cluster://, rediss+cluster://)".into(),
-            ));
-        }
+    let scheme = url_scheme(url).unwrap_or_default();
+    if !SCHEMES.contains(&scheme.as_str()) {
+        return Err(bad(format!(
+            "scheme {scheme:?} is not Redis's (expected redis://, rediss://, redis+cluster:// or \
+             rediss+cluster://)"
+        )));
+    }
+    let (cluster, scheme) = match scheme.strip_suffix("+cluster") {
+        Some(single) => (true, single.to_owned()),
+        None => (false, scheme),
     };
-    let (scheme, rest) = url
+    // The host list is split by hand: `url` (which the driver parses each node's URL with) takes
+    // `a:1,b:2` for one host with a bad port. Each node then gets a URL of its own.
+    let rest = url
         .split_once("://")
-        .ok_or_else(|| bad("expected scheme://host".into()))?;
-    let scheme = scheme.to_ascii_lowercase().replace("+cluster", "");
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| bad(format!("expected {scheme}://host")))?;
     let (userinfo, hosts_and_path) = match rest.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, rest),
@@ -220,7 +254,7 @@ fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
             .as_str()
             .into_connection_info()
             // The driver's message names what is wrong without echoing the password.
-            .map_err(|e| bad(format!("{}: {e}", session_core::redact_url(&node))))?;
+            .map_err(|e| bad(format!("{}: {e}", redact_url(&node))))?;
         nodes.push(resp3(info));
     }
     if nodes.is_empty() {
@@ -261,8 +295,11 @@ mod tests {
             (r.db(), r.username(), r.password()),
             (3, Some("app"), Some("pw"))
         );
-        assert_eq!(s.response_timeout, Duration::from_millis(250));
-        assert_eq!(s.connection_timeout, DEFAULT_CONNECTION_TIMEOUT);
+        assert_eq!(s.response_timeout, Duration::from_millis(1250));
+        assert_eq!(
+            s.connection_timeout,
+            session_core::DEFAULT_CONNECTION_TIMEOUT
+        );
         let plain = settings(Config::from_attributes([("host", "h")]).unwrap());
         assert_eq!((plain.addr.as_str(), plain.tls), ("h:6379", false));
     }
@@ -285,5 +322,83 @@ mod tests {
         let plain_with_ca = Config::from_url("redis://a:1").unwrap();
         let ca = RedisOptions::new().with_ca_pem(b"x".to_vec());
         assert!(Settings::resolve(&plain_with_ca, &ca).is_err());
+    }
+
+    /// One owner per setting: the connect timeout is `connectionTimeoutInMilliseconds` with the
+    /// core's one default; the driver's response timeout is derived from the operation timeout
+    /// (which the manager's retry decorator enforces) plus the margin, never equal to it.
+    #[test]
+    fn timeouts_map_from_the_settings_in_one_way() {
+        let s = settings(Config::from_url("redis://h:1").unwrap());
+        assert_eq!(
+            s.connection_timeout,
+            session_core::DEFAULT_CONNECTION_TIMEOUT
+        );
+        assert_eq!(s.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        let s = settings(
+            Config::from_attributes([
+                ("url", "redis://h:1"),
+                ("connectionTimeoutInMilliseconds", "1500"),
+                ("operationTimeoutInMilliseconds", "300"),
+            ])
+            .unwrap(),
+        );
+        assert_eq!(s.connection_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            s.response_timeout,
+            Duration::from_millis(300) + RESPONSE_TIMEOUT_MARGIN
+        );
+        assert!(s.response_timeout > Duration::from_millis(300));
+        assert_eq!(response_timeout(Some(Duration::MAX)), Duration::MAX);
+    }
+
+    #[test]
+    fn schemes_are_this_crates_own() {
+        for url in [
+            "redis://h",
+            "REDISS://h:6380",
+            "redis+cluster://a:1,b:2",
+            "rediss+cluster://:pw@a:1,b:2",
+        ] {
+            assert!(accepts(url), "{url}");
+        }
+        for url in [
+            "postgres://h/db",
+            "memory://",
+            "redis",
+            "redis-cluster://h",
+            "",
+        ] {
+            assert!(!accepts(url), "{url}");
+        }
+        let not_redis = Config::from_url("postgres://u:pw@h/db").unwrap();
+        let Err(Error::InvalidConfig { setting, reason }) =
+            Settings::resolve(&not_redis, &RedisOptions::new())
+        else {
+            panic!("a Postgres URL was taken for Redis");
+        };
+        assert_eq!(setting, "url");
+        assert!(reason.contains("\"postgres\""), "{reason}");
+    }
+
+    /// A cluster URL names several hosts, which `url` cannot parse as one authority: each seed
+    /// node gets the userinfo, TLS and path of the whole URL.
+    #[test]
+    fn cluster_urls_with_passwords_reach_every_node() {
+        let s = settings(
+            Config::from_url("rediss+cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+        );
+        assert!(s.cluster && s.tls);
+        assert_eq!(s.addr, "10.0.0.1:7000");
+        assert_eq!(s.nodes.len(), 2);
+        for node in &s.nodes {
+            let r = node.redis_settings();
+            assert_eq!((r.username(), r.password()), (Some("app"), Some("s3cret")));
+        }
+        let bad = Config::from_url("redis+cluster://app:s3cret@a:1,b:notaport").unwrap();
+        let Err(e) = Settings::resolve(&bad, &RedisOptions::new()) else {
+            panic!("a bad port was accepted");
+        };
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Settings;
 
-/// A standalone server or a cluster: one code path for every operation (STYLE H7).
+/// A standalone server or a cluster: one code path for every operation (docs/style.md H7).
 #[derive(Clone)]
 pub(crate) enum Connection {
     Standalone(ConnectionManager),
@@ -40,8 +40,7 @@ impl Connection {
     /// Connects eagerly, so that a wrong address, password or CA fails here with its own error.
     /// Release messages (RESP3 pushes) go to `pushes`.
     pub(crate) async fn open(
-        settings: &Settings,
-        pushes: UnboundedSender<PushInfo>,
+        settings: &Settings, pushes: UnboundedSender<PushInfo>,
     ) -> RedisResult<Self> {
         if settings.tls {
             // redis-rs builds its rustls config with the process-wide default provider, and rustls
@@ -51,6 +50,9 @@ impl Connection {
                 let _ = rustls::crypto::ring::default_provider().install_default();
             }
         }
+        // The connect timeout is `connectionTimeoutInMilliseconds`; the response timeout is only
+        // the backstop derived from the operation timeout (`config::response_timeout`), which the
+        // manager's retry decorator enforces per attempt: one owner per setting.
         if settings.cluster {
             let mut builder = ClusterClientBuilder::new(settings.nodes.clone())
                 .connection_timeout(settings.connection_timeout)
@@ -75,7 +77,7 @@ impl Connection {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connection_timeout))
             .set_response_timeout(Some(settings.response_timeout))
-            // One connection attempt per reconnect: the core's retry policy (SPEC §4) owns the
+            // One connection attempt per reconnect: the core's retry policy (docs/contract.md §4) owns the
             // schedule, and an outage surfaces as `Unavailable` instead of a silent stall.
             .set_number_of_retries(0)
             .set_push_sender(pushes)
@@ -111,10 +113,7 @@ impl ConnectionLike for Connection {
     }
 
     fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
+        &'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),

@@ -1,4 +1,4 @@
-//! How driver errors become `session_core::Error`s (STYLE H5). Classified through redis-rs's error
+//! How driver errors become `session_core::Error`s (docs/style.md H5). Classified through redis-rs's error
 //! API (`is_timeout`, `is_connection_dropped`, `kind()`, the typed source chain), never by message
 //! text: connection and cluster-topology failures are transient (`Unavailable`, retried by the core),
 //! authentication, permissions and TLS trust are permanent (`Backend`), each with its own cause.
@@ -179,7 +179,7 @@ pub(crate) fn bad_reply(operation: Operation, what: &'static str) -> Error {
     }
 }
 
-/// Undecodable stored data for `key` (SPEC §4): named by application and id prefix; nothing is
+/// Undecodable stored data for `key` (docs/contract.md §4): named by application and id prefix; nothing is
 /// emptied or overwritten.
 pub(crate) fn corrupt(key: &SessionKey, what: &'static str) -> Error {
     Error::Corrupt {

@@ -130,9 +130,7 @@ impl Expiry {
     /// A new subscription; starts the listener on first use and returns once it is subscribed on
     /// every node, so that an expiry after this returns is heard.
     pub(crate) async fn subscribe(
-        &self,
-        conn: &Connection,
-        errors: &ErrorContext,
+        &self, conn: &Connection, errors: &ErrorContext,
     ) -> redis::RedisResult<ExpiryEvents> {
         let Some(nodes) = &self.nodes else {
             return Err(redis::RedisError::from((
@@ -194,8 +192,7 @@ fn write(apps: &RwLock<HashSet<AppName>>) -> std::sync::RwLockWriteGuard<'_, Has
 
 /// The nodes to listen on if every node sends expired keyevents, else `None`.
 async fn enabled_nodes(
-    conn: &Connection,
-    settings: &Settings,
+    conn: &Connection, settings: &Settings,
 ) -> redis::RedisResult<Option<Vec<ConnectionInfo>>> {
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg("notify-keyspace-events");
@@ -268,12 +265,9 @@ fn notifies_expired(reply: &Value) -> bool {
 
 /// The listener: takes each expired session of a served application and reports it.
 async fn listen(
-    mut pushes: UnboundedReceiver<PushInfo>,
-    mut subscribers: Vec<ConnectionManager>,
-    mut conn: Connection,
-    sender: broadcast::Sender<ExpiryEvent>,
-    apps: Arc<RwLock<HashSet<AppName>>>,
-    errors: ErrorContext,
+    mut pushes: UnboundedReceiver<PushInfo>, mut subscribers: Vec<ConnectionManager>,
+    mut conn: Connection, sender: broadcast::Sender<ExpiryEvent>,
+    apps: Arc<RwLock<HashSet<AppName>>>, errors: ErrorContext,
 ) {
     let mut health = tokio::time::interval(HEALTH_CHECK);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

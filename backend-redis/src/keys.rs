@@ -3,7 +3,7 @@
 //!
 //! | key / channel | type | holds |
 //! |---|---|---|
-//! | `{<app>_<id>}:meta` | hash | `t` timeout (ms); `l` lock token, `s` lock time (ms, server clock); `i` = 1 while the uninitialized flag is unreported; `sk`/`st`/`sf` how the last lock ended (kind `c`ommit or `r`elease, token, delta fingerprint) |
+//! | `{<app>_<id>}:meta` | hash | `t` timeout (ms); `l` lock token, `s` lock time (ms, server clock); `i` = 1 while the uninitialized flag is unreported; `st`/`sf` the last successful commit (token, delta fingerprint; see `commit.lua`) |
 //! | `{<app>_<id>}:items` | hash | one field per item: name → MessagePack bytes (absent while the session has no items) |
 //! | `{<app>_<id>}:released` | pub/sub channel | a message whenever the session's lock ends |
 //! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period |

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! - `config`: [`RedisOptions`] and the resolution of `session_core::Config` (attributes or URL)
-//!   into nodes, TLS trust, database and timeouts.
+//! - `config`: the URL schemes ([`SCHEMES`], [`accepts`]), [`RedisOptions`] and the resolution
+//!   of `session_core::Config` (attributes or URL) into nodes, TLS trust, database and timeouts
+//!   ([`response_timeout`]).
 //! - `connection`: `Connection`, a standalone `ConnectionManager` or a `ClusterConnection`, one code
 //!   path for every operation.
 //! - `keys`: the hash-tagged key layout.
@@ -22,7 +23,10 @@ mod ops;
 mod signals;
 mod store;
 
-pub use config::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, RedisOptions};
+pub use config::{
+    DEFAULT_RESPONSE_TIMEOUT, RESPONSE_TIMEOUT_MARGIN, RedisOptions, SCHEMES, accepts,
+    response_timeout,
+};
 pub use expiry::EXPIRY_GRACE;
 pub use store::RedisStore;
 

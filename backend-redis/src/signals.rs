@@ -75,9 +75,7 @@ impl Signals {
     /// Registers a watch of `channel` and subscribes to it; returns once the server confirmed the
     /// subscription, so a release published after this returns is never missed.
     pub(crate) async fn watch(
-        &self,
-        conn: &mut Connection,
-        channel: &str,
+        &self, conn: &mut Connection, channel: &str,
     ) -> redis::RedisResult<oneshot::Receiver<()>> {
         let _serial = self.subscribing.lock().await;
         let (tx, rx) = oneshot::channel();

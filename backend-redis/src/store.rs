@@ -55,8 +55,9 @@ pub(crate) struct Inner {
 impl RedisStore {
     /// Connects with the configuration's connection settings: its URL (`redis://`, `rediss://`,
     /// `redis+cluster://`, `rediss+cluster://`) or else `host`, `port`, `accessKey`, `user`, `ssl`
-    /// and `databaseId`; `connectionTimeoutInMilliseconds` and `operationTimeoutInMilliseconds`
-    /// bound the connect and every command.
+    /// and `databaseId`. `connectionTimeoutInMilliseconds` bounds each connection's connect; each
+    /// command is bounded by [`response_timeout`](crate::response_timeout), derived from
+    /// `operationTimeoutInMilliseconds` (which the manager's retry decorator enforces).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for settings Redis cannot use; [`Error::Unavailable`] when no server
@@ -161,20 +162,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        lock_ttl: Duration,
+        &self, key: &SessionKey, token: LockToken, lock_ttl: Duration,
     ) -> Result<AcquireOutcome> {
         ops::acquire::run(self.serve(key), key, token, lock_ttl).await
     }
 
     async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
         ops::commit::run(self.serve(key), key, token, delta, timeout).await
     }
@@ -184,11 +178,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
+        &self, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
     ) -> Result<CreateOutcome> {
         ops::create::run(self.serve(key), key, items, timeout, initialized).await
     }
@@ -202,10 +192,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
         ops::write_concurrent::run(self.serve(key), key, delta, timeout).await
     }
@@ -215,10 +202,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
+        &self, key: &SessionKey, new_id: SessionId, token: LockToken,
     ) -> Result<ChangeIdOutcome> {
         if self.inner.cluster {
             return Err(unsupported(Operation::ChangeId));

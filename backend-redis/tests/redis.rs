@@ -1,7 +1,8 @@
-//! Redis-specific behaviours beyond the shared suite (issue 3). Each test needs a server variable
-//! (see `tests/conformance.rs`) and is ignored, with the reason, when it is unset; tests that stop
-//! a server start their own `redis-server` on a free port (the binary `scripts/redis/start.sh`
-//! installs). They run one at a time: the failover test takes a cluster master down.
+//! Redis-specific behaviours beyond the shared suite (issue 3). Each test needs a server variant,
+//! which `test-support` reads from the environment, and is ignored, with the reason, when it is not
+//! configured (failing instead when it is required); tests that stop a server start their own
+//! `redis-server` on a free port (the binary `scripts/redis/start.sh` installs). They run one at a
+//! time: the failover test takes a cluster master down.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -11,63 +12,12 @@ use std::time::Duration;
 
 use backend_redis::redis::{self, AsyncCommands};
 use backend_redis::{RedisOptions, RedisStore};
-use libtest_mimic::{Failed, Trial};
 use session_core::{
     Access, AcquireOutcome, AppName, Config, CreateOutcome, Delta, EndOutcome, EndReason, Error,
     ExpiryEvent, ExpiryEvents, ItemValue, Items, LockToken, ReadOutcome, SessionId, SessionKey,
     SessionManager, SessionStore, decode_value, encode_value,
 };
-
-type TestResult = Result<(), Failed>;
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn fail(msg: impl Into<String>) -> Failed {
-    msg.into().into()
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(fail(format!($($msg)+)));
-        }
-    };
-}
-
-/// A trial that runs `body` in a fresh runtime when every variable in `needs` is set.
-fn trial<F, Fut>(name: &str, needs: &[&'static str], body: F) -> Trial
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = TestResult> + Send + 'static,
-{
-    if let Some(missing) = needs.iter().find(|v| env(v).is_none()) {
-        // As in the conformance runner: a backend that SESSION_TEST_REQUIRE names cannot pass by
-        // being skipped.
-        let backend = match *missing {
-            "SESSION_TEST_REDIS_URL" => "redis",
-            "SESSION_TEST_REDIS_CLUSTER_URLS" => "redis-cluster",
-            _ => "redis-tls",
-        };
-        let required = env("SESSION_TEST_REQUIRE").unwrap_or_default();
-        if required.split(',').any(|b| b.trim() == backend) {
-            let message =
-                format!("SESSION_TEST_REQUIRE names {backend:?}, but {missing} is not set");
-            return Trial::test(name, move || Err(message.into()));
-        }
-        return Trial::test(name, || Ok(()))
-            .with_ignored_flag(true)
-            .with_kind(format!("{missing} is not set"));
-    }
-    Trial::test(name, move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        rt.block_on(body())
-    })
-}
+use test_support::{Failed, Redis, RedisCluster, RedisTls, TestResult, ensure, fail, trial};
 
 fn app(name: &str) -> Result<AppName, Failed> {
     Ok(AppName::new(&format!(
@@ -89,21 +39,8 @@ fn items(n: u32) -> Items {
 
 const LONG: Duration = Duration::from_secs(600);
 
-fn cluster_url() -> Result<String, Failed> {
-    let list = env("SESSION_TEST_REDIS_CLUSTER_URLS").ok_or_else(|| fail("no cluster"))?;
-    let hosts: Vec<&str> = list
-        .split(',')
-        .filter_map(|u| {
-            u.trim()
-                .split_once("://")
-                .map(|(_, h)| h.trim_end_matches('/'))
-        })
-        .collect();
-    Ok(format!("redis+cluster://{}", hosts.join(",")))
-}
-
 async fn connect(url: &str) -> Result<RedisStore, Failed> {
-    Ok(RedisStore::connect(&Config::from_url(url)?).await?)
+    Ok(test_support::open_redis(url, RedisOptions::new()).await?)
 }
 
 /// A private `redis-server` on a free port, killed on drop; with AOF, so data survives a restart.
@@ -185,9 +122,8 @@ impl Drop for Private {
 }
 
 /// Every key of one session hashes to one slot, and both data keys are really there.
-async fn keys_of_a_session_share_one_slot() -> TestResult {
-    let url = cluster_url()?;
-    let store = connect(&url).await?;
+async fn keys_of_a_session_share_one_slot(cluster: RedisCluster) -> TestResult {
+    let store = connect(cluster.url()).await?;
     let app = app("slot")?;
     let key = key(&app)?;
     ensure!(
@@ -195,12 +131,7 @@ async fn keys_of_a_session_share_one_slot() -> TestResult {
         "create"
     );
     let tag = format!("{{{}_{}}}", app.as_str(), key.id().expose());
-    let nodes: Vec<String> = env("SESSION_TEST_REDIS_CLUSTER_URLS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let client = redis::cluster::ClusterClient::new(nodes)?;
+    let client = redis::cluster::ClusterClient::new(cluster.seeds().to_vec())?;
     let mut conn = client.get_async_connection().await?;
     let mut slots = Vec::new();
     for suffix in [":meta", ":items", ":released"] {
@@ -227,11 +158,9 @@ async fn keys_of_a_session_share_one_slot() -> TestResult {
 }
 
 /// Two `databaseId`s are two separate stores; `databaseId` is honoured on the attribute path.
-async fn databases_are_isolated() -> TestResult {
-    let url = env("SESSION_TEST_REDIS_URL").ok_or_else(|| fail("no url"))?;
-    let base = url.trim_end_matches('/').to_owned();
-    let one = connect(&format!("{base}/1")).await?;
-    let two = connect(&format!("{base}/2")).await?;
+async fn databases_are_isolated(redis: Redis) -> TestResult {
+    let one = connect(&redis.database(1)).await?;
+    let two = connect(&redis.database(2)).await?;
     let app = app("db")?;
     let key = key(&app)?;
     one.create(&key, &items(1), LONG, true).await?;
@@ -244,7 +173,9 @@ async fn databases_are_isolated() -> TestResult {
         "the same id in another database is another session"
     );
     // The attribute path (`host`, `port`, `databaseId`) selects the same database as `/1`.
-    let hostport = base
+    let hostport = redis
+        .url()
+        .trim_end_matches('/')
         .split_once("://")
         .map(|(_, h)| h.to_owned())
         .unwrap_or_default();
@@ -263,24 +194,23 @@ async fn databases_are_isolated() -> TestResult {
 }
 
 /// `SCRIPT FLUSH` between operations is survived: EVALSHA falls back to loading the script.
-async fn script_flush_is_survived() -> TestResult {
-    let mut urls = vec![env("SESSION_TEST_REDIS_URL").ok_or_else(|| fail("no url"))?];
-    if env("SESSION_TEST_REDIS_CLUSTER_URLS").is_some() {
-        urls.push(cluster_url()?);
-    }
+async fn script_flush_is_survived(redis: Redis) -> TestResult {
+    let cluster = test_support::redis_cluster().ok();
+    let mut urls = vec![redis.url().to_owned()];
+    urls.extend(cluster.as_ref().map(|c| c.url().to_owned()));
     for url in urls {
         let store = connect(&url).await?;
         let app = app("flush")?;
         let key = key(&app)?;
         store.create(&key, &items(1), LONG, true).await?;
-        flush_scripts(&url).await?;
+        flush_scripts(&url, cluster.as_ref()).await?;
         let token = LockToken::generate()?;
         let out = store.acquire(&key, token, LONG).await?;
         ensure!(
             matches!(out, session_core::AcquireOutcome::Acquired(_)),
             "{url}: acquire after SCRIPT FLUSH, got {out:?}"
         );
-        flush_scripts(&url).await?;
+        flush_scripts(&url, cluster.as_ref()).await?;
         let delta = Delta::new().with_set("m", ItemValue::from_bytes(vec![0x01]));
         let out = store.commit(&key, token, &delta, LONG).await?;
         ensure!(
@@ -291,14 +221,13 @@ async fn script_flush_is_survived() -> TestResult {
     Ok(())
 }
 
-async fn flush_scripts(url: &str) -> TestResult {
-    if url.contains("+cluster") {
-        let list = env("SESSION_TEST_REDIS_CLUSTER_URLS").unwrap_or_default();
+async fn flush_scripts(url: &str, cluster: Option<&RedisCluster>) -> TestResult {
+    if let Some(cluster) = cluster.filter(|c| c.url() == url) {
         // Every node, replicas included (they are promoted on failover).
         for port in 7000..=7005u16 {
-            let node = list
-                .split(',')
-                .next()
+            let node = cluster
+                .seeds()
+                .first()
                 .and_then(|u| u.rsplit_once(':').map(|(h, _)| format!("{h}:{port}")));
             let Some(node) = node else { continue };
             if let Ok(client) = redis::Client::open(node)
@@ -405,11 +334,9 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A wrong password, a wrong CA and a closed port are three distinct, clear errors.
-async fn connect_errors_are_distinct() -> TestResult {
-    let tls_url = env("SESSION_TEST_REDIS_TLS_URL").ok_or_else(|| fail("no tls"))?;
-    let ca = env("SESSION_TEST_REDIS_CA").ok_or_else(|| fail("no ca"))?;
-    let other_ca = env("SESSION_TEST_REDIS_OTHER_CA");
-    let good = RedisOptions::new().with_ca_file(&ca);
+async fn connect_errors_are_distinct(server: RedisTls) -> TestResult {
+    let tls_url = server.url().to_owned();
+    let good = server.options();
     let attempt = |url: String, options: RedisOptions| async move {
         let config = Config::from_url(&url)?;
         match RedisStore::connect_with(&config, options).await {
@@ -424,7 +351,7 @@ async fn connect_errors_are_distinct() -> TestResult {
         "wrong password: {auth:?} / {}",
         chain(&auth)
     );
-    let wrong_ca = match other_ca {
+    let wrong_ca = match server.other_ca() {
         Some(path) => RedisOptions::new().with_ca_file(path),
         // Without a second CA, the server's own leaf is not a CA: still untrusted.
         None => RedisOptions::new(),
@@ -701,11 +628,10 @@ async fn expiry_events_need_keyspace_notifications() -> TestResult {
 
 /// After a cluster master is killed and its replica promoted, sessions written before are readable
 /// and new operations succeed. The killed node is restarted and rejoins as a replica.
-async fn cluster_failover_is_survived() -> TestResult {
-    let url = cluster_url()?;
+async fn cluster_failover_is_survived(cluster: RedisCluster) -> TestResult {
     let app = app("failover")?;
     let config = Config::builder()
-        .url(&url)
+        .url(cluster.url())
         .application_name(app.clone())
         .retry_timeout(Duration::from_secs(15))
         .build()?;
@@ -719,11 +645,7 @@ async fn cluster_failover_is_survived() -> TestResult {
         s.end().await?;
     }
     // The master that owns the first session's slot.
-    let nodes: Vec<String> = env("SESSION_TEST_REDIS_CLUSTER_URLS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
+    let nodes = cluster.seeds().to_vec();
     let mut conn = redis::cluster::ClusterClient::new(nodes.clone())?
         .get_async_connection()
         .await?;
@@ -735,12 +657,12 @@ async fn cluster_failover_is_survived() -> TestResult {
         .await?;
     let port = master_of(&nodes, slot).await?;
     // SIGKILL it; `scripts/redis/start.sh` left the node's exact start command beside its pidfile.
-    let run_dir = env("SESSION_TEST_REDIS_RUN_DIR").unwrap_or_else(|| "/tmp/ci-redis".into());
-    let pidfile = format!("{run_dir}/{port}/redis.pid");
-    let restart = format!("{run_dir}/{port}/start.sh");
+    let pidfile = cluster.run_dir().join(format!("{port}/redis.pid"));
+    let restart = cluster.run_dir().join(format!("{port}/start.sh"));
     ensure!(
-        std::path::Path::new(&restart).exists(),
-        "{restart} is missing: start the cluster with scripts/redis/start.sh"
+        restart.exists(),
+        "{} is missing: start the cluster with scripts/redis/start.sh",
+        restart.display()
     );
     let pid = std::fs::read_to_string(&pidfile)?.trim().to_owned();
     let status = std::process::Command::new("kill")
@@ -837,74 +759,149 @@ async fn wait_cluster_ok(nodes: &[String]) {
     }
 }
 
+/// The settled record is the session's last commit only (docs/contract.md §2, "Repeated calls"):
+/// a release records nothing, so a repeated release is `LockLost` at the store (the retry layer
+/// reads it as `Released`), and a commit's repeat stays `Committed` after another holder acquired
+/// and released. Records that earlier versions wrote, with a kind field `sk`, upgrade in place: a
+/// release record never matches a commit, a commit record still does, the next commit deletes `sk`.
+async fn settled_record_is_the_last_commit(redis: Redis) -> TestResult {
+    use session_core::{CommitOutcome::*, ReleaseOutcome};
+    let store = connect(redis.url()).await?;
+    let app = app("settled")?;
+    let key = key(&app)?;
+    store.create(&key, &items(1), LONG, true).await?;
+    let meta = format!("{{{}_{}}}:meta", app.as_str(), key.id().expose());
+    let mut raw = redis::Client::open(redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let lock = async || -> Result<LockToken, Failed> {
+        let token = LockToken::generate()?;
+        match store.acquire(&key, token, LONG).await? {
+            AcquireOutcome::Acquired(_) => Ok(token),
+            other => Err(fail(format!("acquire: {other:?}"))),
+        }
+    };
+    let released = lock().await?;
+    ensure!(
+        store.release(&key, released).await? == ReleaseOutcome::Released,
+        "release"
+    );
+    let again = store.release(&key, released).await?;
+    ensure!(
+        again == ReleaseOutcome::LockLost,
+        "a repeated release: {again:?}"
+    );
+
+    let token = lock().await?;
+    let delta = Delta::new().with_set("n", items(2)["n"].clone());
+    ensure!(
+        store.commit(&key, token, &delta, LONG).await? == Committed,
+        "commit"
+    );
+    let other = lock().await?;
+    ensure!(
+        store.release(&key, other).await? == ReleaseOutcome::Released,
+        "release"
+    );
+    let again = store.commit(&key, token, &delta, LONG).await?;
+    ensure!(
+        again == Committed,
+        "the commit's repeat after a release: {again:?}"
+    );
+
+    // As an earlier version's release left it: kind `r`, the token, no fingerprint.
+    let spent = lock().await?;
+    store.release(&key, spent).await?;
+    let _: () = raw
+        .hset_multiple(&meta, &[("sk", "r"), ("st", &spent.to_hex())])
+        .await?;
+    let _: () = raw.hdel(&meta, "sf").await?;
+    let out = store.commit(&key, spent, &Delta::new(), LONG).await?;
+    ensure!(
+        out == LockLost,
+        "a commit with an old release record's token: {out:?}"
+    );
+    // As an earlier version's commit left it: kind `c`.
+    let token = lock().await?;
+    store.commit(&key, token, &delta, LONG).await?;
+    let _: () = raw.hset(&meta, "sk", "c").await?;
+    let again = store.commit(&key, token, &delta, LONG).await?;
+    ensure!(
+        again == Committed,
+        "an old commit record's repeat: {again:?}"
+    );
+    let next = lock().await?;
+    store.commit(&key, next, &Delta::new(), LONG).await?;
+    let kind: bool = raw.hexists(&meta, "sk").await?;
+    ensure!(!kind, "the next commit deletes the old kind field");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let mut args = libtest_mimic::Arguments::from_args();
     // One at a time: the failover and restart tests stop servers.
     args.test_threads = Some(1);
-    const URL: &str = "SESSION_TEST_REDIS_URL";
-    const TLS: &str = "SESSION_TEST_REDIS_TLS_URL";
-    const CA: &str = "SESSION_TEST_REDIS_CA";
-    const CLUSTER: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
+    use test_support::{redis, redis_cluster, redis_tls};
     let trials = vec![
         trial(
             "cluster::keys_of_a_session_share_one_slot",
-            &[CLUSTER],
+            redis_cluster(),
             keys_of_a_session_share_one_slot,
         ),
         trial(
             "standalone::databases_are_isolated",
-            &[URL],
+            redis(),
             databases_are_isolated,
         ),
         trial(
             "standalone::script_flush_is_survived",
-            &[URL],
+            redis(),
             script_flush_is_survived,
         ),
         trial(
             "standalone::restart_within_retry_timeout_is_survived",
-            &[URL],
-            restart_within_retry_timeout_is_survived,
+            redis(),
+            |_| restart_within_retry_timeout_is_survived(),
         ),
         trial(
             "standalone::server_down_gives_degraded_sessions",
-            &[URL],
-            server_down_gives_degraded_sessions,
+            redis(),
+            |_| server_down_gives_degraded_sessions(),
         ),
         trial(
-            "standalone::one_request_per_operation",
-            &[URL],
-            one_request_per_operation,
+            "standalone::settled_record_is_the_last_commit",
+            redis(),
+            settled_record_is_the_last_commit,
         ),
+        trial("standalone::one_request_per_operation", redis(), |_| {
+            one_request_per_operation()
+        }),
         trial(
             "standalone::expiry_events_once_per_farm",
-            &[URL],
+            redis(),
             // Database 9 of the shared server, which the other suites leave empty: Redis reports
             // an expiry when its active expiry cycle samples the key, which takes much longer in a
             // database holding thousands of live keys (the conformance and bench runs' sessions).
-            || async {
-                let url = env(URL).unwrap_or_default();
-                expiry_events_once_per_farm(format!("{}/9", url.trim_end_matches('/'))).await
-            },
+            |redis| expiry_events_once_per_farm(redis.database(9)),
         ),
         trial(
             "cluster::expiry_events_once_per_farm",
-            &[CLUSTER],
-            || async { expiry_events_once_per_farm(cluster_url()?).await },
+            redis_cluster(),
+            |cluster| expiry_events_once_per_farm(cluster.url().to_owned()),
         ),
         trial(
             "standalone::expiry_events_need_keyspace_notifications",
-            &[URL],
-            expiry_events_need_keyspace_notifications,
+            redis(),
+            |_| expiry_events_need_keyspace_notifications(),
         ),
         trial(
             "tls::connect_errors_are_distinct",
-            &[TLS, CA],
+            redis_tls(),
             connect_errors_are_distinct,
         ),
         trial(
             "cluster::zz_failover_is_survived",
-            &[CLUSTER],
+            redis_cluster(),
             cluster_failover_is_survived,
         ),
     ];

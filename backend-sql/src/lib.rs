@@ -2,12 +2,19 @@
 //!
 //! # Layout
 //!
-//! - `options`: [`SqlOptions`]: table prefix, pool size, sweeper, refresh throttling.
+//! - `options`: [`SqlOptions`]: table prefix, pool size, pool acquire timeout, sweeper, refresh
+//!   throttling.
+//! - `schemes`: which database a URL names ([`accepts`], [`POSTGRES_SCHEMES`], [`SQLITE_SCHEMES`],
+//!   [`MYSQL_SCHEMES`]), and the first connection under the connect timeout.
 //! - `store`: [`SqlStore`]: connecting (URL → dialect), the [`SessionStore`](session_core::SessionStore)
 //!   operations as one shared flow: encode the arguments, run the dialect's one call, decode its reply.
-//! - `dialect`: the private `Dialect` trait (one implementation per database) and the reply shape
-//!   every dialect returns.
-//! - `postgres/`, `sqlite/`, `mysql/`: the dialects; `migrations/<dialect>/` holds their schema.
+//! - `dialect`: the private `Dialect` trait, the operations it runs (`Op`, each atomic) and the
+//!   reply every dialect returns.
+//! - `routines`: the dialect of a database whose operations are stored routines (Postgres,
+//!   MySQL): connecting, binding a call, decoding its reply, written once; the `RoutineDb` trait
+//!   says what differs.
+//! - `postgres/`, `mysql/`: their `RoutineDb` implementations; `sqlite/`: the SQLite dialect,
+//!   each operation as Rust in one transaction. `migrations/<dialect>/` holds their schema.
 //! - `migrate`: embedded migrations with the table prefix substituted, run under sqlx's migration
 //!   lock.
 //! - `sweeper`: the background task that purges expired sessions in batches.
@@ -24,12 +31,18 @@ mod mysql;
 mod options;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod routines;
+mod schemes;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 mod sweeper;
 
-pub use options::{SqlOptions, SweeperOptions};
+pub use options::{
+    DEFAULT_POOL_ACQUIRE_TIMEOUT, DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT, SqlOptions, SweeperOptions,
+};
+pub use schemes::{MYSQL_SCHEMES, POSTGRES_SCHEMES, SQLITE_SCHEMES, accepts};
 pub use store::SqlStore;
 pub use sweeper::SweepReport;
 

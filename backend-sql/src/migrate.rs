@@ -46,8 +46,7 @@ pub(crate) fn migrator(files: &[Embedded], prefix: &str) -> Migrator {
 /// provably `Send` for every lifetime (sqlx's own note on `run_direct`); a store's `connect` must be
 /// `Send`, so this calls the connection-level entry point sqlx provides for that case.
 pub(crate) async fn run<C: sqlx::migrate::Migrate>(
-    migrator: &Migrator,
-    conn: &mut C,
+    migrator: &Migrator, conn: &mut C,
 ) -> Result<(), sqlx::migrate::MigrateError> {
     migrator.run_direct(None, conn, false).await
 }
@@ -58,9 +57,7 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 /// than returned to the pool, so the lock is never left behind on a pooled connection.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn on_pool<DB>(
-    pool: &sqlx::Pool<DB>,
-    files: &[Embedded],
-    prefix: &str,
+    pool: &sqlx::Pool<DB>, files: &[Embedded], prefix: &str,
 ) -> Result<(), sqlx::Error>
 where
     DB: sqlx::Database,

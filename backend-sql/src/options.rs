@@ -1,9 +1,18 @@
 //! [`SqlOptions`]: the settings of the SQL store that the shared [`Config`](session_core::Config)
-//! does not carry.
+//! does not carry, among them the pool acquire timeout (the wait for a pooled connection, which
+//! is not `connectionTimeoutInMilliseconds`).
 
 use std::time::Duration;
 
 use session_core::{Error, Result};
+
+/// How long an operation waits for a pooled connection on Postgres and MySQL/MariaDB unless
+/// [`SqlOptions::with_pool_acquire_timeout`] says otherwise.
+pub const DEFAULT_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The same on SQLite: as long as its busy timeout (30 s), since a connection may be held that long
+/// by a writer waiting for the file's one write lock.
+pub const DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest table prefix: the longest table name it yields (`<prefix>migrations`) stays under
 /// MySQL's 64-character identifier limit.
@@ -16,6 +25,7 @@ const MAX_PREFIX_CHARS: usize = 48;
 pub struct SqlOptions {
     table_prefix: String,
     max_connections: u32,
+    pool_acquire_timeout: Option<Duration>,
     sweeper: Option<SweeperOptions>,
     refresh_throttle: f64,
     migrate: bool,
@@ -29,12 +39,14 @@ impl Default for SqlOptions {
 
 impl SqlOptions {
     /// The defaults: prefix `sess_` (tables `sess_sessions`, `sess_items`, `sess_migrations`), 10
-    /// pooled connections (1 for `sqlite::memory:`), the sweeper on ([`SweeperOptions::new`]),
-    /// refresh throttling off, migrations run on connect.
+    /// pooled connections (1 for `sqlite::memory:`), the pool acquire timeout of the database
+    /// ([`DEFAULT_POOL_ACQUIRE_TIMEOUT`], [`DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT`]), the sweeper on
+    /// ([`SweeperOptions::new`]), refresh throttling off, migrations run on connect.
     pub fn new() -> Self {
         Self {
             table_prefix: "sess_".to_owned(),
             max_connections: 10,
+            pool_acquire_timeout: None,
             sweeper: Some(SweeperOptions::new()),
             refresh_throttle: 0.0,
             migrate: true,
@@ -67,6 +79,22 @@ impl SqlOptions {
     /// Sets the pool size (at least 1). Ignored for `sqlite::memory:`, which uses one connection.
     pub fn with_max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets how long an operation waits for a connection from the pool before it fails with
+    /// [`Error::Unavailable`] (transient): the wait for a free connection when all are in use, and
+    /// the opening of a new one when the pool grows (sqlx opens connections inside this wait).
+    /// Default: [`DEFAULT_POOL_ACQUIRE_TIMEOUT`] (10 s) on Postgres and MySQL/MariaDB,
+    /// [`DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT`] (30 s) on SQLite. At least 1 ms.
+    ///
+    /// Not to be confused with `connectionTimeoutInMilliseconds`
+    /// ([`Config::connection_timeout`](session_core::Config::connection_timeout)), which bounds
+    /// the first connection made at [`SqlStore::connect`](crate::SqlStore::connect), nor with
+    /// `operationTimeoutInMilliseconds`, which bounds a whole operation attempt (this wait
+    /// included) in the manager's retry decorator.
+    pub fn with_pool_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_acquire_timeout = Some(timeout.max(Duration::from_millis(1)));
         self
     }
 
@@ -111,6 +139,21 @@ impl SqlOptions {
     /// The pool size.
     pub fn max_connections(&self) -> u32 {
         self.max_connections
+    }
+
+    /// The pool acquire timeout set with [`SqlOptions::with_pool_acquire_timeout`] (`None`: the
+    /// database's default).
+    pub fn pool_acquire_timeout(&self) -> Option<Duration> {
+        self.pool_acquire_timeout
+    }
+
+    /// The pool acquire timeout on SQLite (`sqlite`) or a networked database.
+    pub(crate) fn pool_acquire_timeout_for(&self, sqlite: bool) -> Duration {
+        self.pool_acquire_timeout.unwrap_or(if sqlite {
+            DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT
+        } else {
+            DEFAULT_POOL_ACQUIRE_TIMEOUT
+        })
     }
 
     /// The sweeper settings (`None`: off).
@@ -210,6 +253,32 @@ mod tests {
         ] {
             assert!(SqlOptions::new().with_table_prefix(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_pool_acquire_timeout_is_its_own_setting() {
+        let default = SqlOptions::new();
+        assert_eq!(default.pool_acquire_timeout(), None);
+        assert_eq!(
+            default.pool_acquire_timeout_for(false),
+            DEFAULT_POOL_ACQUIRE_TIMEOUT
+        );
+        assert_eq!(
+            default.pool_acquire_timeout_for(true),
+            DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT
+        );
+        let set = SqlOptions::new().with_pool_acquire_timeout(Duration::from_millis(250));
+        assert_eq!(set.pool_acquire_timeout(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            set.pool_acquire_timeout_for(true),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            set.pool_acquire_timeout_for(false),
+            Duration::from_millis(250)
+        );
+        let zero = SqlOptions::new().with_pool_acquire_timeout(Duration::ZERO);
+        assert_eq!(zero.pool_acquire_timeout(), Some(Duration::from_millis(1)));
     }
 
     #[test]

@@ -8,16 +8,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    AcquireOutcome, BackendKind, Capabilities, ChangeIdOutcome, CommitOutcome, Config,
-    CreateOutcome, Delta, Error, ExpiryEvents, ItemValue, Items, LockInfo, LockToken, Operation,
-    ReadOutcome, ReleaseOutcome, ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey,
-    SessionStore, Snapshot, TouchOutcome,
+    AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, Config, CreateOutcome, Delta,
+    Error, ExpiryEvents, ItemValue, Items, LockInfo, LockToken, Operation, ReadOutcome,
+    ReleaseOutcome, ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey, SessionStore,
+    Snapshot, TouchOutcome,
 };
 use tokio::sync::watch;
 
-use crate::dialect::{self, Dialect, Key, Reply, Token};
+use crate::dialect::{self, Dialect, Key, Op, Reply, Token};
 use crate::error::{classify, corrupt};
 use crate::options::SqlOptions;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use crate::routines::RoutineDialect;
+use crate::schemes::Database;
 use crate::sweeper::{SweepReport, Sweeper};
 
 /// A session store in a SQL database: PostgreSQL, SQLite or MySQL/MariaDB (see the
@@ -65,12 +68,16 @@ where
 }
 
 impl Inner {
+    /// Deletes up to `batch` expired sessions; not tried again when rolled back (the next sweep
+    /// will).
     pub(crate) async fn purge(&self, batch: usize) -> Result<u64> {
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
-        self.dialect
-            .purge(batch)
+        let reply = self
+            .dialect
+            .run(Op::Purge { batch })
             .await
-            .map_err(|e| classify(self.backend, Operation::PurgeExpired, e))
+            .map_err(|e| classify(self.backend, Operation::PurgeExpired, e))?;
+        Ok(u64::try_from(reply.status).unwrap_or(0))
     }
 }
 
@@ -89,6 +96,11 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A lock token as the database stores it.
+fn token_bytes(token: LockToken) -> Token {
+    token.as_u128().to_be_bytes()
+}
+
 impl SqlStore {
     /// Connects to the database that `config`'s URL names (`postgres://`, `postgresql://`,
     /// `sqlite:`, `mysql://`, `mariadb://`), with the default [`SqlOptions`], and runs the
@@ -96,9 +108,11 @@ impl SqlStore {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a missing URL, another scheme, or a database whose cargo
-    /// feature is off. [`Error::Unavailable`] if the server cannot be reached (refused, timed
-    /// out), [`Error::Backend`] if it refuses the login (wrong password, missing database, TLS
-    /// required) or a migration fails; the source is sqlx's error with the server's message.
+    /// feature is off. [`Error::Unavailable`] if the server cannot be reached (refused),
+    /// [`Error::Timeout`] if the first connection is not made within
+    /// `connectionTimeoutInMilliseconds`, [`Error::Backend`] if the server refuses the login (wrong
+    /// password, missing database, TLS required) or a migration fails; the source is sqlx's error
+    /// with the server's message.
     pub async fn connect(config: &Config) -> Result<Self> {
         Self::connect_with(config, SqlOptions::new()).await
     }
@@ -114,33 +128,22 @@ impl SqlStore {
                 "backend-sql needs a connection URL (postgres://, sqlite:, mysql://)",
             )
         })?;
-        let (backend, dialect): (&'static str, Box<dyn Dialect>) = match config.backend_kind() {
+        let dialect: Box<dyn Dialect> = match Database::from_url(url)? {
             #[cfg(feature = "postgres")]
-            BackendKind::Postgres => (
-                crate::postgres::BACKEND,
-                Box::new(crate::postgres::PgDialect::connect(url, config, &options).await?),
-            ),
+            Database::Postgres => {
+                Box::new(RoutineDialect::<sqlx::Postgres>::connect(url, config, &options).await?)
+            }
             #[cfg(feature = "sqlite")]
-            BackendKind::Sqlite => (
-                crate::sqlite::BACKEND,
-                Box::new(crate::sqlite::SqliteDialect::connect(url, config, &options).await?),
-            ),
+            Database::Sqlite => {
+                Box::new(crate::sqlite::SqliteDialect::connect(url, &options).await?)
+            }
             #[cfg(feature = "mysql")]
-            BackendKind::Mysql => (
-                crate::mysql::BACKEND,
-                Box::new(crate::mysql::MysqlDialect::connect(url, config, &options).await?),
-            ),
-            other => {
-                return Err(Error::config(
-                    "url",
-                    format!(
-                        "backend-sql cannot serve {other:?} URLs (or its cargo feature is off)"
-                    ),
-                ));
+            Database::Mysql => {
+                Box::new(RoutineDialect::<sqlx::MySql>::connect(url, config, &options).await?)
             }
         };
         let inner = Arc::new(Inner {
-            backend,
+            backend: dialect.backend(),
             dialect,
             keep_permille: options.keep_permille(),
             options: options.clone(),
@@ -173,8 +176,22 @@ impl SqlStore {
         self.inner.dialect.close().await;
     }
 
-    fn err(&self, operation: Operation) -> impl Fn(sqlx::Error) -> Error + '_ {
-        move |e| classify(self.inner.backend, operation, e)
+    /// Runs `op`, trying it again while the database rolls it back as a deadlock victim.
+    async fn run(&self, operation: Operation, op: Op<'_>) -> Result<Reply> {
+        retry_rolled_back(|| self.inner.dialect.run(op))
+            .await
+            .map_err(|e| classify(self.inner.backend, operation, e))
+    }
+
+    /// Runs `op` and answers the outcome that its status stands for in `outcomes`.
+    async fn decide<T, const N: usize>(
+        &self, operation: Operation, op: Op<'_>, outcomes: [(i64, T); N],
+    ) -> Result<T> {
+        let status = self.run(operation, op).await?.status;
+        outcomes
+            .into_iter()
+            .find_map(|(code, outcome)| (code == status).then_some(outcome))
+            .ok_or_else(|| self.unexpected(operation, status))
     }
 
     fn token(&self, key: &SessionKey, bytes: Option<Vec<u8>>) -> Result<LockToken> {
@@ -230,15 +247,13 @@ impl SessionStore for SqlStore {
         Capabilities::none().with_change_id().with_purge_expired()
     }
 
-    #[tracing::instrument(skip_all, fields(op = "read", backend = self.inner.backend))]
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
-        let reply = retry_rolled_back(|| {
-            self.inner
-                .dialect
-                .read(Key::of(key), self.inner.keep_permille)
-        })
-        .await
-        .map_err(self.err(Operation::Read))?;
+        let keep = self.inner.keep_permille;
+        let op = Op::Read {
+            key: Key::of(key),
+            keep,
+        };
+        let reply = self.run(Operation::Read, op).await?;
         match reply.status {
             dialect::read::MISSING => Ok(ReadOutcome::Missing),
             dialect::read::LOCKED => Ok(ReadOutcome::Locked(self.lock_info(key, reply)?)),
@@ -247,190 +262,143 @@ impl SessionStore for SqlStore {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(op = "acquire", backend = self.inner.backend))]
     async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        lock_ttl: Duration,
+        &self, key: &SessionKey, token: LockToken, lock_ttl: Duration,
     ) -> Result<AcquireOutcome> {
-        let reply = retry_rolled_back(|| {
-            self.inner.dialect.acquire(
-                Key::of(key),
-                token.as_u128().to_be_bytes(),
-                millis(lock_ttl),
-            )
-        })
-        .await
-        .map_err(self.err(Operation::Acquire))?;
+        let op = Op::Acquire {
+            key: Key::of(key),
+            token: token_bytes(token),
+            ttl_ms: millis(lock_ttl),
+        };
+        let reply = self.run(Operation::Acquire, op).await?;
         match reply.status {
             dialect::acquire::MISSING => Ok(AcquireOutcome::Missing),
             dialect::acquire::LOCKED => Ok(AcquireOutcome::Locked(self.lock_info(key, reply)?)),
-            dialect::acquire::ACQUIRED => Ok(AcquireOutcome::Acquired(
-                self.snapshot(key, reply)?.with_lock(token),
-            )),
+            dialect::acquire::ACQUIRED => Ok(AcquireOutcome::Acquired(self.snapshot(key, reply)?)),
             other => Err(self.unexpected(Operation::Acquire, other)),
         }
     }
 
-    #[tracing::instrument(skip_all, fields(op = "commit", backend = self.inner.backend))]
     async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
         // The fingerprint is stored with the settled token so that a retry of this exact commit is
-        // recognised and reported without being applied twice (SPEC §4).
-        let fingerprint = delta.fingerprint(timeout) as i64;
-        let status = retry_rolled_back(|| {
-            self.inner.dialect.commit(
-                Key::of(key),
-                token.as_u128().to_be_bytes(),
-                delta,
-                millis(timeout),
-                fingerprint,
-            )
-        })
-        .await
-        .map_err(self.err(Operation::Commit))?;
-        match status {
-            dialect::commit::LOCK_LOST => Ok(CommitOutcome::LockLost),
-            dialect::commit::COMMITTED => Ok(CommitOutcome::Committed),
-            other => Err(self.unexpected(Operation::Commit, other)),
-        }
+        // recognised and reported without being applied twice (docs/contract.md §2, "Repeated
+        // calls").
+        let op = Op::Commit {
+            key: Key::of(key),
+            token: token_bytes(token),
+            delta,
+            timeout_ms: millis(timeout),
+            fingerprint: delta.fingerprint(timeout) as i64,
+        };
+        let outcomes = [
+            (dialect::commit::LOCK_LOST, CommitOutcome::LockLost),
+            (dialect::commit::COMMITTED, CommitOutcome::Committed),
+        ];
+        self.decide(Operation::Commit, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "release", backend = self.inner.backend))]
     async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
-        let status = retry_rolled_back(|| {
-            self.inner
-                .dialect
-                .release(Key::of(key), token.as_u128().to_be_bytes())
-        })
-        .await
-        .map_err(self.err(Operation::Release))?;
-        match status {
-            dialect::release::LOCK_LOST => Ok(ReleaseOutcome::LockLost),
-            dialect::release::RELEASED => Ok(ReleaseOutcome::Released),
-            other => Err(self.unexpected(Operation::Release, other)),
-        }
+        let op = Op::Release {
+            key: Key::of(key),
+            token: token_bytes(token),
+        };
+        let outcomes = [
+            (dialect::release::LOCK_LOST, ReleaseOutcome::LockLost),
+            (dialect::release::RELEASED, ReleaseOutcome::Released),
+        ];
+        self.decide(Operation::Release, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "create", backend = self.inner.backend))]
     async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
+        &self, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
     ) -> Result<CreateOutcome> {
-        let status = retry_rolled_back(|| {
-            self.inner
-                .dialect
-                .create(Key::of(key), items, millis(timeout), !initialized)
-        })
-        .await
-        .map_err(self.err(Operation::Create))?;
-        match status {
-            dialect::create::ALREADY_EXISTS => Ok(CreateOutcome::AlreadyExists),
-            dialect::create::CREATED => Ok(CreateOutcome::Created),
-            other => Err(self.unexpected(Operation::Create, other)),
-        }
+        let op = Op::Create {
+            key: Key::of(key),
+            items,
+            timeout_ms: millis(timeout),
+            initialize: !initialized,
+        };
+        let outcomes = [
+            (
+                dialect::create::ALREADY_EXISTS,
+                CreateOutcome::AlreadyExists,
+            ),
+            (dialect::create::CREATED, CreateOutcome::Created),
+        ];
+        self.decide(Operation::Create, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "remove", backend = self.inner.backend))]
     async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
-        let status = retry_rolled_back(|| {
-            self.inner
-                .dialect
-                .remove(Key::of(key), token.as_u128().to_be_bytes())
-        })
-        .await
-        .map_err(self.err(Operation::Remove))?;
-        match status {
-            dialect::remove::MISSING => Ok(RemoveOutcome::Missing),
-            dialect::remove::LOCK_LOST => Ok(RemoveOutcome::LockLost),
-            dialect::remove::REMOVED => Ok(RemoveOutcome::Removed),
-            other => Err(self.unexpected(Operation::Remove, other)),
-        }
+        let op = Op::Remove {
+            key: Key::of(key),
+            token: token_bytes(token),
+        };
+        let outcomes = [
+            (dialect::remove::MISSING, RemoveOutcome::Missing),
+            (dialect::remove::LOCK_LOST, RemoveOutcome::LockLost),
+            (dialect::remove::REMOVED, RemoveOutcome::Removed),
+        ];
+        self.decide(Operation::Remove, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "touch", backend = self.inner.backend))]
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        let status = retry_rolled_back(|| {
-            self.inner
-                .dialect
-                .touch(Key::of(key), self.inner.keep_permille)
-        })
-        .await
-        .map_err(self.err(Operation::Touch))?;
-        match status {
-            dialect::touch::MISSING => Ok(TouchOutcome::Missing),
-            dialect::touch::TOUCHED => Ok(TouchOutcome::Touched),
-            other => Err(self.unexpected(Operation::Touch, other)),
-        }
+        let keep = self.inner.keep_permille;
+        let op = Op::Touch {
+            key: Key::of(key),
+            keep,
+        };
+        let outcomes = [
+            (dialect::touch::MISSING, TouchOutcome::Missing),
+            (dialect::touch::TOUCHED, TouchOutcome::Touched),
+        ];
+        self.decide(Operation::Touch, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "write_concurrent", backend = self.inner.backend))]
     async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
-        let status = retry_rolled_back(|| {
-            self.inner
-                .dialect
-                .write_concurrent(Key::of(key), delta, millis(timeout))
-        })
-        .await
-        .map_err(self.err(Operation::WriteConcurrent))?;
-        match status {
-            dialect::concurrent::MISSING => Ok(CommitOutcome::Missing),
-            dialect::concurrent::COMMITTED => Ok(CommitOutcome::Committed),
-            other => Err(self.unexpected(Operation::WriteConcurrent, other)),
-        }
+        let op = Op::WriteConcurrent {
+            key: Key::of(key),
+            delta,
+            timeout_ms: millis(timeout),
+        };
+        let outcomes = [
+            (dialect::concurrent::MISSING, CommitOutcome::Missing),
+            (dialect::concurrent::COMMITTED, CommitOutcome::Committed),
+        ];
+        self.decide(Operation::WriteConcurrent, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "delete", backend = self.inner.backend))]
     async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
-        let status = retry_rolled_back(|| self.inner.dialect.delete(Key::of(key)))
-            .await
-            .map_err(self.err(Operation::Delete))?;
-        match status {
-            dialect::delete::MISSING => Ok(RemoveOutcome::Missing),
-            dialect::delete::REMOVED => Ok(RemoveOutcome::Removed),
-            other => Err(self.unexpected(Operation::Delete, other)),
-        }
+        let op = Op::Delete { key: Key::of(key) };
+        let outcomes = [
+            (dialect::delete::MISSING, RemoveOutcome::Missing),
+            (dialect::delete::REMOVED, RemoveOutcome::Removed),
+        ];
+        self.decide(Operation::Delete, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "change_id", backend = self.inner.backend))]
     async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
+        &self, key: &SessionKey, new_id: SessionId, token: LockToken,
     ) -> Result<ChangeIdOutcome> {
-        let status = retry_rolled_back(|| {
-            self.inner.dialect.change_id(
-                Key::of(key),
-                new_id.expose().as_bytes(),
-                token.as_u128().to_be_bytes(),
-            )
-        })
-        .await
-        .map_err(self.err(Operation::ChangeId))?;
-        match status {
-            dialect::change_id::LOCK_LOST => Ok(ChangeIdOutcome::LockLost),
-            dialect::change_id::ALREADY_EXISTS => Ok(ChangeIdOutcome::AlreadyExists),
-            dialect::change_id::CHANGED => Ok(ChangeIdOutcome::Changed),
-            other => Err(self.unexpected(Operation::ChangeId, other)),
-        }
+        let op = Op::ChangeId {
+            key: Key::of(key),
+            new_sid: new_id.expose().as_bytes(),
+            token: token_bytes(token),
+        };
+        let outcomes = [
+            (dialect::change_id::LOCK_LOST, ChangeIdOutcome::LockLost),
+            (
+                dialect::change_id::ALREADY_EXISTS,
+                ChangeIdOutcome::AlreadyExists,
+            ),
+            (dialect::change_id::CHANGED, ChangeIdOutcome::Changed),
+        ];
+        self.decide(Operation::ChangeId, op, outcomes).await
     }
 
-    #[tracing::instrument(skip_all, fields(op = "purge_expired", backend = self.inner.backend))]
     async fn purge_expired(&self, batch: usize) -> Result<u64> {
         self.inner.purge(batch).await
     }

@@ -1,35 +1,15 @@
 //! The conformance suite against `SqlStore` on every database:
 //!
 //! - `sqlite_file::` (a temporary file) and `sqlite_memory::` (`sqlite::memory:`) always;
-//! - `postgres::` when `SESSION_TEST_POSTGRES_URL` is set, `mysql::` when `SESSION_TEST_MYSQL_URL`
-//!   is set; otherwise their trials are ignored, or fail under `SESSION_TEST_REQUIRE`.
+//! - `postgres::` and `mysql::` on the servers `test-support` reads from the environment (its
+//!   crate docs list the variables); a server that is not configured has its trials ignored, or
+//!   failing when it is required.
 //!
 //! Every trial opens its own store (pool) on the shared database; the sweeper is off so that
 //! `purge_expired` runs only when a trial calls it.
 
-use std::sync::Arc;
-
-use backend_sql::{SqlOptions, SqlStore};
 use session_core::conformance;
-use session_core::{Config, SessionStore};
-
-fn factory(url: String) -> impl conformance::StoreFactory {
-    move || {
-        let url = url.clone();
-        async move {
-            let config = Config::from_url(&url)?;
-            let options = SqlOptions::new().with_sweeper(None);
-            Ok(Arc::new(SqlStore::connect_with(&config, options).await?) as Arc<dyn SessionStore>)
-        }
-    }
-}
-
-fn server(prefix: &str, backend: &str, var: &str) -> Vec<libtest_mimic::Trial> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => conformance::trials_with_prefix(prefix, factory(url)),
-        _ => conformance::not_configured(backend, &format!("{var} is not set")),
-    }
-}
+use test_support::{Backend, conformance_trials, sql_factory};
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
@@ -42,17 +22,13 @@ fn main() -> std::process::ExitCode {
         }
     };
     let file = format!("sqlite:{}", dir.path().join("sessions.db").display());
-    let mut trials = conformance::trials_with_prefix("sqlite_file::", factory(file));
+    let mut trials = conformance::trials_with_prefix("sqlite_file::", sql_factory(file));
     trials.extend(conformance::trials_with_prefix(
         "sqlite_memory::",
-        factory("sqlite::memory:".to_owned()),
+        sql_factory("sqlite::memory:"),
     ));
-    trials.extend(server(
-        "postgres::",
-        "postgres",
-        "SESSION_TEST_POSTGRES_URL",
-    ));
-    trials.extend(server("mysql::", "mysql", "SESSION_TEST_MYSQL_URL"));
+    trials.extend(conformance_trials(Backend::Postgres, "postgres::"));
+    trials.extend(conformance_trials(Backend::Mysql, "mysql::"));
     let code = conformance::run(args, trials);
     drop(dir);
     code

@@ -1,7 +1,7 @@
-//! SQL-specific tests (issue 4), on SQLite always and on Postgres / MySQL when
-//! `SESSION_TEST_POSTGRES_URL` / `SESSION_TEST_MYSQL_URL` are set (skipped otherwise; the
-//! conformance runner is where a missing server fails under `SESSION_TEST_REQUIRE`). The TLS test
-//! also needs `SESSION_TEST_SQL_CA` and `SESSION_TEST_SQL_OTHER_CA` (scripts/sql/start.sh).
+//! SQL-specific tests (issue 4), on SQLite always and on the Postgres / MySQL servers that
+//! `test-support` reads from the environment (skipped when not configured, failing when required).
+//! The TLS test also needs the servers' CA files, the restart test the Postgres cluster's
+//! directories (scripts/sql/start.sh writes them all; test-support's crate docs list them).
 //!
 //! Each test uses its own table prefix, so row counts are exact even on a shared database.
 
@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use backend_sql::{SqlOptions, SqlStore};
 use session_core::{
     AcquireOutcome, AppName, CommitOutcome, Config, CreateOutcome, Delta, Error, ItemValue, Items,
-    LockToken, ReadOutcome, ResilientStore, RetryPolicy, SessionId, SessionKey, SessionStore,
+    Layered, LockToken, ReadOutcome, RetryLayer, RetryPolicy, SessionId, SessionKey, SessionStore,
 };
-use sqlx::AssertSqlSafe;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+use test_support::SqlServer;
 
 /// Tests that restart the Postgres cluster take this for writing; other Postgres tests read.
 static PG_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
@@ -29,6 +31,8 @@ enum Db {
 struct Target {
     db: Db,
     url: String,
+    /// The server (Postgres, MySQL); `None` for SQLite.
+    server: Option<SqlServer>,
     _dir: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -37,19 +41,20 @@ fn targets() -> Vec<Target> {
     let mut out = vec![Target {
         db: Db::Sqlite,
         url: format!("sqlite:{}", dir.path().join("s.db").display()),
+        server: None,
         _dir: Some(dir),
     }];
-    for (db, var) in [
-        (Db::Postgres, "SESSION_TEST_POSTGRES_URL"),
-        (Db::Mysql, "SESSION_TEST_MYSQL_URL"),
+    for (db, server) in [
+        (Db::Postgres, test_support::postgres()),
+        (Db::Mysql, test_support::mysql()),
     ] {
-        match std::env::var(var) {
-            Ok(url) if !url.is_empty() => out.push(Target {
+        if let Some(server) = test_support::configured(server) {
+            out.push(Target {
                 db,
-                url,
+                url: server.url().to_owned(),
+                server: Some(server),
                 _dir: None,
-            }),
-            _ => eprintln!("{var} not set: skipping {db:?}"),
+            });
         }
     }
     out
@@ -73,37 +78,23 @@ async fn store_with(url: &str, options: SqlOptions) -> SqlStore {
 /// Runs one SQL statement outside the store (test setup and row counts), per dialect.
 async fn exec(db: Db, url: &str, sql: String) -> i64 {
     use sqlx::Row;
+    // The same steps on each dialect's pool type: connect, one statement, the first column.
+    macro_rules! scalar {
+        ($pool:ty) => {{
+            let pool = <$pool>::connect(url).await.unwrap();
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            row.map(|r| r.try_get::<i64, _>(0).unwrap_or(0))
+                .unwrap_or(0)
+        }};
+    }
     match db {
-        Db::Postgres => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            let row = sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            row.map(|r| r.try_get::<i64, _>(0).unwrap_or(0))
-                .unwrap_or(0)
-        }
-        Db::Mysql => {
-            let pool = sqlx::MySqlPool::connect(url).await.unwrap();
-            let row = sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            row.map(|r| r.try_get::<i64, _>(0).unwrap_or(0))
-                .unwrap_or(0)
-        }
-        Db::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-            let row = sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            row.map(|r| r.try_get::<i64, _>(0).unwrap_or(0))
-                .unwrap_or(0)
-        }
+        Db::Postgres => scalar!(sqlx::PgPool),
+        Db::Mysql => scalar!(sqlx::MySqlPool),
+        Db::Sqlite => scalar!(sqlx::SqlitePool),
     }
 }
 
@@ -352,7 +343,13 @@ async fn concurrent_migrations_all_succeed() {
             ReadOutcome::Found(_)
         ));
         let applied = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}migrations")).await;
-        assert_eq!(applied, 1, "{:?}: the migration is recorded once", t.db);
+        // Postgres and MySQL have a second migration (0002); SQLite's schema has one.
+        let expected = if t.db == Db::Sqlite { 1 } else { 2 };
+        assert_eq!(
+            applied, expected,
+            "{:?}: each migration is recorded once",
+            t.db
+        );
     }
 }
 
@@ -689,21 +686,23 @@ async fn each_operation_is_one_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_is_recovered() {
-    let (Ok(url), Ok(data), Ok(bin)) = (
-        std::env::var("SESSION_TEST_POSTGRES_URL"),
-        std::env::var("SESSION_TEST_POSTGRES_DATA"),
-        std::env::var("SESSION_TEST_POSTGRES_BIN"),
-    ) else {
-        eprintln!("SESSION_TEST_POSTGRES_URL/DATA/BIN not set: skipping");
+    let Some(cluster) = test_support::configured(test_support::postgres_cluster()) else {
         return;
     };
+    let (url, data, bin) = (
+        cluster.url().to_owned(),
+        cluster.data().display().to_string(),
+        cluster.bin().display().to_string(),
+    );
     let _gate = PG_GATE.write().await;
     let p = prefix("restart");
     let plain = store(&url, &p).await;
-    let resilient = ResilientStore::new(
+    let resilient = Layered::new(
         plain.clone(),
-        RetryPolicy::new(Duration::from_secs(15)),
-        Some(Duration::from_secs(20)),
+        RetryLayer::new(
+            RetryPolicy::new(Duration::from_secs(15)),
+            Some(Duration::from_secs(20)),
+        ),
     );
     let k = key("/restart");
     plain
@@ -852,12 +851,6 @@ async fn server_without_tls(db: Db) -> (std::net::SocketAddr, tokio::task::JoinH
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_with_a_custom_ca() {
-    let Ok(ca) = std::env::var("SESSION_TEST_SQL_CA") else {
-        eprintln!("SESSION_TEST_SQL_CA not set: skipping");
-        return;
-    };
-    let other_ca = std::env::var("SESSION_TEST_SQL_OTHER_CA")
-        .expect("SESSION_TEST_SQL_OTHER_CA is set with SESSION_TEST_SQL_CA");
     let _gate = PG_GATE.read().await;
     let config = |url: &str, ssl: bool| {
         Config::builder()
@@ -874,6 +867,15 @@ async fn tls_with_a_custom_ca() {
             .with_sweeper(None)
     };
     for t in targets().into_iter().filter(|t| t.db != Db::Sqlite) {
+        let Some(tls) = t
+            .server
+            .as_ref()
+            .and_then(|s| test_support::configured(s.tls()))
+        else {
+            continue;
+        };
+        let ca = tls.ca().display().to_string();
+        let other_ca = tls.other_ca().display().to_string();
         let db = t.db;
         // The URL without its query (scripts/sql/start.sh's URLs say `sslmode=disable`).
         let base = t.url.split_once('?').map_or(t.url.as_str(), |(b, _)| b);
@@ -964,5 +966,169 @@ async fn tls_with_a_custom_ca() {
             "{db:?}: the URL's {off} wins: {text}"
         );
         server.abort();
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The settled record is the session's last commit (docs/contract.md §2, "Repeated calls"): a
+/// release records nothing (its repeat is `LockLost` here; the retry layer reads it as `Released`),
+/// and a commit's repeat outlives another holder's acquire and release, until the next commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settled_record_is_the_last_commit() {
+    use session_core::ReleaseOutcome::{LockLost, Released};
+    let _gate = PG_GATE.read().await;
+    for t in targets() {
+        let s = store(&t.url, &prefix("settled")).await;
+        let k = key("/settled");
+        s.create(&k, &Items::new(), MINUTE, true).await.unwrap();
+        let (_, released) = acquire(&s, &k).await;
+        assert_eq!(s.release(&k, released).await.unwrap(), Released);
+        let again = s.release(&k, released).await.unwrap();
+        assert_eq!(again, LockLost, "{:?}: a release records nothing", t.db);
+
+        let (_, token) = acquire(&s, &k).await;
+        let delta = Delta::new().with_set("n", v(b"1"));
+        let commit = async |token| s.commit(&k, token, &delta, MINUTE).await.unwrap();
+        assert_eq!(commit(token).await, CommitOutcome::Committed);
+        let (_, other) = acquire(&s, &k).await;
+        assert_eq!(s.release(&k, other).await.unwrap(), Released);
+        let again = commit(token).await;
+        assert_eq!(
+            again,
+            CommitOutcome::Committed,
+            "{:?}: after a release",
+            t.db
+        );
+        let (_, next) = acquire(&s, &k).await;
+        let out = s.commit(&k, next, &Delta::new(), MINUTE).await.unwrap();
+        assert_eq!(out, CommitOutcome::Committed);
+        let again = commit(token).await;
+        assert_eq!(
+            again,
+            CommitOutcome::LockLost,
+            "{:?}: after the next commit",
+            t.db
+        );
+        s.close().await;
+    }
+}
+
+/// Runs the migrations exactly as a store of the first schema did (0001 only: the same SQL, version
+/// and table, so sqlx's checksum of 0001 is the one the current store finds).
+async fn migrate_first_schema(db: Db, url: &str, p: &str) -> Result<(), MigrateError> {
+    let sql = match db {
+        Db::Postgres => include_str!("../migrations/postgres/0001_schema.sql"),
+        Db::Mysql => include_str!("../migrations/mysql/0001_schema.sql"),
+        Db::Sqlite => include_str!("../migrations/sqlite/0001_schema.sql"),
+    };
+    let sql = AssertSqlSafe(sql.replace("{prefix}", p)).into_sql_str();
+    let first = Migration::new(1, "schema".into(), MigrationType::Simple, sql, false);
+    let mut migrator = Migrator::with_migrations(vec![first]);
+    migrator.dangerous_set_table_name(format!("{p}migrations"));
+    match db {
+        Db::Postgres => migrator.run(&sqlx::PgPool::connect(url).await?).await,
+        Db::Mysql => migrator.run(&sqlx::MySqlPool::connect(url).await?).await,
+        Db::Sqlite => {
+            let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true)).await?;
+            migrator.run(&pool).await
+        }
+    }
+}
+
+/// A database migrated by the first schema upgrades on connect without losing a session, a lock
+/// or a commit's settled record; a release record the first schema wrote (kind 2) matches nothing.
+/// Afterwards a process of the first schema refuses to migrate (sqlx: migration 2 applied but
+/// unknown), which the changelog tells users upgrading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_of_the_first_schema_upgrades() {
+    use session_core::ReleaseOutcome::{LockLost, Released};
+    let _gate = PG_GATE.read().await;
+    for t in targets() {
+        let p = prefix("upgrade");
+        migrate_first_schema(t.db, &t.url, &p).await.unwrap();
+        // On Postgres and MySQL, a store that does not migrate calls the first schema's routines.
+        let old = store_with(
+            &t.url,
+            SqlOptions::new()
+                .with_table_prefix(&p)
+                .unwrap()
+                .with_migrate(false),
+        )
+        .await;
+        let (released, committed, locked) = (key("/upgrade"), key("/upgrade"), key("/upgrade"));
+        for k in [&released, &committed, &locked] {
+            old.create(k, &Items::new(), MINUTE, true).await.unwrap();
+        }
+        let (_, spent) = acquire(&old, &released).await;
+        assert_eq!(old.release(&released, spent).await.unwrap(), Released);
+        if t.db == Db::Sqlite {
+            // SQLite's release is this crate's code: write the record as the first schema did.
+            let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let sid = hex(released.id().expose().as_bytes());
+            let record = format!(
+                "UPDATE {p}sessions SET settled_token = X'{}', settled_kind = 2, \
+                 settled_fp = NULL WHERE sid = X'{sid}'",
+                spent.to_hex()
+            );
+            exec(t.db, &t.url, record).await;
+        } else {
+            let again = old.release(&released, spent).await.unwrap();
+            assert_eq!(
+                again, Released,
+                "{:?}: 0001's release recognised its repeat",
+                t.db
+            );
+        }
+        let (_, token) = acquire(&old, &committed).await;
+        let delta = Delta::new().with_set("n", v(b"1"));
+        let out = old.commit(&committed, token, &delta, MINUTE).await.unwrap();
+        assert_eq!(out, CommitOutcome::Committed);
+        let (_, holder) = acquire(&old, &locked).await;
+        old.close().await;
+
+        let new = store(&t.url, &p).await;
+        let applied = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}migrations")).await;
+        assert_eq!(
+            applied,
+            if t.db == Db::Sqlite { 1 } else { 2 },
+            "{:?}",
+            t.db
+        );
+        let again = new.release(&released, spent).await.unwrap();
+        assert_eq!(again, LockLost, "{:?}: a release records nothing now", t.db);
+        let out = new.commit(&released, spent, &Delta::new(), MINUTE).await;
+        assert_eq!(out.unwrap(), CommitOutcome::LockLost, "{:?}: kind 2", t.db);
+        let again = new.commit(&committed, token, &delta, MINUTE).await.unwrap();
+        assert_eq!(
+            again,
+            CommitOutcome::Committed,
+            "{:?}: the commit record",
+            t.db
+        );
+        let (_, other) = acquire(&new, &committed).await;
+        assert_eq!(new.release(&committed, other).await.unwrap(), Released);
+        let again = new.commit(&committed, token, &delta, MINUTE).await.unwrap();
+        assert_eq!(
+            again,
+            CommitOutcome::Committed,
+            "{:?}: after a release",
+            t.db
+        );
+        match new.read(&committed).await.unwrap() {
+            ReadOutcome::Found(s) => assert_eq!(s.items.get("n"), Some(&v(b"1")), "{:?}", t.db),
+            other => panic!("{:?}: {other:?}", t.db),
+        }
+        assert_eq!(new.release(&locked, holder).await.unwrap(), Released);
+        new.close().await;
+        if t.db != Db::Sqlite {
+            let refused = migrate_first_schema(t.db, &t.url, &p).await;
+            assert!(
+                matches!(refused, Err(MigrateError::VersionMissing(2))),
+                "{:?}: {refused:?}",
+                t.db
+            );
+        }
     }
 }

@@ -1,10 +1,9 @@
 //! Criterion micro-benchmarks of single store operations: one `BenchmarkGroup` per operation,
 //! `BenchmarkId::new(backend, payload)`, `Throughput::Bytes`. Memory and SQLite (in-memory) always;
-//! Redis, Redis Cluster, Postgres and MySQL when `SESSION_TEST_REDIS_URL`,
-//! `SESSION_TEST_REDIS_CLUSTER_URLS` (comma-separated `redis://host:port` seeds),
-//! `SESSION_TEST_POSTGRES_URL` and `SESSION_TEST_MYSQL_URL` are set (the same variables as the
-//! conformance suite). Every iteration checks its outcome, so a bench never times a failure path
-//! (a `Locked` acquire, an `AlreadyExists` create).
+//! Redis, Redis Cluster, Postgres and MySQL on the servers of the integration tests, where
+//! configured (`test-support` reads them from the environment; a missing one is left out). Every
+//! iteration checks its outcome, so a bench never times a failure path (a `Locked` acquire, an
+//! `AlreadyExists` create).
 
 use std::sync::Arc;
 
@@ -15,24 +14,18 @@ use session_core::{
     AcquireOutcome, AppName, CommitOutcome, CreateOutcome, Delta, ItemValue, LockToken,
     ReadOutcome, RemoveOutcome, SessionId, SessionKey, SessionStore, items_size,
 };
+use test_support::{Backend, Server, Unconfigured};
 
 fn backends() -> Vec<BackendSpec> {
     let mut specs = vec![
         BackendSpec::Memory,
         BackendSpec::Sqlite("sqlite::memory:".to_owned()),
     ];
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    specs.extend(env("SESSION_TEST_REDIS_URL").map(BackendSpec::Redis));
-    // The suite's seed list (`redis://h1:p1,redis://h2:p2`) as one `redis+cluster://` URL.
-    specs.extend(env("SESSION_TEST_REDIS_CLUSTER_URLS").map(|seeds| {
-        let hosts: Vec<&str> = seeds
-            .split(',')
-            .map(|s| s.trim().split_once("://").map_or(s.trim(), |(_, h)| h))
-            .collect();
-        BackendSpec::RedisCluster(format!("redis+cluster://{}", hosts.join(",")))
-    }));
-    specs.extend(env("SESSION_TEST_POSTGRES_URL").map(BackendSpec::Postgres));
-    specs.extend(env("SESSION_TEST_MYSQL_URL").map(BackendSpec::Mysql));
+    let url = |server: Result<Server, Unconfigured>| server.ok().map(|s| s.url().to_owned());
+    specs.extend(url(Backend::Redis.server()).map(BackendSpec::Redis));
+    specs.extend(url(Backend::RedisCluster.server()).map(BackendSpec::RedisCluster));
+    specs.extend(url(Backend::Postgres.server()).map(BackendSpec::Postgres));
+    specs.extend(url(Backend::Mysql.server()).map(BackendSpec::Mysql));
     specs
 }
 

@@ -50,10 +50,7 @@ impl Leftover {
 /// number of keys an item stands for (1 for a key, the batch size for a batch), counted as left
 /// over when `remove` fails.
 pub async fn remove_all<T, F, Fut>(
-    items: Vec<T>,
-    concurrency: usize,
-    weight: fn(&T) -> usize,
-    remove: F,
+    items: Vec<T>, concurrency: usize, weight: fn(&T) -> usize, remove: F,
 ) -> Leftover
 where
     T: Send + 'static,

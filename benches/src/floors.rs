@@ -434,9 +434,7 @@ impl Prober {
 /// # Errors
 /// [`BenchError::Connect`] or [`BenchError::Floor`] naming the backend.
 pub async fn prober(
-    spec: &BackendSpec,
-    keys: &[String],
-    payload: Payload,
+    spec: &BackendSpec, keys: &[String], payload: Payload,
 ) -> Result<Option<Prober>, BenchError> {
     let backend = spec.name();
     let floor_err = |source: BoxError| BenchError::Floor { backend, source };
@@ -501,8 +499,7 @@ pub async fn prober(
 }
 
 async fn connect_redis(
-    spec: &BackendSpec,
-    url: &str,
+    spec: &BackendSpec, url: &str,
 ) -> Result<redis::aio::ConnectionManager, BenchError> {
     let fail = |source: BoxError| BenchError::Connect {
         backend: spec.name(),

@@ -34,7 +34,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use session_core::{Config, SessionStore, redact_url};
 
 pub use config::{BackendSpec, BenchConfig, Payload, Workload, parse_duration};
-pub use counting::CountingStore;
+pub use counting::{Counting, CountingStore};
 pub use error::BenchError;
 pub use floors::{Floor, Probe};
 pub use peers::PeerSpec;
@@ -46,8 +46,7 @@ pub use workload::Fixture;
 /// # Errors
 /// [`BenchError::Connect`] naming the backend.
 pub async fn connect_store(
-    spec: &BackendSpec,
-    connections: u32,
+    spec: &BackendSpec, connections: u32,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
     connect_store_with(spec, connections, 0.0).await
 }
@@ -58,9 +57,7 @@ pub async fn connect_store(
 /// # Errors
 /// [`BenchError::Connect`] naming the backend.
 pub async fn connect_store_with(
-    spec: &BackendSpec,
-    connections: u32,
-    refresh_throttle: f64,
+    spec: &BackendSpec, connections: u32, refresh_throttle: f64,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
     let fail = |source: session_core::Error| BenchError::Connect {
         backend: spec.name(),
@@ -148,12 +145,7 @@ async fn run_cell(op: OpFn, tasks: usize, duration: Duration) -> Result<CellResu
 }
 
 fn row(
-    backend: &str,
-    workload: String,
-    tasks: usize,
-    cell: &CellResult,
-    calls: u64,
-    bytes: u64,
+    backend: &str, workload: String, tasks: usize, cell: &CellResult, calls: u64, bytes: u64,
 ) -> Row {
     let q = |p: f64| cell.hist.value_at_quantile(p) as f64 / 1000.0;
     let per_op = |n: u64| {
@@ -182,10 +174,7 @@ fn row(
 
 /// Fills the floor's keys with blobs of `bytes` bytes (16 at a time).
 async fn fill_floor(
-    backend: &'static str,
-    floor: &Arc<dyn Floor>,
-    keys: &Arc<Vec<String>>,
-    bytes: usize,
+    backend: &'static str, floor: &Arc<dyn Floor>, keys: &Arc<Vec<String>>, bytes: usize,
 ) -> Result<(), BenchError> {
     let blob: Arc<[u8]> = Arc::from(vec![b'f'; bytes]);
     let workers = 16.min(keys.len().max(1));
@@ -286,13 +275,8 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
 
 /// Runs `op` on every concurrency, pushing one row per cell (`counts` is read before and after).
 async fn run_cells(
-    config: &BenchConfig,
-    bar: &ProgressBar,
-    rows: &mut Vec<Row>,
-    name: &'static str,
-    label: &str,
-    op: &TaskOp,
-    counts: &(dyn Fn() -> (u64, u64) + Sync),
+    config: &BenchConfig, bar: &ProgressBar, rows: &mut Vec<Row>, name: &'static str, label: &str,
+    op: &TaskOp, counts: &(dyn Fn() -> (u64, u64) + Sync),
 ) -> Result<(), BenchError> {
     for &tasks in &config.concurrency {
         bar.set_message(format!("{name} {label} x{tasks}"));
@@ -320,10 +304,7 @@ fn with_tasks(op: &TaskOp, tasks: usize) -> OpFn {
 /// Our store on one backend: its workloads, floors, probes and (standalone Redis) wire bytes; then
 /// (also after a failure) the cleanup of its sessions and floor keys, outside every cell.
 async fn run_backend(
-    config: &BenchConfig,
-    spec: &BackendSpec,
-    connections: u32,
-    bar: &ProgressBar,
+    config: &BenchConfig, spec: &BackendSpec, connections: u32, bar: &ProgressBar,
     rows: &mut Vec<Row>,
 ) -> Result<(), BenchError> {
     let name = spec.name();
@@ -334,7 +315,7 @@ async fn run_backend(
     } else {
         None
     };
-    let counting = Arc::new(CountingStore::new(Arc::clone(&raw)));
+    let counting = Arc::new(Counting::wrap(Arc::clone(&raw)));
     let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
     // From here on, what the run creates is removed at the end, whether the run succeeds or not.
     let fixture = Arc::new(Fixture::prepare(config, &store, &raw).await?);
@@ -345,7 +326,7 @@ async fn run_backend(
             BackendSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
             _ => None,
         };
-        let counts = || counting.take_counts();
+        let counts = || counting.layer().take_counts();
         for &w in &config.workloads {
             let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
             let op: TaskOp = Arc::new(move |task, tasks, iter| {
@@ -358,7 +339,7 @@ async fn run_backend(
             if let Some(meter) = meter.as_ref().filter(|_| w != Workload::W5) {
                 bar.set_message(format!("{name} {w} wire bytes"));
                 let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
-                let _ = counting.take_counts();
+                let _ = counting.layer().take_counts();
                 for r in &mut rows[first..] {
                     r.wire_bytes_per_op = Some(wire);
                 }
@@ -475,11 +456,7 @@ fn floor_key(keys: &[String], task: usize, tasks: usize, iter: u64) -> &str {
 /// One `tower-sessions` store on W1–W3 (those of `config.workloads`), plus wire bytes on Redis;
 /// then (also after a failure) the cleanup of its pool, outside every cell.
 async fn run_peer(
-    config: &BenchConfig,
-    spec: &PeerSpec,
-    connections: u32,
-    bar: &ProgressBar,
-    rows: &mut Vec<Row>,
+    config: &BenchConfig, spec: &PeerSpec, connections: u32, bar: &ProgressBar, rows: &mut Vec<Row>,
 ) -> Result<(), BenchError> {
     let name = spec.name();
     bar.set_message(format!("{name}: connecting and filling the pool"));

@@ -249,9 +249,7 @@ impl PeerFixture {
     /// # Errors
     /// A peer store failure during setup.
     pub async fn prepare(
-        config: &BenchConfig,
-        backend: &'static str,
-        setup_store: &Arc<dyn PeerStore>,
+        config: &BenchConfig, backend: &'static str, setup_store: &Arc<dyn PeerStore>,
     ) -> Result<Self, BenchError> {
         let data = make_data(config.payload);
         let wants = |w| config.workloads.contains(&w);
@@ -330,12 +328,7 @@ impl PeerFixture {
     /// # Errors
     /// A peer store failure, a missing pooled session, or a workload peers do not run.
     pub async fn run_once(
-        &self,
-        store: &Arc<dyn PeerStore>,
-        w: Workload,
-        task: usize,
-        tasks: usize,
-        iter: u64,
+        &self, store: &Arc<dyn PeerStore>, w: Workload, task: usize, tasks: usize, iter: u64,
     ) -> Result<Duration, BenchError> {
         let backend = self.backend;
         let err = peer_err(backend, w.to_string());

@@ -91,12 +91,8 @@ pub async fn remove_sessions(store: &Arc<dyn SessionStore>, keys: Vec<SessionKey
 /// Creates `count` sessions of `items` through `store` (16 at a time); every key is added to
 /// `created` before its session is created, so a failed setup can remove what it made.
 async fn create_pool(
-    backend: &'static str,
-    store: &Arc<dyn SessionStore>,
-    app: &AppName,
-    items: &Arc<Items>,
-    count: usize,
-    created: &mut Vec<SessionKey>,
+    backend: &'static str, store: &Arc<dyn SessionStore>, app: &AppName, items: &Arc<Items>,
+    count: usize, created: &mut Vec<SessionKey>,
 ) -> Result<Vec<SessionKey>, BenchError> {
     let err = store_err(backend, "setup".to_owned());
     let keys: Vec<SessionKey> = (0..count)
@@ -132,9 +128,7 @@ impl Fixture {
     /// # Errors
     /// A store failure during setup.
     pub async fn prepare(
-        config: &BenchConfig,
-        store: &Arc<dyn SessionStore>,
-        setup_store: &Arc<dyn SessionStore>,
+        config: &BenchConfig, store: &Arc<dyn SessionStore>, setup_store: &Arc<dyn SessionStore>,
     ) -> Result<Self, BenchError> {
         let mut created = Vec::new();
         let prepared = Self::prepare_into(config, store, setup_store, &mut created).await;
@@ -147,9 +141,7 @@ impl Fixture {
     }
 
     async fn prepare_into(
-        config: &BenchConfig,
-        store: &Arc<dyn SessionStore>,
-        setup_store: &Arc<dyn SessionStore>,
+        config: &BenchConfig, store: &Arc<dyn SessionStore>, setup_store: &Arc<dyn SessionStore>,
         created: &mut Vec<SessionKey>,
     ) -> Result<Self, BenchError> {
         let backend = store.backend();
@@ -235,12 +227,7 @@ impl Fixture {
     /// # Errors
     /// A store failure or an unexpected outcome.
     pub async fn run_once(
-        &self,
-        store: &Arc<dyn SessionStore>,
-        w: Workload,
-        task: usize,
-        tasks: usize,
-        iter: u64,
+        &self, store: &Arc<dyn SessionStore>, w: Workload, task: usize, tasks: usize, iter: u64,
     ) -> Result<Duration, BenchError> {
         let backend = self.backend;
         let err = store_err(backend, w.to_string());
@@ -347,7 +334,7 @@ impl Fixture {
 mod tests {
     use super::*;
     use crate::config::BackendSpec;
-    use crate::counting::CountingStore;
+    use crate::counting::{Counting, CountingStore};
 
     /// The operation names each workload issues, per backend, for three iterations at one task.
     async fn sequences(spec: &BackendSpec) -> Vec<(Workload, Vec<&'static str>, u64)> {
@@ -358,18 +345,22 @@ mod tests {
             ..BenchConfig::default()
         };
         let raw = crate::connect_store(spec, 1).await.unwrap();
-        let counting = Arc::new(CountingStore::new(Arc::clone(&raw)));
+        let counting = Arc::new(Counting::wrap(Arc::clone(&raw)));
         let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
         let fixture = Fixture::prepare(&config, &store, &raw).await.unwrap();
-        assert_eq!(counting.take_counts(), (0, 0), "setup is not counted");
-        counting.set_logging(true);
+        assert_eq!(
+            counting.layer().take_counts(),
+            (0, 0),
+            "setup is not counted"
+        );
+        counting.layer().set_logging(true);
         let mut out = Vec::new();
         for w in Workload::ALL {
             for iter in 0..3 {
                 fixture.run_once(&store, w, 0, 1, iter).await.unwrap();
             }
-            let (_, bytes) = counting.take_counts();
-            out.push((w, counting.take_log(), bytes));
+            let (_, bytes) = counting.layer().take_counts();
+            out.push((w, counting.layer().take_log(), bytes));
         }
         out
     }

@@ -1,10 +1,12 @@
 //! End to end: the `session-bench` binary on the embedded default (memory and SQLite) with a very
-//! short duration, and with the tower-sessions peers (moka always; Redis and Postgres when
-//! `SESSION_TEST_REDIS_URL` and `SESSION_TEST_POSTGRES_URL` are set). Counts are asserted, never
-//! timings.
+//! short duration, and with the tower-sessions peers (moka always; Redis and Postgres on the
+//! servers `test-support` reads from the environment: skipped when not configured, failing when
+//! required). Counts are asserted, never timings.
 
 use std::process::Command;
 use std::sync::Mutex;
+
+use test_support::configured;
 
 /// Serializes the tests that run the bench against the shared Postgres database: the cleanup test
 /// clears the bench's rows there before its run, and counts them after.
@@ -14,23 +16,27 @@ fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_session-bench"))
 }
 
+/// Runs `command`, which must succeed (else panics with its output), and returns its stdout and
+/// stderr.
+fn succeed(command: &mut Command) -> (String, String) {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 #[test]
 fn embedded_default_writes_json_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let svg = dir.path().join("chart.svg");
-    let out = bench()
-        .args(["--quiet", "--duration", "50ms", "--pool", "100", "--json"])
-        .arg(&json)
-        .arg("--chart")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, _) = succeed(
+        bench()
+            .args(["--quiet", "--duration", "50ms", "--pool", "100", "--json"])
+            .arg(&json)
+            .arg("--chart")
+            .arg(&svg),
     );
     assert!(stdout.starts_with("backend"), "{stdout}");
 
@@ -83,25 +89,19 @@ fn embedded_default_writes_json_and_svg() {
 fn peers_add_tower_sessions_rows() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let out = bench()
-        .args([
-            "--quiet",
-            "--peers",
-            "--no-floors",
-            "--duration",
-            "50ms",
-            "--pool",
-            "100",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, _) = succeed(
+        bench()
+            .args([
+                "--quiet",
+                "--peers",
+                "--no-floors",
+                "--duration",
+                "50ms",
+                "--pool",
+                "100",
+                "--json",
+            ])
+            .arg(&json),
     );
     assert!(stdout.contains("tower-sessions"), "{stdout}");
     let report: serde_json::Value =
@@ -133,45 +133,25 @@ fn peers_add_tower_sessions_rows() {
     }
 }
 
-/// The URL in `var`, or `None` (the test then returns early) unless `SESSION_TEST_REQUIRE` names
-/// `backend`: a required backend cannot pass by being skipped.
-fn server_url(var: &str, backend: &str) -> Option<String> {
-    if let Some(url) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-        return Some(url);
-    }
-    let required = std::env::var("SESSION_TEST_REQUIRE").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|b| b.trim() == backend),
-        "SESSION_TEST_REQUIRE names {backend:?}, but {var} is not set"
-    );
-    eprintln!("skipped: {var} is not set");
-    None
-}
-
 #[test]
 fn networked_peers_run_next_to_our_stores() {
-    let Some(redis) = server_url("SESSION_TEST_REDIS_URL", "redis") else {
+    let Some(redis) = configured(test_support::redis()) else {
         return;
     };
-    let Some(postgres) = server_url("SESSION_TEST_POSTGRES_URL", "postgres") else {
+    let Some(postgres) = configured(test_support::postgres()) else {
         return;
     };
+    let (redis, postgres) = (redis.url(), postgres.url());
     let _serial = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let out = bench()
-        .args(["--quiet", "--no-embedded", "--no-floors", "--peers"])
-        .args(["--workloads", "W1,W2", "--concurrency", "1,4"])
-        .args(["--duration", "50ms", "--pool", "50", "--redis", &redis])
-        .args(["--postgres", &postgres, "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        bench()
+            .args(["--quiet", "--no-embedded", "--no-floors", "--peers"])
+            .args(["--workloads", "W1,W2", "--concurrency", "1,4"])
+            .args(["--duration", "50ms", "--pool", "50", "--redis", redis])
+            .args(["--postgres", postgres, "--json"])
+            .arg(&json),
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -213,37 +193,24 @@ fn networked_peers_run_next_to_our_stores() {
 /// Runs the bench quietly with every workload, floors and peers, at 1 and 4 tasks, plus `args`;
 /// panics on failure; returns stderr.
 fn short_full_run(args: &[&str]) -> String {
-    let out = bench()
-        .args(["--quiet", "--no-embedded", "--peers", "--duration", "50ms"])
-        .args(["--pool", "50", "--concurrency", "1,4"])
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{}\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
+    let (_, stderr) = succeed(
+        bench()
+            .args(["--quiet", "--no-embedded", "--peers", "--duration", "50ms"])
+            .args(["--pool", "50", "--concurrency", "1,4"])
+            .args(args),
     );
     assert!(!stderr.contains("cleanup"), "a cleanup warning: {stderr}");
     stderr
 }
 
-/// `url` with its database path replaced by `/{db}`.
-fn with_db(url: &str, db: u32) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let rest = rest.split(['/', '?']).next().unwrap();
-    format!("{scheme}://{rest}/{db}")
-}
-
 #[test]
 fn a_redis_run_leaves_no_key_behind() {
-    let Some(redis) = server_url("SESSION_TEST_REDIS_URL", "redis") else {
+    let Some(redis) = configured(test_support::redis()) else {
         return;
     };
     // A database of its own (no other test uses 5): everything in it after the run is ours. Our
     // store, its floor and probes, the wire meter and the tower-sessions peer all take the URL.
-    let url = with_db(&redis, 5);
+    let url = redis.database(5);
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
         .get_connection()
@@ -264,16 +231,17 @@ fn a_redis_run_leaves_no_key_behind() {
 
 #[test]
 fn a_postgres_run_leaves_no_row_behind() {
-    let Some(postgres) = server_url("SESSION_TEST_POSTGRES_URL", "postgres") else {
+    let Some(postgres) = configured(test_support::postgres()) else {
         return;
     };
+    let postgres = postgres.url();
     let _serial = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let pool = rt
-        .block_on(sqlx::postgres::PgPool::connect(&postgres))
+        .block_on(sqlx::postgres::PgPool::connect(postgres))
         .unwrap();
     // Our store's sessions of the bench's app, the floor's rows, the tower-sessions peer's rows.
     let counts = || {
@@ -291,7 +259,7 @@ fn a_postgres_run_leaves_no_row_behind() {
     };
     // Leftovers of earlier runs (before the bench cleaned up) would hide ours: clear them first.
     // The tables exist once the bench has run; a first run creates them.
-    short_full_run(&["--postgres", &postgres, "--workloads", "W1"]);
+    short_full_run(&["--postgres", postgres, "--workloads", "W1"]);
     rt.block_on(async {
         for sql in [
             "DELETE FROM sess_sessions WHERE app = convert_to('/session-bench', 'UTF8')",
@@ -302,7 +270,7 @@ fn a_postgres_run_leaves_no_row_behind() {
         }
     });
     assert_eq!(counts(), [0, 0, 0]);
-    short_full_run(&["--postgres", &postgres]);
+    short_full_run(&["--postgres", postgres]);
     assert_eq!(counts(), [0, 0, 0], "sessions, floor rows, peer rows left");
 }
 

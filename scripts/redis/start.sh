@@ -10,8 +10,10 @@
 #
 # Usage: scripts/redis/start.sh && . /tmp/ci-redis/env
 # Stop:  scripts/redis/stop.sh
-# Commands from ../shared/reference/servers.md. Installs redis-server with apt only if it is missing.
+# Installs redis-server with apt only if it is missing.
 set -euo pipefail
+# shellcheck source=../lib/test-ca.sh
+. "$(dirname "$0")/../lib/test-ca.sh"
 
 R="${REDIS_RUN_DIR:-/tmp/ci-redis}"
 mkdir -p "$R"
@@ -51,16 +53,7 @@ T="$R/tls"
 mkdir -p "$T"
 if [ ! -s "$T/server.crt" ] || [ ! -s "$T/ca.crt" ]; then
   echo "== generating a test CA and server certificate in $T"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=session-test-ca" \
-    -keyout "$T/ca.key" -out "$T/ca.crt" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$T/server.key" -out "$T/server.csr" 2>/dev/null
-  printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n" > "$T/server.ext"
-  openssl x509 -req -in "$T/server.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial \
-    -days 3650 -extfile "$T/server.ext" -out "$T/server.crt" 2>/dev/null
-  # A second, unrelated CA: the "wrong CA" test must get a certificate error from it.
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=unrelated-ca" \
-    -keyout "$T/other-ca.key" -out "$T/other-ca.crt" 2>/dev/null
+  make_test_ca "$T" session-test-ca
 fi
 TLS_CLI=(--tls --cacert "$T/ca.crt" -p 6380 -a s3cret --no-auth-warning)
 if pong "${TLS_CLI[@]}"; then

@@ -15,6 +15,8 @@
 # `SESSION_TEST_SQL_CA` and `SESSION_TEST_SQL_OTHER_CA` to $SQL_ENV_FILE (default
 # /tmp/ci-sql/env); `source` it before `cargo test`. Must run as root.
 set -euo pipefail
+# shellcheck source=../lib/test-ca.sh
+. "$(dirname "$0")/../lib/test-ca.sh"
 
 OUT=${SQL_ENV_FILE:-/tmp/ci-sql/env}
 BASE=/tmp/ci-sql
@@ -34,16 +36,7 @@ fi
 TLS_NEW=0
 if [ ! -s "$T/server.crt" ] || [ ! -s "$T/ca.crt" ] || [ ! -s "$T/other-ca.crt" ]; then
   echo "== generating a test CA and server certificate in $T"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=session-sql-test-ca" \
-    -keyout "$T/ca.key" -out "$T/ca.crt" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$T/server.key" -out "$T/server.csr" 2>/dev/null
-  printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n" > "$T/server.ext"
-  openssl x509 -req -in "$T/server.csr" -CA "$T/ca.crt" -CAkey "$T/ca.key" -CAcreateserial \
-    -days 3650 -extfile "$T/server.ext" -out "$T/server.crt" 2>/dev/null
-  # A second, unrelated CA: connecting with it must fail with a certificate error.
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=unrelated-sql-ca" \
-    -keyout "$T/other-ca.key" -out "$T/other-ca.crt" 2>/dev/null
+  make_test_ca "$T" session-sql-test-ca
   chmod 0600 "$T/ca.key" "$T/other-ca.key" "$T/server.key"
   chmod 0644 "$T/ca.crt" "$T/other-ca.crt" "$T/server.crt"
   TLS_NEW=1

@@ -1,5 +1,5 @@
 //! A session's items as the application sees them: typed get/insert over encoded values, with change
-//! tracking that produces the [`Delta`] of SPEC §2.
+//! tracking that produces the [`Delta`] of docs/contract.md §2.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ impl SessionData {
     }
 
     /// Sets `name` to `value`, encoding it now: a value that cannot be encoded fails here, never at
-    /// commit (SPEC §1).
+    /// commit (docs/contract.md §1).
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::Encode`], or [`Error::SessionTooLarge`]; on error nothing
@@ -173,7 +173,7 @@ impl SessionData {
         self.cleared || !self.changes.is_empty()
     }
 
-    /// The delta to store: only what changed (SPEC §2).
+    /// The delta to store: only what changed (docs/contract.md §2).
     pub fn delta(&self) -> Delta {
         let mut delta = Delta::new();
         if self.cleared {
@@ -274,8 +274,7 @@ mod tests {
         struct Bad;
         impl Serialize for Bad {
             fn serialize<S: serde::Serializer>(
-                &self,
-                _: S,
+                &self, _: S,
             ) -> std::result::Result<S::Ok, S::Error> {
                 Err(serde::ser::Error::custom("nope"))
             }

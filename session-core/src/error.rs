@@ -1,6 +1,6 @@
 //! The one public error type. Contract outcomes (`LockLost`, `AlreadyExists`, `Missing`) are return
 //! values of the store, not errors; errors are failures, typed so that callers and the retry policy
-//! can tell them apart (SPEC §4).
+//! can tell them apart (docs/contract.md §4).
 
 use std::fmt;
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// The operation's name as used in the SPEC and in tracing.
+    /// The operation's name as used in docs/contract.md and in tracing.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
@@ -76,7 +76,7 @@ impl fmt::Display for Operation {
 /// Every failure of this framework.
 ///
 /// Store errors name the backend and the operation. [`Error::is_transient`] says which ones the retry
-/// policy may retry (SPEC §4).
+/// policy may retry (docs/contract.md §4).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -127,7 +127,7 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// A session id that is not in the canonical form (SPEC §1). The input is never echoed.
+    /// A session id that is not in the canonical form (docs/contract.md §1). The input is never echoed.
     #[error("invalid session id: {reason}")]
     InvalidId {
         /// Which rule the id broke.
@@ -136,7 +136,7 @@ pub enum Error {
     /// A lock token that is not in the canonical form.
     #[error("invalid lock token")]
     InvalidToken,
-    /// An application or item name that breaks SPEC §1.
+    /// An application or item name that breaks docs/contract.md §1.
     #[error("invalid {kind}: {reason}")]
     InvalidName {
         /// `"application name"` or `"item name"`.
@@ -187,7 +187,7 @@ pub enum Error {
         limit: usize,
     },
     /// The write did not happen: this request's lock was taken over, released or expired, or the
-    /// session is gone (SPEC §2 rule 1, §3).
+    /// session is gone (docs/contract.md §2 rule 1, §3).
     #[error("{operation} rejected: the session lock was lost, nothing was written")]
     LockLost {
         /// The rejected operation.
@@ -229,7 +229,7 @@ pub enum Error {
 
 impl Error {
     /// Whether retrying the same operation may succeed (connection lost, timeout). Drives the retry
-    /// policy of SPEC §4.
+    /// policy of docs/contract.md §4.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Timeout { .. })
     }
@@ -259,7 +259,7 @@ impl Error {
 impl Error {
     /// Whether this is a failure of the store itself (unreachable, timed out, refused, corrupt
     /// data), as opposed to a contract outcome or a manager decision. With `throwOnError = false`
-    /// these degrade the session instead of failing the request (SPEC §4).
+    /// these degrade the session instead of failing the request (docs/contract.md §4).
     pub fn is_store_failure(&self) -> bool {
         matches!(
             self,

@@ -1,11 +1,11 @@
 //! Session ids and lock tokens: random values from the OS CSPRNG, with a canonical text form and
-//! redacted `Debug`/`Display` so that logs never carry a whole id (SPEC §1).
+//! redacted `Debug`/`Display` so that logs never carry a whole id (docs/contract.md §1).
 
 use std::fmt;
 
 use crate::error::{Error, Result};
 
-/// Number of random bytes in a session id (128 bits, SPEC §1).
+/// Number of random bytes in a session id (128 bits, docs/contract.md §1).
 const ID_BYTES: usize = 16;
 /// Length of the canonical text form: lowercase hex, two characters per byte.
 const ID_CHARS: usize = ID_BYTES * 2;
@@ -82,7 +82,7 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// The token of one lock acquisition: 128 random bits, unique per acquisition (SPEC §1).
+/// The token of one lock acquisition: 128 random bits, unique per acquisition (docs/contract.md §1).
 ///
 /// A store generates a fresh token on every successful `acquire` (and on every stale-lock takeover);
 /// `commit`, `release`, `remove` and `change_id` succeed only with the current holder's token.

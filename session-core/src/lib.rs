@@ -30,8 +30,12 @@
 //! - `store`: the [`SessionStore`] trait, [`Capabilities`], the release signal and expiry events.
 //! - `data`: [`SessionData`], typed items with change tracking that yields the delta.
 //! - `config`: [`Config`], from attributes, a URL or a builder.
-//! - `retry`: the retry schedule and [`ResilientStore`], the decorator that adds retries, operation
-//!   timeouts and tracing spans to any store.
+//! - `conn_url`: [`url_scheme`] and [`redact_url`]: connection URLs read without knowing any
+//!   backend's schemes.
+//! - `layer`: store decorators: a [`Layer`] sees each operation as a [`Call`] and answers a
+//!   [`Reply`]; [`Layered`] makes a store and a layer a store again.
+//! - `retry`: the retry schedule and [`RetryLayer`], the layer that adds retries, operation
+//!   timeouts and tracing spans to any store ([`ResilientStore`]).
 //! - `manager`: [`SessionManager`] and [`Session`], the per-request protocol.
 //! - `conformance` (feature `conformance`): the suite.
 //!
@@ -41,9 +45,11 @@
 //! `harness = false`; the `conformance` module's docs show the ten lines it takes.
 
 mod config;
+mod conn_url;
 mod data;
 mod error;
 mod id;
+mod layer;
 mod manager;
 mod model;
 mod names;
@@ -55,17 +61,19 @@ mod test_store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use config::{BackendKind, Config, ConfigBuilder, MAX_SESSION_TIMEOUT, redact_url};
+pub use config::{Config, ConfigBuilder, DEFAULT_CONNECTION_TIMEOUT, MAX_SESSION_TIMEOUT};
+pub use conn_url::{REDACTED, redact_url, url_scheme};
 pub use data::{SessionData, decode_value, encode_value};
 pub use error::{BoxError, Error, Operation, Result};
 pub use id::{LockToken, SessionId};
+pub use layer::{Call, Layer, Layered, Reply};
 pub use manager::{Access, EndOutcome, Session, SessionManager};
 pub use model::{
     AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, ItemValue, Items,
     LockInfo, ReadOutcome, ReleaseOutcome, RemoveOutcome, Snapshot, TouchOutcome, items_size,
 };
 pub use names::{AppName, MAX_APP_NAME_BYTES, MAX_ITEM_NAME_BYTES, SessionKey, validate_item_name};
-pub use retry::{ResilientStore, RetryPolicy};
+pub use retry::{ResilientStore, RetryLayer, RetryPolicy};
 pub use store::{
     Capabilities, DynSessionStore, EndReason, ExpiryEvent, ExpiryEvents, ReleaseWatch, SessionStore,
 };

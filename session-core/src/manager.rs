@@ -1,6 +1,6 @@
-//! The session manager (SPEC §3): ASP.NET's session module done once. It opens a session per
-//! request with the chosen access mode, waits for locks, and ends the request with exactly one store
-//! operation from the decision table.
+//! The session manager (docs/contract.md §3): ASP.NET's session module done once. It opens a
+//! session per request with the chosen access mode, waits for locks, and ends the request with
+//! exactly one store operation from the decision table.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,12 +15,13 @@ use crate::config::{Config, MAX_SESSION_TIMEOUT};
 use crate::data::SessionData;
 use crate::error::{Error, Operation, Result};
 use crate::id::{LockToken, SessionId};
+use crate::layer::Layered;
 use crate::model::{
     AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Items, LockInfo, ReadOutcome,
     ReleaseOutcome, RemoveOutcome, Snapshot,
 };
 use crate::names::{AppName, SessionKey};
-use crate::retry::{ResilientStore, RetryPolicy};
+use crate::retry::{RetryLayer, RetryPolicy};
 use crate::store::SessionStore;
 
 /// How a request uses its session.
@@ -39,7 +40,7 @@ pub enum Access {
     Concurrent,
 }
 
-/// What [`Session::end`] did: the row of the decision table of SPEC §3 that applied.
+/// What [`Session::end`] did: the row of the decision table of docs/contract.md §3 that applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EndOutcome {
@@ -78,8 +79,8 @@ struct Inner {
 }
 
 impl Inner {
-    /// Keeps `err` as the last error (SPEC §4: with `throwOnError = false` this is how the
-    /// application learns the cause).
+    /// Keeps `err` as the last error (docs/contract.md §4: with `throwOnError = false` this is how
+    /// the application learns the cause).
     fn record(&self, err: Error) {
         *self
             .last_error
@@ -88,8 +89,8 @@ impl Inner {
     }
 }
 
-/// Opens and ends sessions on a store, per request (SPEC §3). Cheap to clone; share one per
-/// application.
+/// Opens and ends sessions on a store, per request (docs/contract.md §3). Cheap to clone; share
+/// one per application.
 #[derive(Clone)]
 pub struct SessionManager {
     inner: Arc<Inner>,
@@ -106,12 +107,14 @@ impl fmt::Debug for SessionManager {
 
 impl SessionManager {
     /// A manager for `store` with the settings of `config`. The store is wrapped in a
-    /// [`ResilientStore`] with the configured retry timeout and operation timeout.
+    /// [`RetryLayer`] with the configured retry timeout and operation timeout.
     pub fn new(store: Arc<dyn SessionStore>, config: &Config) -> Self {
-        let store: Arc<dyn SessionStore> = Arc::new(ResilientStore::new(
+        let store: Arc<dyn SessionStore> = Arc::new(Layered::new(
             store,
-            RetryPolicy::new(config.retry_timeout()),
-            config.operation_timeout(),
+            RetryLayer::new(
+                RetryPolicy::new(config.retry_timeout()),
+                config.operation_timeout(),
+            ),
         ));
         Self {
             inner: Arc::new(Inner {
@@ -191,9 +194,7 @@ impl SessionManager {
                     Some(id) => id,
                     None => SessionId::generate()?,
                 };
-                let mut session = self.new_session(id, access);
-                session.degraded = true;
-                Ok(session)
+                Ok(self.session(id, State::Degraded(access), None))
             }
             Err(err) => Err(err),
         }
@@ -209,48 +210,51 @@ impl SessionManager {
         Ok(outcome == RemoveOutcome::Removed)
     }
 
-    fn new_session(&self, id: SessionId, access: Access) -> Session {
+    /// A session `id` in `state`, with the data of `snapshot` (else empty, with the configured
+    /// timeout).
+    fn session(&self, id: SessionId, state: State, snapshot: Option<Snapshot>) -> Session {
+        let (items, timeout, initial_access) = match snapshot {
+            Some(s) => (s.items, s.timeout, s.initialize),
+            None => (Arc::new(Items::new()), self.inner.session_timeout, false),
+        };
         Session {
             inner: Arc::clone(&self.inner),
             key: SessionKey::new(self.inner.app.clone(), id),
-            access,
-            data: SessionData::new(Arc::new(Items::new()), self.inner.max_size),
-            timeout: self.inner.session_timeout,
-            timeout_changed: false,
-            token: None,
-            stored: false,
-            initial_access: false,
+            state,
+            data: SessionData::new(items, self.inner.max_size),
+            timeout,
+            new_timeout: None,
+            initial_access,
             abandoned: false,
-            degraded: false,
-            ended: false,
         }
     }
 
     async fn open_inner(&self, id: Option<SessionId>, access: Access) -> Result<Session> {
+        let new = || -> Result<Session> {
+            Ok(self.session(SessionId::generate()?, State::New(access), None))
+        };
         let Some(id) = id else {
-            return Ok(self.new_session(SessionId::generate()?, access));
+            return new();
         };
         let key = SessionKey::new(self.inner.app.clone(), id);
-        match self.wait_for(&key, access).await? {
-            None => Ok(self.new_session(SessionId::generate()?, access)),
-            Some(snapshot) => {
-                let mut session = self.new_session(id, access);
-                session.timeout = snapshot.timeout;
-                session.token = snapshot.lock;
-                session.initial_access = snapshot.initialize;
-                session.data = SessionData::new(snapshot.items, self.inner.max_size);
-                session.stored = true;
-                Ok(session)
-            }
-        }
+        // One token for this request's acquisition: an attempt whose reply was lost and a later
+        // attempt are the same acquisition, so the later one finds its own lock (SessionStore).
+        // The session keeps this token, the one the manager generated, not the store's echo.
+        let token = LockToken::generate()?;
+        let Some(snapshot) = self.wait_for(&key, access, token).await? else {
+            return new();
+        };
+        let state = match access {
+            Access::Exclusive => State::Locked(token),
+            Access::ReadOnly => State::ReadOnly,
+            Access::Concurrent => State::Unlocked,
+        };
+        Ok(self.session(id, state, Some(snapshot)))
     }
 
     /// One attempt to open: `Ok(Ok(snapshot or missing))` or `Ok(Err(lock info))` when locked.
     async fn attempt(
-        &self,
-        key: &SessionKey,
-        access: Access,
-        token: LockToken,
+        &self, key: &SessionKey, access: Access, token: LockToken,
     ) -> Result<std::result::Result<Option<Snapshot>, LockInfo>> {
         let store = &self.inner.store;
         Ok(match access {
@@ -267,16 +271,15 @@ impl SessionManager {
         })
     }
 
-    async fn wait_for(&self, key: &SessionKey, access: Access) -> Result<Option<Snapshot>> {
+    async fn wait_for(
+        &self, key: &SessionKey, access: Access, token: LockToken,
+    ) -> Result<Option<Snapshot>> {
         let inner = &self.inner;
         let start = Instant::now();
         let deadline = start + inner.wait_timeout;
         let signal = inner.store.capabilities().release_signal;
         let mut waiter: Option<WaiterGuard> = None;
         let mut watch = None;
-        // One token for this request's acquisition: an attempt whose reply was lost and a later
-        // attempt are the same acquisition, so the later one finds its own lock (SessionStore).
-        let token = LockToken::generate()?;
         loop {
             // Subscribe before looking, so that a release between the look and the wait wakes us.
             if signal && waiter.is_some() && watch.is_none() {
@@ -362,33 +365,84 @@ impl Drop for WaiterGuard {
     }
 }
 
+/// Where a session stands with the store. One value instead of a set of flags, so that no illegal
+/// combination (a lock on a session that was never stored, a degraded session holding a lock, a
+/// read-only session with a lock, an ended session still releasing...) can be written down
+/// (docs/style.md H7). The access mode is part of it: a stored session's state implies it; a new or
+/// degraded one carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not in the store when the request began (no id, a malformed one, or one without a live
+    /// session). Nothing is stored unless it is written, and then by `create`.
+    New(Access),
+    /// In the store and locked by this request (`Access::Exclusive`), with the token the manager
+    /// generated for this acquisition: the manager trusts its own token, never one echoed back.
+    Locked(LockToken),
+    /// In the store, opened without a lock (`Access::Concurrent`).
+    Unlocked,
+    /// In the store, opened read-only (`Access::ReadOnly`): never written.
+    ReadOnly,
+    /// The store failed with `throwOnError = false`: the session is empty and is never saved.
+    Degraded(Access),
+    /// A `Locked` session whose end has the store's answer (committed, released, removed, or the
+    /// lock found lost): the lock is no longer this request's to release.
+    Released,
+}
+
+impl State {
+    fn access(self) -> Access {
+        match self {
+            Self::New(access) | Self::Degraded(access) => access,
+            Self::Locked(_) | Self::Released => Access::Exclusive,
+            Self::Unlocked => Access::Concurrent,
+            Self::ReadOnly => Access::ReadOnly,
+        }
+    }
+
+    /// Whether the session was not in the store when the request began.
+    fn is_new(self) -> bool {
+        match self {
+            Self::New(_) | Self::Degraded(_) => true,
+            Self::Locked(_) | Self::Unlocked | Self::ReadOnly | Self::Released => false,
+        }
+    }
+}
+
+/// How [`Session::renew_id`]'s fallback (copy, then remove the original) settles.
+enum Settle {
+    /// The original is gone: the session lives on under the copy.
+    Adopt,
+    /// The original may still exist (the store could not tell us): live on under the copy, the
+    /// one known to exist, and report the error.
+    AdoptAndReport(Error),
+    /// The original stays: delete the copy and report the error.
+    Undo(Error),
+}
+
 /// One request's session. End it with [`Session::end`]; a session dropped without being ended (the
 /// handler failed or panicked) releases its lock and writes nothing.
 pub struct Session {
     inner: Arc<Inner>,
     key: SessionKey,
-    access: Access,
+    state: State,
     data: SessionData,
+    /// The timeout the session has in the store (or, for a new session, will be created with).
     timeout: Duration,
-    timeout_changed: bool,
-    /// The lock token of an exclusive session that came from the store.
-    token: Option<LockToken>,
-    /// Whether the session came from the store (else it is new and not stored yet).
-    stored: bool,
+    /// A different timeout set during this request, to be stored at its end.
+    new_timeout: Option<Duration>,
+    /// Reported by the store: the first access of a session created uninitialized.
     initial_access: bool,
+    /// The application asked for the session to be deleted at the end of the request.
     abandoned: bool,
-    degraded: bool,
-    ended: bool,
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("key", &self.key)
-            .field("access", &self.access)
-            .field("new", &!self.stored)
+            .field("state", &self.state)
             .field("items", &self.data.len())
-            .field("degraded", &self.degraded)
+            .field("abandoned", &self.abandoned)
             .finish_non_exhaustive()
     }
 }
@@ -406,18 +460,18 @@ impl Session {
 
     /// How the session was opened.
     pub fn access(&self) -> Access {
-        self.access
+        self.state.access()
     }
 
     /// Whether the session is new (not in the store when the request began).
     pub fn is_new(&self) -> bool {
-        !self.stored
+        self.state.is_new()
     }
 
     /// Whether the store failed with `throwOnError = false`: the session is empty and will not be
     /// saved; [`SessionManager::last_error`] holds the cause.
     pub fn is_degraded(&self) -> bool {
-        self.degraded
+        matches!(self.state, State::Degraded(_))
     }
 
     /// Whether this is the first access of a session created uninitialized (ASP.NET
@@ -445,7 +499,7 @@ impl Session {
     }
 
     fn writable(&self) -> Result<()> {
-        if self.access == Access::ReadOnly {
+        if self.access() == Access::ReadOnly {
             return Err(Error::NotWritable("read-only"));
         }
         Ok(())
@@ -482,7 +536,7 @@ impl Session {
 
     /// The session's idle timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.new_timeout.unwrap_or(self.timeout)
     }
 
     /// Changes this session's idle timeout (stored with the session at the end of the request).
@@ -497,9 +551,8 @@ impl Session {
                 "must be between 1 ms and one year",
             ));
         }
-        if timeout != self.timeout {
-            self.timeout = timeout;
-            self.timeout_changed = true;
+        if timeout != self.timeout() {
+            self.new_timeout = Some(timeout);
         }
         Ok(())
     }
@@ -521,81 +574,171 @@ impl Session {
 
     /// Gives the session a fresh id, keeping its data and lock (session-fixation defence after
     /// login). Uses the store's atomic `change_id` where declared; otherwise creates the session
-    /// under the new id, locks it, and removes the old one. Returns the new id.
+    /// under the new id, locks it, and removes the old one. Returns the new id. The session is
+    /// never lost on the way, whatever the store answers or fails to answer.
     ///
     /// # Errors
     /// [`Error::NotWritable`] for a read-only or lock-free stored session; [`Error::LockLost`] if
-    /// this request no longer holds the lock; [`Error::IdCollision`]; store failures.
+    /// this request no longer holds the lock, or the session was deleted meanwhile;
+    /// [`Error::IdCollision`]; store failures. On error the session keeps its old id, with one
+    /// exception: on a store without `change_id`, if the store fails both to confirm the removal of
+    /// the old id and to say whether the old id still exists, the session continues under the new
+    /// id (the one copy known to exist, locked by this request) and the error is still returned:
+    /// the old id may then survive until it expires.
     pub async fn renew_id(&mut self) -> Result<SessionId> {
         self.writable()?;
         let new_id = SessionId::generate()?;
-        if !self.stored || self.degraded {
-            self.key = self.key.with_id(new_id);
-            return Ok(new_id);
+        match self.state {
+            // Not in the store: only the id it will be stored under changes.
+            State::New(_) | State::Degraded(_) => {
+                self.key = self.key.with_id(new_id);
+                Ok(new_id)
+            }
+            State::Locked(token) => self.renew_stored(new_id, token).await.map(|()| new_id),
+            State::Unlocked => Err(Error::NotWritable("opened without a lock")),
+            State::ReadOnly => Err(Error::NotWritable("read-only")),
+            // Not reachable: `end` consumes the session.
+            State::Released => Err(Error::NotWritable("already ended")),
         }
-        let Some(token) = self.token else {
-            return Err(Error::NotWritable("opened without a lock"));
-        };
-        self.renew_stored(new_id, token).await.map(|()| new_id)
     }
 
     async fn renew_stored(&mut self, new_id: SessionId, token: LockToken) -> Result<()> {
         let store = Arc::clone(&self.inner.store);
         let new_key = self.key.with_id(new_id);
-        if store.capabilities().change_id {
-            return match store.change_id(&self.key, new_id, token).await? {
-                ChangeIdOutcome::Changed => {
-                    self.key = new_key;
-                    Ok(())
-                }
-                ChangeIdOutcome::AlreadyExists => Err(Error::IdCollision),
-                _ => Err(Error::LockLost {
-                    operation: Operation::ChangeId,
-                }),
-            };
+        if !store.capabilities().change_id {
+            return self.renew_by_copy(&*store, new_key, token).await;
         }
-        // Without an atomic change_id: copy under the new id, lock the copy, then remove the
-        // original with our token. Until the original is removed, the copy is undone on failure, so
-        // the session is never lost and never exists twice.
-        let items = self.data.to_items();
-        if store.create(&new_key, &items, self.timeout, true).await? != CreateOutcome::Created {
-            return Err(Error::IdCollision);
-        }
-        let new_token = LockToken::generate()?;
-        let moved = async {
-            match store
-                .acquire(&new_key, new_token, self.inner.lock_ttl)
-                .await?
-            {
-                AcquireOutcome::Acquired(_) => {}
-                _ => return Ok(false),
-            }
-            Ok::<bool, Error>(store.remove(&self.key, token).await? == RemoveOutcome::Removed)
-        }
-        .await;
-        match moved {
-            Ok(true) => {
+        match store.change_id(&self.key, new_id, token).await? {
+            ChangeIdOutcome::Changed => {
                 self.key = new_key;
-                self.token = Some(new_token);
-                self.data.rebase();
-                self.timeout_changed = false;
                 Ok(())
             }
-            other => {
-                if let Err(err) = store.delete(&new_key).await {
-                    tracing::warn!(error = %err, "could not undo the copy made by renew_id");
+            ChangeIdOutcome::AlreadyExists => Err(Error::IdCollision),
+            ChangeIdOutcome::LockLost => Err(Error::LockLost {
+                operation: Operation::ChangeId,
+            }),
+        }
+    }
+
+    /// `renew_id` on a store without an atomic `change_id`: create a copy under the new id, lock
+    /// it with a fresh token, then remove the original with this request's token.
+    ///
+    /// The rule, in this order: the session is never lost (some id always holds it); it is kept
+    /// under one id only, whenever the store's answers allow telling which; a session deleted by
+    /// someone else (log out everywhere) is not brought back by renewing it. The new id is fresh,
+    /// random and sent to no one, so the copy is this request's alone: deleting it never touches
+    /// another session, and nobody else creates, locks or removes it. Every answer, and what
+    /// follows:
+    ///
+    /// 1. `create` the copy:
+    ///    - `Created`: go on.
+    ///    - `AlreadyExists`: the fresh id is another session's. `IdCollision`, nothing to undo.
+    ///    - error: the copy may or may not exist. Delete it; the error.
+    /// 2. `acquire` the copy with a fresh token:
+    ///    - `Acquired`: go on.
+    ///    - `Missing` or `Locked`: the copy already expired, or (impossibly) another request
+    ///      locked it. Delete it; `LockLost`.
+    ///    - error: the copy exists, maybe locked. Delete it; the error.
+    /// 3. `remove` the original with this request's token:
+    ///    - `Removed`: moved. Keep the copy.
+    ///    - `LockLost`: the original exists, but this request's lock was taken over (stale) or
+    ///      force-released. Delete the copy; `LockLost`.
+    ///    - `Missing`: someone else deleted the original (log out everywhere), or it expired,
+    ///      before the remove. Delete the copy, which must not bring it back; `LockLost`.
+    ///    - error: ambiguous, the remove may have been applied and its reply lost (retries off, the
+    ///      default, or exhausted). Undoing now could delete the last copy. Read the original:
+    /// 4. `read` the original (after an ambiguous remove only):
+    ///    - `Found` or `Locked`: the remove was not applied; the original is intact. Delete the
+    ///      copy; the remove's error.
+    ///    - `Missing`: the remove was applied (or a delete or expiry happened meanwhile: that
+    ///      cannot be told apart, and losing the session is the worse mistake). Keep the copy.
+    ///    - error: either may exist; only the copy surely does. Keep the copy, and return the
+    ///      remove's error: the original may survive until it expires.
+    ///
+    /// Deleting the copy is best effort: if that delete fails, the copy lingers under an id nobody
+    /// knows until it expires; the session itself is intact under the original id.
+    async fn renew_by_copy(
+        &mut self, store: &dyn SessionStore, new_key: SessionKey, token: LockToken,
+    ) -> Result<()> {
+        let timeout = self.timeout();
+        let new_token = LockToken::generate()?;
+        let items = self.data.to_items();
+        let settle = match store.create(&new_key, &items, timeout, true).await {
+            Ok(CreateOutcome::Created) => self.settle_copy(store, &new_key, new_token, token).await,
+            Ok(CreateOutcome::AlreadyExists) => return Err(Error::IdCollision),
+            Err(err) => Settle::Undo(err),
+        };
+        match settle {
+            Settle::Adopt => {
+                self.adopt(new_key, new_token, timeout);
+                Ok(())
+            }
+            Settle::AdoptAndReport(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "renew_id could not tell whether the old id was removed; \
+                     continuing under the new id"
+                );
+                self.adopt(new_key, new_token, timeout);
+                Err(err)
+            }
+            Settle::Undo(err) => {
+                if let Err(undo) = store.delete(&new_key).await {
+                    tracing::warn!(error = %undo, "could not undo the copy made by renew_id");
                 }
-                match other {
-                    Err(err) => Err(err),
-                    _ => Err(Error::LockLost {
-                        operation: Operation::ChangeId,
-                    }),
-                }
+                Err(err)
             }
         }
     }
 
-    /// Ends the request with exactly one store operation (SPEC §3):
+    /// The rest of `renew_by_copy` once the copy exists: lock it, remove the original, and decide
+    /// (the table on `renew_by_copy`).
+    async fn settle_copy(
+        &self, store: &dyn SessionStore, new_key: &SessionKey, new_token: LockToken,
+        token: LockToken,
+    ) -> Settle {
+        let lock_lost = || Error::LockLost {
+            operation: Operation::ChangeId,
+        };
+        match store.acquire(new_key, new_token, self.inner.lock_ttl).await {
+            Ok(AcquireOutcome::Acquired(_)) => {}
+            Ok(AcquireOutcome::Missing | AcquireOutcome::Locked(_)) => {
+                return Settle::Undo(lock_lost());
+            }
+            Err(err) => return Settle::Undo(err),
+        }
+        let err = match store.remove(&self.key, token).await {
+            Ok(RemoveOutcome::Removed) => return Settle::Adopt,
+            Ok(RemoveOutcome::LockLost | RemoveOutcome::Missing) => {
+                return Settle::Undo(lock_lost());
+            }
+            Err(err) => err,
+        };
+        // Ambiguous: whether the remove was applied is told by whether the original still exists.
+        match store.read(&self.key).await {
+            Ok(ReadOutcome::Found(_) | ReadOutcome::Locked(_)) => Settle::Undo(err),
+            Ok(ReadOutcome::Missing) => {
+                tracing::info!(
+                    error = %err,
+                    "renew_id: the reply of the old id's removal was lost, and the old id is gone"
+                );
+                Settle::Adopt
+            }
+            Err(_) => Settle::AdoptAndReport(err),
+        }
+    }
+
+    /// Continues under the copy made by `renew_by_copy`: its id, its lock, and its contents (the
+    /// items and `timeout` it was created with) as the stored state.
+    fn adopt(&mut self, new_key: SessionKey, new_token: LockToken, timeout: Duration) {
+        self.key = new_key;
+        self.state = State::Locked(new_token);
+        self.data.rebase();
+        self.timeout = timeout;
+        self.new_timeout = None;
+    }
+
+    /// Ends the request with exactly one store operation (docs/contract.md §3):
     ///
     /// | situation | operation |
     /// |---|---|
@@ -614,9 +757,9 @@ impl Session {
     /// [`Error::IdCollision`]. Store failures, unless `throwOnError = false`, in which case the
     /// outcome is [`EndOutcome::NotSaved`] and [`SessionManager::last_error`] holds the cause.
     pub async fn end(mut self) -> Result<EndOutcome> {
-        // `ended` is set only once the store has answered: if the store fails, or this future is
-        // dropped half way, `Drop` still releases the lock (a release after a commit that did
-        // happen is a harmless `LockLost`).
+        // The lock is given up (`Released`) only once the store has answered: if the store fails,
+        // or this future is dropped half way, `Drop` still releases it (a release after a commit
+        // that did happen is a harmless `LockLost`).
         match self.end_inner().await {
             Err(err) if err.is_store_failure() => {
                 if self.inner.throw_on_error {
@@ -628,85 +771,79 @@ impl Session {
                 }
             }
             other => {
-                self.ended = true;
+                if let State::Locked(_) = self.state {
+                    self.state = State::Released;
+                }
                 other
             }
         }
     }
 
+    /// The decision table of [`Session::end`], as one match: every state, abandoned or not,
+    /// changed or not, has its row; a new state will not compile until it has its own.
     async fn end_inner(&mut self) -> Result<EndOutcome> {
-        if self.degraded {
-            return Ok(EndOutcome::NotSaved);
-        }
         let store = Arc::clone(&self.inner.store);
-        let changed = self.data.is_changed() || self.timeout_changed;
-        if self.access == Access::ReadOnly {
-            return Ok(EndOutcome::Nothing);
-        }
-        if !self.stored {
-            if self.abandoned || !changed {
-                return Ok(EndOutcome::Nothing);
+        let changed = self.data.is_changed() || self.new_timeout.is_some();
+        let timeout = self.timeout();
+        match (self.state, self.abandoned, changed) {
+            (State::Degraded(_), _, _) => Ok(EndOutcome::NotSaved),
+            (State::ReadOnly, _, _) => Ok(EndOutcome::Nothing),
+            (State::New(_), true, _) | (State::New(_), false, false) => Ok(EndOutcome::Nothing),
+            (State::New(_), false, true) => {
+                let items = self.data.to_items();
+                match store.create(&self.key, &items, timeout, true).await? {
+                    CreateOutcome::Created => Ok(EndOutcome::Created),
+                    CreateOutcome::AlreadyExists => Err(Error::IdCollision),
+                }
             }
-            let items = self.data.to_items();
-            return match store.create(&self.key, &items, self.timeout, true).await? {
-                CreateOutcome::Created => Ok(EndOutcome::Created),
-                _ => Err(Error::IdCollision),
-            };
-        }
-        match (self.access, self.token) {
-            (Access::Exclusive, Some(token)) => {
-                if self.abandoned {
-                    return match store.remove(&self.key, token).await? {
-                        RemoveOutcome::LockLost => Err(Error::LockLost {
-                            operation: Operation::Remove,
-                        }),
-                        _ => Ok(EndOutcome::Removed),
-                    };
+            (State::Locked(token), true, _) => match store.remove(&self.key, token).await? {
+                RemoveOutcome::Removed | RemoveOutcome::Missing => Ok(EndOutcome::Removed),
+                RemoveOutcome::LockLost => Err(Error::LockLost {
+                    operation: Operation::Remove,
+                }),
+            },
+            (State::Locked(token), false, true) => {
+                let delta = self.data.delta();
+                match store.commit(&self.key, token, &delta, timeout).await? {
+                    CommitOutcome::Committed => Ok(EndOutcome::Committed),
+                    CommitOutcome::LockLost | CommitOutcome::Missing => Err(Error::LockLost {
+                        operation: Operation::Commit,
+                    }),
                 }
-                if changed {
-                    let delta = self.data.delta();
-                    return match store.commit(&self.key, token, &delta, self.timeout).await? {
-                        CommitOutcome::Committed => Ok(EndOutcome::Committed),
-                        _ => Err(Error::LockLost {
-                            operation: Operation::Commit,
-                        }),
-                    };
-                }
+            }
+            (State::Locked(token), false, false) => {
                 Ok(match store.release(&self.key, token).await? {
                     ReleaseOutcome::Released => EndOutcome::Released,
-                    _ => EndOutcome::LockWasLost,
+                    ReleaseOutcome::LockLost => EndOutcome::LockWasLost,
                 })
             }
-            _ => {
-                if self.abandoned {
-                    store.delete(&self.key).await?;
-                    return Ok(EndOutcome::Removed);
-                }
-                if !changed {
-                    return Ok(EndOutcome::Nothing);
-                }
+            (State::Unlocked, true, _) => {
+                store.delete(&self.key).await?;
+                Ok(EndOutcome::Removed)
+            }
+            (State::Unlocked, false, true) => {
                 let delta = self.data.delta();
-                match store
-                    .write_concurrent(&self.key, &delta, self.timeout)
-                    .await?
-                {
+                match store.write_concurrent(&self.key, &delta, timeout).await? {
                     CommitOutcome::Committed => Ok(EndOutcome::Committed),
-                    _ => Err(Error::SessionGone {
+                    CommitOutcome::Missing | CommitOutcome::LockLost => Err(Error::SessionGone {
                         operation: Operation::WriteConcurrent,
                     }),
                 }
             }
+            (State::Unlocked, false, false) => Ok(EndOutcome::Nothing),
+            // Not reachable: `end` consumes the session, and only `end` releases.
+            (State::Released, _, _) => Ok(EndOutcome::Nothing),
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.ended || self.degraded || !self.stored {
+        // Only a session still holding its lock has anything to do: not ended (the handler failed
+        // or panicked), or its end failed in the store. Release the lock, write nothing.
+        let State::Locked(token) = self.state else {
             return;
-        }
-        let Some(token) = self.token else { return };
-        // Not ended: the handler failed or panicked. Release the lock, write nothing.
+        };
         let store = Arc::clone(&self.inner.store);
         let key = self.key.clone();
         match tokio::runtime::Handle::try_current() {
@@ -810,5 +947,55 @@ mod tests {
         );
         s.set_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(s.timeout(), Duration::from_secs(5));
+    }
+
+    /// A lock that remembers the token `acquire` was given and holds commits and releases to it
+    /// (the snapshot carries no token: the manager must use its own).
+    #[derive(Debug, Default)]
+    struct HoldsTheGivenToken(std::sync::Mutex<Option<LockToken>>);
+
+    #[async_trait::async_trait]
+    impl crate::layer::Layer for HoldsTheGivenToken {
+        async fn around(
+            &self, call: crate::layer::Call<'_>, inner: &dyn SessionStore,
+        ) -> Result<crate::layer::Reply> {
+            use crate::layer::{Call, Reply};
+            if !matches!(
+                call,
+                Call::Acquire { .. } | Call::Commit { .. } | Call::Release { .. }
+            ) {
+                return call.run(inner).await;
+            }
+            let mut held = self.0.lock().unwrap();
+            Ok(match call {
+                Call::Acquire { token, .. } => {
+                    *held = Some(token);
+                    let snapshot = Snapshot::new(Arc::new(Items::new()), Duration::from_secs(60));
+                    Reply::Acquire(AcquireOutcome::Acquired(snapshot))
+                }
+                Call::Commit { token, .. } if *held == Some(token) => {
+                    Reply::Commit(CommitOutcome::Committed)
+                }
+                Call::Release { token, .. } if *held == Some(token) => {
+                    Reply::Release(ReleaseOutcome::Released)
+                }
+                Call::Commit { .. } => Reply::Commit(CommitOutcome::LockLost),
+                _ => Reply::Release(ReleaseOutcome::LockLost),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lock_token_is_the_managers_own() {
+        let store =
+            crate::layer::Layered::new(ScriptedStore::default(), HoldsTheGivenToken::default());
+        let config = Config::builder().build().unwrap();
+        let m = SessionManager::new(Arc::new(store), &config);
+        let id = SessionId::generate().unwrap();
+        let mut s = m.open(Some(id.expose()), Access::Exclusive).await.unwrap();
+        s.insert("a", &1u8).unwrap();
+        assert_eq!(s.end().await.unwrap(), EndOutcome::Committed);
+        let s = m.open(Some(id.expose()), Access::Exclusive).await.unwrap();
+        assert_eq!(s.end().await.unwrap(), EndOutcome::Released);
     }
 }

@@ -1,5 +1,5 @@
 //! The values that cross the store boundary: encoded items, snapshots, deltas, and one outcome enum
-//! per operation (SPEC §2). Outcomes are distinct values, never `bool`s or silent no-ops.
+//! per operation (docs/contract.md §2). Outcomes are distinct values, never `bool`s or silent no-ops.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -57,10 +57,8 @@ pub struct Snapshot {
     /// The session's own idle timeout.
     pub timeout: Duration,
     /// True exactly once: on the first `read`/`acquire` that returns the data of a session created
-    /// uninitialized (ASP.NET `InitializeItem`, SPEC §2 rule 3).
+    /// uninitialized (ASP.NET `InitializeItem`, docs/contract.md §2 rule 3).
     pub initialize: bool,
-    /// The lock token, for a snapshot returned by `acquire`.
-    pub lock: Option<LockToken>,
 }
 
 impl Snapshot {
@@ -70,7 +68,6 @@ impl Snapshot {
             items,
             timeout,
             initialize: false,
-            lock: None,
         }
     }
 
@@ -79,15 +76,9 @@ impl Snapshot {
         self.initialize = initialize;
         self
     }
-
-    /// Attaches the lock token of the acquisition that produced it.
-    pub fn with_lock(mut self, token: LockToken) -> Self {
-        self.lock = Some(token);
-        self
-    }
 }
 
-/// What changed in a session: only this is written (SPEC §2).
+/// What changed in a session: only this is written (docs/contract.md §2).
 ///
 /// Applying a delta means, in this order: if `cleared`, remove every stored item; remove the items
 /// in `removed`; set the items in `set`. A name is never in both `removed` and `set`.
@@ -187,7 +178,7 @@ impl Delta {
 pub struct LockInfo {
     /// The holder's token (a forced release uses it).
     pub token: LockToken,
-    /// How long the lock has been held, on the store's clock (SPEC §2 rule 5).
+    /// How long the lock has been held, on the store's clock (docs/contract.md §2 rule 5).
     pub age: Duration,
 }
 
@@ -218,7 +209,7 @@ pub enum AcquireOutcome {
     Missing,
     /// Another request holds a lock younger than the lock TTL.
     Locked(LockInfo),
-    /// The lock is ours; `Snapshot::lock` holds the new token.
+    /// The lock is now held by the token the caller passed (the snapshot does not echo it).
     Acquired(Snapshot),
 }
 
@@ -228,7 +219,7 @@ pub enum AcquireOutcome {
 pub enum CommitOutcome {
     /// The delta and the timeout were stored (and, for `commit`, the lock released).
     Committed,
-    /// `commit` only: the token is not the current holder's; nothing was written (SPEC §2 rule 1).
+    /// `commit` only: the token is not the current holder's; nothing was written (docs/contract.md §2 rule 1).
     LockLost,
     /// `write_concurrent` only: no such session; nothing was written or created.
     Missing,
@@ -250,7 +241,7 @@ pub enum ReleaseOutcome {
 pub enum CreateOutcome {
     /// A new, unlocked session was stored.
     Created,
-    /// A live session with this id exists; it was not touched (SPEC §2 rule 2).
+    /// A live session with this id exists; it was not touched (docs/contract.md §2 rule 2).
     AlreadyExists,
 }
 

@@ -1,4 +1,4 @@
-//! Application names, item names and session keys, validated once at the edge (SPEC §1) so that
+//! Application names, item names and session keys, validated once at the edge (docs/contract.md §1) so that
 //! every backend can build keys, tags and rows from them without escaping surprises.
 
 use std::fmt;
@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 
-/// Longest application name, in bytes (SPEC §1).
+/// Longest application name, in bytes (docs/contract.md §1).
 pub const MAX_APP_NAME_BYTES: usize = 128;
-/// Longest item name, in bytes (SPEC §1).
+/// Longest item name, in bytes (docs/contract.md §1).
 pub const MAX_ITEM_NAME_BYTES: usize = 256;
 
 /// An application: the namespace of a set of sessions (ASP.NET `applicationName`).
@@ -73,7 +73,7 @@ impl fmt::Display for AppName {
     }
 }
 
-/// Checks an item name: case-sensitive UTF-8 of 1..=256 bytes (SPEC §1). Any content is allowed,
+/// Checks an item name: case-sensitive UTF-8 of 1..=256 bytes (docs/contract.md §1). Any content is allowed,
 /// including quotes, `%`, `{}`, NUL and unicode; backends must store it verbatim.
 ///
 /// # Errors

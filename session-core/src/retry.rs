@@ -1,20 +1,15 @@
-//! The retry policy of SPEC §4 and [`ResilientStore`], the decorator that gives any store retries,
+//! The retry policy of docs/contract.md §4 and [`RetryLayer`], the store layer that gives any store retries,
 //! per-operation timeouts and a tracing span per operation. The manager wraps every store in it.
 
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use crate::error::{Error, Operation, Result};
-use crate::id::{LockToken, SessionId};
-use crate::model::{
-    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, ReadOutcome,
-    ReleaseOutcome, RemoveOutcome, TouchOutcome,
-};
-use crate::names::SessionKey;
-use crate::store::{Capabilities, ExpiryEvents, ReleaseWatch, SessionStore};
+use crate::error::{Error, Result};
+use crate::layer::{Call, Layer, Layered, Reply};
+use crate::model::{CreateOutcome, ReleaseOutcome, RemoveOutcome};
+use crate::store::SessionStore;
 
 /// The ASP.NET Redis provider's retry schedule: the first retry 20 ms after a transient failure,
 /// then one every second until the retry timeout, then one final attempt at the timeout.
@@ -73,304 +68,129 @@ impl RetryPolicy {
     }
 }
 
-/// A name for each outcome, recorded in tracing spans without printing session data.
-trait OutcomeName {
-    fn outcome_name(&self) -> &'static str;
-}
-
-macro_rules! outcome_names {
-    ($($ty:ty { $($pat:pat => $name:literal),* $(,)? })*) => {$(
-        impl OutcomeName for $ty {
-            fn outcome_name(&self) -> &'static str {
-                #[allow(unreachable_patterns)]
-                match self { $($pat => $name,)* _ => "other" }
-            }
-        }
-    )*};
-}
-
-outcome_names! {
-    ReadOutcome { ReadOutcome::Missing => "missing", ReadOutcome::Locked(_) => "locked", ReadOutcome::Found(_) => "found" }
-    AcquireOutcome { AcquireOutcome::Missing => "missing", AcquireOutcome::Locked(_) => "locked", AcquireOutcome::Acquired(_) => "acquired" }
-    CommitOutcome { CommitOutcome::Committed => "committed", CommitOutcome::LockLost => "lock_lost", CommitOutcome::Missing => "missing" }
-    ReleaseOutcome { ReleaseOutcome::Released => "released", ReleaseOutcome::LockLost => "lock_lost" }
-    CreateOutcome { CreateOutcome::Created => "created", CreateOutcome::AlreadyExists => "already_exists" }
-    RemoveOutcome { RemoveOutcome::Removed => "removed", RemoveOutcome::LockLost => "lock_lost", RemoveOutcome::Missing => "missing" }
-    TouchOutcome { TouchOutcome::Touched => "touched", TouchOutcome::Missing => "missing" }
-    ChangeIdOutcome { ChangeIdOutcome::Changed => "changed", ChangeIdOutcome::LockLost => "lock_lost", ChangeIdOutcome::AlreadyExists => "already_exists" }
-    u64 { _ => "ok" }
-    ReleaseWatch { _ => "ok" }
-    ExpiryEvents { _ => "ok" }
-}
-
-/// A store decorator adding the retry policy, an operation timeout and a tracing span (backend,
-/// operation, outcome, attempts; only an id prefix) to every operation.
+/// The retry layer: the retry policy, a per-attempt operation timeout, and a tracing span (backend,
+/// operation, outcome, attempts; only an id prefix) around every operation. The manager wraps
+/// every store in it ([`ResilientStore`]).
 ///
 /// Retries repeat only transient failures ([`Error::is_transient`]). They never apply a delta twice
-/// and never turn a success into an error: `acquire`, `commit` and `release` rely on the store's
-/// idempotency under retry (see [`SessionStore`]); a retried `create` that finds the session is
-/// reported `Created` (the first attempt created it: fresh ids do not collide); a retried `remove` or
-/// `delete` that finds nothing is reported `Removed`; `write_concurrent` is not retried, since
-/// repeating it could overwrite a newer value.
+/// and never turn a success into an error:
+/// - `acquire` and `commit` rely on the store's idempotency under retry (see [`SessionStore`]);
+/// - `release`, `create`, `remove` and `delete` are settled here: an outcome that a retry finds
+///   after an earlier attempt of the same call may have been applied is read as that attempt's
+///   success: a retried `release` that finds its lock gone is `Released`, a retried `create` that
+///   finds the session is `Created` (fresh ids do not collide), a retried `remove` or `delete` that
+///   finds nothing is `Removed`. (The price: a lock lost by other means while a release was being
+///   retried is reported `Released`; nothing is written either way.)
+/// - `write_concurrent` is not retried, since repeating it could overwrite a newer value.
 ///
-/// [`SessionManager::new`](crate::SessionManager::new) wraps every store in one of these; wrapping
-/// a store yourself as well multiplies the retry budgets.
-#[derive(Debug)]
-pub struct ResilientStore<S> {
-    inner: S,
+/// The operation timeout is this layer's: it bounds each attempt, and a timed-out attempt is a
+/// transient failure ([`Error::Timeout`]). Backends derive their drivers' timeouts from it, never
+/// enforce it a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryLayer {
     policy: RetryPolicy,
     operation_timeout: Option<Duration>,
 }
 
-impl<S: SessionStore> ResilientStore<S> {
-    /// Wraps `inner` with `policy` and an optional per-attempt `operation_timeout`.
-    pub fn new(inner: S, policy: RetryPolicy, operation_timeout: Option<Duration>) -> Self {
+/// A store wrapped in the [`RetryLayer`].
+pub type ResilientStore<S> = Layered<S, RetryLayer>;
+
+impl RetryLayer {
+    /// Retries under `policy`, each attempt bounded by `operation_timeout` (none: unbounded).
+    pub const fn new(policy: RetryPolicy, operation_timeout: Option<Duration>) -> Self {
         Self {
-            inner,
             policy,
             operation_timeout,
         }
     }
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
+    /// The retry policy.
+    pub const fn policy(&self) -> RetryPolicy {
+        self.policy
     }
 
-    /// Runs `attempt` under the policy; returns the result and whether it came from a retry.
-    async fn run<T, F, Fut>(
-        &self,
-        operation: Operation,
-        key: Option<&SessionKey>,
-        attempt: F,
-    ) -> Result<(T, bool)>
-    where
-        T: OutcomeName,
-        F: Fn() -> Fut + Send + Sync,
-        Fut: Future<Output = Result<T>> + Send,
-    {
-        self.run_with(self.policy, operation, key, attempt).await
+    /// The per-attempt operation timeout.
+    pub const fn operation_timeout(&self) -> Option<Duration> {
+        self.operation_timeout
     }
 
-    /// Runs `attempt` once, with the operation timeout and the span but without retries.
-    async fn run_once<T, F, Fut>(
-        &self,
-        operation: Operation,
-        key: Option<&SessionKey>,
-        attempt: F,
-    ) -> Result<(T, bool)>
-    where
-        T: OutcomeName,
-        F: Fn() -> Fut + Send + Sync,
-        Fut: Future<Output = Result<T>> + Send,
-    {
-        self.run_with(RetryPolicy::none(), operation, key, attempt)
-            .await
+    /// Runs `call` under `policy`; returns the reply and whether it came from a retry.
+    async fn attempts(
+        &self, policy: RetryPolicy, call: Call<'_>, inner: &dyn SessionStore,
+    ) -> Result<(Reply, bool)> {
+        let (backend, operation) = (inner.backend(), call.operation());
+        let start = tokio::time::Instant::now();
+        let mut failed = 0u32;
+        loop {
+            let result = match self.operation_timeout {
+                Some(after) => tokio::time::timeout(after, call.run(inner))
+                    .await
+                    .unwrap_or(Err(Error::Timeout {
+                        backend,
+                        operation,
+                        after,
+                    })),
+                None => call.run(inner).await,
+            };
+            let span = tracing::Span::current();
+            match result {
+                Ok(reply) => {
+                    span.record("outcome", reply.outcome_name());
+                    span.record("attempts", failed + 1);
+                    return Ok((reply, failed > 0));
+                }
+                Err(err) if err.is_transient() => {
+                    failed += 1;
+                    if let Some(delay) = policy.next_delay(failed, start.elapsed()) {
+                        tracing::debug!(error = %err, ?delay, "transient failure, retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    span.record("outcome", "error");
+                    span.record("attempts", failed);
+                    tracing::warn!(error = %err, "store operation failed");
+                    return Err(err);
+                }
+                Err(err) => {
+                    span.record("outcome", "error");
+                    tracing::warn!(error = %err, "store operation failed");
+                    return Err(err);
+                }
+            }
+        }
     }
+}
 
-    async fn run_with<T, F, Fut>(
-        &self,
-        policy: RetryPolicy,
-        operation: Operation,
-        key: Option<&SessionKey>,
-        attempt: F,
-    ) -> Result<(T, bool)>
-    where
-        T: OutcomeName,
-        F: Fn() -> Fut + Send + Sync,
-        Fut: Future<Output = Result<T>> + Send,
-    {
-        let backend = self.inner.backend();
+#[async_trait]
+impl Layer for RetryLayer {
+    async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
+        let key = call.key();
         let span = tracing::debug_span!(
             "session_store",
-            backend,
-            operation = operation.as_str(),
+            backend = inner.backend(),
+            operation = call.operation().as_str(),
             app = key.map(|k| k.app().as_str()),
             id = key.map(|k| k.id().prefix()),
             outcome = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
-        async {
-            let start = tokio::time::Instant::now();
-            let mut failed = 0u32;
-            loop {
-                let result = match self.operation_timeout {
-                    Some(after) => tokio::time::timeout(after, attempt())
-                        .await
-                        .unwrap_or(Err(Error::Timeout {
-                            backend,
-                            operation,
-                            after,
-                        })),
-                    None => attempt().await,
-                };
-                match result {
-                    Ok(value) => {
-                        let span = tracing::Span::current();
-                        span.record("outcome", value.outcome_name());
-                        span.record("attempts", failed + 1);
-                        return Ok((value, failed > 0));
-                    }
-                    Err(err) if err.is_transient() => {
-                        failed += 1;
-                        match policy.next_delay(failed, start.elapsed()) {
-                            Some(delay) => {
-                                tracing::debug!(error = %err, ?delay, "transient failure, retrying");
-                                tokio::time::sleep(delay).await;
-                            }
-                            None => {
-                                let span = tracing::Span::current();
-                                span.record("outcome", "error");
-                                span.record("attempts", failed);
-                                tracing::warn!(error = %err, "store operation failed");
-                                return Err(err);
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        tracing::Span::current().record("outcome", "error");
-                        tracing::warn!(error = %err, "store operation failed");
-                        return Err(err);
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl<S: SessionStore> SessionStore for ResilientStore<S> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
-        let run = self.run(Operation::Read, Some(key), || self.inner.read(key));
-        Ok(run.await?.0)
-    }
-
-    async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        lock_ttl: Duration,
-    ) -> Result<AcquireOutcome> {
-        // The same token on every attempt: a retry after a lost reply finds its own lock.
-        let run = self.run(Operation::Acquire, Some(key), || {
-            self.inner.acquire(key, token, lock_ttl)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> Result<CommitOutcome> {
-        let run = self.run(Operation::Commit, Some(key), || {
-            self.inner.commit(key, token, delta, timeout)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
-        let run = self.run(Operation::Release, Some(key), || {
-            self.inner.release(key, token)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
-    ) -> Result<CreateOutcome> {
-        let run = self.run(Operation::Create, Some(key), || {
-            self.inner.create(key, items, timeout, initialized)
-        });
-        Ok(match run.await? {
-            (CreateOutcome::AlreadyExists, true) => CreateOutcome::Created,
-            (outcome, _) => outcome,
-        })
-    }
-
-    async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
-        let run = self.run(Operation::Remove, Some(key), || {
-            self.inner.remove(key, token)
-        });
-        Ok(match run.await? {
-            (RemoveOutcome::Missing, true) => RemoveOutcome::Removed,
-            (outcome, _) => outcome,
-        })
-    }
-
-    async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        let run = self.run(Operation::Touch, Some(key), || self.inner.touch(key));
-        Ok(run.await?.0)
-    }
-
-    async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> Result<CommitOutcome> {
         // Never retried: after a lost reply the delta may have been applied, and applying it again
         // could overwrite a newer value another lock-free writer stored in between.
-        let run = self.run_once(Operation::WriteConcurrent, Some(key), || {
-            self.inner.write_concurrent(key, delta, timeout)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
-        let run = self.run(Operation::Delete, Some(key), || self.inner.delete(key));
-        Ok(match run.await? {
-            (RemoveOutcome::Missing, true) => RemoveOutcome::Removed,
-            (outcome, _) => outcome,
+        let policy = match call {
+            Call::WriteConcurrent { .. } => RetryPolicy::none(),
+            _ => self.policy,
+        };
+        let (reply, retried) = self.attempts(policy, call, inner).instrument(span).await?;
+        Ok(match (reply, retried) {
+            (Reply::Release(ReleaseOutcome::LockLost), true) => {
+                Reply::Release(ReleaseOutcome::Released)
+            }
+            (Reply::Create(CreateOutcome::AlreadyExists), true) => {
+                Reply::Create(CreateOutcome::Created)
+            }
+            (Reply::Remove(RemoveOutcome::Missing), true) => Reply::Remove(RemoveOutcome::Removed),
+            (reply, _) => reply,
         })
-    }
-
-    async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
-    ) -> Result<ChangeIdOutcome> {
-        let run = self.run(Operation::ChangeId, Some(key), || {
-            self.inner.change_id(key, new_id, token)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn purge_expired(&self, batch: usize) -> Result<u64> {
-        let run = self.run(Operation::PurgeExpired, None, || {
-            self.inner.purge_expired(batch)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
-        let run = self.run(Operation::WatchRelease, Some(key), || {
-            self.inner.watch_release(key)
-        });
-        Ok(run.await?.0)
-    }
-
-    async fn expiry_events(&self) -> Result<ExpiryEvents> {
-        let run = self.run(Operation::ExpiryEvents, None, || self.inner.expiry_events());
-        Ok(run.await?.0)
     }
 }
 
@@ -424,8 +244,16 @@ mod tests {
         assert_eq!(p.next_delay(3, ms(4000)), None);
     }
 
+    use crate::error::Operation;
+    use crate::id::SessionId;
+    use crate::model::{Items, TouchOutcome};
+    use crate::names::SessionKey;
     use crate::test_store::{ScriptedStore, unavailable};
     use std::sync::Arc;
+
+    fn resilient<S: SessionStore>(store: S, retry_for: Duration) -> ResilientStore<S> {
+        Layered::new(store, RetryLayer::new(RetryPolicy::new(retry_for), None))
+    }
 
     fn key() -> SessionKey {
         SessionKey::new(crate::AppName::default(), SessionId::generate().unwrap())
@@ -438,7 +266,7 @@ mod tests {
             unavailable(Operation::Touch),
             unavailable(Operation::Touch),
         ]));
-        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(5000)), None);
+        let resilient = resilient(Arc::clone(&store), ms(5000));
         assert_eq!(
             resilient.touch(&key()).await.unwrap(),
             TouchOutcome::Touched
@@ -449,7 +277,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn store_gives_up_after_the_final_attempt() {
         let store = Arc::new(ScriptedStore::always_failing());
-        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(2500)), None);
+        let resilient = resilient(Arc::clone(&store), ms(2500));
         let err = resilient.touch(&key()).await.unwrap_err();
         assert!(err.is_transient());
         assert_eq!(
@@ -465,7 +293,7 @@ mod tests {
             operation: Operation::Touch,
             source: "denied".into(),
         }]));
-        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(5000)), None);
+        let resilient = resilient(Arc::clone(&store), ms(5000));
         assert!(matches!(
             resilient.touch(&key()).await,
             Err(Error::Backend { .. })
@@ -474,11 +302,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retried_create_that_finds_the_session_is_created() {
+    async fn retried_release_that_finds_its_lock_gone_is_released() {
+        // The first attempt's reply was lost; the retry finds the lock gone (the first released it).
         let store = Arc::new(ScriptedStore::failing_with(vec![unavailable(
-            Operation::Create,
+            Operation::Release,
         )]));
-        let resilient = ResilientStore::new(Arc::clone(&store), RetryPolicy::new(ms(1000)), None);
+        *store.release_outcome.lock().unwrap() = ReleaseOutcome::LockLost;
+        let resilient = resilient(Arc::clone(&store), ms(1000));
+        let token = crate::id::LockToken::generate().unwrap();
+        let out = resilient.release(&key(), token).await.unwrap();
+        assert_eq!(out, ReleaseOutcome::Released);
+        assert_eq!(store.attempt_times().len(), 2);
+        // Without a retry, LockLost is what the store said and is reported as such.
+        let out = resilient.release(&key(), token).await.unwrap();
+        assert_eq!(out, ReleaseOutcome::LockLost);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retried_create_that_finds_the_session_is_created() {
+        let store = Arc::new(ScriptedStore {
+            create_outcome: CreateOutcome::AlreadyExists,
+            ..ScriptedStore::failing_with(vec![unavailable(Operation::Create)])
+        });
+        let resilient = resilient(Arc::clone(&store), ms(1000));
         let out = resilient
             .create(&key(), &Items::new(), ms(1000), true)
             .await
@@ -509,9 +355,7 @@ mod tests {
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
         fn on_new_span(
-            &self,
-            attrs: &tracing::span::Attributes<'_>,
-            _: &tracing::span::Id,
+            &self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id,
             _: tracing_subscriber::layer::Context<'_, S>,
         ) {
             let mut fields = Vec::new();
@@ -522,9 +366,7 @@ mod tests {
                 .push((attrs.metadata().name().to_owned(), fields));
         }
         fn on_record(
-            &self,
-            _: &tracing::span::Id,
-            values: &tracing::span::Record<'_>,
+            &self, _: &tracing::span::Id, values: &tracing::span::Record<'_>,
             _: tracing_subscriber::layer::Context<'_, S>,
         ) {
             let mut spans = self.0.lock().unwrap();
@@ -540,7 +382,7 @@ mod tests {
         let spans = Spans::default();
         let subscriber = tracing_subscriber::registry().with(spans.clone());
         let _guard = tracing::subscriber::set_default(subscriber);
-        let store = ResilientStore::new(ScriptedStore::default(), RetryPolicy::none(), None);
+        let store = resilient(ScriptedStore::default(), ms(0));
         let k = key();
         store.touch(&k).await.unwrap();
         let spans = spans.0.lock().unwrap().clone();

@@ -1,4 +1,4 @@
-//! The store trait every backend implements (SPEC §2), its capability declaration, and the types
+//! The store trait every backend implements (docs/contract.md §2), its capability declaration, and the types
 //! of the two optional signals (lock release and expiry events).
 
 use std::fmt;
@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::names::SessionKey;
 
-/// The optional capabilities a store declares (SPEC §2). All false by default; the conformance
+/// The optional capabilities a store declares (docs/contract.md §2). All false by default; the conformance
 /// suite runs a capability's behaviours only where it is declared, and otherwise checks that the
 /// operation returns [`Error::Unsupported`](crate::Error::Unsupported) without side effects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -155,7 +155,7 @@ impl fmt::Debug for ExpiryEvents {
     }
 }
 
-/// A session store: the provider contract (SPEC §2).
+/// A session store: the provider contract (docs/contract.md §2).
 ///
 /// # Contract
 /// Every operation is atomic: no other operation on the same session observes it half done. A
@@ -164,18 +164,19 @@ impl fmt::Debug for ExpiryEvents {
 /// expiry to `now + timeout` where the table below says so, using the session's own stored timeout.
 /// Lock age is measured on the store's clock.
 ///
-/// Operations are **idempotent under retry**, so the retry policy (SPEC §4) never applies anything
+/// Operations are **idempotent under retry**, so the retry policy (docs/contract.md §4) never applies anything
 /// twice nor turns a success into an error:
 /// - an `acquire` repeated with the token that holds the lock returns `Acquired` again;
 /// - a `commit` repeated with the token, delta and timeout of the session's last successful
-///   `commit` reports `Committed` again without applying anything, and a `release` repeated with
-///   the token of its last successful `release` reports `Released` again, even if another request
-///   has acquired the lock since (its lock is untouched). A later `commit` or `release` by another
-///   holder ends that window. Only the same call repeats this way: a `commit` with the token of a
-///   `release`, or a different commit with a spent token, is `LockLost` (SPEC §2 rule 1). Stores
-///   that cannot keep the delta may compare [`Delta::fingerprint`] instead.
-/// - `create`, `remove` and `delete` need nothing: the retry layer reads `AlreadyExists`/`Missing`
-///   after a lost reply as the success it was. `write_concurrent` is never retried.
+///   `commit` reports `Committed` again without applying anything, even if another request has
+///   acquired the lock since (its lock is untouched). The window lasts at least until another
+///   holder commits or releases (this workspace's stores keep it until the next commit). Only
+///   the same call repeats this way: a `commit` with the token of a `release`, or a different
+///   commit with a spent token, is `LockLost` (docs/contract.md §2 rule 1). Stores that cannot keep the
+///   delta may compare [`Delta::fingerprint`] instead.
+/// - `release`, `create`, `remove` and `delete` need nothing: the retry layer
+///   ([`RetryLayer`](crate::RetryLayer)) reads `LockLost`/`AlreadyExists`/`Missing` after a lost
+///   reply as the success it was. `write_concurrent` is never retried.
 ///
 /// Implement every method; there are no defaults. Optional operations that the store does not declare
 /// in [`SessionStore::capabilities`] return [`Error::Unsupported`](crate::Error::Unsupported) and
@@ -216,15 +217,12 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// `token`, taking over a stale lock (age ≥ `lock_ttl`) in the same step. Slides the expiry in
     /// every case except `Missing`. Reports `initialize` like [`SessionStore::read`] (a flag
     /// handed to an attempt whose reply was lost is not reported again to its retry: the "exactly
-    /// once" of SPEC §2 rule 3 becomes "at most once" when a reply is lost).
+    /// once" of docs/contract.md §2 rule 3 becomes "at most once" when a reply is lost).
     ///
     /// # Errors
     /// Store failures; [`Error::Corrupt`](crate::Error::Corrupt) for undecodable stored data.
     async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        lock_ttl: Duration,
+        &self, key: &SessionKey, token: LockToken, lock_ttl: Duration,
     ) -> Result<AcquireOutcome>;
 
     /// Applies `delta`, stores `timeout` as the session's timeout, slides the expiry by it and
@@ -238,11 +236,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// Store failures.
     async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome>;
 
     /// Releases the lock without writing, and slides the expiry.
@@ -258,17 +252,13 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Inserts a new unlocked session if no live session has this key.
     ///
     /// # Contract
-    /// `Created`, or `AlreadyExists` without touching the existing session or its lock (SPEC §2
+    /// `Created`, or `AlreadyExists` without touching the existing session or its lock (docs/contract.md §2
     /// rule 2). With `initialized = false` the first read or acquire reports `initialize`.
     ///
     /// # Errors
     /// Store failures.
     async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
+        &self, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
     ) -> Result<CreateOutcome>;
 
     /// Deletes a session on behalf of its lock holder (ASP.NET `Abandon`).
@@ -299,10 +289,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// Store failures.
     async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
+        &self, key: &SessionKey, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome>;
 
     /// Administrative delete regardless of locks (log out everywhere).
@@ -324,10 +311,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// [`Error::Unsupported`](crate::Error::Unsupported) where undeclared; store failures.
     async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
+        &self, key: &SessionKey, new_id: SessionId, token: LockToken,
     ) -> Result<ChangeIdOutcome>;
 
     /// Optional (`Capabilities::purge_expired`): deletes up to `batch` expired sessions, returning
@@ -353,81 +337,6 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     async fn expiry_events(&self) -> Result<ExpiryEvents>;
 }
 
-/// A shared, type-erased store.
+/// A shared, type-erased store. `Arc<S>` is a store too (forwarded by the layer mechanism,
+/// [`crate::Layered`]).
 pub type DynSessionStore = dyn SessionStore;
-
-#[async_trait]
-impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
-    fn backend(&self) -> &'static str {
-        (**self).backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
-        (**self).read(key).await
-    }
-    async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        lock_ttl: Duration,
-    ) -> Result<AcquireOutcome> {
-        (**self).acquire(key, token, lock_ttl).await
-    }
-    async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> Result<CommitOutcome> {
-        (**self).commit(key, token, delta, timeout).await
-    }
-    async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
-        (**self).release(key, token).await
-    }
-    async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
-    ) -> Result<CreateOutcome> {
-        (**self).create(key, items, timeout, initialized).await
-    }
-    async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
-        (**self).remove(key, token).await
-    }
-    async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        (**self).touch(key).await
-    }
-    async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> Result<CommitOutcome> {
-        (**self).write_concurrent(key, delta, timeout).await
-    }
-    async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
-        (**self).delete(key).await
-    }
-    async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
-    ) -> Result<ChangeIdOutcome> {
-        (**self).change_id(key, new_id, token).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64> {
-        (**self).purge_expired(batch).await
-    }
-    async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
-        (**self).watch_release(key).await
-    }
-    async fn expiry_events(&self) -> Result<ExpiryEvents> {
-        (**self).expiry_events().await
-    }
-}

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Operation, Result};
 use crate::id::{LockToken, SessionId};
+use crate::layer::{Call, Reply, forward_store};
 use crate::model::{
     AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, ReadOutcome,
     ReleaseOutcome, RemoveOutcome, TouchOutcome,
@@ -17,12 +18,22 @@ use crate::model::{
 use crate::names::SessionKey;
 use crate::store::{Capabilities, ExpiryEvents, ReleaseWatch, SessionStore};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ScriptedStore {
     /// Failures to inject, consumed one per attempt; `None` = succeed.
-    script: Mutex<Vec<Option<Error>>>,
+    pub(crate) script: Mutex<Vec<Option<Error>>>,
     /// When every attempt started, and which operation it was.
     pub(crate) attempts: Mutex<Vec<(Operation, Instant)>>,
+    /// What `release` answers once it gets through.
+    pub(crate) release_outcome: Mutex<ReleaseOutcome>,
+    /// What `create` answers once it gets through.
+    pub(crate) create_outcome: CreateOutcome,
+}
+
+impl Default for ScriptedStore {
+    fn default() -> Self {
+        Self::failing_with(Vec::new())
+    }
 }
 
 pub(crate) fn unavailable(operation: Operation) -> Error {
@@ -41,6 +52,8 @@ impl ScriptedStore {
         Self {
             script: Mutex::new(script),
             attempts: Mutex::new(Vec::new()),
+            release_outcome: Mutex::new(ReleaseOutcome::Released),
+            create_outcome: CreateOutcome::Created,
         }
     }
 
@@ -67,92 +80,38 @@ impl ScriptedStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for ScriptedStore {
-    fn backend(&self) -> &'static str {
-        "scripted"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-    }
-    async fn read(&self, _: &SessionKey) -> Result<ReadOutcome> {
-        self.step(Operation::Read).map(|()| ReadOutcome::Missing)
-    }
-    async fn acquire(&self, _: &SessionKey, _: LockToken, _: Duration) -> Result<AcquireOutcome> {
-        self.step(Operation::Acquire)
-            .map(|()| AcquireOutcome::Missing)
-    }
-    async fn commit(
-        &self,
-        _: &SessionKey,
-        _: LockToken,
-        _: &Delta,
-        _: Duration,
-    ) -> Result<CommitOutcome> {
-        self.step(Operation::Commit)
-            .map(|()| CommitOutcome::Committed)
-    }
-    async fn release(&self, _: &SessionKey, _: LockToken) -> Result<ReleaseOutcome> {
-        self.step(Operation::Release)
-            .map(|()| ReleaseOutcome::Released)
-    }
-    async fn create(
-        &self,
-        _: &SessionKey,
-        _: &Items,
-        _: Duration,
-        _: bool,
-    ) -> Result<CreateOutcome> {
-        self.step(Operation::Create)
-            .map(|()| CreateOutcome::Created)
-    }
-    async fn remove(&self, _: &SessionKey, _: LockToken) -> Result<RemoveOutcome> {
-        self.step(Operation::Remove)
-            .map(|()| RemoveOutcome::Removed)
-    }
-    async fn touch(&self, _: &SessionKey) -> Result<TouchOutcome> {
-        self.step(Operation::Touch).map(|()| TouchOutcome::Touched)
-    }
-    async fn write_concurrent(
-        &self,
-        _: &SessionKey,
-        _: &Delta,
-        _: Duration,
-    ) -> Result<CommitOutcome> {
-        self.step(Operation::WriteConcurrent)
-            .map(|()| CommitOutcome::Committed)
-    }
-    async fn delete(&self, _: &SessionKey) -> Result<RemoveOutcome> {
-        self.step(Operation::Delete)
-            .map(|()| RemoveOutcome::Removed)
-    }
-    async fn change_id(
-        &self,
-        _: &SessionKey,
-        _: SessionId,
-        _: LockToken,
-    ) -> Result<ChangeIdOutcome> {
-        Err(Error::Unsupported {
-            backend: "scripted",
-            operation: Operation::ChangeId,
+impl ScriptedStore {
+    /// The fixed answer to each operation once the script lets it through.
+    fn answer(&self, call: Call<'_>) -> Result<Reply> {
+        self.step(call.operation())?;
+        Ok(match call {
+            Call::Read { .. } => Reply::Read(ReadOutcome::Missing),
+            Call::Acquire { .. } => Reply::Acquire(AcquireOutcome::Missing),
+            Call::Commit { .. } | Call::WriteConcurrent { .. } => {
+                Reply::Commit(CommitOutcome::Committed)
+            }
+            Call::Release { .. } => Reply::Release(
+                *self
+                    .release_outcome
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
+            Call::Create { .. } => Reply::Create(self.create_outcome),
+            Call::Remove { .. } | Call::Delete { .. } => Reply::Remove(RemoveOutcome::Removed),
+            Call::Touch { .. } => Reply::Touch(TouchOutcome::Touched),
+            other => {
+                return Err(Error::Unsupported {
+                    backend: "scripted",
+                    operation: other.operation(),
+                });
+            }
         })
     }
-    async fn purge_expired(&self, _: usize) -> Result<u64> {
-        Err(Error::Unsupported {
-            backend: "scripted",
-            operation: Operation::PurgeExpired,
-        })
-    }
-    async fn watch_release(&self, _: &SessionKey) -> Result<ReleaseWatch> {
-        Err(Error::Unsupported {
-            backend: "scripted",
-            operation: Operation::WatchRelease,
-        })
-    }
-    async fn expiry_events(&self) -> Result<ExpiryEvents> {
-        Err(Error::Unsupported {
-            backend: "scripted",
-            operation: Operation::ExpiryEvents,
-        })
-    }
+}
+
+forward_store! {
+    impl [] for ScriptedStore;
+    backend(_this) = "scripted";
+    capabilities(_this) = Capabilities::none();
+    run(this, call) = std::future::ready(this.answer(call));
 }

@@ -19,7 +19,7 @@
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use sessions::web::{CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer};
+use sessions::web::{CookieOptions, ExclusiveSession, ReadOnlySession, SessionError, SessionLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Shows the session: read-only, so it never waits for or blocks the other pages of the session
@@ -34,7 +34,7 @@ async fn show(session: ReadOnlySession) -> Result<String, SessionError> {
 }
 
 /// Increments the counter: exclusive (the default), so concurrent clicks never lose one.
-async fn increment(session: Session) -> Result<String, SessionError> {
+async fn increment(session: ExclusiveSession) -> Result<String, SessionError> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
     session.insert("count", &count).await?;
     Ok(format!("{count}\n"))
@@ -42,14 +42,16 @@ async fn increment(session: Session) -> Result<String, SessionError> {
 
 /// Logs in: a real application checks a password first. The id is renewed, so an id planted
 /// before login (session fixation) is worth nothing after it.
-async fn login(session: Session, Path(user): Path<String>) -> Result<String, SessionError> {
+async fn login(
+    session: ExclusiveSession, Path(user): Path<String>,
+) -> Result<String, SessionError> {
     session.insert("user", &user).await?;
     session.renew_id().await?;
     Ok(format!("logged in as {user}\n"))
 }
 
 /// Logs out: the session is deleted and the cookie cleared.
-async fn logout(session: Session) -> Result<&'static str, SessionError> {
+async fn logout(session: ExclusiveSession) -> Result<&'static str, SessionError> {
     session.abandon().await?;
     Ok("logged out\n")
 }

@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //!
-//! - `open`: [`connect`], [`open`], [`open_url`], [`open_attributes`]: from a configuration to a
-//!   store or a manager, with a clear error for a backend whose feature is off.
+//! - `open`: the dispatch: [`Backend`] (which store a URL's scheme selects, and its cargo
+//!   feature), [`connect`], [`open`], [`open_url`], [`open_attributes`] and the `_with` forms that
+//!   take [`StoreOptions`]: from a configuration to a store or a manager, with a clear error for a
+//!   scheme no store serves or a backend whose feature is off.
 //! - `web` (feature `axum`): the tower layer, the extractors, the session cookie and the error
 //!   responses.
 //! - The re-exports: everything of `session_core` at the root, and each compiled-in backend crate
@@ -15,7 +17,9 @@ mod open;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
-pub use open::{connect, feature_for, open, open_attributes, open_url};
+pub use open::{
+    Backend, StoreOptions, connect, connect_with, open, open_attributes, open_url, open_with,
+};
 
 #[doc(inline)]
 pub use session_core::*;

@@ -1,7 +1,7 @@
 //! End to end over real HTTP: an axum app with [`SessionLayer`] on `127.0.0.1:0`, driven by a hyper
-//! client, against every store: memory always, Redis with `SESSION_TEST_REDIS_URL`, Postgres with
-//! `SESSION_TEST_POSTGRES_URL`. A store whose variable is unset is ignored with the reason, unless
-//! `SESSION_TEST_REQUIRE` names it (`redis`, `postgres`), in which case it fails (STYLE H10).
+//! client, against every store: memory always, Redis and Postgres on the servers `test-support`
+//! reads from the environment. A store whose server is not configured is ignored with the reason,
+//! unless it is required, in which case it fails (docs/style.md H10).
 //! Each trial uses its own application name, so runs cannot see each other's sessions.
 
 use std::future::Future;
@@ -20,45 +20,33 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use libtest_mimic::{Failed, Trial};
-use session_core::conformance::FaultyStore;
+use libtest_mimic::Trial;
+use session_core::conformance::{Faults, FaultyStore};
 use sessions::web::{
-    ConcurrentSession, CookieOptions, ReadOnlySession, Session, SessionError, SessionLayer,
+    ConcurrentSession, CookieOptions, ExclusiveSession, ReadOnlySession, SessionError, SessionLayer,
 };
 use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager, SessionStore};
+use test_support::{Failed, TestResult, Unconfigured, block_on, ensure, fail};
 use tokio::sync::oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
 
-type TestResult = Result<(), Failed>;
 type Body = Pin<Box<dyn Future<Output = TestResult> + Send>>;
-
-fn fail(msg: impl Into<String>) -> Failed {
-    msg.into().into()
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(fail(format!($($msg)+)));
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // The application under test.
 
-async fn reset(session: Session) -> Result<&'static str, SessionError> {
+async fn reset(session: ExclusiveSession) -> Result<&'static str, SessionError> {
     session.insert("n", &0u64).await?;
     Ok("0")
 }
 
-async fn set_n(session: Session, Path(n): Path<u64>) -> Result<String, SessionError> {
+async fn set_n(session: ExclusiveSession, Path(n): Path<u64>) -> Result<String, SessionError> {
     session.insert("n", &n).await?;
     Ok(n.to_string())
 }
 
 /// Read, pause, write: without the exclusive lock, concurrent requests would lose updates.
-async fn increment(session: Session) -> Result<String, SessionError> {
+async fn increment(session: ExclusiveSession) -> Result<String, SessionError> {
     let n = session.get::<u64>("n").await?.unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(1)).await;
     session.insert("n", &(n + 1)).await?;
@@ -70,7 +58,9 @@ async fn read_n(session: ReadOnlySession) -> Result<String, SessionError> {
 }
 
 /// Writes one change in two items, with a pause between them.
-async fn write_pair(session: Session, Path(k): Path<u64>) -> Result<&'static str, SessionError> {
+async fn write_pair(
+    session: ExclusiveSession, Path(k): Path<u64>,
+) -> Result<&'static str, SessionError> {
     session.insert("a", &k).await?;
     tokio::time::sleep(Duration::from_millis(2)).await;
     session.insert("b", &k).await?;
@@ -86,7 +76,7 @@ async fn read_pair(session: ReadOnlySession) -> Result<String, SessionError> {
 /// The message of the expected panic, which the runner keeps out of the test output.
 const PANIC: &str = "the handler failed half way";
 
-async fn panics(session: Session) -> Result<&'static str, SessionError> {
+async fn panics(session: ExclusiveSession) -> Result<&'static str, SessionError> {
     session.insert("n", &999u64).await?;
     panic!("{PANIC}");
 }
@@ -94,8 +84,7 @@ async fn panics(session: Session) -> Result<&'static str, SessionError> {
 /// Hands a clone of its session to a task that keeps it for a minute (uses it after 2 s, and
 /// reports what that use answered), then panics.
 async fn spawns_then_panics(
-    session: Session,
-    Extension(late_use): Extension<LateUse>,
+    session: ExclusiveSession, Extension(late_use): Extension<LateUse>,
 ) -> Result<&'static str, SessionError> {
     session.insert("n", &999u64).await?;
     let held = session.clone();
@@ -113,7 +102,7 @@ async fn spawns_then_panics(
 
 /// Changes the session, then hands a clone to a task that locks it (a `SessionGuard`) and keeps
 /// the guard for 3 s, past the layer's end wait.
-async fn guard_kept_in_task(session: Session) -> Result<&'static str, SessionError> {
+async fn guard_kept_in_task(session: ExclusiveSession) -> Result<&'static str, SessionError> {
     session.insert("n", &999u64).await?;
     let (locked_tx, locked_rx) = oneshot::channel();
     let held = session.clone();
@@ -131,14 +120,13 @@ async fn guard_kept_in_task(session: Session) -> Result<&'static str, SessionErr
 /// Where the task of [`spawns_then_panics`] reports its late use of the session.
 type LateUse = Arc<tokio::sync::Mutex<Option<oneshot::Sender<Result<(), SessionError>>>>>;
 
-async fn fails(session: Session) -> Result<(StatusCode, &'static str), SessionError> {
+async fn fails(session: ExclusiveSession) -> Result<(StatusCode, &'static str), SessionError> {
     session.insert("n", &42u64).await?;
     Ok((StatusCode::INTERNAL_SERVER_ERROR, "failed"))
 }
 
 async fn slow_set(
-    session: Session,
-    Path((ms, value)): Path<(u64, String)>,
+    session: ExclusiveSession, Path((ms, value)): Path<(u64, String)>,
 ) -> Result<&'static str, SessionError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     session.insert("x", &value).await?;
@@ -149,13 +137,15 @@ async fn read_x(session: ReadOnlySession) -> Result<String, SessionError> {
     Ok(session.get::<String>("x").await?.unwrap_or_default())
 }
 
-async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+async fn login(
+    session: ExclusiveSession, Path(user): Path<String>,
+) -> Result<&'static str, SessionError> {
     session.insert("user", &user).await?;
     session.renew_id().await?;
     Ok("ok")
 }
 
-async fn logout(session: Session) -> Result<&'static str, SessionError> {
+async fn logout(session: ExclusiveSession) -> Result<&'static str, SessionError> {
     session.abandon().await?;
     Ok("ok")
 }
@@ -167,8 +157,7 @@ async fn read_user(session: ReadOnlySession) -> Result<String, SessionError> {
 /// Lock-free: sets its own item after `ms`; concurrent requests neither wait nor overwrite each
 /// other's items.
 async fn mark(
-    session: ConcurrentSession,
-    Path((i, ms)): Path<(u64, u64)>,
+    session: ConcurrentSession, Path((i, ms)): Path<(u64, u64)>,
 ) -> Result<&'static str, SessionError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     session.insert(&format!("m{i}"), &i).await?;
@@ -192,8 +181,7 @@ async fn no_session() -> &'static str {
 /// Logs in (renewing the id), then makes the next store operation, the end of the request's
 /// commit, fail.
 async fn login_then_store_fails(
-    session: Session,
-    Extension(faulty): Extension<Arc<FaultyStore>>,
+    session: ExclusiveSession, Extension(faulty): Extension<Arc<FaultyStore>>,
     Path(user): Path<String>,
 ) -> Result<&'static str, SessionError> {
     session.insert("user", &user).await?;
@@ -260,9 +248,7 @@ struct Reply {
 /// configuration. The store is wrapped in a [`FaultyStore`], which injects nothing unless a trial
 /// asks it to. The layer waits at most 1 s after the handler for the session (`with_end_wait`).
 async fn serve(
-    url: &str,
-    trial: &str,
-    settings: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    url: &str, trial: &str, settings: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
     cookie: CookieOptions,
 ) -> Result<Server, Failed> {
     let app_name = AppName::new(&format!(
@@ -274,7 +260,7 @@ async fn serve(
         .application_name(app_name)
         .max_waiters_per_session(300);
     let config = settings(builder).build()?;
-    let faulty = Arc::new(FaultyStore::new(sessions::connect(&config).await?));
+    let faulty = Arc::new(Faults::wrap(sessions::connect(&config).await?));
     let manager = SessionManager::new(Arc::clone(&faulty) as Arc<dyn SessionStore>, &config);
     let cookie_name = cookie.name().to_owned();
     let layer = SessionLayer::new(manager.clone())
@@ -308,10 +294,7 @@ async fn serve_default(url: &str, trial: &str) -> Result<Server, Failed> {
 impl Server {
     /// Sends one request, with `cookie` as the raw value of the session cookie if given.
     async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        cookie: Option<&str>,
+        &self, method: Method, path: &str, cookie: Option<&str>,
     ) -> Result<Reply, Failed> {
         let lines = match cookie {
             Some(value) => vec![format!("other=1; {}={value}", self.cookie).into_bytes()],
@@ -322,10 +305,7 @@ impl Server {
 
     /// Sends one request with `cookie_lines` as its `Cookie` header lines, byte for byte.
     async fn send_raw(
-        &self,
-        method: Method,
-        path: &str,
-        cookie_lines: &[Vec<u8>],
+        &self, method: Method, path: &str, cookie_lines: &[Vec<u8>],
     ) -> Result<Reply, Failed> {
         let mut request = Request::builder()
             .method(method)
@@ -359,11 +339,7 @@ impl Server {
 
     /// `path` must answer 200 with `body`.
     async fn expect(
-        &self,
-        method: Method,
-        path: &str,
-        cookie: Option<&str>,
-        body: &str,
+        &self, method: Method, path: &str, cookie: Option<&str>, body: &str,
     ) -> TestResult {
         let reply = self.send(method.clone(), path, cookie).await?;
         ensure!(
@@ -583,7 +559,7 @@ async fn cookie_attributes_are_as_configured(url: String) -> TestResult {
     ensure!(
         reply.set_cookies
             == [format!(
-                "sid_test={id}; Path=/app; Domain=example.test; HttpOnly; Secure; SameSite=Lax"
+                "sid_test={id}; HttpOnly; SameSite=Lax; Secure; Path=/app; Domain=example.test"
             )],
         "{:?}",
         reply.set_cookies
@@ -592,7 +568,7 @@ async fn cookie_attributes_are_as_configured(url: String) -> TestResult {
     ensure!(
         reply.set_cookies
             == [
-                "sid_test=; Path=/app; Domain=example.test; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
+                "sid_test=; HttpOnly; SameSite=Lax; Secure; Path=/app; Domain=example.test; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
             ],
         "logout clears the cookie: {:?}",
         reply.set_cookies
@@ -617,7 +593,7 @@ async fn cookie_attributes_are_as_configured(url: String) -> TestResult {
         .issued(&reply)
         .ok_or_else(|| fail(format!("no cookie: {reply:?}")))?;
     ensure!(
-        reply.set_cookies == [format!("session_id={id}; Path=/; HttpOnly; SameSite=Lax")],
+        reply.set_cookies == [format!("session_id={id}; HttpOnly; SameSite=Lax; Path=/")],
         "{:?}",
         reply.set_cookies
     );
@@ -928,11 +904,7 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
 }
 
 fn run(body: Body) -> TestResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    block_on(async {
         match tokio::time::timeout(Duration::from_secs(180), body).await {
             Ok(result) => result,
             Err(_) => Err(fail("the trial did not finish within 180 s")),
@@ -940,40 +912,21 @@ fn run(body: Body) -> TestResult {
     })
 }
 
-/// The trials of one store: every behaviour, or, without its URL, ignored trials (or one failing
-/// trial when `SESSION_TEST_REQUIRE` names the store).
-fn store(backend: &str, url: Result<String, &'static str>) -> Vec<Trial> {
+/// The trials of one store, `<prefix>::<behaviour>`: every behaviour on `url`, or, without its
+/// server, as test-support's require-or-ignore rule says.
+fn store(prefix: &str, url: Result<String, Unconfigured>) -> Vec<Trial> {
+    let names = behaviours()
+        .into_iter()
+        .map(|(name, f)| (format!("{prefix}::{name}"), f));
     match url {
-        Ok(url) => behaviours()
-            .into_iter()
+        Ok(url) => names
             .map(|(name, f)| {
                 let url = url.clone();
-                Trial::test(format!("{backend}::{name}"), move || run(f(url)))
+                Trial::test(name, move || run(f(url)))
             })
             .collect(),
-        Err(var) => {
-            let required = std::env::var("SESSION_TEST_REQUIRE").unwrap_or_default();
-            if required.split(',').any(|b| b.trim() == backend) {
-                let message =
-                    format!("SESSION_TEST_REQUIRE names {backend:?}, but {var} is not set");
-                return vec![Trial::test(format!("{backend}::configured"), move || {
-                    Err(message.into())
-                })];
-            }
-            behaviours()
-                .into_iter()
-                .map(|(name, _)| {
-                    Trial::test(format!("{backend}::{name}"), || Ok(()))
-                        .with_ignored_flag(true)
-                        .with_kind(format!("{var} is not set"))
-                })
-                .collect()
-        }
+        Err(unconfigured) => unconfigured.trials(names.map(|(name, _)| name)),
     }
-}
-
-fn env_url(var: &'static str) -> Result<String, &'static str> {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or(var)
 }
 
 fn main() -> std::process::ExitCode {
@@ -989,7 +942,9 @@ fn main() -> std::process::ExitCode {
         args.test_threads = Some(2);
     }
     let mut trials = store("memory", Ok("memory://".to_owned()));
-    trials.extend(store("redis", env_url("SESSION_TEST_REDIS_URL")));
-    trials.extend(store("postgres", env_url("SESSION_TEST_POSTGRES_URL")));
+    let redis = test_support::redis().map(|s| s.url().to_owned());
+    trials.extend(store("redis", redis));
+    let postgres = test_support::postgres().map(|s| s.url().to_owned());
+    trials.extend(store("postgres", postgres));
     libtest_mimic::run(&args, trials).exit_code()
 }

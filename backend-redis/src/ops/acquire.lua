@@ -7,16 +7,10 @@
 -- Atomic: check, takeover and lock happen in one script; two acquirers can never both win.
 -- The lock time comes from the server's clock (TIME), so lock age never depends on a web
 -- server's clock. Round trips: 1.
-local m = redis.call('HMGET', KEYS[1], 't', 'l', 's', 'i')
-local timeout = stored_timeout(m[1])
-if not timeout then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    return {0}
-  end
-  return {-1}
+local m, reply = open_session()
+if not m then
+  return reply
 end
--- Slides in every case but missing, even when locked (SPEC §2).
-slide(timeout)
 local now = now_ms()
 local took_over = false
 if m[2] then
@@ -35,8 +29,8 @@ if m[2] then
   end
   took_over = true
 end
--- Free or stale. The settled record (sk/st/sf) stays: the previous holder's retried commit or
--- release must still be recognised (SessionStore contract).
+-- Free or stale. The settled record (st/sf) stays: the previous holder's retried commit must still
+-- be recognised (commit.lua).
 redis.call('HSET', KEYS[1], 'l', ARGV[1], 's', now)
 local initialize = 0
 if m[4] then

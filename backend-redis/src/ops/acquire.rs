@@ -15,10 +15,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("acquire.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    token: LockToken,
-    lock_ttl: Duration,
+    inner: &Inner, key: &SessionKey, token: LockToken, lock_ttl: Duration,
 ) -> Result<AcquireOutcome> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);
@@ -34,9 +31,7 @@ pub(crate) async fn run(
     match reply.first().and_then(int) {
         Some(0) => Ok(AcquireOutcome::Missing),
         Some(1) => Ok(AcquireOutcome::Locked(lock_info(key, &reply)?)),
-        Some(2) => Ok(AcquireOutcome::Acquired(
-            snapshot(key, reply)?.with_lock(token),
-        )),
+        Some(2) => Ok(AcquireOutcome::Acquired(snapshot(key, reply)?)),
         Some(-1) => Err(corrupt_meta(key)),
         _ => Err(bad_reply(Operation::Acquire, "unknown acquire outcome")),
     }

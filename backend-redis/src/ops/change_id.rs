@@ -14,10 +14,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("change_id.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    new_id: SessionId,
-    token: LockToken,
+    inner: &Inner, key: &SessionKey, new_id: SessionId, token: LockToken,
 ) -> Result<ChangeIdOutcome> {
     let old = Keys::new(key);
     let new = Keys::new(&key.with_id(new_id));

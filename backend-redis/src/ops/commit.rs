@@ -15,11 +15,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("commit.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    token: LockToken,
-    delta: &Delta,
-    timeout: Duration,
+    inner: &Inner, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
 ) -> Result<CommitOutcome> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);

@@ -1,7 +1,7 @@
 -- create: insert a new, unlocked session if none exists.
 -- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
 -- ARGV: [1] timeout ms, [2] initialized '1'/'0', [3..] name/value pairs.
--- Returns: 1 created | 0 already exists (untouched, lock included: SPEC §2 rule 2).
+-- Returns: 1 created | 0 already exists (untouched, lock included: docs/contract.md §2 rule 2).
 -- Atomic: insert-if-absent in one script, never check-then-act across round trips. Round trips: 1.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0

@@ -14,11 +14,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("create.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    items: &Items,
-    timeout: Duration,
-    initialized: bool,
+    inner: &Inner, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
 ) -> Result<CreateOutcome> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);

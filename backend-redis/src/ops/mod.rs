@@ -40,9 +40,7 @@ pub(crate) use script;
 /// Runs a prepared invocation: one `EVALSHA` (plus `SCRIPT LOAD` and a second `EVALSHA` once after
 /// the server lost its script cache).
 pub(crate) async fn invoke(
-    inner: &Inner,
-    operation: Operation,
-    invocation: &ScriptInvocation<'_>,
+    inner: &Inner, operation: Operation, invocation: &ScriptInvocation<'_>,
 ) -> Result<Value> {
     let mut conn = inner.conn.clone();
     invocation
@@ -156,10 +154,7 @@ fn items_from_pairs(key: &SessionKey, flat: Vec<Value>) -> Result<Items> {
 /// `{1, {name, value, ...}}` from `remove` or `delete`: reports the end with the final items.
 /// Only the process that removed the session gets them, so only it reports the end.
 pub(crate) fn removed_with_items(
-    inner: &Inner,
-    key: &SessionKey,
-    operation: Operation,
-    reply: Value,
+    inner: &Inner, key: &SessionKey, operation: Operation, reply: Value,
 ) -> Result<()> {
     let mut parts = array(operation, reply)?.into_iter();
     match (parts.next(), parts.next()) {

@@ -7,7 +7,7 @@
 -- Every script is one EVALSHA: one round trip, and atomic (Redis runs nothing else meanwhile).
 
 -- Milliseconds on the server's clock: lock age is measured here, never on a web server's clock
--- (SPEC §2 rule 5).
+-- (docs/contract.md §2 rule 5).
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,6 +50,23 @@ local function stored_timeout(raw)
     return timeout
   end
   return nil
+end
+
+-- Opens a live session for read and acquire: its meta fields {timeout, holder token, locked
+-- since, initialize flag}, with the expiry slid (in every case but missing, even when locked:
+-- docs/contract.md §2). For a session that is missing or whose meta hash is corrupt: nil and the
+-- script's reply ({0} or {-1}).
+local function open_session()
+  local m = redis.call('HMGET', KEYS[1], 't', 'l', 's', 'i')
+  local timeout = stored_timeout(m[1])
+  if not timeout then
+    if redis.call('EXISTS', KEYS[1]) == 0 then
+      return nil, {0}
+    end
+    return nil, {-1}
+  end
+  slide(timeout)
+  return m
 end
 
 -- Body of the operation's script follows.

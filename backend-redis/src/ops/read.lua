@@ -5,16 +5,10 @@
 --          {2, timeout ms, initialize 0/1, {name, value, ...}} found | {-1} corrupt meta hash.
 -- Atomic: the existence check, the slide, clearing the one-shot initialize flag and HGETALL happen
 -- in one script, so no other operation can interleave. Round trips: 1.
-local m = redis.call('HMGET', KEYS[1], 't', 'l', 's', 'i')
-local timeout = stored_timeout(m[1])
-if not timeout then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    return {0}
-  end
-  return {-1}
+local m, reply = open_session()
+if not m then
+  return reply
 end
--- Slides even when locked (SPEC §2).
-slide(timeout)
 if m[2] then
   local since = tonumber(m[3])
   if not since then
@@ -24,7 +18,7 @@ if m[2] then
 end
 local initialize = 0
 if m[4] then
-  -- Reported exactly once (SPEC §2 rule 3).
+  -- Reported exactly once (docs/contract.md §2 rule 3).
   redis.call('HDEL', KEYS[1], 'i')
   initialize = 1
 end

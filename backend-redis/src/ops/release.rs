@@ -13,9 +13,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("release.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    token: LockToken,
+    inner: &Inner, key: &SessionKey, token: LockToken,
 ) -> Result<ReleaseOutcome> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);

@@ -13,9 +13,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("remove.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    token: LockToken,
+    inner: &Inner, key: &SessionKey, token: LockToken,
 ) -> Result<RemoveOutcome> {
     let keys = Keys::new(key);
     // The final items come back only when this store has expiry-event subscribers.

@@ -16,9 +16,7 @@ static SCRIPT: LazyLock<Script> = script!("take.lua");
 /// The final items of `key`, or `None` when the session exists again or another process (or an
 /// earlier notification) already claimed its end.
 pub(crate) async fn run(
-    conn: &mut Connection,
-    errors: &ErrorContext,
-    key: &SessionKey,
+    conn: &mut Connection, errors: &ErrorContext, key: &SessionKey,
 ) -> Result<Option<Items>> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);

@@ -14,10 +14,7 @@ use crate::store::Inner;
 static SCRIPT: LazyLock<Script> = script!("write_concurrent.lua");
 
 pub(crate) async fn run(
-    inner: &Inner,
-    key: &SessionKey,
-    delta: &Delta,
-    timeout: Duration,
+    inner: &Inner, key: &SessionKey, delta: &Delta, timeout: Duration,
 ) -> Result<CommitOutcome> {
     let keys = Keys::new(key);
     let mut invocation = SCRIPT.key(&keys.meta);

@@ -10,19 +10,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use session_core::{Config, Delta, Items, Operation, Result};
+use session_core::{Delta, Items, Operation, Result};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::dialect::{self, Dialect, Key, Reply, SETTLED_COMMIT, SETTLED_RELEASE, Token};
+use crate::dialect::{self, Dialect, Key, Op, Reply, SETTLED_COMMIT, Token};
 use crate::error::classify;
 use crate::migrate::{self, Embedded, migrator, with_prefix};
 use crate::options::SqlOptions;
 
-pub(crate) const BACKEND: &str = "sqlite";
+const BACKEND: &str = "sqlite";
 
 const MIGRATIONS: &[Embedded] = &[(
     1,
@@ -41,7 +41,8 @@ struct Sql {
     clear_init: String,
     items: String,
     lock: String,
-    unlock: String,
+    settle: String,
+    release: String,
     delete_items: String,
     delete_item: String,
     upsert_item: String,
@@ -67,9 +68,14 @@ impl Sql {
             clear_init: p("UPDATE {prefix}sessions SET initialize = 0 WHERE pk = ?"),
             items: p("SELECT name, value FROM {prefix}items WHERE session_pk = ?"),
             lock: p("UPDATE {prefix}sessions SET lock_token = ?, locked_at = ? WHERE pk = ?"),
-            unlock: p(
+            settle: p(
                 "UPDATE {prefix}sessions SET lock_token = NULL, locked_at = NULL, \
                        settled_token = ?, settled_kind = ?, settled_fp = ? WHERE pk = ?",
+            ),
+            // The settled triple stays (the rule in `dialect`'s docs).
+            release: p(
+                "UPDATE {prefix}sessions SET lock_token = NULL, locked_at = NULL, \
+                       expires_at = ? + timeout_ms WHERE pk = ?",
             ),
             delete_items: p("DELETE FROM {prefix}items WHERE session_pk = ?"),
             delete_item: p("DELETE FROM {prefix}items WHERE session_pk = ? AND name = ?"),
@@ -125,7 +131,9 @@ fn q(sql: &str) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::Sqlit
 }
 
 impl SqliteDialect {
-    pub(crate) async fn connect(url: &str, config: &Config, options: &SqlOptions) -> Result<Self> {
+    /// SQLite has no network: `connectionTimeoutInMilliseconds` does not apply; the pool acquire
+    /// timeout bounds opening the file.
+    pub(crate) async fn connect(url: &str, options: &SqlOptions) -> Result<Self> {
         let err = |e| classify(BACKEND, Operation::Connect, e);
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(err)?
@@ -150,11 +158,7 @@ impl SqliteDialect {
                 .synchronous(SqliteSynchronous::Normal)
         };
         let pool = pool
-            .acquire_timeout(
-                config
-                    .connection_timeout()
-                    .unwrap_or(Duration::from_secs(30)),
-            )
+            .acquire_timeout(options.pool_acquire_timeout_for(true))
             .connect_with(connect)
             .await
             .map_err(err)?;
@@ -173,22 +177,81 @@ impl SqliteDialect {
             sql: Sql::new(options.table_prefix()),
         })
     }
+}
 
-    async fn now(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(NOW).fetch_one(conn).await
+#[async_trait]
+impl Dialect for SqliteDialect {
+    fn backend(&self) -> &'static str {
+        BACKEND
     }
 
-    async fn live(
-        &self,
-        conn: &mut SqliteConnection,
-        key: Key<'_>,
-        now: i64,
-    ) -> Result<Option<Live>, sqlx::Error> {
+    /// Runs `op` in one `BEGIN IMMEDIATE` transaction, committed if it succeeds (dropping the
+    /// future rolls it back).
+    async fn run(&self, op: Op<'_>) -> Result<Reply, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let conn: &mut SqliteConnection = &mut tx;
+        let now = sqlx::query_scalar(NOW).fetch_one(&mut *conn).await?;
+        let mut t = Tx {
+            conn,
+            now,
+            sql: &self.sql,
+        };
+        let reply = match op {
+            Op::Read { key, keep } => t.read(key, keep).await?,
+            Op::Acquire { key, token, ttl_ms } => t.acquire(key, token, ttl_ms).await?,
+            Op::Commit {
+                key,
+                token,
+                delta,
+                timeout_ms,
+                fingerprint,
+            } => Reply::status(t.commit(key, token, delta, timeout_ms, fingerprint).await?),
+            Op::Release { key, token } => Reply::status(t.release(key, token).await?),
+            Op::Create {
+                key,
+                items,
+                timeout_ms,
+                initialize,
+            } => Reply::status(t.create(key, items, timeout_ms, initialize).await?),
+            Op::Remove { key, token } => Reply::status(t.remove(key, token).await?),
+            Op::Touch { key, keep } => Reply::status(t.touch(key, keep).await?),
+            Op::WriteConcurrent {
+                key,
+                delta,
+                timeout_ms,
+            } => Reply::status(t.write_concurrent(key, delta, timeout_ms).await?),
+            Op::Delete { key } => Reply::status(t.delete(key).await?),
+            Op::ChangeId {
+                key,
+                new_sid,
+                token,
+            } => Reply::status(t.change_id(key, new_sid, token).await?),
+            Op::Purge { batch } => Reply::status(t.purge(batch).await?),
+        };
+        tx.commit().await?;
+        Ok(reply)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// One operation's transaction: its connection, the database clock when it began, the statements.
+struct Tx<'t> {
+    conn: &'t mut SqliteConnection,
+    now: i64,
+    sql: &'t Sql,
+}
+
+/// The shared steps.
+impl Tx<'_> {
+    async fn live(&mut self, key: Key<'_>) -> Result<Option<Live>, sqlx::Error> {
         let row = q(&self.sql.live)
             .bind(key.app)
             .bind(key.sid)
-            .bind(now)
-            .fetch_optional(conn)
+            .bind(self.now)
+            .fetch_optional(&mut *self.conn)
             .await?;
         row.map(|r| {
             Ok(Live {
@@ -206,372 +269,293 @@ impl SqliteDialect {
         .transpose()
     }
 
-    async fn items(
-        &self,
-        conn: &mut SqliteConnection,
-        pk: i64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
-        let rows = q(&self.sql.items).bind(pk).fetch_all(conn).await?;
-        rows.into_iter()
+    /// The reply of a `read` or `acquire` that found the session: its timeout, `initialize` flag
+    /// (cleared in the row: it is reported once) and items.
+    async fn found(&mut self, status: i64, s: &Live) -> Result<Reply, sqlx::Error> {
+        if s.initialize {
+            self.exec(&self.sql.clear_init, s.pk).await?;
+        }
+        let rows = q(&self.sql.items)
+            .bind(s.pk)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        let items = rows
+            .into_iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Reply {
+            status,
+            timeout_ms: Some(s.timeout_ms),
+            initialize: s.initialize,
+            items,
+            ..Reply::default()
+        })
     }
 
-    async fn exec(
-        &self,
-        conn: &mut SqliteConnection,
-        sql: &str,
-        pk: i64,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(q(sql).bind(pk).execute(conn).await?.rows_affected())
+    /// Runs `sql`, whose one parameter is a session's `pk`.
+    async fn exec(&mut self, sql: &str, pk: i64) -> Result<u64, sqlx::Error> {
+        Ok(q(sql)
+            .bind(pk)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected())
     }
 
-    async fn slide(
-        &self,
-        conn: &mut SqliteConnection,
-        now: i64,
-        pk: i64,
-    ) -> Result<(), sqlx::Error> {
-        q(&self.sql.slide).bind(now).bind(pk).execute(conn).await?;
+    async fn slide(&mut self, pk: i64) -> Result<(), sqlx::Error> {
+        q(&self.sql.slide)
+            .bind(self.now)
+            .bind(pk)
+            .execute(&mut *self.conn)
+            .await?;
         Ok(())
     }
 
-    async fn apply(
-        &self,
-        conn: &mut SqliteConnection,
-        pk: i64,
-        delta: &Delta,
-        timeout_ms: i64,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
+    /// Whether refresh throttling lets `s` slide (it has no more than `keep` per mille of its
+    /// timeout left).
+    fn should_slide(&self, s: &Live, keep: i32) -> bool {
+        (s.expires_at - self.now) * 1000 <= s.timeout_ms * i64::from(keep)
+    }
+
+    async fn upsert_items(&mut self, pk: i64, items: &Items) -> Result<(), sqlx::Error> {
+        for (name, value) in items {
+            q(&self.sql.upsert_item)
+                .bind(pk)
+                .bind(name.as_bytes())
+                .bind(value.as_bytes())
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, pk: i64, delta: &Delta, timeout_ms: i64) -> Result<(), sqlx::Error> {
         if delta.cleared {
-            self.exec(conn, &self.sql.delete_items, pk).await?;
+            self.exec(&self.sql.delete_items, pk).await?;
         }
         for name in &delta.removed {
             q(&self.sql.delete_item)
                 .bind(pk)
                 .bind(name.as_bytes())
-                .execute(&mut *conn)
+                .execute(&mut *self.conn)
                 .await?;
         }
-        for (name, value) in &delta.set {
-            q(&self.sql.upsert_item)
-                .bind(pk)
-                .bind(name.as_bytes())
-                .bind(value.as_bytes())
-                .execute(&mut *conn)
-                .await?;
-        }
+        self.upsert_items(pk, &delta.set).await?;
         q(&self.sql.set_timeout)
             .bind(timeout_ms)
             .bind(pk)
-            .execute(&mut *conn)
+            .execute(&mut *self.conn)
             .await?;
-        self.slide(conn, now, pk).await
+        self.slide(pk).await
+    }
+
+    /// Deletes an expired row under (`app`, `sid`): it is dead, and a new one may take its key.
+    async fn delete_expired(&mut self, app: &[u8], sid: &[u8]) -> Result<(), sqlx::Error> {
+        q(&self.sql.delete_expired)
+            .bind(app)
+            .bind(sid)
+            .bind(self.now)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
     }
 }
 
-/// Runs `$body` (an async block using `$conn: &mut SqliteConnection` and `$now`) in one
-/// `BEGIN IMMEDIATE` transaction, committing if it returns `Ok`. Dropping the future rolls back.
-macro_rules! in_tx {
-    ($self:ident, |$conn:ident, $now:ident| $body:expr) => {{
-        let mut tx = $self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let out = {
-            let $conn: &mut SqliteConnection = &mut tx;
-            let $now = SqliteDialect::now($conn).await?;
-            $body
+/// The operations, each the decision documented in `dialect`.
+impl Tx<'_> {
+    async fn read(&mut self, key: Key<'_>, keep: i32) -> Result<Reply, sqlx::Error> {
+        let Some(s) = self.live(key).await? else {
+            return Ok(Reply::default());
         };
-        tx.commit().await?;
-        Ok(out)
-    }};
-}
-
-#[async_trait]
-impl Dialect for SqliteDialect {
-    async fn read(&self, key: Key<'_>, keep: i32) -> Result<Reply, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                None => Reply::default(),
-                Some(s) => {
-                    let remaining = s.expires_at - now;
-                    if remaining * 1000 <= s.timeout_ms * i64::from(keep) {
-                        self.slide(conn, now, s.pk).await?;
-                    }
-                    match s.lock_token {
-                        Some(token) => Reply {
-                            status: dialect::read::LOCKED,
-                            token: Some(token),
-                            age_ms: Some(now - s.locked_at.unwrap_or(now)),
-                            ..Reply::default()
-                        },
-                        None => {
-                            if s.initialize {
-                                self.slide(conn, now, s.pk).await?;
-                                self.exec(conn, &self.sql.clear_init, s.pk).await?;
-                            }
-                            Reply {
-                                status: dialect::read::FOUND,
-                                timeout_ms: Some(s.timeout_ms),
-                                initialize: s.initialize,
-                                items: self.items(conn, s.pk).await?,
-                                ..Reply::default()
-                            }
-                        }
-                    }
+        if self.should_slide(&s, keep) {
+            self.slide(s.pk).await?;
+        }
+        match s.lock_token {
+            Some(token) => Ok(Reply {
+                status: dialect::read::LOCKED,
+                token: Some(token),
+                age_ms: Some(self.now - s.locked_at.unwrap_or(self.now)),
+                ..Reply::default()
+            }),
+            None => {
+                // Clearing `initialize` is a write: the session slides with it.
+                if s.initialize {
+                    self.slide(s.pk).await?;
                 }
+                self.found(dialect::read::FOUND, &s).await
             }
-        })
+        }
     }
 
-    async fn acquire(&self, key: Key<'_>, token: Token, ttl_ms: i64) -> Result<Reply, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                None => Reply::default(),
-                Some(s) => {
-                    self.slide(conn, now, s.pk).await?;
-                    let age = now - s.locked_at.unwrap_or(now);
-                    match s.lock_token {
-                        Some(holder) if holder != token && age < ttl_ms => Reply {
-                            status: dialect::acquire::LOCKED,
-                            token: Some(holder),
-                            age_ms: Some(age),
-                            ..Reply::default()
-                        },
-                        held => {
-                            // Ours already (a retried acquire: the lock keeps its age), or free, or
-                            // stale and taken over in this same transaction.
-                            if held.as_deref() != Some(&token[..]) {
-                                q(&self.sql.lock)
-                                    .bind(&token[..])
-                                    .bind(now)
-                                    .bind(s.pk)
-                                    .execute(&mut *conn)
-                                    .await?;
-                            }
-                            if s.initialize {
-                                self.exec(conn, &self.sql.clear_init, s.pk).await?;
-                            }
-                            Reply {
-                                status: dialect::acquire::ACQUIRED,
-                                timeout_ms: Some(s.timeout_ms),
-                                initialize: s.initialize,
-                                items: self.items(conn, s.pk).await?,
-                                ..Reply::default()
-                            }
-                        }
-                    }
+    async fn acquire(
+        &mut self, key: Key<'_>, token: Token, ttl_ms: i64,
+    ) -> Result<Reply, sqlx::Error> {
+        let Some(s) = self.live(key).await? else {
+            return Ok(Reply::default());
+        };
+        self.slide(s.pk).await?;
+        let age = self.now - s.locked_at.unwrap_or(self.now);
+        match &s.lock_token {
+            Some(holder) if holder[..] != token[..] && age < ttl_ms => Ok(Reply {
+                status: dialect::acquire::LOCKED,
+                token: Some(holder.clone()),
+                age_ms: Some(age),
+                ..Reply::default()
+            }),
+            held => {
+                // Ours already (a retried acquire: the lock keeps its age), or free, or stale and
+                // taken over in this same transaction.
+                if held.as_deref() != Some(&token[..]) {
+                    q(&self.sql.lock)
+                        .bind(&token[..])
+                        .bind(self.now)
+                        .bind(s.pk)
+                        .execute(&mut *self.conn)
+                        .await?;
                 }
+                self.found(dialect::acquire::ACQUIRED, &s).await
             }
-        })
+        }
     }
 
     async fn commit(
-        &self,
-        key: Key<'_>,
-        token: Token,
-        delta: &Delta,
-        timeout_ms: i64,
-        fingerprint: i64,
+        &mut self, key: Key<'_>, token: Token, delta: &Delta, timeout_ms: i64, fingerprint: i64,
     ) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                    self.apply(conn, s.pk, delta, timeout_ms, now).await?;
-                    q(&self.sql.unlock)
-                        .bind(&token[..])
-                        .bind(SETTLED_COMMIT)
-                        .bind(fingerprint)
-                        .bind(s.pk)
-                        .execute(&mut *conn)
-                        .await?;
-                    dialect::commit::COMMITTED
-                }
-                Some(s)
-                    if s.settled_token.as_deref() == Some(&token[..])
-                        && s.settled_kind == Some(i64::from(SETTLED_COMMIT))
-                        && s.settled_fp == Some(fingerprint) =>
-                {
-                    dialect::commit::COMMITTED
-                }
-                _ => dialect::commit::LOCK_LOST,
+        Ok(match self.live(key).await? {
+            Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
+                self.apply(s.pk, delta, timeout_ms).await?;
+                q(&self.sql.settle)
+                    .bind(&token[..])
+                    .bind(SETTLED_COMMIT)
+                    .bind(fingerprint)
+                    .bind(s.pk)
+                    .execute(&mut *self.conn)
+                    .await?;
+                dialect::commit::COMMITTED
             }
+            Some(s)
+                if s.settled_token.as_deref() == Some(&token[..])
+                    && s.settled_kind == Some(i64::from(SETTLED_COMMIT))
+                    && s.settled_fp == Some(fingerprint) =>
+            {
+                dialect::commit::COMMITTED
+            }
+            _ => dialect::commit::LOCK_LOST,
         })
     }
 
-    async fn release(&self, key: Key<'_>, token: Token) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                    self.slide(conn, now, s.pk).await?;
-                    q(&self.sql.unlock)
-                        .bind(&token[..])
-                        .bind(SETTLED_RELEASE)
-                        .bind(None::<i64>)
-                        .bind(s.pk)
-                        .execute(&mut *conn)
-                        .await?;
-                    dialect::release::RELEASED
-                }
-                Some(s)
-                    if s.settled_token.as_deref() == Some(&token[..])
-                        && s.settled_kind == Some(i64::from(SETTLED_RELEASE)) =>
-                {
-                    dialect::release::RELEASED
-                }
-                _ => dialect::release::LOCK_LOST,
+    async fn release(&mut self, key: Key<'_>, token: Token) -> Result<i64, sqlx::Error> {
+        Ok(match self.live(key).await? {
+            Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
+                q(&self.sql.release)
+                    .bind(self.now)
+                    .bind(s.pk)
+                    .execute(&mut *self.conn)
+                    .await?;
+                dialect::release::RELEASED
             }
+            _ => dialect::release::LOCK_LOST,
         })
     }
 
     async fn create(
-        &self,
-        key: Key<'_>,
-        items: &Items,
-        timeout_ms: i64,
-        initialize: bool,
+        &mut self, key: Key<'_>, items: &Items, timeout_ms: i64, initialize: bool,
     ) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            // An expired row under this key is dead: replace it (SPEC: it does not exist).
-            q(&self.sql.delete_expired)
-                .bind(key.app)
-                .bind(key.sid)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            let inserted = q(&self.sql.insert)
-                .bind(key.app)
-                .bind(key.sid)
-                .bind(now)
-                .bind(timeout_ms)
-                .bind(timeout_ms)
-                .bind(initialize)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            if inserted.rows_affected() == 0 {
-                dialect::create::ALREADY_EXISTS
-            } else {
-                let pk = inserted.last_insert_rowid();
-                for (name, value) in items {
-                    q(&self.sql.upsert_item)
-                        .bind(pk)
-                        .bind(name.as_bytes())
-                        .bind(value.as_bytes())
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                dialect::create::CREATED
+        // An expired row under this key is dead: replace it (docs/contract.md §1, "Timeout": it
+        // does not exist).
+        self.delete_expired(key.app, key.sid).await?;
+        let inserted = q(&self.sql.insert)
+            .bind(key.app)
+            .bind(key.sid)
+            .bind(self.now)
+            .bind(timeout_ms)
+            .bind(timeout_ms)
+            .bind(initialize)
+            .bind(self.now)
+            .execute(&mut *self.conn)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(dialect::create::ALREADY_EXISTS);
+        }
+        self.upsert_items(inserted.last_insert_rowid(), items)
+            .await?;
+        Ok(dialect::create::CREATED)
+    }
+
+    async fn remove(&mut self, key: Key<'_>, token: Token) -> Result<i64, sqlx::Error> {
+        Ok(match self.live(key).await? {
+            None => dialect::remove::MISSING,
+            Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
+                self.exec(&self.sql.delete_pk, s.pk).await?;
+                dialect::remove::REMOVED
             }
+            Some(_) => dialect::remove::LOCK_LOST,
         })
     }
 
-    async fn remove(&self, key: Key<'_>, token: Token) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                None => dialect::remove::MISSING,
-                Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                    self.exec(conn, &self.sql.delete_pk, s.pk).await?;
-                    dialect::remove::REMOVED
-                }
-                Some(_) => dialect::remove::LOCK_LOST,
-            }
-        })
-    }
-
-    async fn touch(&self, key: Key<'_>, keep: i32) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                None => dialect::touch::MISSING,
-                Some(s) => {
-                    if (s.expires_at - now) * 1000 <= s.timeout_ms * i64::from(keep) {
-                        self.slide(conn, now, s.pk).await?;
-                    }
-                    dialect::touch::TOUCHED
-                }
-            }
-        })
+    async fn touch(&mut self, key: Key<'_>, keep: i32) -> Result<i64, sqlx::Error> {
+        let Some(s) = self.live(key).await? else {
+            return Ok(dialect::touch::MISSING);
+        };
+        if self.should_slide(&s, keep) {
+            self.slide(s.pk).await?;
+        }
+        Ok(dialect::touch::TOUCHED)
     }
 
     async fn write_concurrent(
-        &self,
-        key: Key<'_>,
-        delta: &Delta,
-        timeout_ms: i64,
+        &mut self, key: Key<'_>, delta: &Delta, timeout_ms: i64,
     ) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                None => dialect::concurrent::MISSING,
-                Some(s) => {
-                    self.apply(conn, s.pk, delta, timeout_ms, now).await?;
-                    dialect::concurrent::COMMITTED
-                }
-            }
-        })
+        let Some(s) = self.live(key).await? else {
+            return Ok(dialect::concurrent::MISSING);
+        };
+        self.apply(s.pk, delta, timeout_ms).await?;
+        Ok(dialect::concurrent::COMMITTED)
     }
 
-    async fn delete(&self, key: Key<'_>) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                None => dialect::delete::MISSING,
-                Some(s) => {
-                    self.exec(conn, &self.sql.delete_pk, s.pk).await?;
-                    dialect::delete::REMOVED
-                }
-            }
-        })
+    async fn delete(&mut self, key: Key<'_>) -> Result<i64, sqlx::Error> {
+        let Some(s) = self.live(key).await? else {
+            return Ok(dialect::delete::MISSING);
+        };
+        self.exec(&self.sql.delete_pk, s.pk).await?;
+        Ok(dialect::delete::REMOVED)
     }
 
     async fn change_id(
-        &self,
-        key: Key<'_>,
-        new_sid: &[u8],
-        token: Token,
+        &mut self, key: Key<'_>, new_sid: &[u8], token: Token,
     ) -> Result<i64, sqlx::Error> {
-        in_tx!(self, |conn, now| {
-            match self.live(conn, key, now).await? {
-                Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                    let taken = q(&self.sql.exists_live)
-                        .bind(key.app)
-                        .bind(new_sid)
-                        .bind(now)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                        .is_some();
-                    if taken {
-                        dialect::change_id::ALREADY_EXISTS
-                    } else {
-                        q(&self.sql.delete_expired)
-                            .bind(key.app)
-                            .bind(new_sid)
-                            .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
-                        q(&self.sql.move_id)
-                            .bind(new_sid)
-                            .bind(s.pk)
-                            .execute(&mut *conn)
-                            .await?;
-                        dialect::change_id::CHANGED
-                    }
-                }
-                _ => dialect::change_id::LOCK_LOST,
-            }
-        })
+        let Some(s) = self.live(key).await? else {
+            return Ok(dialect::change_id::LOCK_LOST);
+        };
+        if s.lock_token.as_deref() != Some(&token[..]) {
+            return Ok(dialect::change_id::LOCK_LOST);
+        }
+        let taken = q(&self.sql.exists_live)
+            .bind(key.app)
+            .bind(new_sid)
+            .bind(self.now)
+            .fetch_optional(&mut *self.conn)
+            .await?
+            .is_some();
+        if taken {
+            return Ok(dialect::change_id::ALREADY_EXISTS);
+        }
+        self.delete_expired(key.app, new_sid).await?;
+        q(&self.sql.move_id)
+            .bind(new_sid)
+            .bind(s.pk)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(dialect::change_id::CHANGED)
     }
 
-    async fn purge(&self, batch: i64) -> Result<u64, sqlx::Error> {
-        // One writer at a time is SQLite's own rule; the transaction is the "one runner" lock.
-        in_tx!(self, |conn, now| {
-            q(&self.sql.purge)
-                .bind(now)
-                .bind(batch)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-        })
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
+    /// One writer at a time is SQLite's own rule; the transaction is the "one runner" lock.
+    async fn purge(&mut self, batch: i64) -> Result<i64, sqlx::Error> {
+        let purged = q(&self.sql.purge)
+            .bind(self.now)
+            .bind(batch)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected();
+        Ok(i64::try_from(purged).unwrap_or(i64::MAX))
     }
 }

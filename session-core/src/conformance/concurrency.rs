@@ -1,11 +1,30 @@
 //! Concurrency: no lost update among exclusive writers, one winner among simultaneous acquires and
-//! creates, merges among lock-free writers (SPEC §2, §5).
+//! creates, merges among lock-free writers (docs/contract.md §2, §5).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::support::*;
-use super::{Harness, Outcome, check};
+use super::{Failed, Harness, Outcome, check};
 use crate::{Access, AcquireOutcome, CreateOutcome, Delta, Items};
+
+/// Runs `n` copies of `task` (given their index) at once and collects what they return; a task
+/// that panics or fails fails the behaviour.
+async fn all_at_once<T, F>(n: u32, task: impl Fn(u32) -> F) -> Result<Vec<T>, Failed>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Failed>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(task(i))).collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(
+            t.await
+                .map_err(|e| Failed::new(format!("task panicked: {e}")))??,
+        );
+    }
+    Ok(results)
+}
 
 pub(super) async fn exclusive_writers_lose_no_update(h: Harness) -> Outcome {
     let manager = h.manager(|c| c)?;
@@ -13,22 +32,17 @@ pub(super) async fn exclusive_writers_lose_no_update(h: Harness) -> Outcome {
     s.insert("counter", &0u32)?;
     let id = s.id().expose().to_owned();
     s.end().await?;
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let manager = manager.clone();
-        let id = id.clone();
-        tasks.push(tokio::spawn(async move {
+    all_at_once(32, |_| {
+        let (manager, id) = (manager.clone(), id.clone());
+        async move {
             let mut s = manager.open(Some(&id), Access::Exclusive).await?;
             let n: u32 = s.get("counter")?.unwrap_or(0);
             tokio::task::yield_now().await;
             s.insert("counter", &(n + 1))?;
-            s.end().await
-        }));
-    }
-    for t in tasks {
-        t.await
-            .map_err(|e| super::Failed::new(format!("writer panicked: {e}")))??;
-    }
+            Ok(s.end().await?)
+        }
+    })
+    .await?;
     let s = manager.open(Some(&id), Access::ReadOnly).await?;
     let n: Option<u32> = s.get("counter")?;
     check!(
@@ -39,26 +53,17 @@ pub(super) async fn exclusive_writers_lose_no_update(h: Harness) -> Outcome {
 }
 
 pub(super) async fn simultaneous_acquires_have_one_winner(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
-    let store = Arc::clone(h.store());
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let store = Arc::clone(&store);
+    let key = seed_a1(&h, LONG).await?;
+    let outcomes = all_at_once(32, |_| {
+        let h = h.clone();
         let key = key.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .acquire(&key, crate::LockToken::generate()?, LONG_TTL)
-                .await
-        }));
-    }
-    let mut winners = 0;
-    for t in tasks {
-        if let AcquireOutcome::Acquired(_) =
-            t.await.map_err(|e| super::Failed::new(e.to_string()))??
-        {
-            winners += 1;
-        }
-    }
+        async move { acquire_fresh(&h, &key).await }
+    })
+    .await?;
+    let winners = outcomes
+        .iter()
+        .filter(|o| matches!(o, AcquireOutcome::Acquired(_)))
+        .count();
     check!(
         winners == 1,
         "exactly one of 32 simultaneous acquires may win, got {winners}"
@@ -68,43 +73,38 @@ pub(super) async fn simultaneous_acquires_have_one_winner(h: Harness) -> Outcome
 
 pub(super) async fn simultaneous_creates_have_one_winner(h: Harness) -> Outcome {
     let key = h.key()?;
-    let mut tasks = Vec::new();
-    for i in 0..16u32 {
+    let outcomes = all_at_once(16, |i| {
         let store = Arc::clone(h.store());
         let key = key.clone();
-        tasks.push(tokio::spawn(async move {
-            store
+        async move {
+            Ok(store
                 .create(&key, &items(&[("writer", i)]), LONG, true)
-                .await
-        }));
-    }
-    let mut created = 0;
-    for t in tasks {
-        if t.await.map_err(|e| super::Failed::new(e.to_string()))?? == CreateOutcome::Created {
-            created += 1;
+                .await?)
         }
-    }
+    })
+    .await?;
+    let created = outcomes
+        .iter()
+        .filter(|o| **o == CreateOutcome::Created)
+        .count();
     check!(
         created == 1,
-        "SPEC §2 rule 2: exactly one of 16 simultaneous creates may win, got {created}"
+        "docs/contract.md §2 rule 2: exactly one of 16 simultaneous creates may win, got {created}"
     );
     Ok(())
 }
 
 pub(super) async fn concurrent_writers_of_distinct_items_merge(h: Harness) -> Outcome {
     let key = seed(&h, &Items::new(), LONG).await?;
-    let mut tasks = Vec::new();
-    for i in 0..16u32 {
+    all_at_once(16, |i| {
         let store = Arc::clone(h.store());
         let key = key.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let delta = Delta::new().with_set(format!("w{i}"), val(i));
-            store.write_concurrent(&key, &delta, LONG).await
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| super::Failed::new(e.to_string()))??;
-    }
+            Ok(store.write_concurrent(&key, &delta, LONG).await?)
+        }
+    })
+    .await?;
     let snap = found(&h, &key).await?;
     check!(
         snap.items.len() == 16,

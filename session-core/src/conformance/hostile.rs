@@ -1,35 +1,21 @@
 //! Isolation and hostile input: application isolation, names and values that break naive key
-//! building or escaping, large values (SPEC §1, §5).
+//! building or escaping, large values (docs/contract.md §1, §5).
 
 use super::support::*;
 use super::{Harness, Outcome, check};
 use crate::{AppName, CreateOutcome, Delta, ItemValue, Items, SessionId, SessionKey};
 
 pub(super) async fn applications_are_isolated(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
-    let other_app = AppName::new(&format!("{}-other", h.app()))?;
-    let twin = SessionKey::new(other_app, *key.id());
-    check!(
-        is_missing(&h, &twin).await?,
-        "SPEC §1: another application never sees this session"
-    );
-    let out = h
-        .store()
-        .create(&twin, &items(&[("a", 2u32)]), LONG, true)
-        .await?;
-    check!(
-        out == CreateOutcome::Created,
-        "the same id in another application is a different session, got {out:?}"
-    );
-    check!(
-        get::<u32>(&found(&h, &key).await?.items, "a")? == Some(1),
-        "applications must not share data"
-    );
-    check!(
-        get::<u32>(&found(&h, &twin).await?.items, "a")? == Some(2),
-        "applications must not share data"
-    );
-    Ok(())
+    let key = seed_a1(&h, LONG).await?;
+    let twin = in_other_app(&h, &key)?;
+    let what = "docs/contract.md §1: another application never sees this session";
+    expect_missing(&h, &twin, what).await?;
+    let a2 = items(&[("a", 2u32)]);
+    let out = h.store().create(&twin, &a2, LONG, true).await?;
+    let what = "the same id in another application is a different session";
+    expect(out, CreateOutcome::Created, what)?;
+    expect_found_item(&h, &key, "a", 1, "applications must not share data").await?;
+    expect_found_item(&h, &twin, "a", 2, "applications must not share data").await
 }
 
 fn hostile_names() -> Vec<String> {
@@ -136,10 +122,8 @@ pub(super) async fn hostile_application_names_are_isolated(h: Harness) -> Outcom
             .store()
             .create(&key, &items(&[("i", i)]), LONG, true)
             .await?;
-        check!(
-            out == CreateOutcome::Created,
-            "app {app:?}: expected Created, got {out:?}"
-        );
+        let what = format!("app {app:?}: expected Created");
+        expect(out, CreateOutcome::Created, &what)?;
     }
     for (i, app) in apps.iter().enumerate() {
         let snap = found(&h, &SessionKey::new(app.clone(), id)).await?;
@@ -153,8 +137,7 @@ pub(super) async fn hostile_application_names_are_isolated(h: Harness) -> Outcom
 
 pub(super) async fn one_mib_value_round_trips(h: Harness) -> Outcome {
     let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
-    let key = seed(&h, &Items::new(), LONG).await?;
-    let (_, token) = lock(&h, &key).await?;
+    let (key, token) = seed_locked(&h, &Items::new(), LONG).await?;
     let delta = Delta::new().with_set("big", ItemValue::from_bytes(big.clone()));
     h.store().commit(&key, token, &delta, LONG).await?;
     let snap = found(&h, &key).await?;
@@ -175,45 +158,36 @@ pub(super) async fn hundred_items_round_trip(h: Harness) -> Outcome {
             )
         })
         .collect();
-    let key = seed(&h, &all, LONG).await?;
-    let (_, token) = lock(&h, &key).await?;
-    h.store()
-        .commit(
-            &key,
-            token,
-            &Delta::new().with_set("item050", ItemValue::from_bytes(vec![0xAA; 1024])),
-            LONG,
-        )
-        .await?;
+    let (key, token) = seed_locked(&h, &all, LONG).await?;
+    let delta = Delta::new().with_set("item050", ItemValue::from_bytes(vec![0xAA; 1024]));
+    h.store().commit(&key, token, &delta, LONG).await?;
     let snap = found(&h, &key).await?;
     check!(
         snap.items.len() == 100,
         "100 items must stay 100, got {}",
         snap.items.len()
     );
-    check!(
+    let first_byte = |name: &str| {
         snap.items
-            .get("item050")
+            .get(name)
             .and_then(|v| v.as_bytes().first().copied())
-            == Some(0xAA),
-        "the changed item is stored"
-    );
-    check!(
-        snap.items
-            .get("item051")
-            .and_then(|v| v.as_bytes().first().copied())
-            == Some(51),
-        "unchanged items are untouched"
-    );
-    Ok(())
+    };
+    expect(
+        first_byte("item050"),
+        Some(0xAA),
+        "the changed item is stored",
+    )?;
+    expect(
+        first_byte("item051"),
+        Some(51),
+        "unchanged items are untouched",
+    )
 }
 
 pub(super) async fn clearing_all_items_keeps_session(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
-    let (_, token) = lock(&h, &key).await?;
-    h.store()
-        .commit(&key, token, &Delta::new().with_cleared(), LONG)
-        .await?;
+    let (key, token) = seed_a1_locked(&h, LONG).await?;
+    let cleared = Delta::new().with_cleared();
+    h.store().commit(&key, token, &cleared, LONG).await?;
     let snap = found(&h, &key).await.map_err(|_| {
         super::Failed::new(
             "a session whose items were all removed still exists (the Redis provider lost it)",

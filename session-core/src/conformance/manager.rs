@@ -1,29 +1,52 @@
-//! The session manager on this store: the decision table and waiting rules of SPEC §3.
+//! The session manager on this store: the decision table and waiting rules of docs/contract.md §3.
 
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use super::support::*;
 use super::{Failed, Harness, Outcome, check};
-use crate::{Access, EndOutcome, Error, Items, ReadOutcome, SessionKey};
+use crate::{Access, EndOutcome, Error, Items, Session, SessionId, SessionManager};
 
-async fn stored_session(h: &Harness) -> Result<(crate::SessionManager, String), Failed> {
+/// A manager with the harness's configuration, and the id of a session it created with `n = 1`.
+async fn stored_session(h: &Harness) -> Result<(SessionManager, String), Failed> {
     let m = h.manager(|c| c)?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Created,
-        "a new written session is created, got {out:?}"
-    );
+    let (id, out) = store_n1(&m).await?;
+    expect(out, EndOutcome::Created, "a new written session is created")?;
     Ok((m, id))
 }
 
-fn key_of(h: &Harness, id: &str) -> Result<SessionKey, Failed> {
-    Ok(SessionKey::new(
-        h.app().clone(),
-        crate::SessionId::parse(id)?,
-    ))
+/// A manager whose locks go stale after 300 ms, the id of a session it stored with `n = 1`, and
+/// that session opened exclusively and left holding its lock (a request that got stuck).
+async fn stuck_session(h: &Harness) -> Result<(SessionManager, String, Session), Failed> {
+    let m = h.manager(|c| c.lock_ttl(Duration::from_millis(300)))?;
+    let (id, _) = store_n1(&m).await?;
+    let stuck = reopen(&m, &id).await?;
+    Ok((m, id, stuck))
+}
+
+/// Fails with `what` unless item `n` of the stored session `id` is `want`.
+async fn expect_stored_n(h: &Harness, id: &str, want: u32, what: &str) -> Outcome {
+    expect_found_item(h, &key_of(h, id)?, "n", want, what).await
+}
+
+/// Waits 200 ms and fails with `what` if `waiter` has finished: it must wait while `holder` holds
+/// the lock. Then `holder` sets `n = n` and ends; returns what `waiter` returned.
+async fn write_while_waited<T>(
+    mut holder: Session, n: u32, waiter: JoinHandle<crate::Result<T>>, what: &str,
+) -> Result<T, Failed> {
+    sleep(Duration::from_millis(200)).await;
+    check!(!waiter.is_finished(), "{what}");
+    holder.insert("n", &n)?;
+    holder.end().await?;
+    Ok(joined(waiter).await??)
+}
+
+/// Sets `n = n` on `s` and ends it; fails with `what, got <outcome>` unless the end is `LockLost`.
+async fn expect_write_lock_lost(mut s: Session, n: u32, what: &str) -> Outcome {
+    s.insert("n", &n)?;
+    expect_matches!(s.end().await, Err(Error::LockLost { .. }), what);
+    Ok(())
 }
 
 pub(super) async fn no_id_gives_new_session(h: Harness) -> Outcome {
@@ -48,10 +71,10 @@ pub(super) async fn malformed_id_gives_new_session(h: Harness) -> Outcome {
         "ABCDEF0123456789ABCDEF0123456789",
         "../..",
     ] {
-        let s = m.open(Some(bad), Access::Exclusive).await?;
+        let s = reopen(&m, bad).await?;
         check!(
             s.is_new(),
-            "SPEC §3: malformed id {bad:?} gives a new session"
+            "docs/contract.md §3: malformed id {bad:?} gives a new session"
         );
         check!(s.id().expose() != bad, "a malformed id is never adopted");
     }
@@ -60,20 +83,17 @@ pub(super) async fn malformed_id_gives_new_session(h: Harness) -> Outcome {
 
 pub(super) async fn unknown_id_is_not_adopted(h: Harness) -> Outcome {
     let m = h.manager(|c| c)?;
-    let chosen = crate::SessionId::generate()?;
-    let mut s = m.open(Some(chosen.expose()), Access::Exclusive).await?;
+    let chosen = SessionId::generate()?;
+    let mut s = reopen(&m, chosen.expose()).await?;
     check!(s.is_new(), "an unknown id gives a new session");
     check!(
         *s.id() != chosen,
-        "SPEC §3: a client-chosen id is never adopted (session fixation)"
+        "docs/contract.md §3: a client-chosen id is never adopted (session fixation)"
     );
     s.insert("x", &1u8)?;
     s.end().await?;
-    check!(
-        is_missing(&h, &key_of(&h, chosen.expose())?).await?,
-        "nothing is stored under the client's id"
-    );
-    Ok(())
+    let key = key_of(&h, chosen.expose())?;
+    expect_missing(&h, &key, "nothing is stored under the client's id").await
 }
 
 pub(super) async fn new_unwritten_session_stores_nothing(h: Harness) -> Outcome {
@@ -81,21 +101,15 @@ pub(super) async fn new_unwritten_session_stores_nothing(h: Harness) -> Outcome 
     let s = m.open(None, Access::Exclusive).await?;
     let key = s.key().clone();
     let out = s.end().await?;
-    check!(
-        out == EndOutcome::Nothing,
-        "a new, unwritten session stores nothing, got {out:?}"
-    );
-    check!(is_missing(&h, &key).await?, "nothing may be stored");
-    Ok(())
+    let what = "a new, unwritten session stores nothing";
+    expect(out, EndOutcome::Nothing, what)?;
+    expect_missing(&h, &key, "nothing may be stored").await
 }
 
 pub(super) async fn new_written_session_is_created(h: Harness) -> Outcome {
     let (_, id) = stored_session(&h).await?;
     let snap = found(&h, &key_of(&h, &id)?).await?;
-    check!(
-        get::<u32>(&snap.items, "n")? == Some(1),
-        "the new session's items are stored"
-    );
+    expect_item(&snap, "n", 1, "the new session's items are stored")?;
     check!(
         !snap.initialize,
         "a session created by the manager is initialized"
@@ -105,75 +119,46 @@ pub(super) async fn new_written_session_is_created(h: Harness) -> Outcome {
 
 pub(super) async fn changed_session_commits_delta(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let mut s = reopen(&m, &id).await?;
     check!(
         !s.is_new() && *s.id().expose() == *id,
         "a stored session keeps its id"
     );
     s.insert("n", &2u32)?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Committed,
-        "a changed session commits, got {out:?}"
-    );
-    check!(
-        get::<u32>(&found(&h, &key_of(&h, &id)?).await?.items, "n")? == Some(2),
-        "the change is stored"
-    );
-    Ok(())
+    let what = "a changed session commits";
+    expect(s.end().await?, EndOutcome::Committed, what)?;
+    expect_stored_n(&h, &id, 2, "the change is stored").await
 }
 
 pub(super) async fn unchanged_session_releases(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let s = m.open(Some(&id), Access::Exclusive).await?;
+    let s = reopen(&m, &id).await?;
     let _: Option<u32> = s.get("n")?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Released,
-        "an unchanged session is released, not rewritten; got {out:?}"
-    );
-    check!(
-        matches!(
-            h.store().read(&key_of(&h, &id)?).await?,
-            ReadOutcome::Found(_)
-        ),
-        "the lock is released"
-    );
-    Ok(())
+    let what = "an unchanged session is released, not rewritten";
+    expect(s.end().await?, EndOutcome::Released, what)?;
+    expect_found(&h, &key_of(&h, &id)?, "the lock is released").await
 }
 
 pub(super) async fn timeout_change_commits(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let mut s = reopen(&m, &id).await?;
     s.set_timeout(Duration::from_secs(77))?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Committed,
-        "a timeout change alone commits, got {out:?}"
-    );
+    let what = "a timeout change alone commits";
+    expect(s.end().await?, EndOutcome::Committed, what)?;
     let snap = found(&h, &key_of(&h, &id)?).await?;
-    check!(
-        snap.timeout == Duration::from_secs(77),
-        "the new timeout is stored, got {:?}",
-        snap.timeout
-    );
-    Ok(())
+    let what = "the new timeout is stored";
+    expect(snap.timeout, Duration::from_secs(77), what)
 }
 
 pub(super) async fn abandon_removes(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let mut s = reopen(&m, &id).await?;
     s.abandon()?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Removed,
-        "an abandoned session is removed, got {out:?}"
-    );
-    check!(
-        is_missing(&h, &key_of(&h, &id)?).await?,
-        "the abandoned session is gone"
-    );
-    let s = m.open(Some(&id), Access::Exclusive).await?;
+    let what = "an abandoned session is removed";
+    expect(s.end().await?, EndOutcome::Removed, what)?;
+    let key = key_of(&h, &id)?;
+    expect_missing(&h, &key, "the abandoned session is gone").await?;
+    let s = reopen(&m, &id).await?;
     check!(
         s.is_new() && s.id().expose() != id,
         "the abandoned id is not reused"
@@ -184,84 +169,51 @@ pub(super) async fn abandon_removes(h: Harness) -> Outcome {
 pub(super) async fn read_only_never_writes(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
     let mut s = m.open(Some(&id), Access::ReadOnly).await?;
-    check!(s.get::<u32>("n")? == Some(1), "read-only sees the data");
-    check!(
-        matches!(s.insert("n", &5u32), Err(Error::NotWritable(_))),
+    expect(s.get::<u32>("n")?, Some(1), "read-only sees the data")?;
+    expect_matches!(
+        s.insert("n", &5u32),
+        Err(Error::NotWritable(_)),
         "a read-only session refuses changes"
     );
-    check!(
-        matches!(s.abandon(), Err(Error::NotWritable(_))),
+    expect_matches!(
+        s.abandon(),
+        Err(Error::NotWritable(_)),
         "a read-only session cannot be abandoned"
     );
-    check!(
-        matches!(
-            h.store().read(&key_of(&h, &id)?).await?,
-            ReadOutcome::Found(_)
-        ),
-        "read-only takes no lock"
-    );
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Nothing,
-        "read-only stores nothing, got {out:?}"
-    );
-    check!(
-        get::<u32>(&found(&h, &key_of(&h, &id)?).await?.items, "n")? == Some(1),
-        "nothing changed"
-    );
-    Ok(())
+    expect_found(&h, &key_of(&h, &id)?, "read-only takes no lock").await?;
+    let what = "read-only stores nothing";
+    expect(s.end().await?, EndOutcome::Nothing, what)?;
+    expect_stored_n(&h, &id, 1, "nothing changed").await
 }
 
 pub(super) async fn read_only_waits_for_writer(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut writer = m.open(Some(&id), Access::Exclusive).await?;
-    let m2 = m.clone();
-    let id2 = id.clone();
-    let reader = tokio::spawn(async move {
-        let s = m2.open(Some(&id2), Access::ReadOnly).await?;
-        s.get::<u32>("n")
-    });
-    sleep(Duration::from_millis(200)).await;
-    check!(
-        !reader.is_finished(),
-        "a read-only request waits while a writer holds the lock"
-    );
-    writer.insert("n", &2u32)?;
-    writer.end().await?;
-    let seen = reader.await.map_err(|e| Failed::new(e.to_string()))??;
-    check!(
-        seen == Some(2),
-        "the reader sees the writer's complete change, got {seen:?}"
-    );
-    Ok(())
+    let open = open_later(&m, &id, Access::ReadOnly);
+    let writer = reopen(&m, &id).await?;
+    let reader = tokio::spawn(async move { open.await?.get::<u32>("n") });
+    let what = "a read-only request waits while a writer holds the lock";
+    let seen = write_while_waited(writer, 2, reader, what).await?;
+    let what = "the reader sees the writer's complete change";
+    expect(seen, Some(2), what)
 }
 
 pub(super) async fn exclusive_waits_for_lock(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut first = m.open(Some(&id), Access::Exclusive).await?;
-    let m2 = m.clone();
-    let id2 = id.clone();
+    let open = open_later(&m, &id, Access::Exclusive);
+    let first = reopen(&m, &id).await?;
     let second = tokio::spawn(async move {
-        let mut s = m2.open(Some(&id2), Access::Exclusive).await?;
+        let mut s = open.await?;
         let n: u32 = s.get("n")?.unwrap_or(0);
         s.insert("n", &(n * 10))?;
         s.end().await
     });
-    sleep(Duration::from_millis(200)).await;
-    check!(!second.is_finished(), "a second exclusive request waits");
-    first.insert("n", &3u32)?;
-    first.end().await?;
-    second.await.map_err(|e| Failed::new(e.to_string()))??;
-    check!(
-        get::<u32>(&found(&h, &key_of(&h, &id)?).await?.items, "n")? == Some(30),
-        "the waiter saw the first request's write"
-    );
-    Ok(())
+    write_while_waited(first, 3, second, "a second exclusive request waits").await?;
+    expect_stored_n(&h, &id, 30, "the waiter saw the first request's write").await
 }
 
 pub(super) async fn drop_without_end_releases_and_writes_nothing(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let mut s = reopen(&m, &id).await?;
     s.insert("n", &99u32)?;
     // A panicking handler drops its session.
     let handler = tokio::spawn(async move {
@@ -271,66 +223,38 @@ pub(super) async fn drop_without_end_releases_and_writes_nothing(h: Harness) -> 
         std::panic::resume_unwind(Box::new("a failing handler drops its session"));
     });
     check!(handler.await.is_err(), "the handler panicked");
-    let again = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
-        .await
-        .map_err(|_| Failed::new("SPEC §3: a dropped session must release its lock"))??;
-    check!(
-        again.get::<u32>("n")? == Some(1),
-        "SPEC §3: a dropped session writes nothing"
-    );
-    Ok(())
+    let what = "docs/contract.md §3: a dropped session must release its lock";
+    let again = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
+    let what = "docs/contract.md §3: a dropped session writes nothing";
+    expect(again.get::<u32>("n")?, Some(1), what)
 }
 
 pub(super) async fn lock_lost_is_an_error(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let s = reopen(&m, &id).await?;
     h.store().delete(&key_of(&h, &id)?).await?;
-    s.insert("n", &5u32)?;
-    let out = s.end().await;
-    check!(
-        matches!(out, Err(Error::LockLost { .. })),
-        "SPEC §3: LockLost on commit reaches the application as an error, got {out:?}"
-    );
-    Ok(())
+    let what = "docs/contract.md §3: LockLost on commit reaches the application as an error";
+    expect_write_lock_lost(s, 5, what).await
 }
 
 pub(super) async fn stale_lock_is_taken_over(h: Harness) -> Outcome {
-    let m = h.manager(|c| c.lock_ttl(Duration::from_millis(300)))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
-    let mut stuck = m.open(Some(&id), Access::Exclusive).await?;
-    let mut next =
-        tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
-            .await
-            .map_err(|_| Failed::new("a stale lock must be taken over"))??;
+    let (m, id, stuck) = stuck_session(&h).await?;
+    let what = "a stale lock must be taken over";
+    let mut next = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
     next.insert("n", &2u32)?;
     next.end().await?;
-    stuck.insert("n", &3u32)?;
-    let out = stuck.end().await;
-    check!(
-        matches!(out, Err(Error::LockLost { .. })),
-        "the stale holder's write is rejected, got {out:?}"
-    );
-    check!(
-        get::<u32>(&found(&h, &key_of(&h, &id)?).await?.items, "n")? == Some(2),
-        "the new holder's write stands"
-    );
-    Ok(())
+    expect_write_lock_lost(stuck, 3, "the stale holder's write is rejected").await?;
+    expect_stored_n(&h, &id, 2, "the new holder's write stands").await
 }
 
 pub(super) async fn waiter_limit_fails_fast(h: Harness) -> Outcome {
     let (_, id) = stored_session(&h).await?;
     let m = h.manager(|c| c.max_waiters_per_session(2))?;
-    let _holder = m.open(Some(&id), Access::Exclusive).await?;
+    let _holder = reopen(&m, &id).await?;
     let mut waiters = Vec::new();
     for n in 1..=2 {
-        let m2 = m.clone();
-        let id2 = id.clone();
-        waiters.push(tokio::spawn(async move {
-            m2.open(Some(&id2), Access::Exclusive).await.map(|_| ())
-        }));
+        let open = open_later(&m, &id, Access::Exclusive);
+        waiters.push(tokio::spawn(async move { open.await.map(|_| ()) }));
         // Wait (bounded) until this waiter has registered, so the count is exact.
         for _ in 0..250 {
             if m.waiting_on(&id) >= n {
@@ -338,21 +262,18 @@ pub(super) async fn waiter_limit_fails_fast(h: Harness) -> Outcome {
             }
             sleep(Duration::from_millis(20)).await;
         }
-        check!(
-            m.waiting_on(&id) == n,
-            "expected {n} waiting requests, saw {}",
-            m.waiting_on(&id)
-        );
+        let what = format!("expected {n} waiting requests");
+        expect(m.waiting_on(&id), n, &what)?;
     }
-    let third = tokio::time::timeout(Duration::from_secs(2), m.open(Some(&id), Access::Exclusive))
-        .await
-        .map_err(|_| Failed::new("the waiter over the limit must fail fast, not wait"))?;
+    let what = "the waiter over the limit must fail fast, not wait";
+    let third = within(Duration::from_secs(2), what, reopen(&m, &id)).await?;
     for w in waiters {
         w.abort();
     }
-    check!(
-        matches!(third, Err(Error::TooManyWaiters { limit: 2 })),
-        "expected TooManyWaiters, got {third:?}"
+    expect_matches!(
+        third,
+        Err(Error::TooManyWaiters { limit: 2 }),
+        "expected TooManyWaiters"
     );
     Ok(())
 }
@@ -360,14 +281,10 @@ pub(super) async fn waiter_limit_fails_fast(h: Harness) -> Outcome {
 pub(super) async fn waiter_deadline(h: Harness) -> Outcome {
     let (_, id) = stored_session(&h).await?;
     let m = h.manager(|c| c.lock_wait_timeout(Duration::from_millis(300)))?;
-    let _holder = m.open(Some(&id), Access::Exclusive).await?;
-    let out = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
-        .await
-        .map_err(|_| Failed::new("the waiter must give up at its deadline"))?;
-    check!(
-        matches!(out, Err(Error::WaitTimeout { .. })),
-        "expected WaitTimeout, got {out:?}"
-    );
+    let _holder = reopen(&m, &id).await?;
+    let what = "the waiter must give up at its deadline";
+    let out = within(Duration::from_secs(5), what, reopen(&m, &id)).await?;
+    expect_matches!(out, Err(Error::WaitTimeout { .. }), "expected WaitTimeout");
     Ok(())
 }
 
@@ -377,14 +294,9 @@ pub(super) async fn concurrent_access_merges(h: Harness) -> Outcome {
     let mut b = m.open(Some(&id), Access::Concurrent).await?;
     a.insert("a", &1u32)?;
     b.insert("b", &2u32)?;
-    check!(
-        a.end().await? == EndOutcome::Committed,
-        "lock-free save commits"
-    );
-    check!(
-        b.end().await? == EndOutcome::Committed,
-        "lock-free save commits"
-    );
+    let what = "lock-free save commits";
+    expect(a.end().await?, EndOutcome::Committed, what)?;
+    expect(b.end().await?, EndOutcome::Committed, what)?;
     let snap = found(&h, &key_of(&h, &id)?).await?;
     check!(
         get::<u32>(&snap.items, "a")? == Some(1)
@@ -397,22 +309,17 @@ pub(super) async fn concurrent_access_merges(h: Harness) -> Outcome {
 
 pub(super) async fn renew_id_keeps_data(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let mut s = reopen(&m, &id).await?;
     s.insert("user", &"alice")?;
     let new_id = s.renew_id().await?;
     check!(new_id.expose() != id, "renew_id gives a new id");
     s.insert("after", &true)?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Committed,
-        "the renewed session commits, got {out:?}"
-    );
-    check!(
-        is_missing(&h, &key_of(&h, &id)?).await?,
-        "the old id is gone (session fixation)"
-    );
+    let what = "the renewed session commits";
+    expect(s.end().await?, EndOutcome::Committed, what)?;
+    let old = key_of(&h, &id)?;
+    expect_missing(&h, &old, "the old id is gone (session fixation)").await?;
     let snap = found(&h, &key_of(&h, new_id.expose())?).await?;
-    check!(get::<u32>(&snap.items, "n")? == Some(1), "old data moves");
+    expect_item(&snap, "n", 1, "old data moves")?;
     check!(
         get::<String>(&snap.items, "user")?.as_deref() == Some("alice"),
         "changes before renew_id are kept"
@@ -428,13 +335,13 @@ pub(super) async fn initial_access_reported_once(h: Harness) -> Outcome {
     let m = h.manager(|c| c)?;
     let key = h.key()?;
     h.store().create(&key, &Items::new(), LONG, false).await?;
-    let s = m.open(Some(key.id().expose()), Access::Exclusive).await?;
+    let s = reopen(&m, key.id().expose()).await?;
     check!(
         s.is_initial_access(),
         "the first request sees the uninitialized session's initial access"
     );
     s.end().await?;
-    let s = m.open(Some(key.id().expose()), Access::Exclusive).await?;
+    let s = reopen(&m, key.id().expose()).await?;
     check!(!s.is_initial_access(), "only once");
     Ok(())
 }
@@ -442,11 +349,11 @@ pub(super) async fn initial_access_reported_once(h: Harness) -> Outcome {
 pub(super) async fn oversized_session_rejected_at_insert(h: Harness) -> Outcome {
     let m = h.manager(|c| c.max_session_size(64 * 1024))?;
     let (_, id) = stored_session(&h).await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
-    let out = s.insert("big", &vec![0u8; 70 * 1024]);
-    check!(
-        matches!(out, Err(Error::SessionTooLarge { .. })),
-        "an oversized session fails at insert, got {out:?}"
+    let mut s = reopen(&m, &id).await?;
+    expect_matches!(
+        s.insert("big", &vec![0u8; 70 * 1024]),
+        Err(Error::SessionTooLarge { .. }),
+        "an oversized session fails at insert"
     );
     s.insert("small", &1u8)?;
     s.end().await?;
@@ -461,27 +368,17 @@ pub(super) async fn oversized_session_rejected_at_insert(h: Harness) -> Outcome 
 pub(super) async fn concurrent_unchanged_stores_nothing(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
     let s = m.open(Some(&id), Access::Concurrent).await?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Nothing,
-        "an unchanged lock-free session stores nothing, got {out:?}"
-    );
-    Ok(())
+    let what = "an unchanged lock-free session stores nothing";
+    expect(s.end().await?, EndOutcome::Nothing, what)
 }
 
 pub(super) async fn concurrent_abandon_deletes(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
     let mut s = m.open(Some(&id), Access::Concurrent).await?;
     s.abandon()?;
-    check!(
-        s.end().await? == EndOutcome::Removed,
-        "an abandoned lock-free session is deleted"
-    );
-    check!(
-        is_missing(&h, &key_of(&h, &id)?).await?,
-        "the session is gone"
-    );
-    Ok(())
+    let what = "an abandoned lock-free session is deleted";
+    expect(s.end().await?, EndOutcome::Removed, what)?;
+    expect_missing(&h, &key_of(&h, &id)?, "the session is gone").await
 }
 
 pub(super) async fn concurrent_write_to_vanished_session_is_session_gone(h: Harness) -> Outcome {
@@ -489,51 +386,31 @@ pub(super) async fn concurrent_write_to_vanished_session_is_session_gone(h: Harn
     let mut s = m.open(Some(&id), Access::Concurrent).await?;
     m.delete(&id).await?;
     s.insert("n", &2u32)?;
-    let out = s.end().await;
-    check!(
-        matches!(out, Err(Error::SessionGone { .. })),
-        "a lock-free write to a deleted session is SessionGone, got {out:?}"
+    expect_matches!(
+        s.end().await,
+        Err(Error::SessionGone { .. }),
+        "a lock-free write to a deleted session is SessionGone"
     );
-    check!(
-        is_missing(&h, &key_of(&h, &id)?).await?,
-        "nothing is resurrected"
-    );
-    Ok(())
+    expect_missing(&h, &key_of(&h, &id)?, "nothing is resurrected").await
 }
 
 pub(super) async fn read_only_force_releases_stale_lock(h: Harness) -> Outcome {
-    let m = h.manager(|c| c.lock_ttl(Duration::from_millis(300)))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
-    let mut stuck = m.open(Some(&id), Access::Exclusive).await?;
-    let reader = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::ReadOnly))
-        .await
-        .map_err(|_| Failed::new("a read-only request must not wait forever for a stale lock"))??;
-    check!(
-        reader.get::<u32>("n")? == Some(1),
-        "the reader sees the last stored data"
-    );
-    stuck.insert("n", &9u32)?;
-    let out = stuck.end().await;
-    check!(
-        matches!(out, Err(Error::LockLost { .. })),
-        "the stale holder's lock was released, so its write is rejected, got {out:?}"
-    );
-    Ok(())
+    let (m, id, stuck) = stuck_session(&h).await?;
+    let what = "a read-only request must not wait forever for a stale lock";
+    let read_only = m.open(Some(&id), Access::ReadOnly);
+    let reader = within(Duration::from_secs(5), what, read_only).await??;
+    let what = "the reader sees the last stored data";
+    expect(reader.get::<u32>("n")?, Some(1), what)?;
+    let what = "the stale holder's lock was released, so its write is rejected";
+    expect_write_lock_lost(stuck, 9, what).await
 }
 
 pub(super) async fn lost_lock_on_release_is_reported(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let s = m.open(Some(&id), Access::Exclusive).await?;
+    let s = reopen(&m, &id).await?;
     h.store().delete(&key_of(&h, &id)?).await?;
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::LockWasLost,
-        "an unchanged session whose lock was lost reports it, got {out:?}"
-    );
-    Ok(())
+    let what = "an unchanged session whose lock was lost reports it";
+    expect(s.end().await?, EndOutcome::LockWasLost, what)
 }
 
 pub(super) async fn renew_id_of_new_session(h: Harness) -> Outcome {
@@ -546,34 +423,28 @@ pub(super) async fn renew_id_of_new_session(h: Harness) -> Outcome {
         "renew_id gives a new session a new id"
     );
     s.insert("n", &1u32)?;
-    check!(
-        s.end().await? == EndOutcome::Created,
-        "the renewed new session is created"
-    );
-    check!(
-        is_missing(&h, &key_of(&h, first.expose())?).await?,
-        "nothing under the first id"
-    );
-    check!(
-        !is_missing(&h, &key_of(&h, renewed.expose())?).await?,
-        "stored under the renewed id"
-    );
-    Ok(())
+    let what = "the renewed new session is created";
+    expect(s.end().await?, EndOutcome::Created, what)?;
+    let first = key_of(&h, first.expose())?;
+    expect_missing(&h, &first, "nothing under the first id").await?;
+    let renewed = key_of(&h, renewed.expose())?;
+    expect_exists(&h, &renewed, "stored under the renewed id").await
 }
 
 pub(super) async fn manager_delete_logs_out_everywhere(h: Harness) -> Outcome {
     let (m, id) = stored_session(&h).await?;
-    let _holder = m.open(Some(&id), Access::Exclusive).await?;
+    let _holder = reopen(&m, &id).await?;
     check!(
         m.delete(&id).await?,
         "delete reports that the session existed"
     );
     check!(!m.delete(&id).await?, "a second delete finds nothing");
-    check!(
-        matches!(m.delete("not an id").await, Err(Error::InvalidId { .. })),
+    expect_matches!(
+        m.delete("not an id").await,
+        Err(Error::InvalidId { .. }),
         "a malformed id is InvalidId"
     );
-    let s = m.open(Some(&id), Access::Exclusive).await?;
+    let s = reopen(&m, &id).await?;
     check!(
         s.is_new(),
         "the deleted session is gone, even though it was locked"
@@ -584,26 +455,15 @@ pub(super) async fn manager_delete_logs_out_everywhere(h: Harness) -> Outcome {
 pub(super) async fn waiter_wakes_on_release_signal(h: Harness) -> Outcome {
     // With a 10 s poll interval, only the release signal can wake the waiter in time.
     let m = h.manager(|c| c.poll_interval(Duration::from_secs(10)))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
-    let holder = m.open(Some(&id), Access::Exclusive).await?;
-    let m2 = m.clone();
-    let id2 = id.clone();
-    let waiter = tokio::spawn(async move {
-        m2.open(Some(&id2), Access::Exclusive)
-            .await
-            .map(|s| s.is_new())
-    });
+    let (id, _) = store_n1(&m).await?;
+    let holder = reopen(&m, &id).await?;
+    let open = open_later(&m, &id, Access::Exclusive);
+    let waiter = tokio::spawn(async move { open.await.map(|s| s.is_new()) });
     sleep(Duration::from_millis(200)).await;
     holder.end().await?;
-    let woke = tokio::time::timeout(Duration::from_secs(3), waiter)
-        .await
-        .map_err(|_| {
-            Failed::new("SPEC §3: a waiter must wake on the store's release signal, not poll")
-        })?;
-    let is_new = woke.map_err(|e| Failed::new(e.to_string()))??;
+    let what = "docs/contract.md §3: a waiter must wake on the store's release signal, not poll";
+    let woke = within(Duration::from_secs(3), what, joined(waiter)).await?;
+    let is_new = woke??;
     check!(!is_new, "the waiter gets the stored session");
     Ok(())
 }

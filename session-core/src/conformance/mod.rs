@@ -1,4 +1,4 @@
-//! The conformance suite (SPEC §5): every behaviour of the contract as one named test.
+//! The conformance suite (docs/contract.md §5): every behaviour of the contract as one named test.
 //!
 //! **Test-only and not semver-stable.** It writes sessions under fresh, random application names
 //! (one per behaviour, so behaviours run in parallel against one shared server) and never touches
@@ -7,6 +7,9 @@
 //! `capability::purge_*` deletes expired sessions of any application, as a store's purge does.
 //!
 //! # Running it against your store
+//!
+//! A complete store to start from, with this runner already written, is the workspace's
+//! `reference-store` crate; docs/writing-a-backend.md walks through it.
 //!
 //! 1. In your crate's `Cargo.toml`:
 //!
@@ -28,35 +31,20 @@
 //! use session_core::conformance;
 //! use session_core::SessionStore;
 //!
-//! # #[derive(Debug)] struct MyStore;
-//! # impl MyStore { async fn connect(_: &str) -> session_core::Result<Self> { Ok(MyStore) } }
-//! # #[async_trait::async_trait]
-//! # impl SessionStore for MyStore {
-//! #   fn backend(&self) -> &'static str { "mine" }
-//! #   fn capabilities(&self) -> session_core::Capabilities { session_core::Capabilities::none() }
-//! #   async fn read(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::ReadOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn acquire(&self, _: &session_core::SessionKey, _: session_core::LockToken, _: std::time::Duration) -> session_core::Result<session_core::AcquireOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn commit(&self, _: &session_core::SessionKey, _: session_core::LockToken, _: &session_core::Delta, _: std::time::Duration) -> session_core::Result<session_core::CommitOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn release(&self, _: &session_core::SessionKey, _: session_core::LockToken) -> session_core::Result<session_core::ReleaseOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn create(&self, _: &session_core::SessionKey, _: &session_core::Items, _: std::time::Duration, _: bool) -> session_core::Result<session_core::CreateOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn remove(&self, _: &session_core::SessionKey, _: session_core::LockToken) -> session_core::Result<session_core::RemoveOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn touch(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::TouchOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn write_concurrent(&self, _: &session_core::SessionKey, _: &session_core::Delta, _: std::time::Duration) -> session_core::Result<session_core::CommitOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn delete(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::RemoveOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn change_id(&self, _: &session_core::SessionKey, _: session_core::SessionId, _: session_core::LockToken) -> session_core::Result<session_core::ChangeIdOutcome> { Err(session_core::Error::InvalidToken) }
-//! #   async fn purge_expired(&self, _: usize) -> session_core::Result<u64> { Err(session_core::Error::InvalidToken) }
-//! #   async fn watch_release(&self, _: &session_core::SessionKey) -> session_core::Result<session_core::ReleaseWatch> { Err(session_core::Error::InvalidToken) }
-//! #   async fn expiry_events(&self) -> session_core::Result<session_core::ExpiryEvents> { Err(session_core::Error::InvalidToken) }
+//! # struct MyStore;
+//! # impl MyStore {
+//! #     // Your store's constructor (here the hidden `no_run` example has none).
+//! #     async fn connect(_: &str) -> session_core::Result<Arc<dyn SessionStore>> { unimplemented!() }
 //! # }
 //! fn main() -> std::process::ExitCode {
 //!     let args = libtest_mimic::Arguments::from_args();
 //!     let trials = match std::env::var("MY_STORE_URL") {
 //!         Ok(url) => conformance::trials(move || {
 //!             let url = url.clone();
-//!             async move { Ok(Arc::new(MyStore::connect(&url).await?) as Arc<dyn SessionStore>) }
+//!             async move { MyStore::connect(&url).await }
 //!         }),
-//!         // Ignored with the reason, or one failing trial if SESSION_TEST_REQUIRE names "mine".
-//!         Err(_) => conformance::not_configured("mine", "MY_STORE_URL is not set"),
+//!         // Every behaviour ignored, with the reason.
+//!         Err(_) => conformance::all_ignored("MY_STORE_URL is not set"),
 //!     };
 //!     conformance::run(args, trials)
 //! }
@@ -66,7 +54,7 @@
 //! Behaviours of an optional capability your store does not declare show as *ignored*; for each
 //! such capability a `capability::*_unsupported` behaviour checks that the operation returns
 //! [`Error::Unsupported`] and changes nothing. Filter as usual: `cargo test --test conformance commit::`.
-//! A failure message cites the SPEC rule it checks.
+//! A failure message cites the rule of docs/contract.md it checks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -96,7 +84,7 @@ mod support;
 mod touch;
 mod write_concurrent;
 
-pub use support::{FaultyStore, WithoutCapabilities};
+pub use support::{Faults, FaultyStore, HideCapabilities, WithoutCapabilities};
 
 /// A failed behaviour: the message says what the contract expected and what happened.
 #[derive(Debug)]
@@ -219,8 +207,7 @@ impl Harness {
     /// # Errors
     /// If the adjusted configuration is invalid.
     pub fn manager(
-        &self,
-        adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+        &self, adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
     ) -> crate::Result<SessionManager> {
         let config = adjust(self.config()).build()?;
         Ok(SessionManager::new(Arc::clone(&self.store), &config))
@@ -400,6 +387,9 @@ fn behaviours() -> Vec<Behaviour> {
         policy::operation_timeout_applies,
         policy::lost_acquire_reply_keeps_session_usable,
         policy::lock_is_released_when_end_fails,
+        policy::renew_id_survives_lost_remove_reply,
+        policy::renew_id_keeps_original_when_remove_fails,
+        policy::renew_id_keeps_copy_when_store_cannot_tell,
     ]
 }
 
@@ -465,7 +455,8 @@ pub fn trials_with_prefix(prefix: &str, factory: impl StoreFactory) -> Vec<Trial
 }
 
 /// Every behaviour as an ignored trial, for a run whose store is not configured (for example a
-/// server URL that is not set). Under `SESSION_TEST_REQUIRE` the caller should fail instead.
+/// server URL that is not set). Where the store must run (CI), the caller should fail instead, as
+/// this workspace's `test-support` crate does (`test_support::conformance_trials`).
 pub fn all_ignored(reason: &str) -> Vec<Trial> {
     let reason = reason.to_owned();
     behaviours()
@@ -476,25 +467,6 @@ pub fn all_ignored(reason: &str) -> Vec<Trial> {
                 .with_kind(reason.clone())
         })
         .collect()
-}
-
-/// The trials for a backend whose server is not configured (its URL variable is unset): every
-/// behaviour ignored with `reason` — unless the comma-separated `SESSION_TEST_REQUIRE` names
-/// `backend` (CI always sets it), in which case a single failing trial says what is missing, so a
-/// required backend can never pass by being skipped.
-pub fn not_configured(backend: &str, reason: &str) -> Vec<Trial> {
-    let required = std::env::var("SESSION_TEST_REQUIRE").unwrap_or_default();
-    not_configured_given(&required, backend, reason)
-}
-
-fn not_configured_given(required: &str, backend: &str, reason: &str) -> Vec<Trial> {
-    if required.split(',').any(|b| b.trim() == backend) {
-        let message = format!("SESSION_TEST_REQUIRE names {backend:?}, but {reason}");
-        return vec![Trial::test(format!("{backend}::configured"), move || {
-            Err(message.clone().into())
-        })];
-    }
-    all_ignored(reason)
 }
 
 /// Runs `trials` with `args`, allowing at least 8 behaviours at once (most of them sleep through
@@ -516,16 +488,5 @@ mod tests {
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert!(names.len() >= 60, "{}", names.len());
-    }
-
-    #[test]
-    fn a_required_backend_cannot_be_skipped() {
-        let skipped = not_configured_given("", "redis", "SESSION_TEST_REDIS_URL is not set");
-        assert_eq!(skipped.len(), behaviour_names().len());
-        assert!(skipped.iter().all(Trial::has_ignored_flag));
-        let required = not_configured_given("postgres, redis", "redis", "URL not set");
-        assert_eq!(required.len(), 1);
-        assert!(!required[0].has_ignored_flag());
-        assert_eq!(required[0].name(), "redis::configured");
     }
 }

@@ -1,21 +1,23 @@
-//! Retries and the error policy on this store (SPEC §4), with faults injected by [`FaultyStore`].
+//! Retries and the error policy on this store (docs/contract.md §4), with faults injected by
+//! [`FaultyStore`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::FaultyStore;
+use async_trait::async_trait;
+
 use super::support::*;
-use super::{Harness, Outcome, check};
-use crate::{Access, Config, EndOutcome, Error, ItemValue, SessionManager, SessionStore};
+use super::{
+    Failed, Faults, FaultyStore, Harness, HideCapabilities, Outcome, WithoutCapabilities, check,
+};
+use crate::{
+    Call, Config, ConfigBuilder, EndOutcome, Error, ItemValue, Items, Layer, Layered, Operation,
+    Reply, Session, SessionKey, SessionManager, SessionStore,
+};
 
-fn faulty(h: &Harness) -> Arc<FaultyStore> {
-    Arc::new(FaultyStore::new(Arc::clone(h.store())))
-}
-
+/// A manager on `store` with [`Harness::config`] adjusted by `adjust`.
 fn manager(
-    h: &Harness,
-    store: &Arc<FaultyStore>,
-    adjust: impl FnOnce(crate::ConfigBuilder) -> crate::ConfigBuilder,
+    h: &Harness, store: &Arc<FaultyStore>, adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
 ) -> crate::Result<SessionManager> {
     let config: Config = adjust(h.config()).build()?;
     Ok(SessionManager::new(
@@ -24,81 +26,77 @@ fn manager(
     ))
 }
 
+/// This store behind a fresh [`Faults`] layer, and a manager on it with [`Harness::config`]
+/// adjusted by `adjust`.
+fn faulty_manager(
+    h: &Harness, adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> crate::Result<(Arc<FaultyStore>, SessionManager)> {
+    let store = Arc::new(Faults::wrap(Arc::clone(h.store())));
+    let m = manager(h, &store, adjust)?;
+    Ok((store, m))
+}
+
+/// [`faulty_manager`] whose manager retries for 3 s.
+fn retrying(h: &Harness) -> crate::Result<(Arc<FaultyStore>, SessionManager)> {
+    faulty_manager(h, |c| c.retry_timeout(Duration::from_secs(3)))
+}
+
+/// Fails with `what` unless `s` is the stored session, found again, with `n = 1`.
+fn expect_stored(s: &Session, what: &str) -> Outcome {
+    check!(!s.is_new() && s.get::<u32>("n")? == Some(1), "{what}");
+    Ok(())
+}
+
 pub(super) async fn transient_failures_are_retried(h: Harness) -> Outcome {
-    let store = faulty(&h);
-    let m = manager(&h, &store, |c| c.retry_timeout(Duration::from_secs(3)))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
+    let (store, m) = retrying(&h)?;
+    let (s, id) = new_n1(&m).await?;
     store.fail_before(2);
     let before = store.calls();
-    let out = s.end().await?;
-    check!(
-        out == EndOutcome::Created,
-        "SPEC §4: the create succeeds after two transient failures, got {out:?}"
-    );
-    check!(
-        store.calls() - before == 3,
-        "two failures and one success make three attempts, got {}",
-        store.calls() - before
-    );
+    let what = "docs/contract.md §4: the create succeeds after two transient failures";
+    expect(s.end().await?, EndOutcome::Created, what)?;
+    let what = "two failures and one success make three attempts";
+    expect(store.calls() - before, 3, what)?;
     store.fail_before(1);
-    let s = m.open(Some(&id), Access::Exclusive).await?;
-    check!(
-        !s.is_new() && s.get::<u32>("n")? == Some(1),
-        "a retried acquire returns the stored session"
-    );
+    let s = reopen(&m, &id).await?;
+    expect_stored(&s, "a retried acquire returns the stored session")?;
     s.end().await?;
     Ok(())
 }
 
 pub(super) async fn lost_commit_reply_is_not_an_error(h: Harness) -> Outcome {
-    let store = faulty(&h);
-    let m = manager(&h, &store, |c| c.retry_timeout(Duration::from_secs(3)))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
+    let (store, m) = retrying(&h)?;
+    let (s, id) = new_n1(&m).await?;
     store.lose_reply(1);
-    check!(
-        s.end().await? == EndOutcome::Created,
-        "SPEC §4: a create whose reply was lost is still Created"
-    );
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let what = "docs/contract.md §4: a create whose reply was lost is still Created";
+    expect(s.end().await?, EndOutcome::Created, what)?;
+    let mut s = reopen(&m, &id).await?;
     s.insert("n", &2u32)?;
     store.lose_reply(1);
-    let out = s.end().await;
-    check!(
-        matches!(out, Ok(EndOutcome::Committed)),
-        "SPEC §4: a retry never turns a commit that succeeded into an error, got {out:?}"
+    expect_matches!(
+        s.end().await,
+        Ok(EndOutcome::Committed),
+        "docs/contract.md §4: a retry never turns a commit that succeeded into an error"
     );
-    let s = m.open(Some(&id), Access::Exclusive).await?;
-    check!(s.get::<u32>("n")? == Some(2), "the commit was applied once");
+    let s = reopen(&m, &id).await?;
+    expect(s.get::<u32>("n")?, Some(2), "the commit was applied once")?;
     store.lose_reply(1);
-    check!(
-        s.end().await? == EndOutcome::Released,
-        "a release whose reply was lost is still Released"
-    );
-    let s = m.open(Some(&id), Access::Exclusive).await?;
+    let what = "a release whose reply was lost is still Released";
+    expect(s.end().await?, EndOutcome::Released, what)?;
+    let s = reopen(&m, &id).await?;
     check!(!s.is_new(), "the session is intact and unlocked");
     Ok(())
 }
 
 pub(super) async fn errors_propagate_when_throw_on_error(h: Harness) -> Outcome {
-    let (id, store) = {
-        let store = faulty(&h);
-        let m = manager(&h, &store, |c| c)?;
-        let mut s = m.open(None, Access::Exclusive).await?;
-        s.insert("n", &1u32)?;
-        let id = s.id().expose().to_owned();
-        s.end().await?;
-        (id, store)
-    };
+    let (store, first) = faulty_manager(&h, |c| c)?;
+    let (id, _) = store_n1(&first).await?;
+    drop(first);
     let m = manager(&h, &store, |c| c)?;
     store.fail_before(1);
-    let out = m.open(Some(&id), Access::Exclusive).await;
-    check!(
-        matches!(out, Err(Error::Unavailable { .. })),
-        "SPEC §4: with throwOnError a store error is an error, never 'not found'; got {out:?}"
+    expect_matches!(
+        reopen(&m, &id).await,
+        Err(Error::Unavailable { .. }),
+        "docs/contract.md §4: with throwOnError a store error is an error, never 'not found'"
     );
     check!(
         m.last_error().is_none(),
@@ -108,37 +106,30 @@ pub(super) async fn errors_propagate_when_throw_on_error(h: Harness) -> Outcome 
 }
 
 pub(super) async fn degraded_session_when_not_throw_on_error(h: Harness) -> Outcome {
-    let store = faulty(&h);
-    let m = manager(&h, &store, |c| c.throw_on_error(false))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
+    let (store, m) = faulty_manager(&h, |c| c.throw_on_error(false))?;
+    let (id, _) = store_n1(&m).await?;
     check!(m.last_error().is_none(), "no error yet");
     store.fail_before(1);
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
-    check!(
-        s.is_degraded(),
-        "SPEC §4: a failing store gives a degraded session"
-    );
+    let mut s = reopen(&m, &id).await?;
+    let what = "docs/contract.md §4: a failing store gives a degraded session";
+    check!(s.is_degraded(), "{what}");
     check!(s.names().is_empty(), "a degraded session is empty");
     check!(
         s.id().expose() == id,
         "a degraded session keeps the client's id, so a passing outage does not log users out"
     );
     s.insert("n", &5u32)?;
-    check!(
-        s.end().await? == EndOutcome::NotSaved,
-        "a degraded session is not saved"
-    );
+    let what = "a degraded session is not saved";
+    expect(s.end().await?, EndOutcome::NotSaved, what)?;
     let cause = m
         .last_error()
-        .ok_or_else(|| super::Failed::new("last_error must hold the cause"))?;
-    check!(
-        matches!(*cause, Error::Unavailable { .. }),
-        "last_error names the cause, got {cause:?}"
+        .ok_or_else(|| Failed::new("last_error must hold the cause"))?;
+    expect_matches!(
+        *cause,
+        Error::Unavailable { .. },
+        "last_error names the cause"
     );
-    let s = m.open(Some(&id), Access::Exclusive).await?;
+    let s = reopen(&m, &id).await?;
     check!(
         !s.is_degraded() && s.get::<u32>("n")? == Some(1),
         "the stored session is untouched"
@@ -148,99 +139,202 @@ pub(super) async fn degraded_session_when_not_throw_on_error(h: Harness) -> Outc
 
 pub(super) async fn corrupt_value_is_a_typed_error(h: Harness) -> Outcome {
     let key = h.key()?;
-    let mut all = crate::Items::new();
+    let mut all = Items::new();
     all.insert("n".into(), ItemValue::from_bytes(vec![0xc1, 0xff, 0x00]));
     h.store().create(&key, &all, LONG, true).await?;
     let m = h.manager(|c| c)?;
-    let s = m.open(Some(key.id().expose()), Access::Exclusive).await?;
-    let out = s.get::<u32>("n");
-    check!(
-        matches!(&out, Err(Error::Decode { item, .. }) if item == "n"),
-        "undecodable bytes give a Decode error naming the item, got {out:?}"
+    let s = reopen(&m, key.id().expose()).await?;
+    expect_matches!(
+        s.get::<u32>("n"),
+        Err(Error::Decode { item, .. }) if item == "n",
+        "undecodable bytes give a Decode error naming the item"
     );
+    let what = "reading a bad value changes nothing";
+    expect(s.end().await?, EndOutcome::Released, what)?;
+    let kept = found(&h, &key)
+        .await?
+        .items
+        .get("n")
+        .map(|v| v.as_bytes().to_vec());
     check!(
-        s.end().await? == EndOutcome::Released,
-        "reading a bad value changes nothing"
-    );
-    check!(
-        found(&h, &key)
-            .await?
-            .items
-            .get("n")
-            .map(|v| v.as_bytes().to_vec())
-            == Some(vec![0xc1, 0xff, 0x00]),
+        kept == Some(vec![0xc1, 0xff, 0x00]),
         "the bytes are kept, never silently emptied"
     );
     Ok(())
 }
 
 pub(super) async fn operation_timeout_applies(h: Harness) -> Outcome {
-    let store = faulty(&h);
-    let m = manager(&h, &store, |c| {
-        // Generous enough for a loaded server's ordinary operations; the injected delay is far longer.
-        c.operation_timeout(Some(Duration::from_secs(1)))
-    })?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
+    // Generous enough for a loaded server's ordinary operations; the injected delay is far longer.
+    let (store, m) = faulty_manager(&h, |c| c.operation_timeout(Some(Duration::from_secs(1))))?;
+    let (id, _) = store_n1(&m).await?;
     store.delay(1, Duration::from_secs(10));
-    let out = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
-        .await
-        .map_err(|_| {
-            super::Failed::new("SPEC §4: the operation timeout must cut a slow operation short")
-        })?;
-    check!(
-        matches!(out, Err(Error::Timeout { .. })),
-        "a slow store operation is a Timeout error, got {out:?}"
+    let what = "docs/contract.md §4: the operation timeout must cut a slow operation short";
+    let out = within(Duration::from_secs(5), what, reopen(&m, &id)).await?;
+    expect_matches!(
+        out,
+        Err(Error::Timeout { .. }),
+        "a slow store operation is a Timeout error"
     );
     Ok(())
 }
 
 pub(super) async fn lost_acquire_reply_keeps_session_usable(h: Harness) -> Outcome {
-    let store = faulty(&h);
-    let m = manager(&h, &store, |c| c.retry_timeout(Duration::from_secs(3)))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
+    let what = "docs/contract.md §4: an acquire whose reply was lost must not lock the request out";
+    let (store, m) = retrying(&h)?;
+    let (id, _) = store_n1(&m).await?;
     store.lose_reply(1);
-    let s = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
-        .await
-        .map_err(|_| {
-            super::Failed::new(
-                "SPEC §4: an acquire whose reply was lost must not lock the request out",
-            )
-        })??;
-    check!(
-        !s.is_new() && s.get::<u32>("n")? == Some(1),
-        "the retried acquire returns the session"
-    );
-    check!(s.end().await? == EndOutcome::Released, "and holds its lock");
-    Ok(())
+    let s = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
+    expect_stored(&s, "the retried acquire returns the session")?;
+    expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
 pub(super) async fn lock_is_released_when_end_fails(h: Harness) -> Outcome {
-    let store = faulty(&h);
-    let m = manager(&h, &store, |c| c.throw_on_error(false))?;
-    let mut s = m.open(None, Access::Exclusive).await?;
-    s.insert("n", &1u32)?;
-    let id = s.id().expose().to_owned();
-    s.end().await?;
-    let mut s = m.open(Some(&id), Access::Exclusive).await?;
+    let (store, m) = faulty_manager(&h, |c| c.throw_on_error(false))?;
+    let (id, _) = store_n1(&m).await?;
+    let mut s = reopen(&m, &id).await?;
     s.insert("n", &2u32)?;
     store.fail_before(1);
-    check!(
-        s.end().await? == EndOutcome::NotSaved,
-        "a failed commit is NotSaved with throwOnError = false"
-    );
+    let what = "a failed commit is NotSaved with throwOnError = false";
+    expect(s.end().await?, EndOutcome::NotSaved, what)?;
     check!(m.last_error().is_some(), "last_error holds the cause");
-    let again = tokio::time::timeout(Duration::from_secs(5), m.open(Some(&id), Access::Exclusive))
-        .await
-        .map_err(|_| super::Failed::new("a failed end must still release the lock"))??;
+    let what = "a failed end must still release the lock";
+    let again = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
+    let what = "the failed commit wrote nothing";
+    expect(again.get::<u32>("n")?, Some(1), what)
+}
+
+/// The stack the `renew_id` behaviours run on: this store with its capabilities hidden (so the
+/// manager takes the copy-then-remove fallback of `renew_id`, as on Redis Cluster), then a
+/// [`RenewProbe`], then [`Faults`]. Retries are off (the default), so a lost reply or a failure
+/// reaches the manager.
+fn renew_stack(h: &Harness) -> crate::Result<(SessionManager, Arc<FaultyStore>, Arc<Probed>)> {
+    let hidden = HideCapabilities::wrap(Arc::clone(h.store()));
+    let probed = Arc::new(Layered::new(hidden, RenewProbe::default()));
+    let store = Arc::new(Faults::wrap(Arc::clone(&probed) as Arc<dyn SessionStore>));
+    let m = manager(h, &store, |c| c.retry_timeout(Duration::ZERO))?;
+    Ok((m, store, probed))
+}
+
+type Probed = Layered<WithoutCapabilities<Arc<dyn SessionStore>>, RenewProbe>;
+
+/// Remembers the last key created through it, so that a behaviour can find the copy `renew_id`
+/// made even when `renew_id` failed (the faults themselves are injected by [`Faults`]).
+#[derive(Debug, Default)]
+struct RenewProbe {
+    created: Mutex<Option<SessionKey>>,
+}
+
+impl RenewProbe {
+    fn last_created(&self) -> Result<SessionKey, Failed> {
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Failed::new("renew_id created no copy"))
+    }
+}
+
+#[async_trait]
+impl Layer for RenewProbe {
+    async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
+        if let Call::Create { key, .. } = call {
+            *self.created.lock().unwrap_or_else(PoisonError::into_inner) = Some(key.clone());
+        }
+        call.run(inner).await
+    }
+}
+
+/// A stored session with `n = 1`, opened exclusively again with `user = "alice"` added. Returns
+/// the session and its key.
+async fn renew_candidate(m: &SessionManager) -> Result<(Session, SessionKey), Failed> {
+    let (id, _) = store_n1(m).await?;
+    let mut s = reopen(m, &id).await?;
+    check!(!s.is_new(), "the stored session is found");
+    s.insert("user", &"alice")?;
+    let key = s.key().clone();
+    Ok((s, key))
+}
+
+/// Adds `after = true`, ends the session (expecting a commit), and checks that `key` holds it
+/// whole: its data, and its changes from before and after `renew_id`.
+async fn commits_whole(h: &Harness, mut s: Session, key: &SessionKey) -> Outcome {
+    s.insert("after", &true)?;
+    let what = "the session still holds its lock and commits";
+    expect(s.end().await?, EndOutcome::Committed, what)?;
+    let snap = found(h, key).await?;
     check!(
-        again.get::<u32>("n")? == Some(1),
-        "the failed commit wrote nothing"
+        get::<u32>(&snap.items, "n")? == Some(1)
+            && get::<String>(&snap.items, "user")?.as_deref() == Some("alice")
+            && get::<bool>(&snap.items, "after")? == Some(true),
+        "the session keeps its data and its changes from before and after renew_id"
     );
     Ok(())
+}
+
+pub(super) async fn renew_id_survives_lost_remove_reply(h: Harness) -> Outcome {
+    let (m, store, probe) = renew_stack(&h)?;
+    let (mut s, old) = renew_candidate(&m).await?;
+    // The copy is made and locked, the original removed, and the remove's reply lost.
+    store.lose_reply_on(Operation::Remove, 1);
+    let renewed = s.renew_id().await;
+    let copy = probe.layer().last_created()?;
+    check!(
+        !is_missing(&h, &old).await? || !is_missing(&h, &copy).await?,
+        "docs/contract.md §3: renew_id must never lose the session; after a remove whose reply \
+         was lost, neither the old id nor the new one holds it (renew_id returned {renewed:?})"
+    );
+    expect_matches!(
+        renewed,
+        Ok(id) if *s.key() == copy && *id == *copy.id(),
+        "the old id was removed, so the renewal happened: expected Ok(new id)"
+    );
+    expect_missing(&h, &old, "the old id is gone (session fixation)").await?;
+    let new = s.key().clone();
+    commits_whole(&h, s, &new).await
+}
+
+pub(super) async fn renew_id_keeps_original_when_remove_fails(h: Harness) -> Outcome {
+    let (m, store, probe) = renew_stack(&h)?;
+    let (mut s, old) = renew_candidate(&m).await?;
+    // The remove fails without reaching the store: the original is intact, the copy must go.
+    store.fail_before_on(Operation::Remove, 1);
+    expect_matches!(
+        s.renew_id().await,
+        Err(Error::Unavailable { .. }),
+        "a renewal whose remove failed reports the failure"
+    );
+    check!(
+        *s.key() == old,
+        "the session keeps its old id, which still holds it"
+    );
+    expect_missing(
+        &h,
+        &probe.layer().last_created()?,
+        "the copy under the new id is deleted: the session never lives under two ids",
+    )
+    .await?;
+    commits_whole(&h, s, &old).await
+}
+
+pub(super) async fn renew_id_keeps_copy_when_store_cannot_tell(h: Harness) -> Outcome {
+    let (m, store, probe) = renew_stack(&h)?;
+    let (mut s, old) = renew_candidate(&m).await?;
+    // The remove is applied and its reply lost; the read that would tell fails too. Only the copy
+    // surely exists.
+    store.lose_reply_on(Operation::Remove, 1);
+    store.fail_before_on(Operation::Read, 1);
+    expect_matches!(
+        s.renew_id().await,
+        Err(Error::Unavailable { .. }),
+        "a renewal that cannot be confirmed reports the failure"
+    );
+    let copy = probe.layer().last_created()?;
+    check!(
+        *s.key() == copy,
+        "docs/contract.md §3: renew_id must never lose the session; when the store cannot say \
+         whether the old id was removed, the session continues under the copy"
+    );
+    let what = "the old id was removed (its reply was lost)";
+    expect_missing(&h, &old, what).await?;
+    commits_whole(&h, s, &copy).await
 }

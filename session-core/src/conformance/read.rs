@@ -1,30 +1,21 @@
-//! `read`: data without locking (SPEC §2).
+//! `read`: data without locking (docs/contract.md §2).
+
+use std::time::Duration;
 
 use super::support::*;
 use super::{Harness, Outcome, check};
-use crate::{CreateOutcome, ReadOutcome};
+use crate::ReadOutcome;
 
 pub(super) async fn missing_is_missing(h: Harness) -> Outcome {
     let out = h.store().read(&h.key()?).await?;
-    check!(
-        matches!(out, ReadOutcome::Missing),
-        "SPEC §2 read: unknown id must be Missing, got {out:?}"
-    );
-    Ok(())
+    expect_gone(out, "docs/contract.md §2 read: unknown id must be Missing")
 }
 
 pub(super) async fn returns_items_without_locking(h: Harness) -> Outcome {
     let key = seed(&h, &items(&[("a", 1u32), ("b", 2)]), LONG).await?;
     let snap = found(&h, &key).await?;
-    check!(
-        get::<u32>(&snap.items, "a")? == Some(1),
-        "read must return item a = 1"
-    );
-    check!(
-        get::<u32>(&snap.items, "b")? == Some(2),
-        "read must return item b = 2"
-    );
-    check!(snap.lock.is_none(), "read must not return a lock token");
+    expect_item(&snap, "a", 1, "read must return item a = 1")?;
+    expect_item(&snap, "b", 2, "read must return item b = 2")?;
     check!(
         snap.timeout == LONG,
         "read must report the stored timeout {LONG:?}, got {:?}",
@@ -36,88 +27,47 @@ pub(super) async fn returns_items_without_locking(h: Harness) -> Outcome {
 }
 
 pub(super) async fn locked_reports_holder_without_data(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
-    let (_, token) = lock(&h, &key).await?;
-    match h.store().read(&key).await? {
-        ReadOutcome::Locked(info) => {
-            check!(
-                info.token == token,
-                "SPEC §2 read: Locked must carry the holder's token"
-            );
-        }
-        other => check!(
-            false,
-            "SPEC §2 read of a locked session must be Locked, got {other:?}"
-        ),
-    }
-    Ok(())
+    let (key, token) = seed_a1_locked(&h, LONG).await?;
+    let what =
+        "docs/contract.md §2 read of a locked session must be Locked with the holder's token";
+    held_by(&h, &key, token, what).await
 }
 
 pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
-    sleep(EXPIRE_WAIT).await;
+    let key = seed_expired(&h).await?;
     let out = h.store().read(&key).await?;
-    check!(
-        matches!(out, ReadOutcome::Missing),
-        "SPEC §1: a session past its expiry does not exist; got {out:?}"
-    );
-    Ok(())
+    expect_gone(
+        out,
+        "docs/contract.md §1: a session past its expiry does not exist",
+    )
 }
 
 pub(super) async fn slides_expiry(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), SLIDE_TIMEOUT).await?;
+    let key = seed_a1(&h, SLIDE_TIMEOUT).await?;
     sleep(SLIDE_STEP).await;
     found(&h, &key).await?;
-    sleep(SLIDE_STEP).await;
     // Without the slide the session would have expired by now.
-    found(&h, &key)
-        .await
-        .map_err(|_| super::Failed::new("SPEC §1: read must slide the expiry"))?;
+    expect_slid(&h, &key, "docs/contract.md §1: read must slide the expiry").await?;
     sleep(EXPIRE_WAIT + SLIDE_TIMEOUT).await;
-    check!(
-        is_missing(&h, &key).await?,
-        "the session must still expire once idle"
-    );
-    Ok(())
+    expect_missing(&h, &key, "the session must still expire once idle").await
 }
 
 pub(super) async fn slides_expiry_while_locked(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), SLIDE_TIMEOUT).await?;
-    lock(&h, &key).await?;
-    sleep(SLIDE_STEP).await;
-    let out = h.store().read(&key).await?;
-    check!(
-        matches!(out, ReadOutcome::Locked(_)),
-        "expected Locked, got {out:?}"
-    );
-    sleep(SLIDE_STEP).await;
-    let out = h.store().read(&key).await?;
-    check!(
-        matches!(out, ReadOutcome::Locked(_)),
-        "SPEC §2: read slides the expiry even when locked; got {out:?}"
-    );
-    Ok(())
+    let what = "docs/contract.md §2: read slides the expiry even when locked";
+    slides_while_locked(&h, Look::Read, what).await
 }
 
 pub(super) async fn reports_uninitialized_once(h: Harness) -> Outcome {
-    let key = h.key()?;
-    let out = h
-        .store()
-        .create(&key, &crate::Items::new(), LONG, false)
-        .await?;
-    check!(
-        out == CreateOutcome::Created,
-        "expected Created, got {out:?}"
-    );
+    let key = seed_uninitialized(&h).await?;
     let first = found(&h, &key).await?;
     check!(
         first.initialize,
-        "SPEC §2 rule 3: the first read of an uninitialized session reports it"
+        "docs/contract.md §2 rule 3: the first read of an uninitialized session reports it"
     );
     let second = found(&h, &key).await?;
     check!(
         !second.initialize,
-        "SPEC §2 rule 3: the uninitialized flag is reported exactly once"
+        "docs/contract.md §2 rule 3: the uninitialized flag is reported exactly once"
     );
     check!(
         second.items.is_empty(),
@@ -137,12 +87,11 @@ pub(super) async fn empty_session_is_found(h: Harness) -> Outcome {
 }
 
 pub(super) async fn stale_lock_is_still_reported_locked(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
-    let (_, token) = lock(&h, &key).await?;
-    sleep(std::time::Duration::from_millis(300)).await;
+    let (key, token) = seed_a1_locked(&h, LONG).await?;
+    sleep(Duration::from_millis(300)).await;
     let out = h.store().read(&key).await?;
     check!(
-        matches!(out, ReadOutcome::Locked(i) if i.token == token && i.age >= std::time::Duration::from_millis(200)),
+        matches!(out, ReadOutcome::Locked(i) if i.token == token && i.age >= Duration::from_millis(200)),
         "read never takes a lock over: a stale lock is still Locked with its age, got {out:?}"
     );
     Ok(())

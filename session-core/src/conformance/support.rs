@@ -1,20 +1,28 @@
-//! Helpers shared by the behaviours, and [`FaultyStore`], the fault-injecting decorator the
-//! policy behaviours use.
+//! Helpers shared by the behaviours, and two layers the suite applies to stores: [`Faults`], the
+//! fault-injecting layer the policy behaviours use, and [`HideCapabilities`].
+//!
+//! The helpers name the steps the behaviours repeat: set a session up (`seed*`), take or look at
+//! its lock (`lock`, `acquire_fresh`, `take_over`), read it (`found`, `is_missing`) and check what
+//! the contract requires (`expect*`, `held_by`, `slides_while_locked`). The manager and policy
+//! behaviours store a session through a manager (`new_n1`, `store_n1`), open it again (`reopen`,
+//! `open_later`) and bound their waits (`within`). A check fails with the message it is given,
+//! which cites the contract rule; a check of an outcome or a value appends `, got <what it got>`.
 
-use std::sync::Arc;
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
 
-use super::{Failed, Harness, check};
+use super::{Failed, Harness, Outcome, check};
 use crate::{
-    AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Error,
-    ExpiryEvents, ItemValue, Items, LockToken, Operation, ReadOutcome, ReleaseOutcome,
-    ReleaseWatch, RemoveOutcome, SessionId, SessionKey, SessionStore, Snapshot, TouchOutcome,
-    decode_value, encode_value,
+    Access, AcquireOutcome, AppName, Call, Capabilities, CreateOutcome, Delta, EndOutcome, Error,
+    ItemValue, Items, Layer, Layered, LockInfo, LockToken, Operation, ReadOutcome, Reply, Session,
+    SessionId, SessionKey, SessionManager, SessionStore, Snapshot, decode_value, encode_value,
 };
 
 /// A long lock TTL: locks in these behaviours are never stale unless a behaviour says so.
@@ -39,6 +47,11 @@ pub(super) fn items<T: Serialize + Copy>(pairs: &[(&str, T)]) -> Items {
         .collect()
 }
 
+/// A delta that sets item `a` to `v`.
+pub(super) fn set_a(v: u32) -> Delta {
+    Delta::new().with_set("a", val(v))
+}
+
 pub(super) fn get<T: DeserializeOwned>(items: &Items, name: &str) -> Result<Option<T>, Failed> {
     items
         .get(name)
@@ -51,38 +64,215 @@ pub(super) async fn sleep(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
-/// Creates an initialized session with `items` and `timeout`; fails unless `Created`.
-pub(super) async fn seed(
-    h: &Harness,
-    items: &Items,
-    timeout: Duration,
+/// Fails with `what, got <got>` unless `got` is `want`.
+pub(super) fn expect<T: PartialEq + Debug>(got: T, want: T, what: &str) -> Outcome {
+    check!(got == want, "{what}, got {got:?}");
+    Ok(())
+}
+
+/// What `read` and `acquire` outcomes have in common: `Missing`, or `Locked` by a holder.
+pub(super) trait Lookup: Debug {
+    /// The holder, for a `Locked` outcome.
+    fn holder(&self) -> Option<LockInfo>;
+    /// Whether the outcome is `Missing`.
+    fn is_missing(&self) -> bool;
+}
+
+/// `Lookup` for the outcomes of `read` and `acquire`, whose `Missing` and `Locked` variants agree.
+macro_rules! lookup {
+    ($($outcome:ident),*) => {$(
+        impl Lookup for $outcome {
+            fn holder(&self) -> Option<LockInfo> {
+                match self {
+                    Self::Locked(info) => Some(*info),
+                    _ => None,
+                }
+            }
+
+            fn is_missing(&self) -> bool {
+                matches!(self, Self::Missing)
+            }
+        }
+    )*};
+}
+lookup!(ReadOutcome, AcquireOutcome);
+
+impl<T: Lookup + ?Sized> Lookup for Box<T> {
+    fn holder(&self) -> Option<LockInfo> {
+        (**self).holder()
+    }
+
+    fn is_missing(&self) -> bool {
+        (**self).is_missing()
+    }
+}
+
+/// The holder a `Locked` outcome reports; fails with `what, got <out>` for any other outcome.
+pub(super) fn expect_locked(out: impl Lookup, what: &str) -> Result<LockInfo, Failed> {
+    out.holder()
+        .ok_or_else(|| Failed::new(format!("{what}, got {out:?}")))
+}
+
+/// Fails with `what, got <out>` unless the outcome is `Missing`.
+pub(super) fn expect_gone(out: impl Lookup, what: &str) -> Outcome {
+    check!(out.is_missing(), "{what}, got {out:?}");
+    Ok(())
+}
+
+/// The snapshot of an `Acquired` outcome; fails with `what, got <out>` otherwise.
+pub(super) fn expect_acquired(out: AcquireOutcome, what: &str) -> Result<Snapshot, Failed> {
+    match out {
+        AcquireOutcome::Acquired(s) => Ok(s),
+        other => Err(Failed::new(format!("{what}, got {other:?}"))),
+    }
+}
+
+async fn create_fresh(
+    h: &Harness, items: &Items, timeout: Duration, initialized: bool,
 ) -> Result<SessionKey, Failed> {
     let key = h.key()?;
-    let out = h.store().create(&key, items, timeout, true).await?;
-    check!(
-        out == CreateOutcome::Created,
-        "create of a fresh id: expected Created, got {out:?}"
-    );
+    let out = h.store().create(&key, items, timeout, initialized).await?;
+    expect(
+        out,
+        CreateOutcome::Created,
+        "create of a fresh id: expected Created",
+    )?;
     Ok(key)
+}
+
+/// Creates an initialized session with `items` and `timeout`; fails unless `Created`.
+pub(super) async fn seed(
+    h: &Harness, items: &Items, timeout: Duration,
+) -> Result<SessionKey, Failed> {
+    create_fresh(h, items, timeout, true).await
+}
+
+/// Creates an initialized session holding `a = 1` with `timeout`; fails unless `Created`.
+pub(super) async fn seed_a1(h: &Harness, timeout: Duration) -> Result<SessionKey, Failed> {
+    seed(h, &items(&[("a", 1u32)]), timeout).await
+}
+
+/// [`seed`], then [`lock`]: the key and the holder's token.
+pub(super) async fn seed_locked(
+    h: &Harness, items: &Items, timeout: Duration,
+) -> Result<(SessionKey, LockToken), Failed> {
+    let key = seed(h, items, timeout).await?;
+    let (_, token) = lock(h, &key).await?;
+    Ok((key, token))
+}
+
+/// [`seed_a1`], then [`lock`]: the key and the holder's token.
+pub(super) async fn seed_a1_locked(
+    h: &Harness, timeout: Duration,
+) -> Result<(SessionKey, LockToken), Failed> {
+    seed_locked(h, &items(&[("a", 1u32)]), timeout).await
+}
+
+/// [`seed_a1`] with the short timeout, then waits until it has surely expired.
+pub(super) async fn seed_expired(h: &Harness) -> Result<SessionKey, Failed> {
+    let key = seed_a1(h, SHORT).await?;
+    sleep(EXPIRE_WAIT).await;
+    Ok(key)
+}
+
+/// [`seed_a1_locked`] with the short timeout, then waits until it has surely expired: the key and
+/// the token of the lock that expired with it.
+pub(super) async fn seed_expired_locked(h: &Harness) -> Result<(SessionKey, LockToken), Failed> {
+    let locked = seed_a1_locked(h, SHORT).await?;
+    sleep(EXPIRE_WAIT).await;
+    Ok(locked)
+}
+
+/// The key with the id of `key` in another application (docs/contract.md §1: a different session).
+pub(super) fn in_other_app(h: &Harness, key: &SessionKey) -> Result<SessionKey, Failed> {
+    let other = AppName::new(&format!("{}-other", h.app()))?;
+    Ok(SessionKey::new(other, *key.id()))
+}
+
+/// Creates an empty, uninitialized session (`create` with `initialized = false`, ASP.NET's
+/// `CreateUninitializedItem`) with the long timeout; fails unless `Created`.
+pub(super) async fn seed_uninitialized(h: &Harness) -> Result<SessionKey, Failed> {
+    create_fresh(h, &Items::new(), LONG, false).await
+}
+
+/// Acquires `key` with a fresh token and the long lock TTL.
+pub(super) async fn acquire_fresh(h: &Harness, key: &SessionKey) -> Result<AcquireOutcome, Failed> {
+    Ok(h.store()
+        .acquire(key, LockToken::generate()?, LONG_TTL)
+        .await?)
 }
 
 /// Acquires `key`; fails unless `Acquired`. Returns the snapshot and token.
 pub(super) async fn lock(h: &Harness, key: &SessionKey) -> Result<(Snapshot, LockToken), Failed> {
-    match h
+    let token = LockToken::generate()?;
+    let out = h.store().acquire(key, token, LONG_TTL).await?;
+    let what = "acquire of an unlocked session: expected Acquired";
+    Ok((expect_acquired(out, what)?, token))
+}
+
+/// Lets the lock on `key` age 300 ms, then acquires with a 100 ms lock TTL: the stale lock must
+/// be taken over in that step (docs/contract.md §2); fails with `what, got <outcome>` otherwise.
+/// Returns the new holder's snapshot and token.
+pub(super) async fn take_over(
+    h: &Harness, key: &SessionKey, what: &str,
+) -> Result<(Snapshot, LockToken), Failed> {
+    sleep(Duration::from_millis(300)).await;
+    let token = LockToken::generate()?;
+    let out = h
         .store()
-        .acquire(key, LockToken::generate()?, LONG_TTL)
-        .await?
-    {
-        AcquireOutcome::Acquired(s) => match s.lock {
-            Some(t) => Ok((s, t)),
-            None => Err(Failed::new(
-                "SPEC §2: Acquired snapshot carries no lock token",
-            )),
-        },
-        other => Err(Failed::new(format!(
-            "acquire of an unlocked session: expected Acquired, got {other:?}"
-        ))),
-    }
+        .acquire(key, token, Duration::from_millis(100))
+        .await?;
+    Ok((expect_acquired(out, what)?, token))
+}
+
+/// Fails with `what, got <read outcome>` unless `key` reads as `Locked` by `token`.
+pub(super) async fn held_by(
+    h: &Harness, key: &SessionKey, token: LockToken, what: &str,
+) -> Outcome {
+    let held = h.store().read(key).await?;
+    check!(
+        held.holder().is_some_and(|i| i.token == token),
+        "{what}, got {held:?}"
+    );
+    Ok(())
+}
+
+/// The two operations that report a lock they do not take: `read`, and `acquire` of a lock younger
+/// than the lock TTL (here the long one).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Look {
+    /// `read`.
+    Read,
+    /// `acquire` with a fresh token and the long lock TTL.
+    Acquire,
+}
+
+async fn look(h: &Harness, key: &SessionKey, by: Look) -> Result<Box<dyn Lookup>, Failed> {
+    Ok(match by {
+        Look::Read => Box::new(h.store().read(key).await?),
+        Look::Acquire => Box::new(acquire_fresh(h, key).await?),
+    })
+}
+
+/// Locks a session with the sliding timeout and looks at it `by` twice, a slide step apart: both
+/// must report it `Locked`, the second only because the first slid the expiry (docs/contract.md
+/// §2). Fails with `what, got <outcome>` if the second does not.
+pub(super) async fn slides_while_locked(h: &Harness, by: Look, what: &str) -> Outcome {
+    let (key, _) = seed_a1_locked(h, SLIDE_TIMEOUT).await?;
+    sleep(SLIDE_STEP).await;
+    expect_locked(look(h, &key, by).await?, "expected Locked")?;
+    sleep(SLIDE_STEP).await;
+    expect_locked(look(h, &key, by).await?, what)?;
+    Ok(())
+}
+
+/// Waits a slide step more and fails with `what` unless `key` is still found: called a slide step
+/// after a session with the sliding timeout was created and a step after an operation slid its
+/// expiry, it checks that the operation did slide it (docs/contract.md §1).
+pub(super) async fn expect_slid(h: &Harness, key: &SessionKey, what: &str) -> Outcome {
+    sleep(SLIDE_STEP).await;
+    found(h, key).await.map_err(|_| Failed::new(what))?;
+    Ok(())
 }
 
 /// Reads `key`; fails unless `Found`.
@@ -93,60 +283,125 @@ pub(super) async fn found(h: &Harness, key: &SessionKey) -> Result<Snapshot, Fai
     }
 }
 
-/// Whether `key` reads as `Missing`.
-pub(super) async fn is_missing(h: &Harness, key: &SessionKey) -> Result<bool, Failed> {
-    Ok(matches!(h.store().read(key).await?, ReadOutcome::Missing))
+/// Fails with `what, got <value>` unless item `name` of `snap` decodes to `want`.
+pub(super) fn expect_item(snap: &Snapshot, name: &str, want: u32, what: &str) -> Outcome {
+    expect(get::<u32>(&snap.items, name)?, Some(want), what)
 }
 
-/// A decorator that injects faults: `fail_before(n)` fails the next `n` operations before they
-/// reach the store; `lose_reply(n)` lets the next `n` operations reach the store and then reports a
-/// transient failure, as when a reply is lost on the wire; `delay(n, by)` makes the next `n`
-/// operations slow.
-#[derive(Debug)]
-pub struct FaultyStore {
-    inner: Arc<dyn SessionStore>,
+/// Reads `key` (fails unless `Found`), then [`expect_item`].
+pub(super) async fn expect_found_item(
+    h: &Harness, key: &SessionKey, name: &str, want: u32, what: &str,
+) -> Outcome {
+    expect_item(&found(h, key).await?, name, want, what)
+}
+
+/// Whether `key` reads as `Missing`.
+pub(super) async fn is_missing(h: &Harness, key: &SessionKey) -> Result<bool, Failed> {
+    Ok(h.store().read(key).await?.is_missing())
+}
+
+/// Fails with `what` unless `key` reads as `Missing`.
+pub(super) async fn expect_missing(h: &Harness, key: &SessionKey, what: &str) -> Outcome {
+    check!(is_missing(h, key).await?, "{what}");
+    Ok(())
+}
+
+/// Fails with `what, got <read outcome>` unless `key` reads as `Found` (exists and is unlocked).
+pub(super) async fn expect_found(h: &Harness, key: &SessionKey, what: &str) -> Outcome {
+    let out = h.store().read(key).await?;
+    check!(matches!(out, ReadOutcome::Found(_)), "{what}, got {out:?}");
+    Ok(())
+}
+
+/// Fails with `what` if `key` reads as `Missing`.
+pub(super) async fn expect_exists(h: &Harness, key: &SessionKey, what: &str) -> Outcome {
+    check!(!is_missing(h, key).await?, "{what}");
+    Ok(())
+}
+
+/// Fails with `what, got <value>` unless `value` matches the pattern (and its guard). The value is
+/// matched by reference, so it stays usable.
+macro_rules! expect_matches {
+    ($value:expr, $pat:pat $(if $guard:expr)?, $what:expr $(,)?) => {
+        let got = &$value;
+        $crate::conformance::check!(matches!(got, $pat $(if $guard)?), "{}, got {got:?}", $what);
+    };
+}
+pub(super) use expect_matches;
+
+/// `fut`'s output; fails with `what` unless it finishes within `limit`.
+pub(super) async fn within<F: Future>(
+    limit: Duration, what: &str, fut: F,
+) -> Result<F::Output, Failed> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| Failed::new(what))
+}
+
+/// What a spawned task returned; fails if it panicked or was cancelled.
+pub(super) async fn joined<T>(task: JoinHandle<T>) -> Result<T, Failed> {
+    task.await.map_err(|e| Failed::new(e.to_string()))
+}
+
+/// The key of the session `id` in this behaviour's application (the one its managers use).
+pub(super) fn key_of(h: &Harness, id: &str) -> Result<SessionKey, Failed> {
+    Ok(SessionKey::new(h.app().clone(), SessionId::parse(id)?))
+}
+
+/// Opens a new session on `m` and sets item `n` to 1: the session and its id.
+pub(super) async fn new_n1(m: &SessionManager) -> Result<(Session, String), Failed> {
+    let mut s = m.open(None, Access::Exclusive).await?;
+    s.insert("n", &1u32)?;
+    let id = s.id().expose().to_owned();
+    Ok((s, id))
+}
+
+/// [`new_n1`], then ends the session: its id and what the end reported.
+pub(super) async fn store_n1(m: &SessionManager) -> Result<(String, EndOutcome), Failed> {
+    let (s, id) = new_n1(m).await?;
+    Ok((id, s.end().await?))
+}
+
+/// Opens the session `id` on `m` for exclusive access.
+pub(super) async fn reopen(m: &SessionManager, id: &str) -> crate::Result<Session> {
+    m.open(Some(id), Access::Exclusive).await
+}
+
+/// Opens the session `id` with `access` on a clone of `m` when first polled, as a future that
+/// borrows nothing (to spawn as another request).
+pub(super) fn open_later(
+    m: &SessionManager, id: &str, access: Access,
+) -> impl Future<Output = crate::Result<Session>> + Send + 'static {
+    let (m, id) = (m.clone(), id.to_owned());
+    async move { m.open(Some(&id), access).await }
+}
+
+/// The fault-injecting layer: `fail_before(n)` fails the next `n` operations before they reach the
+/// store (`fail_before_on(op, n)`: the next `n` calls of operation `op`); `lose_reply(n)` lets the
+/// next `n` operations reach the store and then reports a transient failure, as when a reply is
+/// lost on the wire (`lose_reply_on(op, n)`: the next `n` calls of `op`); `delay(n, by)` makes the
+/// next `n` operations slow. Injected failures are [`Error::Unavailable`] from backend `"faulty"`.
+#[derive(Debug, Default)]
+pub struct Faults {
     fail_before: AtomicU32,
+    fail_before_on: PerOperation,
     lose_reply: AtomicU32,
+    lose_reply_on: PerOperation,
     delay: AtomicU32,
-    delay_by: std::sync::Mutex<Duration>,
+    delay_by: Mutex<Duration>,
     calls: AtomicU32,
 }
 
-impl FaultyStore {
+/// A fault armed for the next calls of one operation: the operation and how many calls are left.
+type PerOperation = Mutex<Option<(Operation, u32)>>;
+
+/// A store behind the fault-injecting layer ([`Faults::wrap`]).
+pub type FaultyStore = Layered<Arc<dyn SessionStore>, Faults>;
+
+impl Faults {
     /// Wraps `inner`, injecting nothing yet.
-    pub fn new(inner: Arc<dyn SessionStore>) -> Self {
-        Self {
-            inner,
-            fail_before: AtomicU32::new(0),
-            lose_reply: AtomicU32::new(0),
-            delay: AtomicU32::new(0),
-            delay_by: std::sync::Mutex::new(Duration::ZERO),
-            calls: AtomicU32::new(0),
-        }
-    }
-
-    /// Fails the next `n` operations without reaching the store.
-    pub fn fail_before(&self, n: u32) {
-        self.fail_before.store(n, Ordering::SeqCst);
-    }
-
-    /// Lets the next `n` operations reach the store, then reports them failed.
-    pub fn lose_reply(&self, n: u32) {
-        self.lose_reply.store(n, Ordering::SeqCst);
-    }
-
-    /// Delays the next `n` operations by `by` before they reach the store (a slow server).
-    pub fn delay(&self, n: u32, by: Duration) {
-        *self
-            .delay_by
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = by;
-        self.delay.store(n, Ordering::SeqCst);
-    }
-
-    /// How many operations were attempted through this decorator.
-    pub fn calls(&self) -> u32 {
-        self.calls.load(Ordering::SeqCst)
+    pub fn wrap(inner: Arc<dyn SessionStore>) -> FaultyStore {
+        Layered::new(inner, Self::default())
     }
 
     fn take(counter: &AtomicU32) -> bool {
@@ -155,220 +410,119 @@ impl FaultyStore {
             .is_ok()
     }
 
-    async fn wrap<T>(
-        &self,
-        operation: Operation,
-        fut: impl std::future::Future<Output = crate::Result<T>>,
-    ) -> crate::Result<T> {
+    fn arm(slot: &PerOperation, operation: Operation, n: u32) {
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((operation, n));
+    }
+
+    /// Whether the fault armed in `slot` applies to this call of `operation` (and counts it).
+    fn take_on(slot: &PerOperation, operation: Operation) -> bool {
+        let mut on = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match *on {
+            Some((op, n)) if op == operation && n > 0 => {
+                *on = Some((op, n - 1));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[async_trait]
+impl Layer for Faults {
+    async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let operation = call.operation();
         let fail = || Error::Unavailable {
             backend: "faulty",
             operation,
             source: "injected transient failure".into(),
         };
-        if Self::take(&self.fail_before) {
+        if Self::take(&self.fail_before) || Self::take_on(&self.fail_before_on, operation) {
             return Err(fail());
         }
         if Self::take(&self.delay) {
-            let by = *self
-                .delay_by
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let by = *self.delay_by.lock().unwrap_or_else(PoisonError::into_inner);
             tokio::time::sleep(by).await;
         }
-        let out = fut.await?;
-        if Self::take(&self.lose_reply) {
+        let reply = call.run(inner).await?;
+        if Self::take(&self.lose_reply) || Self::take_on(&self.lose_reply_on, operation) {
             return Err(fail());
         }
-        Ok(out)
+        Ok(reply)
     }
 }
 
-#[async_trait]
-impl SessionStore for FaultyStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
+impl<S: SessionStore> Layered<S, Faults> {
+    /// Fails the next `n` operations without reaching the store.
+    pub fn fail_before(&self, n: u32) {
+        self.layer().fail_before.store(n, Ordering::SeqCst);
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+
+    /// Fails the next `n` calls of `operation` without reaching the store (other operations pass
+    /// untouched).
+    pub fn fail_before_on(&self, operation: Operation, n: u32) {
+        Faults::arm(&self.layer().fail_before_on, operation, n);
     }
-    async fn read(&self, key: &SessionKey) -> crate::Result<ReadOutcome> {
-        self.wrap(Operation::Read, self.inner.read(key)).await
+
+    /// Lets the next `n` operations reach the store, then reports them failed.
+    pub fn lose_reply(&self, n: u32) {
+        self.layer().lose_reply.store(n, Ordering::SeqCst);
     }
-    async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        ttl: Duration,
-    ) -> crate::Result<AcquireOutcome> {
-        self.wrap(Operation::Acquire, self.inner.acquire(key, token, ttl))
-            .await
+
+    /// Lets the next `n` calls of `operation` reach the store, then reports them failed (other
+    /// operations pass untouched).
+    pub fn lose_reply_on(&self, operation: Operation, n: u32) {
+        Faults::arm(&self.layer().lose_reply_on, operation, n);
     }
-    async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> crate::Result<CommitOutcome> {
-        self.wrap(
-            Operation::Commit,
-            self.inner.commit(key, token, delta, timeout),
-        )
-        .await
+
+    /// Delays the next `n` operations by `by` before they reach the store (a slow server).
+    pub fn delay(&self, n: u32, by: Duration) {
+        *self
+            .layer()
+            .delay_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = by;
+        self.layer().delay.store(n, Ordering::SeqCst);
     }
-    async fn release(&self, key: &SessionKey, token: LockToken) -> crate::Result<ReleaseOutcome> {
-        self.wrap(Operation::Release, self.inner.release(key, token))
-            .await
-    }
-    async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
-    ) -> crate::Result<CreateOutcome> {
-        self.wrap(
-            Operation::Create,
-            self.inner.create(key, items, timeout, initialized),
-        )
-        .await
-    }
-    async fn remove(&self, key: &SessionKey, token: LockToken) -> crate::Result<RemoveOutcome> {
-        self.wrap(Operation::Remove, self.inner.remove(key, token))
-            .await
-    }
-    async fn touch(&self, key: &SessionKey) -> crate::Result<TouchOutcome> {
-        self.wrap(Operation::Touch, self.inner.touch(key)).await
-    }
-    async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> crate::Result<CommitOutcome> {
-        self.wrap(
-            Operation::WriteConcurrent,
-            self.inner.write_concurrent(key, delta, timeout),
-        )
-        .await
-    }
-    async fn delete(&self, key: &SessionKey) -> crate::Result<RemoveOutcome> {
-        self.wrap(Operation::Delete, self.inner.delete(key)).await
-    }
-    async fn change_id(
-        &self,
-        key: &SessionKey,
-        new_id: SessionId,
-        token: LockToken,
-    ) -> crate::Result<ChangeIdOutcome> {
-        self.wrap(
-            Operation::ChangeId,
-            self.inner.change_id(key, new_id, token),
-        )
-        .await
-    }
-    async fn purge_expired(&self, batch: usize) -> crate::Result<u64> {
-        self.wrap(Operation::PurgeExpired, self.inner.purge_expired(batch))
-            .await
-    }
-    async fn watch_release(&self, key: &SessionKey) -> crate::Result<ReleaseWatch> {
-        self.wrap(Operation::WatchRelease, self.inner.watch_release(key))
-            .await
-    }
-    async fn expiry_events(&self) -> crate::Result<ExpiryEvents> {
-        self.wrap(Operation::ExpiryEvents, self.inner.expiry_events())
-            .await
+
+    /// How many operations were attempted through this layer.
+    pub fn calls(&self) -> u32 {
+        self.layer().calls.load(Ordering::SeqCst)
     }
 }
 
-/// A decorator that hides a store's optional capabilities: it declares none and answers
+/// The layer that hides a store's optional capabilities: it declares none and answers
 /// `Unsupported` for them. Running the suite through it exercises the paths every store without
 /// those capabilities takes: the manager's lock polling and its `renew_id` fallback.
-#[derive(Debug)]
-pub struct WithoutCapabilities<S>(pub S);
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HideCapabilities;
 
-#[async_trait]
-impl<S: SessionStore> SessionStore for WithoutCapabilities<S> {
-    fn backend(&self) -> &'static str {
-        self.0.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-    }
-    async fn read(&self, key: &SessionKey) -> crate::Result<ReadOutcome> {
-        self.0.read(key).await
-    }
-    async fn acquire(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        ttl: Duration,
-    ) -> crate::Result<AcquireOutcome> {
-        self.0.acquire(key, token, ttl).await
-    }
-    async fn commit(
-        &self,
-        key: &SessionKey,
-        token: LockToken,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> crate::Result<CommitOutcome> {
-        self.0.commit(key, token, delta, timeout).await
-    }
-    async fn release(&self, key: &SessionKey, token: LockToken) -> crate::Result<ReleaseOutcome> {
-        self.0.release(key, token).await
-    }
-    async fn create(
-        &self,
-        key: &SessionKey,
-        items: &Items,
-        timeout: Duration,
-        initialized: bool,
-    ) -> crate::Result<CreateOutcome> {
-        self.0.create(key, items, timeout, initialized).await
-    }
-    async fn remove(&self, key: &SessionKey, token: LockToken) -> crate::Result<RemoveOutcome> {
-        self.0.remove(key, token).await
-    }
-    async fn touch(&self, key: &SessionKey) -> crate::Result<TouchOutcome> {
-        self.0.touch(key).await
-    }
-    async fn write_concurrent(
-        &self,
-        key: &SessionKey,
-        delta: &Delta,
-        timeout: Duration,
-    ) -> crate::Result<CommitOutcome> {
-        self.0.write_concurrent(key, delta, timeout).await
-    }
-    async fn delete(&self, key: &SessionKey) -> crate::Result<RemoveOutcome> {
-        self.0.delete(key).await
-    }
-    async fn change_id(
-        &self,
-        _: &SessionKey,
-        _: SessionId,
-        _: LockToken,
-    ) -> crate::Result<ChangeIdOutcome> {
-        Err(self.unsupported(Operation::ChangeId))
-    }
-    async fn purge_expired(&self, _: usize) -> crate::Result<u64> {
-        Err(self.unsupported(Operation::PurgeExpired))
-    }
-    async fn watch_release(&self, _: &SessionKey) -> crate::Result<ReleaseWatch> {
-        Err(self.unsupported(Operation::WatchRelease))
-    }
-    async fn expiry_events(&self) -> crate::Result<ExpiryEvents> {
-        Err(self.unsupported(Operation::ExpiryEvents))
+/// A store behind [`HideCapabilities`].
+pub type WithoutCapabilities<S> = Layered<S, HideCapabilities>;
+
+impl HideCapabilities {
+    /// Wraps `inner`.
+    pub fn wrap<S: SessionStore>(inner: S) -> WithoutCapabilities<S> {
+        Layered::new(inner, Self)
     }
 }
 
-impl<S: SessionStore> WithoutCapabilities<S> {
-    fn unsupported(&self, operation: Operation) -> Error {
-        Error::Unsupported {
-            backend: self.0.backend(),
-            operation,
+#[async_trait]
+impl Layer for HideCapabilities {
+    fn capabilities(&self, _: &dyn SessionStore) -> Capabilities {
+        Capabilities::none()
+    }
+
+    async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
+        match call {
+            Call::ChangeId { .. }
+            | Call::PurgeExpired { .. }
+            | Call::WatchRelease { .. }
+            | Call::ExpiryEvents => Err(Error::Unsupported {
+                backend: inner.backend(),
+                operation: call.operation(),
+            }),
+            _ => call.run(inner).await,
         }
     }
 }

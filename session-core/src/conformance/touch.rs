@@ -1,84 +1,54 @@
-//! `touch`: slide the expiry, nothing else (SPEC §2).
-
-use std::time::Duration;
+//! `touch`: slide the expiry, nothing else (docs/contract.md §2).
 
 use super::support::*;
-use super::{Harness, Outcome, check};
-use crate::{ReadOutcome, TouchOutcome};
+use super::{Harness, Outcome};
+use crate::TouchOutcome;
 
 pub(super) async fn slides_expiry(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), SLIDE_TIMEOUT).await?;
+    let key = seed_a1(&h, SLIDE_TIMEOUT).await?;
     sleep(SLIDE_STEP).await;
     let out = h.store().touch(&key).await?;
-    check!(
-        out == TouchOutcome::Touched,
-        "touch of a live session must be Touched, got {out:?}"
-    );
-    sleep(SLIDE_STEP).await;
-    found(&h, &key)
-        .await
-        .map_err(|_| super::Failed::new("SPEC §2: touch must slide the expiry"))?;
-    Ok(())
+    let what = "touch of a live session must be Touched";
+    expect(out, TouchOutcome::Touched, what)?;
+    expect_slid(&h, &key, "docs/contract.md §2: touch must slide the expiry").await
 }
 
 pub(super) async fn missing_creates_nothing(h: Harness) -> Outcome {
     let key = h.key()?;
     let out = h.store().touch(&key).await?;
-    check!(
-        out == TouchOutcome::Missing,
-        "touch of a missing session must be Missing, got {out:?}"
-    );
-    check!(is_missing(&h, &key).await?, "touch must create nothing");
-    Ok(())
+    let what = "touch of a missing session must be Missing";
+    expect(out, TouchOutcome::Missing, what)?;
+    expect_missing(&h, &key, "touch must create nothing").await
 }
 
 pub(super) async fn keeps_lock_and_items(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), LONG).await?;
-    let (_, token) = lock(&h, &key).await?;
+    let (key, token) = seed_a1_locked(&h, LONG).await?;
     h.store().touch(&key).await?;
-    let held = h.store().read(&key).await?;
-    check!(
-        matches!(held, ReadOutcome::Locked(i) if i.token == token),
-        "touch must keep the lock, got {held:?}"
-    );
+    held_by(&h, &key, token, "touch must keep the lock").await?;
     h.store().release(&key, token).await?;
-    check!(
-        get::<u32>(&found(&h, &key).await?.items, "a")? == Some(1),
-        "touch must keep the items"
-    );
+    expect_found_item(&h, &key, "a", 1, "touch must keep the items").await?;
     Ok(())
 }
 
 pub(super) async fn uses_stored_timeout(h: Harness) -> Outcome {
     // The session's own timeout is short; touch must slide by it, not by any default.
-    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
+    let key = seed_a1(&h, SHORT).await?;
     h.store().touch(&key).await?;
     sleep(EXPIRE_WAIT).await;
-    check!(
-        is_missing(&h, &key).await?,
-        "touch must slide by the session's stored timeout"
-    );
-    let key = seed(&h, &items(&[("a", 1u32)]), Duration::from_millis(1500)).await?;
-    sleep(Duration::from_millis(1000)).await;
+    let what = "touch must slide by the session's stored timeout";
+    expect_missing(&h, &key, what).await?;
+    // And by a longer stored timeout (1.5 s) across two steps of 1 s.
+    let key = seed_a1(&h, SLIDE_TIMEOUT).await?;
+    sleep(SLIDE_STEP).await;
     h.store().touch(&key).await?;
-    sleep(Duration::from_millis(1000)).await;
-    found(&h, &key)
-        .await
-        .map_err(|_| super::Failed::new("touch must slide by the stored 1.5 s timeout"))?;
-    Ok(())
+    expect_slid(&h, &key, "touch must slide by the stored 1.5 s timeout").await
 }
 
 pub(super) async fn expired_is_missing(h: Harness) -> Outcome {
-    let key = seed(&h, &items(&[("a", 1u32)]), SHORT).await?;
-    sleep(EXPIRE_WAIT).await;
+    let key = seed_expired(&h).await?;
     let out = h.store().touch(&key).await?;
-    check!(
-        out == TouchOutcome::Missing,
-        "touch of an expired session must be Missing, got {out:?}"
-    );
-    check!(
-        is_missing(&h, &key).await?,
-        "touch must not resurrect an expired session"
-    );
-    Ok(())
+    let what = "touch of an expired session must be Missing";
+    expect(out, TouchOutcome::Missing, what)?;
+    let what = "touch must not resurrect an expired session";
+    expect_missing(&h, &key, what).await
 }

@@ -3,6 +3,7 @@
 
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
+use cookie::{Cookie, CookieBuilder, SameSite, time};
 use session_core::{Error, Result, SessionId};
 
 /// The session cookie's settings. `HttpOnly` and `SameSite=Lax` are always set: scripts never read
@@ -71,7 +72,8 @@ impl CookieOptions {
         Ok(self)
     }
 
-    /// The cookie's `Domain` (default none: the host that set it, without subdomains).
+    /// The cookie's `Domain` (default none: the host that set it, without subdomains). A leading
+    /// `.` is left out of `Set-Cookie`: browsers ignore it (RFC 6265, 5.2.3).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an empty value or one with spaces, controls or `;`.
@@ -119,55 +121,60 @@ impl CookieOptions {
     /// is a well-formed session id. Malformed values (hostile input, another application's cookie
     /// of the same name) are skipped; the manager treats a missing id as a new session.
     ///
-    /// Each `name=value` pair is decoded on its own, and every `Cookie` header line is read (HTTP/2
-    /// may send one per cookie): another cookie with non-ASCII or non-UTF-8 bytes (`name=José`)
-    /// skips only that pair, never the session cookie beside it.
+    /// The `cookie` crate splits each line into `name=value` pairs and trims them (and a value's
+    /// double quotes). Every `Cookie` header line is read (HTTP/2 may send one per cookie), and a
+    /// line that is not UTF-8 is decoded lossily first: another cookie with non-ASCII or non-UTF-8
+    /// bytes (`name=José`, in UTF-8 or Latin-1) spoils only its own value, never the session
+    /// cookie beside it, because a replaced byte is never `;` or `=` (the HTTP test
+    /// `non_ascii_cookie_keeps_the_session`).
     pub(crate) fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
-            .filter_map(|pair| std::str::from_utf8(pair).ok())
-            .filter_map(|pair| pair.split_once('='))
-            .filter(|(name, _)| name.trim() == self.name)
-            .find_map(|(_, value)| {
-                let value = value.trim();
-                let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
-                SessionId::parse(value).ok()
-            })
+        headers.get_all(COOKIE).iter().find_map(|line| {
+            Cookie::split_parse(String::from_utf8_lossy(line.as_bytes()))
+                .filter_map(std::result::Result::ok)
+                .filter(|cookie| cookie.name() == self.name)
+                .find_map(|cookie| SessionId::parse(cookie.value_trimmed()).ok())
+        })
     }
 
     /// The `Set-Cookie` value that gives the client `id`.
     pub(crate) fn issue(&self, id: &SessionId) -> Option<HeaderValue> {
-        self.header(id.expose(), "")
+        header(self.cookie(id.expose()).build())
     }
 
-    /// The `Set-Cookie` value that removes the cookie (after `abandon`).
+    /// The `Set-Cookie` value that removes the cookie (after `abandon`): empty, `Max-Age=0` and
+    /// an `Expires` in 1970 for clients that ignore `Max-Age`.
     pub(crate) fn clear(&self) -> Option<HeaderValue> {
-        self.header("", "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        header(
+            self.cookie("")
+                .max_age(time::Duration::ZERO)
+                .expires(time::OffsetDateTime::UNIX_EPOCH)
+                .build(),
+        )
     }
 
-    fn header(&self, value: &str, expiry: &str) -> Option<HeaderValue> {
-        let domain = match &self.domain {
-            Some(d) => format!("; Domain={d}"),
-            None => String::new(),
-        };
-        let secure = if self.secure { "; Secure" } else { "" };
-        let text = format!(
-            "{}={value}; Path={}{domain}{expiry}; HttpOnly{secure}; SameSite=Lax",
-            self.name, self.path
-        );
-        // Every part was validated (or is a canonical id), so this does not fail; should it ever,
-        // the response goes out without the cookie rather than the request failing.
-        match HeaderValue::from_str(&text) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                tracing::error!("the session cookie is not a valid header value; not sent");
-                None
-            }
+    /// The session cookie with `value` and every configured attribute.
+    fn cookie(&self, value: &str) -> CookieBuilder<'static> {
+        let cookie = Cookie::build((self.name.clone(), value.to_owned()))
+            .path(self.path.clone())
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax);
+        match &self.domain {
+            Some(domain) => cookie.domain(domain.clone()),
+            None => cookie,
+        }
+    }
+}
+
+/// `cookie` as a `Set-Cookie` value. Every part was validated (or is a canonical id), so this does
+/// not fail; should it ever, the response goes out without the cookie rather than the request
+/// failing.
+fn header(cookie: Cookie<'_>) -> Option<HeaderValue> {
+    match HeaderValue::try_from(cookie.to_string()) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::error!("the session cookie is not a valid header value; not sent");
+            None
         }
     }
 }
@@ -199,6 +206,51 @@ mod tests {
         assert_eq!(c.read(&headers(&[b"x=y", quoted.as_bytes()])), Some(id));
         let other_name = format!("session_idx={}", id.expose());
         assert_eq!(c.read(&headers(&[other_name.as_bytes()])), None);
+        // Whitespace around names, values and separators, tabs included.
+        let spaced = format!("a=1 ;\t session_id \t=  {}\t; b", id.expose());
+        assert_eq!(c.read(&headers(&[spaced.as_bytes()])), Some(id));
+        // A quote on one side only is part of the value: no id.
+        let half_quoted = format!("session_id=\"{}", id.expose());
+        assert_eq!(c.read(&headers(&[half_quoted.as_bytes()])), None);
+    }
+
+    /// Any bytes a `Cookie` header can carry, mixed from separators, quotes, whitespace, invalid
+    /// UTF-8 and pieces of an id: reading never panics, and finds the id only where a pair holds
+    /// it whole.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let c = CookieOptions::new();
+        let id = SessionId::generate().unwrap();
+        let pieces: [&[u8]; 12] = [
+            b";",
+            b"=",
+            b"\"",
+            b" ",
+            b"\t",
+            b"session_id",
+            b"a",
+            b"\xff",
+            b"\xc3",
+            b"\xe9",
+            b"\xe2\x82",
+            id.expose().as_bytes(),
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 12).unwrap()
+        };
+        let mut found_some = false;
+        for _ in 0..20_000 {
+            let line: Vec<u8> = (0..next()).flat_map(|_| pieces[next()]).copied().collect();
+            if let Some(found) = c.read(&headers(&[&line])) {
+                assert_eq!(found, id, "{line:?}");
+                found_some = true;
+            }
+        }
+        assert!(found_some, "some lines hold the id whole");
     }
 
     #[test]
@@ -247,7 +299,7 @@ mod tests {
         assert_eq!(
             c.issue(&id).unwrap().to_str().unwrap(),
             format!(
-                "session_id={}; Path=/; HttpOnly; Secure; SameSite=Lax",
+                "session_id={}; HttpOnly; SameSite=Lax; Secure; Path=/",
                 id.expose()
             )
         );
@@ -262,13 +314,25 @@ mod tests {
         assert_eq!(
             c.issue(&id).unwrap().to_str().unwrap(),
             format!(
-                "SID={}; Path=/app; Domain=example.com; HttpOnly; SameSite=Lax",
+                "SID={}; HttpOnly; SameSite=Lax; Path=/app; Domain=example.com",
                 id.expose()
             )
         );
         assert_eq!(
             c.clear().unwrap().to_str().unwrap(),
-            "SID=; Path=/app; Domain=example.com; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax"
+            "SID=; HttpOnly; SameSite=Lax; Path=/app; Domain=example.com; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        // A leading `.` of the domain is dropped, as RFC 6265 (5.2.3) ignores it anyway.
+        let dotted = CookieOptions::new()
+            .with_domain(Some(".example.com"))
+            .unwrap();
+        assert_eq!(dotted.domain(), Some(".example.com"));
+        assert_eq!(
+            dotted.issue(&id).unwrap().to_str().unwrap(),
+            format!(
+                "session_id={}; HttpOnly; SameSite=Lax; Secure; Path=/; Domain=example.com",
+                id.expose()
+            )
         );
     }
 

@@ -31,9 +31,9 @@ pub enum SessionError {
     /// panicked or was dropped (from a task that outlived its request).
     #[error("the request's session has already been ended")]
     Ended,
-    /// The session was still in use (a [`SessionGuard`](super::SessionGuard) held, or a handle's
-    /// method running, in a task the handler spawned or in the response body) when the layer's
-    /// wait after the handler ran out ([`SessionLayer::with_end_wait`](super::SessionLayer::with_end_wait)):
+    /// The session was still in use (a [`SessionGuard`](super::SessionGuard) or
+    /// [`ReadOnlyGuard`](super::ReadOnlyGuard) held, or a handle's method running, in a task the
+    /// handler spawned or in the response body) when the layer's wait after the handler ran out ([`SessionLayer::with_end_wait`](super::SessionLayer::with_end_wait)):
     /// nothing was saved, and the session is released as soon as that use ends.
     #[error(
         "the request's session was still in use {waited:?} after the handler returned; \

@@ -1,7 +1,12 @@
-//! The extractors. Each route picks its access mode by the extractor it takes: [`Session`]
-//! (`Exclusive`), [`ReadOnlySession`] or [`ConcurrentSession`]. The session is opened on the first
-//! extraction of the request (a route that takes none never touches the store), and the layer ends
-//! it after the handler.
+//! The extractors. Each route picks its access mode by the extractor it takes:
+//! [`ExclusiveSession`], [`ReadOnlySession`] or [`ConcurrentSession`]. The session is opened on
+//! the first extraction of the request (a route that takes none never touches the store), and the
+//! layer ends it after the handler.
+//!
+//! Read-only is a type, not a convention: [`ReadOnlySession`] has no method that changes the
+//! session, and its [`ReadOnlyGuard`] only dereferences to `&Session`, so a change through it does
+//! not compile. The two writing extractors dereference to [`SessionHandle`], whose
+//! [`SessionGuard`] dereferences to `&mut Session`.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -12,7 +17,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use session_core::{Access, Error, SessionId, SessionManager};
+use session_core::{Access, SessionId, SessionManager};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use super::error::SessionError;
@@ -54,16 +59,66 @@ fn compatible(opened: Access, wanted: Access) -> bool {
     opened == wanted || opened == Access::Exclusive || wanted == Access::ReadOnly
 }
 
-/// The request's session, as the extractors hand it out: a cheap handle (clones share the session)
-/// whose methods lock the session for the duration of one call.
+/// Opens the request's session with `wanted` access on the first extraction, or joins the one an
+/// earlier extractor of this request opened; answers the shared slot.
+async fn extract(parts: &Parts, wanted: Access) -> Result<Arc<Mutex<State>>, SessionError> {
+    let slot = parts
+        .extensions
+        .get::<RequestSlot>()
+        .ok_or(SessionError::MissingLayer)?;
+    let mut state = slot.state.lock().await;
+    match &*state {
+        State::Unopened => {
+            let id = slot.client_id.as_ref().map(SessionId::expose);
+            // Waits here while another request holds the lock (Exclusive, ReadOnly).
+            let session = slot.manager.open(id, wanted).await?;
+            *state = State::Open(session);
+        }
+        State::Open(session) if !compatible(session.access(), wanted) => {
+            return Err(SessionError::AccessConflict {
+                opened: session.access(),
+                wanted,
+            });
+        }
+        State::Open(_) => {}
+        State::Ended => return Err(SessionError::Ended),
+    }
+    Ok(Arc::clone(&slot.state))
+}
+
+/// Locks the slot and maps the guard to the open session.
+async fn lock_open(
+    state: &Arc<Mutex<State>>,
+) -> Result<OwnedMappedMutexGuard<State, session_core::Session>, SessionError> {
+    let guard: OwnedMutexGuard<State> = Arc::clone(state).lock_owned().await;
+    OwnedMutexGuard::try_map(guard, |state| match state {
+        State::Open(session) => Some(session),
+        _ => None,
+    })
+    .map_err(|_| SessionError::Ended)
+}
+
+/// The request's session as the writing extractors ([`ExclusiveSession`], [`ConcurrentSession`])
+/// hand it out: a cheap handle (clones share the session) whose methods lock the session for the
+/// duration of one call.
 ///
-/// The layer ends the session after the handler returns (SPEC §3's decision table) and sets or
-/// clears the cookie; a session used after that (from a task that outlived the request) answers
-/// [`SessionError::Ended`].
+/// The layer ends the session after the handler returns (the decision table of
+/// `docs/contract.md` §3) and sets or clears the cookie; a session used after that (from a task
+/// that outlived the request) answers [`SessionError::Ended`].
+///
+/// Everything a [`ReadOnlySession`] reads (`id`, `is_new`, `get`) is available on the handle too:
+/// it dereferences to the read-only view of the same session.
 #[derive(Clone)]
 pub struct SessionHandle {
-    state: Arc<Mutex<State>>,
+    reader: ReadOnlySession,
     access: Access,
+}
+
+impl Deref for SessionHandle {
+    type Target = ReadOnlySession;
+    fn deref(&self) -> &ReadOnlySession {
+        &self.reader
+    }
 }
 
 impl fmt::Debug for SessionHandle {
@@ -74,8 +129,9 @@ impl fmt::Debug for SessionHandle {
     }
 }
 
-/// Exclusive access to the request's session, for as long as it is held. It dereferences to
-/// [`session_core::Session`], so every method of the core session is available.
+/// The request's session, locked for as long as it is held, through a writing extractor. It
+/// dereferences to [`session_core::Session`] mutably, so every method of the core session is
+/// available.
 pub struct SessionGuard {
     guard: OwnedMappedMutexGuard<State, session_core::Session>,
 }
@@ -100,71 +156,181 @@ impl DerefMut for SessionGuard {
 }
 
 impl SessionHandle {
-    /// Opens the request's session with `wanted` access on the first extraction, or joins the one
-    /// an earlier extractor of this request opened.
-    async fn extract(parts: &Parts, wanted: Access) -> Result<Self, SessionError> {
-        let slot = parts
-            .extensions
-            .get::<RequestSlot>()
-            .ok_or(SessionError::MissingLayer)?;
-        let mut state = slot.state.lock().await;
-        match &*state {
-            State::Unopened => {
-                let id = slot.client_id.as_ref().map(SessionId::expose);
-                // Waits here while another request holds the lock (Exclusive, ReadOnly).
-                let session = slot.manager.open(id, wanted).await?;
-                *state = State::Open(session);
-            }
-            State::Open(session) if !compatible(session.access(), wanted) => {
-                return Err(SessionError::AccessConflict {
-                    opened: session.access(),
-                    wanted,
-                });
-            }
-            State::Open(_) => {}
-            State::Ended => return Err(SessionError::Ended),
-        }
-        Ok(Self {
-            state: Arc::clone(&slot.state),
-            access: wanted,
-        })
-    }
-
-    /// The access mode this extractor asked for.
+    /// The access mode this extractor asked for: `Exclusive` or `Concurrent`.
     pub fn access(&self) -> Access {
         self.access
     }
 
-    /// Refuses a change through a [`ReadOnlySession`], even when another extractor of the same
-    /// request opened the session with a mode that allows it.
-    fn writable(&self) -> Result<(), SessionError> {
-        if self.access == Access::ReadOnly {
-            return Err(Error::NotWritable("read-only").into());
-        }
-        Ok(())
+    /// A read-only view of the same session, for code that only reads (a helper that takes a
+    /// [`ReadOnlySession`] can serve every route).
+    pub fn read_only(&self) -> ReadOnlySession {
+        self.reader.clone()
     }
 
     /// Locks the session for direct use of the core [`session_core::Session`] API (several
-    /// changes under one lock, `is_initial_access`, `data`, ...). The guard has the access of the
-    /// session as it was opened: through a [`ReadOnlySession`] of a request whose session another
-    /// extractor opened `Exclusive`, it could change the session, so only read through it. While it is held, the other
-    /// methods of this handle (and of its clones) wait for it, so drop it before calling them; and
-    /// do not keep it past the handler (in a spawned task or the response body): the layer waits
-    /// for it before ending the session, at most [`SessionLayer::with_end_wait`] (then the request
-    /// answers 500 and nothing is saved).
+    /// changes under one lock, `is_initial_access`, `data`, ...): the [`SessionGuard`]
+    /// dereferences to `&mut Session`. While it is held, the other methods of this handle (and of
+    /// its clones) wait for it, so drop it before calling them; and do not keep it past the
+    /// handler (in a spawned task or the response body): the layer waits for it before ending the
+    /// session, at most [`SessionLayer::with_end_wait`] (then the request answers 500 and nothing
+    /// is saved).
     ///
     /// [`SessionLayer::with_end_wait`]: super::SessionLayer::with_end_wait
     ///
     /// # Errors
     /// [`SessionError::Ended`] after the layer has ended the session.
     pub async fn lock(&self) -> Result<SessionGuard, SessionError> {
-        let guard: OwnedMutexGuard<State> = Arc::clone(&self.state).lock_owned().await;
-        OwnedMutexGuard::try_map(guard, |state| match state {
-            State::Open(session) => Some(session),
-            _ => None,
-        })
-        .map(|guard| SessionGuard { guard })
-        .map_err(|_| SessionError::Ended)
+        lock_open(&self.reader.state)
+            .await
+            .map(|guard| SessionGuard { guard })
+    }
+
+    /// Sets item `name`, encoding it now; stored when the request ends.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`]; [`session_core::Error::InvalidName`],
+    /// [`session_core::Error::Encode`], [`session_core::Error::SessionTooLarge`].
+    pub async fn insert<T: Serialize + Sync + ?Sized>(
+        &self, name: &str, value: &T,
+    ) -> Result<(), SessionError> {
+        Ok(self.lock().await?.insert(name, value)?)
+    }
+
+    /// Removes item `name`; returns whether it was there.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`].
+    pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
+        Ok(self.lock().await?.remove(name)?)
+    }
+
+    /// Removes every item.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`].
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        Ok(self.lock().await?.clear()?)
+    }
+
+    /// Changes this session's idle timeout.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`]; [`session_core::Error::InvalidConfig`] for zero or more than a
+    /// year.
+    pub async fn set_timeout(&self, timeout: Duration) -> Result<(), SessionError> {
+        Ok(self.lock().await?.set_timeout(timeout)?)
+    }
+
+    /// Gives the session a fresh id, keeping its data (call it after login: session-fixation
+    /// defence). The response carries the new id's cookie; the old id no longer finds the session.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] unless the session is
+    /// exclusive (or new); [`session_core::Error::LockLost`]; store failures.
+    pub async fn renew_id(&self) -> Result<SessionId, SessionError> {
+        Ok(self.lock().await?.renew_id().await?)
+    }
+
+    /// Deletes the session when the request ends (log out); the response clears the cookie.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`].
+    pub async fn abandon(&self) -> Result<(), SessionError> {
+        Ok(self.lock().await?.abandon()?)
+    }
+}
+
+/// The request's session with `ReadOnly` access: no lock; waits while a writer holds the lock, so
+/// it never sees a half-finished exclusive request. A cheap handle (clones share the session)
+/// whose methods lock the session for the duration of one call.
+///
+/// It can only read, by type: it has no `insert`, `remove`, `clear`, `set_timeout`, `renew_id` or
+/// `abandon`, and [`lock`](Self::lock) hands out a [`ReadOnlyGuard`], which dereferences to
+/// `&Session` only. That holds even when another extractor of the same request opened the session
+/// `Exclusive`. Reading:
+///
+/// ```
+/// use sessions::web::{ReadOnlySession, SessionError};
+///
+/// async fn show(session: ReadOnlySession) -> Result<String, SessionError> {
+///     let count = session.get::<u64>("count").await?.unwrap_or(0);
+///     let timeout = session.lock().await?.timeout();
+///     Ok(format!("{count} (expires after {timeout:?} idle)"))
+/// }
+/// ```
+///
+/// A change does not compile, through the handle:
+///
+/// ```compile_fail,E0599
+/// use sessions::web::{ReadOnlySession, SessionError};
+///
+/// async fn set(session: ReadOnlySession) -> Result<(), SessionError> {
+///     session.insert("count", &1u64).await
+/// }
+/// ```
+///
+/// nor through its guard:
+///
+/// ```compile_fail,E0596
+/// use sessions::web::{ReadOnlySession, SessionError};
+///
+/// async fn set(session: ReadOnlySession) -> Result<(), SessionError> {
+///     Ok(session.lock().await?.insert("count", &1u64)?)
+/// }
+/// ```
+///
+/// Rejects with [`SessionError`] (503 when the wait for a writer times out or too many requests
+/// wait).
+#[derive(Clone)]
+pub struct ReadOnlySession {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for ReadOnlySession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadOnlySession").finish_non_exhaustive()
+    }
+}
+
+/// The request's session, locked for as long as it is held, through a [`ReadOnlySession`]. It
+/// dereferences to `&`[`session_core::Session`] only: every reading method of the core session
+/// (`get`, `names`, `data`, `id`, `timeout`, `is_new`, `is_initial_access`, ...) and none that
+/// changes it.
+pub struct ReadOnlyGuard {
+    guard: OwnedMappedMutexGuard<State, session_core::Session>,
+}
+
+impl fmt::Debug for ReadOnlyGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReadOnlyGuard").field(&*self.guard).finish()
+    }
+}
+
+impl Deref for ReadOnlyGuard {
+    type Target = session_core::Session;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl ReadOnlySession {
+    /// The access mode this extractor asked for: always `ReadOnly` (the session itself may have
+    /// been opened `Exclusive` or `Concurrent` by another extractor of the request).
+    pub fn access(&self) -> Access {
+        Access::ReadOnly
+    }
+
+    /// Locks the session for direct use of the reading half of the core [`session_core::Session`]
+    /// API (`names`, `data`, `timeout`, `is_initial_access`, ...): the [`ReadOnlyGuard`]
+    /// dereferences to `&Session`. The rules of [`SessionHandle::lock`] hold: drop the guard
+    /// before calling this handle's other methods, and do not keep it past the handler.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`] after the layer has ended the session.
+    pub async fn lock(&self) -> Result<ReadOnlyGuard, SessionError> {
+        lock_open(&self.state)
+            .await
+            .map(|guard| ReadOnlyGuard { guard })
     }
 
     /// The session's id. A new session's id reaches the client only if the session is stored.
@@ -190,71 +356,19 @@ impl SessionHandle {
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, SessionError> {
         Ok(self.lock().await?.get(name)?)
     }
+}
 
-    /// Sets item `name`, encoding it now; stored when the request ends.
-    ///
-    /// # Errors
-    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session,
-    /// [`session_core::Error::InvalidName`], [`session_core::Error::Encode`],
-    /// [`session_core::Error::SessionTooLarge`].
-    pub async fn insert<T: Serialize + Sync + ?Sized>(
-        &self,
-        name: &str,
-        value: &T,
-    ) -> Result<(), SessionError> {
-        self.writable()?;
-        Ok(self.lock().await?.insert(name, value)?)
-    }
+impl<S: Send + Sync> FromRequestParts<S> for ReadOnlySession {
+    type Rejection = SessionError;
 
-    /// Removes item `name`; returns whether it was there.
-    ///
-    /// # Errors
-    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session.
-    pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
-        self.writable()?;
-        Ok(self.lock().await?.remove(name)?)
-    }
-
-    /// Removes every item.
-    ///
-    /// # Errors
-    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session.
-    pub async fn clear(&self) -> Result<(), SessionError> {
-        self.writable()?;
-        Ok(self.lock().await?.clear()?)
-    }
-
-    /// Changes this session's idle timeout.
-    ///
-    /// # Errors
-    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`],
-    /// [`session_core::Error::InvalidConfig`] for zero or more than a year.
-    pub async fn set_timeout(&self, timeout: Duration) -> Result<(), SessionError> {
-        self.writable()?;
-        Ok(self.lock().await?.set_timeout(timeout)?)
-    }
-
-    /// Gives the session a fresh id, keeping its data (call it after login: session-fixation
-    /// defence). The response carries the new id's cookie; the old id no longer finds the session.
-    ///
-    /// # Errors
-    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] unless the session is
-    /// exclusive (or new); [`session_core::Error::LockLost`]; store failures.
-    pub async fn renew_id(&self) -> Result<SessionId, SessionError> {
-        self.writable()?;
-        Ok(self.lock().await?.renew_id().await?)
-    }
-
-    /// Deletes the session when the request ends (log out); the response clears the cookie.
-    ///
-    /// # Errors
-    /// [`SessionError::Ended`]; [`session_core::Error::NotWritable`] for a read-only session.
-    pub async fn abandon(&self) -> Result<(), SessionError> {
-        self.writable()?;
-        Ok(self.lock().await?.abandon()?)
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        extract(parts, Access::ReadOnly)
+            .await
+            .map(|state| Self { state })
     }
 }
 
+/// A writing extractor: a [`SessionHandle`] with the access mode `$access`.
 macro_rules! extractor {
     ($(#[$doc:meta])* $name:ident, $access:expr) => {
         $(#[$doc])*
@@ -275,7 +389,11 @@ macro_rules! extractor {
                 parts: &mut Parts,
                 _state: &S,
             ) -> Result<Self, Self::Rejection> {
-                SessionHandle::extract(parts, $access).await.map(Self)
+                let state = extract(parts, $access).await?;
+                Ok(Self(SessionHandle {
+                    reader: ReadOnlySession { state },
+                    access: $access,
+                }))
             }
         }
     };
@@ -284,69 +402,80 @@ macro_rules! extractor {
 extractor!(
     /// The request's session with `Exclusive` access (the default, as in ASP.NET): the session is
     /// locked for the request, and a second request of the same session waits until this one ends.
-    /// Changes are saved when the request ends. Rejects with [`SessionError`] (503 when the lock
-    /// wait times out or too many requests wait).
-    Session,
+    /// Changes are saved when the request ends. It dereferences to [`SessionHandle`]. Rejects with
+    /// [`SessionError`] (503 when the lock wait times out or too many requests wait).
+    ExclusiveSession,
     Access::Exclusive
-);
-
-extractor!(
-    /// The request's session with `ReadOnly` access: no lock; waits while a writer holds the
-    /// lock, so it never sees a half-finished exclusive request; any change through it is an error
-    /// ([`session_core::Error::NotWritable`]), even when another extractor of the same request
-    /// opened the session `Exclusive`.
-    ReadOnlySession,
-    Access::ReadOnly
 );
 
 extractor!(
     /// The request's session with `Concurrent` access: no lock and no waiting on other concurrent
     /// requests; changes are merged per item when the request ends (last writer wins per item).
+    /// It dereferences to [`SessionHandle`].
     ConcurrentSession,
     Access::Concurrent
 );
 
 #[cfg(test)]
 mod tests {
-    use session_core::Config;
+    use session_core::{Config, Error};
 
     use super::*;
 
-    /// A read-only handle on a session that an exclusive extractor of the same request opened.
-    async fn read_only_beside_exclusive() -> (SessionHandle, SessionHandle) {
+    /// A read-only session and a writing handle on one session that an exclusive extractor of
+    /// the same request opened.
+    async fn read_only_beside_exclusive() -> (ReadOnlySession, SessionHandle) {
         let store = Arc::new(backend_memory::MemoryStore::new());
         let manager = SessionManager::new(store, &Config::builder().build().unwrap());
         let session = manager.open(None, Access::Exclusive).await.unwrap();
         let state = Arc::new(Mutex::new(State::Open(session)));
-        let handle = |access| SessionHandle {
-            state: Arc::clone(&state),
-            access,
+        let exclusive = SessionHandle {
+            reader: ReadOnlySession { state },
+            access: Access::Exclusive,
         };
-        (handle(Access::ReadOnly), handle(Access::Exclusive))
-    }
-
-    fn not_writable<T: fmt::Debug>(result: Result<T, SessionError>) -> bool {
-        matches!(result, Err(SessionError::Session(Error::NotWritable(_))))
+        (exclusive.read_only(), exclusive)
     }
 
     #[tokio::test]
-    async fn read_only_handles_refuse_changes_on_an_exclusive_session() {
+    async fn read_only_session_reads_what_the_request_wrote() {
         let (read_only, exclusive) = read_only_beside_exclusive().await;
         exclusive.insert("a", &1u8).await.unwrap();
-        assert!(not_writable(read_only.insert("b", &2u8).await));
-        assert!(not_writable(read_only.remove("a").await));
-        assert!(not_writable(read_only.clear().await));
-        assert!(not_writable(
-            read_only.set_timeout(Duration::from_secs(5)).await
-        ));
-        assert!(not_writable(read_only.renew_id().await));
-        assert!(not_writable(read_only.abandon().await));
-        // Nothing changed, and reading still works.
+        assert_eq!(read_only.access(), Access::ReadOnly);
         assert_eq!(read_only.get::<u8>("a").await.unwrap(), Some(1));
         assert_eq!(read_only.get::<u8>("b").await.unwrap(), None);
+        assert!(matches!(
+            read_only.get::<String>("a").await,
+            Err(SessionError::Session(Error::Decode { .. }))
+        ));
+        assert_eq!(read_only.id().await.unwrap(), exclusive.id().await.unwrap());
+        assert!(read_only.is_new().await.unwrap());
+        {
+            let guard = read_only.lock().await.unwrap();
+            assert_eq!(guard.names(), ["a"]);
+            assert!(!guard.is_abandoned());
+            assert_eq!(guard.timeout(), Config::default().session_timeout());
+            assert!(format!("{guard:?}").starts_with("ReadOnlyGuard("));
+        }
+        // The writer's later changes show through the same view.
+        exclusive.set_timeout(Duration::from_secs(5)).await.unwrap();
+        exclusive.abandon().await.unwrap();
         let guard = read_only.lock().await.unwrap();
-        assert!(!guard.is_abandoned());
-        assert_eq!(guard.timeout(), Config::default().session_timeout());
+        assert!(guard.is_abandoned());
+        assert_eq!(guard.timeout(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_answers_ended_to_every_reader() {
+        let (read_only, exclusive) = read_only_beside_exclusive().await;
+        *exclusive.state.lock().await = State::Ended;
+        assert!(matches!(read_only.lock().await, Err(SessionError::Ended)));
+        assert!(matches!(read_only.id().await, Err(SessionError::Ended)));
+        assert!(matches!(read_only.is_new().await, Err(SessionError::Ended)));
+        assert!(matches!(
+            read_only.get::<u8>("a").await,
+            Err(SessionError::Ended)
+        ));
+        assert!(matches!(exclusive.lock().await, Err(SessionError::Ended)));
     }
 
     #[test]

@@ -22,10 +22,10 @@ use super::extract::{RequestSlot, State};
 /// Runs ASP.NET's session module for every request of the router it wraps.
 ///
 /// Before the handler it reads the session cookie (a malformed value counts as none) and gives the
-/// request a session slot; the extractors ([`Session`](super::Session),
+/// request a session slot; the extractors ([`ExclusiveSession`](super::ExclusiveSession),
 /// [`ReadOnlySession`](super::ReadOnlySession), [`ConcurrentSession`](super::ConcurrentSession))
 /// open the session from it on first use. After the handler it ends the session with one store
-/// operation (SPEC §3: create, commit, release, remove or nothing) and then:
+/// operation (`docs/contract.md` §3: create, commit, release, remove or nothing) and then:
 ///
 /// | end of the request | response |
 /// |---|---|
@@ -96,10 +96,11 @@ impl SessionLayer {
     }
 
     /// The same layer, waiting at most `wait` (default [`DEFAULT_END_WAIT`], 30 s) after the
-    /// handler for its last use of the session: a [`SessionGuard`](super::SessionGuard), or a
-    /// handle's method call, still in progress in a task the handler spawned or in the response
-    /// body. After that the request answers 500 ([`SessionError::StillInUse`]) and the session is
-    /// released unsaved as soon as that use ends.
+    /// handler for its last use of the session: a [`SessionGuard`](super::SessionGuard) or
+    /// [`ReadOnlyGuard`](super::ReadOnlyGuard), or a handle's method call, still in progress in a
+    /// task the handler spawned or in the response body. After that the request answers 500
+    /// ([`SessionError::StillInUse`]) and the session is released unsaved as soon as that use
+    /// ends.
     pub fn with_end_wait(self, wait: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -185,9 +186,9 @@ where
 /// dropped (a panic caught outside the layer, a client that went away, a timeout) or the inner
 /// service failed, so [`finish`] never ran.
 ///
-/// The core session lives in the slot that every [`SessionHandle`](super::SessionHandle) clone
-/// shares, so without this a handle kept by a task the handler spawned would keep the session, and
-/// its store lock, until that task ends or the lock TTL passes. Taking the session out of the slot
+/// The core session lives in the slot that every extractor's handle shares, so without this a
+/// handle kept by a task the handler spawned would keep the session, and its store lock, until
+/// that task ends or the lock TTL passes. Taking the session out of the slot
 /// drops it, which releases the lock and writes nothing; the handles then answer
 /// [`SessionError::Ended`].
 struct ReleaseOnDrop(Option<Arc<Mutex<State>>>);
@@ -208,7 +209,7 @@ impl Drop for ReleaseOnDrop {
 }
 
 /// Takes the session out of the slot and drops it, which releases its lock and writes nothing;
-/// handles then answer [`SessionError::Ended`]. If a handle's method or a `SessionGuard` holds
+/// handles then answer [`SessionError::Ended`]. If a handle's method or a guard holds
 /// the slot right now, a task does it as soon as that use ends.
 fn release_unsaved(state: Arc<Mutex<State>>) {
     if let Ok(mut slot) = state.try_lock() {

@@ -1,26 +1,30 @@
 //! Sessions in axum (feature `axum`): [`SessionLayer`] runs the session manager around each
-//! request, and the extractors [`Session`] (`Exclusive`), [`ReadOnlySession`] and
+//! request, and the extractors [`ExclusiveSession`], [`ReadOnlySession`] and
 //! [`ConcurrentSession`] let each route pick its access mode.
 //!
 //! The extractors are handles on the request's [`sessions::Session`](crate::Session) (the core
-//! session, which [`SessionHandle::lock`] exposes): the layer owns it and ends it after the
-//! handler, so handlers never call `end` themselves. A panicking handler's session is released
-//! unsaved; see [`SessionLayer`] for the whole end-of-request table.
+//! session, which [`SessionHandle::lock`] and [`ReadOnlySession::lock`] expose): the layer owns
+//! it and ends it after the handler, so handlers never call `end` themselves. The writing
+//! extractors dereference to [`SessionHandle`]; [`ReadOnlySession`] has only the reading methods,
+//! and its [`ReadOnlyGuard`] dereferences to `&Session`, so a read-only route cannot change the
+//! session: it does not compile. A panicking handler's session is released unsaved; see
+//! [`SessionLayer`] for the whole end-of-request table.
 //!
 //! Use the session within the handler. A handle may outlive it (in a spawned task), but its
-//! methods then answer [`SessionError::Ended`]; a [`SessionGuard`] must not: the layer waits for
-//! it after the handler (at most [`SessionLayer::with_end_wait`], then 500 and nothing saved),
-//! and a guard kept in the response body can never be let go before that wait ends.
+//! methods then answer [`SessionError::Ended`]; a [`SessionGuard`] or [`ReadOnlyGuard`] must not:
+//! the layer waits for it after the handler (at most [`SessionLayer::with_end_wait`], then 500 and
+//! nothing saved), and a guard kept in the response body can never be let go before that wait
+//! ends.
 //!
 //! ```no_run
 //! use axum::{Router, routing::{get, post}};
-//! use sessions::web::{ReadOnlySession, Session, SessionError, SessionLayer};
+//! use sessions::web::{ExclusiveSession, ReadOnlySession, SessionError, SessionLayer};
 //!
 //! async fn count(session: ReadOnlySession) -> Result<String, SessionError> {
 //!     Ok(session.get::<u64>("count").await?.unwrap_or(0).to_string())
 //! }
 //!
-//! async fn increment(session: Session) -> Result<String, SessionError> {
+//! async fn increment(session: ExclusiveSession) -> Result<String, SessionError> {
 //!     let n = session.get::<u64>("count").await?.unwrap_or(0) + 1;
 //!     session.insert("count", &n).await?;
 //!     Ok(n.to_string())
@@ -42,5 +46,8 @@ mod layer;
 
 pub use cookie::CookieOptions;
 pub use error::SessionError;
-pub use extract::{ConcurrentSession, ReadOnlySession, Session, SessionGuard, SessionHandle};
+pub use extract::{
+    ConcurrentSession, ExclusiveSession, ReadOnlyGuard, ReadOnlySession, SessionGuard,
+    SessionHandle,
+};
 pub use layer::{DEFAULT_END_WAIT, SessionLayer, SessionService};
