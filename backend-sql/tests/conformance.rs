@@ -1,6 +1,7 @@
 //! The conformance suite against `SqlStore` on every database:
 //!
-//! - `sqlite_file::` (a temporary file) and `sqlite_memory::` (`sqlite::memory:`) always;
+//! - `sqlite_file::` (a temporary file) and `sqlite_memory::` (`sqlite::memory:`) with the
+//!   `sqlite` feature (a default);
 //! - `postgres::` and `mysql::` on the servers `test-support` reads from the environment (its
 //!   crate docs list the variables); a server that is not configured has its trials ignored, or
 //!   failing when it is required.
@@ -9,11 +10,15 @@
 //! `purge_expired` runs only when a trial calls it.
 
 use session_core::conformance;
-use test_support::{Backend, conformance_trials, sql_factory};
+#[cfg(feature = "sqlite")]
+use test_support::sql_factory;
+use test_support::{Backend, conformance_trials};
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
+    let mut trials = Vec::new();
     // Kept alive until the trials have run.
+    #[cfg(feature = "sqlite")]
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -21,15 +26,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let file = format!("sqlite:{}", dir.path().join("sessions.db").display());
-    let mut trials = conformance::trials_with_prefix("sqlite_file::", sql_factory(file));
-    trials.extend(conformance::trials_with_prefix(
-        "sqlite_memory::",
-        sql_factory("sqlite::memory:"),
-    ));
+    #[cfg(feature = "sqlite")]
+    {
+        let file = format!("sqlite:{}", dir.path().join("sessions.db").display());
+        trials.extend(conformance::trials_with_prefix(
+            "sqlite_file::",
+            sql_factory(file),
+        ));
+        trials.extend(conformance::trials_with_prefix(
+            "sqlite_memory::",
+            sql_factory("sqlite::memory:"),
+        ));
+    }
     trials.extend(conformance_trials(Backend::Postgres, "postgres::"));
     trials.extend(conformance_trials(Backend::Mysql, "mysql::"));
     let code = conformance::run(args, trials);
+    #[cfg(feature = "sqlite")]
     drop(dir);
     code
 }
