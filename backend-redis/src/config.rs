@@ -215,9 +215,33 @@ fn from_attributes(config: &Config) -> Result<ConnectionInfo> {
     Ok(resp3(info))
 }
 
-/// `redis://`, `rediss://` (one server) or `redis+cluster://`, `rediss+cluster://` with one or more
-/// comma-separated seed nodes: `redis+cluster://user:pw@h1:7000,h2:7001`.
-fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
+/// The URL of each node that a Redis URL names, for clients that take one URL per node (the
+/// driver's cluster client, a benchmark's raw client): `redis://` and `rediss://` name one server,
+/// `redis+cluster://` and `rediss+cluster://` one or more comma-separated seed nodes. Each node's
+/// URL keeps the TLS of the whole URL (`rediss+cluster://` gives `rediss://` nodes), its userinfo
+/// (user and password) and its path and parameters; the scheme is written in lowercase.
+///
+/// The host list is split here, not by `url` (which the driver parses each node's URL with): it
+/// takes `a:1,b:2` for one host with a bad port. The authority ends, as `url` reads it, at the
+/// first `/`, `?` or `#`, and the userinfo at the authority's last `@`.
+///
+/// ```
+/// use backend_redis::node_urls;
+///
+/// assert_eq!(
+///     node_urls("rediss+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001")?,
+///     ["rediss://app:pw@10.0.0.1:7000", "rediss://app:pw@10.0.0.2:7001"],
+/// );
+/// assert_eq!(node_urls("redis://127.0.0.1:6379/2")?, ["redis://127.0.0.1:6379/2"]);
+/// assert!(node_urls("redis://a:1,b:2").is_err());
+/// # Ok::<(), session_core::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `url` for a scheme not in [`SCHEMES`], a URL that names no
+/// host, or several hosts behind a scheme without `+cluster`. The messages never echo the URL.
+/// The nodes' URLs are not checked further: the driver does that when it parses them.
+pub fn node_urls(url: &str) -> Result<Vec<String>> {
     let bad = |reason: String| Error::config("url", reason);
     let scheme = url_scheme(url).unwrap_or_default();
     if !SCHEMES.contains(&scheme.as_str()) {
@@ -227,36 +251,23 @@ fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
         )));
     }
     let (cluster, scheme) = match scheme.strip_suffix("+cluster") {
-        Some(single) => (true, single.to_owned()),
-        None => (false, scheme),
+        Some(single) => (true, single),
+        None => (false, scheme.as_str()),
     };
-    // The host list is split by hand: `url` (which the driver parses each node's URL with) takes
-    // `a:1,b:2` for one host with a bad port. Each node then gets a URL of its own.
     let rest = url
         .split_once("://")
         .map(|(_, rest)| rest)
         .ok_or_else(|| bad(format!("expected {scheme}://host")))?;
-    let (userinfo, hosts_and_path) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
     };
-    let split = hosts_and_path
-        .find(['/', '?'])
-        .unwrap_or(hosts_and_path.len());
-    let (hosts, tail) = hosts_and_path.split_at(split);
-    let mut nodes = Vec::new();
-    for host in hosts.split(',').filter(|h| !h.is_empty()) {
-        let node = match userinfo {
-            Some(u) => format!("{scheme}://{u}@{host}{tail}"),
-            None => format!("{scheme}://{host}{tail}"),
-        };
-        let info = node
-            .as_str()
-            .into_connection_info()
-            // The driver's message names what is wrong without echoing the password.
-            .map_err(|e| bad(format!("{}: {e}", redact_url(&node))))?;
-        nodes.push(resp3(info));
-    }
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("{scheme}://{userinfo}{host}{tail}"))
+        .collect();
     if nodes.is_empty() {
         return Err(bad("names no host".into()));
     }
@@ -265,6 +276,23 @@ fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
             "several hosts need a cluster URL (redis+cluster://h1:p1,h2:p2)".into(),
         ));
     }
+    Ok(nodes)
+}
+
+/// `redis://`, `rediss://` (one server) or `redis+cluster://`, `rediss+cluster://` with one or more
+/// comma-separated seed nodes ([`node_urls`]): `redis+cluster://user:pw@h1:7000,h2:7001`.
+fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
+    let cluster = url_scheme(url).is_some_and(|scheme| scheme.ends_with("+cluster"));
+    let nodes = node_urls(url)?
+        .into_iter()
+        .map(|node| {
+            node.as_str()
+                .into_connection_info()
+                .map(resp3)
+                // The driver's message names what is wrong without echoing the password.
+                .map_err(|e| Error::config("url", format!("{}: {e}", redact_url(&node))))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((nodes, cluster))
 }
 
@@ -379,6 +407,48 @@ mod tests {
         };
         assert_eq!(setting, "url");
         assert!(reason.contains("\"postgres\""), "{reason}");
+    }
+
+    /// Each node's URL keeps the TLS, userinfo, path and parameters of the whole URL; the
+    /// authority ends where `url` ends it, so an `@` or `,` in the parameters is no host.
+    #[test]
+    fn urls_split_into_node_urls() {
+        let ok = |url: &str| node_urls(url).unwrap();
+        assert_eq!(ok("redis://127.0.0.1:6379"), ["redis://127.0.0.1:6379"]);
+        assert_eq!(ok("REDISS://u:p@h:6380/2"), ["rediss://u:p@h:6380/2"]);
+        assert_eq!(
+            ok("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert_eq!(
+            ok("Rediss+Cluster://app:s3cret@a:7000,b:7001,"),
+            ["rediss://app:s3cret@a:7000", "rediss://app:s3cret@b:7001"]
+        );
+        assert_eq!(
+            ok("redis+cluster://:pw@a:1,b:2/0?protocol=resp3"),
+            [
+                "redis://:pw@a:1/0?protocol=resp3",
+                "redis://:pw@b:2/0?protocol=resp3"
+            ]
+        );
+        assert_eq!(
+            ok("redis://h:1/0?client=a@b,c"),
+            ["redis://h:1/0?client=a@b,c"]
+        );
+        for url in [
+            "postgres://u:s3cret@h/db",
+            "redis://u:s3cret@a:1,b:2",
+            "redis+cluster://u:s3cret@",
+            "redis+cluster://",
+            "rediss+cluster:///0",
+            "redis:h",
+        ] {
+            let Err(Error::InvalidConfig { setting, reason }) = node_urls(url) else {
+                panic!("{url} was split");
+            };
+            assert_eq!(setting, "url");
+            assert!(!reason.contains("s3cret"), "{url}: {reason}");
+        }
     }
 
     /// A cluster URL names several hosts, which `url` cannot parse as one authority: each seed

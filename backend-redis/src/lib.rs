@@ -2,9 +2,9 @@
 //!
 //! # Layout
 //!
-//! - `config`: the URL schemes ([`SCHEMES`], [`accepts`]), [`RedisOptions`] and the resolution
-//!   of `session_core::Config` (attributes or URL) into nodes, TLS trust, database and timeouts
-//!   ([`response_timeout`]).
+//! - `config`: the URL schemes ([`SCHEMES`], [`accepts`]), a URL split into one URL per node
+//!   ([`node_urls`]), [`RedisOptions`] and the resolution of `session_core::Config` (attributes
+//!   or URL) into nodes, TLS trust, database and timeouts ([`response_timeout`]).
 //! - `connection`: `Connection`, a standalone `ConnectionManager` or a `ClusterConnection`, one code
 //!   path for every operation.
 //! - `keys`: the hash-tagged key layout.
@@ -24,7 +24,7 @@ mod signals;
 mod store;
 
 pub use config::{
-    DEFAULT_RESPONSE_TIMEOUT, RESPONSE_TIMEOUT_MARGIN, RedisOptions, SCHEMES, accepts,
+    DEFAULT_RESPONSE_TIMEOUT, RESPONSE_TIMEOUT_MARGIN, RedisOptions, SCHEMES, accepts, node_urls,
     response_timeout,
 };
 pub use expiry::EXPIRY_GRACE;

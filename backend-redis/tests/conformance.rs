@@ -5,12 +5,12 @@
 //! `scripts/redis/start.sh` starts all three and writes their variables to `/tmp/ci-redis/env`.
 
 use session_core::conformance;
-use test_support::{Backend, conformance_trials};
+use test_support::{Variant, conformance_trials};
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
-    let mut trials = conformance_trials(Backend::Redis, "standalone::");
-    trials.extend(conformance_trials(Backend::RedisTls, "tls::"));
-    trials.extend(conformance_trials(Backend::RedisCluster, "cluster::"));
+    let mut trials = conformance_trials(Variant::Redis, "standalone::");
+    trials.extend(conformance_trials(Variant::RedisTls, "tls::"));
+    trials.extend(conformance_trials(Variant::RedisCluster, "cluster::"));
     conformance::run(args, trials)
 }

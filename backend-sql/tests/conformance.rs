@@ -12,7 +12,7 @@
 use session_core::conformance;
 #[cfg(feature = "sqlite")]
 use test_support::sql_factory;
-use test_support::{Backend, conformance_trials};
+use test_support::{Variant, conformance_trials};
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
@@ -38,8 +38,8 @@ fn main() -> std::process::ExitCode {
             sql_factory("sqlite::memory:"),
         ));
     }
-    trials.extend(conformance_trials(Backend::Postgres, "postgres::"));
-    trials.extend(conformance_trials(Backend::Mysql, "mysql::"));
+    trials.extend(conformance_trials(Variant::Postgres, "postgres::"));
+    trials.extend(conformance_trials(Variant::Mysql, "mysql::"));
     let code = conformance::run(args, trials);
     #[cfg(feature = "sqlite")]
     drop(dir);

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
+use sessions::{Backend, redact_url, url_scheme};
 
+use crate::error::BenchError;
 use crate::peers::PeerSpec;
 
 /// The six workloads, each defined once and run unchanged against every backend.
@@ -125,46 +127,100 @@ impl FromStr for Payload {
     }
 }
 
-/// A store to benchmark, with its URL.
+/// A store to benchmark: its URL and what the bench needs to know beyond the facade's dispatch.
+/// The store itself is opened by `sessions::connect_with` ([`crate::connect_store`]); which
+/// backend a URL selects is [`Backend::for_url`]'s answer. The bench adds one distinction of its
+/// own: Redis standalone or Redis Cluster (`redis+cluster://`, `rediss+cluster://`), which have
+/// different floors and probes and separate report rows.
+///
+/// ```
+/// use session_bench::BackendSpec;
+/// use sessions::Backend;
+///
+/// let cluster = BackendSpec::new("rediss+cluster://:pw@a:7000,b:7001")?;
+/// assert_eq!((cluster.backend(), cluster.name()), (Backend::Redis, "redis-cluster"));
+/// assert_eq!(BackendSpec::new("mariadb://u@h/db")?.name(), "mysql");
+/// assert!(BackendSpec::new("gopher://h").is_err());
+/// # Ok::<(), session_bench::BenchError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendSpec {
-    /// The in-process moka store.
-    Memory,
-    /// SQLite (`sqlite::memory:` or a file URL).
-    Sqlite(String),
-    /// Standalone Redis.
-    Redis(String),
-    /// Redis Cluster (`redis+cluster://h1:p1,h2:p2`).
-    RedisCluster(String),
-    /// Postgres.
-    Postgres(String),
-    /// MySQL or MariaDB.
-    Mysql(String),
+pub struct BackendSpec {
+    backend: Backend,
+    cluster: bool,
+    url: String,
 }
 
 impl BackendSpec {
-    /// The name used in the report.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Memory => "memory",
-            Self::Sqlite(_) => "sqlite",
-            Self::Redis(_) => "redis",
-            Self::RedisCluster(_) => "redis-cluster",
-            Self::Postgres(_) => "postgres",
-            Self::Mysql(_) => "mysql",
+    /// The store `url` selects.
+    ///
+    /// # Errors
+    /// [`BenchError::Config`] when no backend serves the URL's scheme (the message names the URL
+    /// with its password redacted).
+    pub fn new(url: impl Into<String>) -> Result<Self, BenchError> {
+        let url = url.into();
+        let backend = Backend::for_url(&url).map_err(|e| {
+            let reason = match e {
+                sessions::Error::InvalidConfig { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            BenchError::Config(format!("{}: {reason}", redact_url(&url)))
+        })?;
+        let cluster = backend == Backend::Redis
+            && url_scheme(&url).is_some_and(|scheme| scheme.ends_with("+cluster"));
+        Ok(Self {
+            backend,
+            cluster,
+            url,
+        })
+    }
+
+    /// The in-process store (`memory://`).
+    pub fn memory() -> Self {
+        Self {
+            backend: Backend::Memory,
+            cluster: false,
+            url: "memory://".to_owned(),
         }
     }
 
-    /// The URL, if any (`None` for memory).
-    pub fn url(&self) -> Option<&str> {
-        match self {
-            Self::Memory => None,
-            Self::Sqlite(u)
-            | Self::Redis(u)
-            | Self::RedisCluster(u)
-            | Self::Postgres(u)
-            | Self::Mysql(u) => Some(u),
+    /// SQLite in memory (`sqlite::memory:`), the default embedded SQL row.
+    pub fn sqlite_in_memory() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            cluster: false,
+            url: "sqlite::memory:".to_owned(),
         }
+    }
+
+    /// The backend the URL selects.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether this is Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Whether this is standalone Redis (the only store with probes and wire-byte counts beside
+    /// memory's probes).
+    pub fn is_standalone_redis(&self) -> bool {
+        self.backend == Backend::Redis && !self.cluster
+    }
+
+    /// The name used in the report (and in the CLI's flags): the facade's feature name
+    /// (`memory`, `sqlite`, `redis`, `postgres`, `mysql`), or `redis-cluster`.
+    pub fn name(&self) -> &'static str {
+        if self.cluster {
+            "redis-cluster"
+        } else {
+            self.backend.feature()
+        }
+    }
+
+    /// The URL, as given (print it through `redact_url`).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -201,10 +257,7 @@ pub struct BenchConfig {
 impl Default for BenchConfig {
     fn default() -> Self {
         Self {
-            backends: vec![
-                BackendSpec::Memory,
-                BackendSpec::Sqlite("sqlite::memory:".to_owned()),
-            ],
+            backends: vec![BackendSpec::memory(), BackendSpec::sqlite_in_memory()],
             workloads: Workload::ALL.to_vec(),
             concurrency: vec![1, 32],
             payload: Payload::DEFAULT,
@@ -278,6 +331,50 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert_eq!("w4".parse::<Workload>().unwrap(), Workload::W4);
         assert!("W7".parse::<Workload>().is_err());
+    }
+
+    /// The facade picks the backend; the bench only tells a Redis Cluster from one server.
+    #[test]
+    fn specs_follow_the_facades_dispatch() {
+        for (url, backend, name) in [
+            ("memory://", Backend::Memory, "memory"),
+            ("sqlite::memory:", Backend::Sqlite, "sqlite"),
+            ("redis://127.0.0.1:6379", Backend::Redis, "redis"),
+            ("rediss://:pw@localhost:6380", Backend::Redis, "redis"),
+            (
+                "redis+cluster://a:7000,b:7001",
+                Backend::Redis,
+                "redis-cluster",
+            ),
+            (
+                "REDISS+CLUSTER://:pw@a:7000",
+                Backend::Redis,
+                "redis-cluster",
+            ),
+            ("postgres://u:pw@h/db", Backend::Postgres, "postgres"),
+            ("mysql://u@h/db", Backend::Mysql, "mysql"),
+            ("mariadb://u@h/db", Backend::Mysql, "mysql"),
+        ] {
+            let spec = BackendSpec::new(url).unwrap();
+            assert_eq!(
+                (spec.backend(), spec.name(), spec.url()),
+                (backend, name, url)
+            );
+            assert_eq!(spec.is_standalone_redis(), name == "redis", "{url}");
+        }
+        assert_eq!(
+            BackendSpec::new("memory://").unwrap(),
+            BackendSpec::memory()
+        );
+        assert_eq!(
+            BackendSpec::new("sqlite::memory:").unwrap(),
+            BackendSpec::sqlite_in_memory()
+        );
+        let Err(BenchError::Config(message)) = BackendSpec::new("gopher://u:s3cret@h") else {
+            panic!("gopher:// selected a backend");
+        };
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.contains("gopher"), "{message}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use session_core::{Call, Layer, Layered, Reply, Result, SessionStore};
+use session_core::{Call, Layered, Reply, Result, SessionStore, StoreLayer};
 
 /// A store behind the [`Counting`] layer.
 pub type CountingStore = Layered<Arc<dyn SessionStore>, Counting>;
@@ -57,7 +57,7 @@ impl Counting {
 }
 
 #[async_trait]
-impl Layer for Counting {
+impl StoreLayer for Counting {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
         self.count(call.operation().as_str(), call.item_bytes());
         call.run(inner).await

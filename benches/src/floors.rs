@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use session_core::{BoxError, redact_url};
+use sessions::{Backend, BoxError, redact_url};
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -438,8 +438,8 @@ pub async fn prober(
 ) -> Result<Option<Prober>, BenchError> {
     let backend = spec.name();
     let floor_err = |source: BoxError| BenchError::Floor { backend, source };
-    match spec {
-        BackendSpec::Memory => {
+    match spec.backend() {
+        Backend::Memory => {
             let cache = moka::future::Cache::builder().build();
             let data: Arc<[u8]> = Arc::from(vec![b'p'; payload.bytes()]);
             let deadline = std::time::Instant::now() + Duration::from_secs(1800);
@@ -455,8 +455,8 @@ pub async fn prober(
                 kind: ProberKind::Memory(cache),
             }))
         }
-        BackendSpec::Redis(url) => {
-            let conn = connect_redis(spec, url).await?;
+        Backend::Redis if spec.is_standalone_redis() => {
+            let conn = connect_redis(spec).await?;
             let mut fill = conn.clone();
             for chunk in keys.chunks(100) {
                 let mut pipe = redis::pipe();
@@ -498,35 +498,20 @@ pub async fn prober(
     }
 }
 
-async fn connect_redis(
-    spec: &BackendSpec, url: &str,
-) -> Result<redis::aio::ConnectionManager, BenchError> {
+/// A connection to the standalone Redis of `spec`.
+async fn connect_redis(spec: &BackendSpec) -> Result<redis::aio::ConnectionManager, BenchError> {
     let fail = |source: BoxError| BenchError::Connect {
         backend: spec.name(),
-        url: redact_url(url),
+        url: redact_url(spec.url()),
         source,
     };
-    let client = redis::Client::open(url).map_err(|e| fail(e.into()))?;
+    let client = redis::Client::open(spec.url()).map_err(|e| fail(e.into()))?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(0);
     redis::aio::ConnectionManager::new_with_config(client, config)
         .await
         .map_err(|e| fail(e.into()))
-}
-
-/// `redis+cluster://[user:pw@]h1:p1,h2:p2` as one `redis://` URL per node.
-fn cluster_nodes(url: &str) -> Vec<String> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.split('/').next().unwrap_or(rest);
-    let (auth, hosts) = match rest.rsplit_once('@') {
-        Some((a, h)) => (format!("{a}@"), h),
-        None => (String::new(), rest),
-    };
-    hosts
-        .split(',')
-        .map(|h| format!("redis://{auth}{h}"))
-        .collect()
 }
 
 /// Connects the floor for `spec`, with up to `connections` pooled connections where the client
@@ -537,13 +522,14 @@ fn cluster_nodes(url: &str) -> Vec<String> {
 pub async fn connect(spec: &BackendSpec, connections: u32) -> Result<Arc<dyn Floor>, BenchError> {
     let fail = |source: BoxError| BenchError::Connect {
         backend: spec.name(),
-        url: spec.url().map(redact_url).unwrap_or_default(),
+        url: redact_url(spec.url()),
         source,
     };
     let timeout = Duration::from_secs(5);
-    let floor: Arc<dyn Floor> = match spec {
-        BackendSpec::Memory => Arc::new(MokaFloor(moka::future::Cache::builder().build())),
-        BackendSpec::Sqlite(url) => {
+    let url = spec.url();
+    let floor: Arc<dyn Floor> = match spec.backend() {
+        Backend::Memory => Arc::new(MokaFloor(moka::future::Cache::builder().build())),
+        Backend::Sqlite => {
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| fail(e.into()))?
@@ -571,7 +557,7 @@ pub async fn connect(spec: &BackendSpec, connections: u32) -> Result<Arc<dyn Flo
             .map_err(|e| fail(e.into()))?;
             Arc::new(SqlFloor::Sqlite(pool))
         }
-        BackendSpec::Postgres(url) => {
+        Backend::Postgres => {
             let pool = PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(timeout)
@@ -586,7 +572,7 @@ pub async fn connect(spec: &BackendSpec, connections: u32) -> Result<Arc<dyn Flo
             .map_err(|e| fail(e.into()))?;
             Arc::new(SqlFloor::Postgres(pool))
         }
-        BackendSpec::Mysql(url) => {
+        Backend::Mysql => {
             let pool = MySqlPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(timeout)
@@ -602,11 +588,10 @@ pub async fn connect(spec: &BackendSpec, connections: u32) -> Result<Arc<dyn Flo
             .map_err(|e| fail(e.into()))?;
             Arc::new(SqlFloor::Mysql(pool))
         }
-        BackendSpec::Redis(url) => {
-            Arc::new(RedisFloor::Standalone(connect_redis(spec, url).await?))
-        }
-        BackendSpec::RedisCluster(url) => {
-            let client = redis::cluster::ClusterClientBuilder::new(cluster_nodes(url))
+        Backend::Redis if spec.is_cluster() => {
+            // One URL per seed node, each keeping the TLS and credentials of the cluster URL.
+            let nodes = sessions::redis::node_urls(url).map_err(|e| fail(e.into()))?;
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
                 .connection_timeout(timeout)
                 .build()
                 .map_err(|e| fail(e.into()))?;
@@ -616,23 +601,30 @@ pub async fn connect(spec: &BackendSpec, connections: u32) -> Result<Arc<dyn Flo
                 .map_err(|e| fail(e.into()))?;
             Arc::new(RedisFloor::Cluster(conn))
         }
+        Backend::Redis => Arc::new(RedisFloor::Standalone(connect_redis(spec).await?)),
+        other => {
+            return Err(BenchError::Config(format!(
+                "no floor for the {other} backend"
+            )));
+        }
     };
     Ok(floor)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
+    /// The cluster floor's nodes are backend-redis's split of the URL: a TLS cluster's nodes
+    /// keep TLS (`rediss://`) and the credentials.
     #[test]
-    fn cluster_urls_split_into_nodes() {
+    fn cluster_urls_split_into_nodes_that_keep_tls() {
+        let nodes = |url: &str| sessions::redis::node_urls(url).unwrap();
         assert_eq!(
-            cluster_nodes("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
+            nodes("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
             ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
         );
         assert_eq!(
-            cluster_nodes("redis+cluster://:pw@h:1,g:2"),
-            ["redis://:pw@h:1", "redis://:pw@g:2"]
+            nodes("rediss+cluster://app:pw@h:1,g:2"),
+            ["rediss://app:pw@h:1", "rediss://app:pw@g:2"]
         );
     }
 }

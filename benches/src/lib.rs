@@ -26,12 +26,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_memory::MemoryStore;
-use backend_redis::RedisStore;
-use backend_sql::{SqlOptions, SqlStore};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use session_core::{Config, SessionStore, redact_url};
+use sessions::sql::SqlOptions;
+use sessions::{Backend, Config, SessionStore, StoreOptions, redact_url};
 
 pub use config::{BackendSpec, BenchConfig, Payload, Workload, parse_duration};
 pub use counting::{Counting, CountingStore};
@@ -41,7 +39,8 @@ pub use peers::PeerSpec;
 pub use report::{Report, Row};
 pub use workload::Fixture;
 
-/// Connects the store for `spec`, with `connections` pooled connections for SQL servers.
+/// Connects the store for `spec` through the facade (`sessions::connect_with`), with
+/// `connections` pooled connections for SQL servers.
 ///
 /// # Errors
 /// [`BenchError::Connect`] naming the backend.
@@ -59,36 +58,24 @@ pub async fn connect_store(
 pub async fn connect_store_with(
     spec: &BackendSpec, connections: u32, refresh_throttle: f64,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
-    let fail = |source: session_core::Error| BenchError::Connect {
+    let fail = |source: sessions::Error| BenchError::Connect {
         backend: spec.name(),
-        url: spec.url().map(redact_url).unwrap_or_default(),
+        url: redact_url(spec.url()),
         source: source.into(),
     };
-    let Some(url) = spec.url() else {
-        return Ok(Arc::new(MemoryStore::new()));
-    };
     let config = Config::builder()
-        .url(url)
+        .url(spec.url())
         .connection_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(fail)?;
-    let store: Arc<dyn SessionStore> = match spec {
-        BackendSpec::Memory => Arc::new(MemoryStore::new()),
-        BackendSpec::Sqlite(_) | BackendSpec::Postgres(_) | BackendSpec::Mysql(_) => Arc::new(
-            SqlStore::connect_with(
-                &config,
-                SqlOptions::new()
-                    .with_max_connections(connections)
-                    .with_refresh_throttle(refresh_throttle),
-            )
-            .await
-            .map_err(fail)?,
-        ),
-        BackendSpec::Redis(_) | BackendSpec::RedisCluster(_) => {
-            Arc::new(RedisStore::connect(&config).await.map_err(fail)?)
-        }
-    };
-    Ok(store)
+    let options = StoreOptions::new().with_sql(
+        SqlOptions::new()
+            .with_max_connections(connections)
+            .with_refresh_throttle(refresh_throttle),
+    );
+    sessions::connect_with(&config, &options)
+        .await
+        .map_err(fail)
 }
 
 type OpFn = Arc<
@@ -197,11 +184,11 @@ async fn fill_floor(
 
 /// The number of cells `config` runs (probes counted for the backends that have them).
 pub fn cell_count(config: &BenchConfig) -> u64 {
-    let probes = |spec: &BackendSpec| match spec {
+    let probes = |spec: &BackendSpec| match spec.backend() {
         _ if !config.floors => 0,
         // The probes plus W1 through the bare store.
-        BackendSpec::Memory => floors::Probe::MEMORY.len() + 1,
-        BackendSpec::Redis(_) => floors::Probe::REDIS.len(),
+        Backend::Memory => floors::Probe::MEMORY.len() + 1,
+        Backend::Redis if spec.is_standalone_redis() => floors::Probe::REDIS.len(),
         _ => 0,
     };
     let floors = if config.floors { 2 } else { 0 };
@@ -322,9 +309,10 @@ async fn run_backend(
     let n = config.pool_for(config.payload);
     let keys: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("bench-floor-{i}")).collect());
     let measured: Result<(), BenchError> = async {
-        let meter = match spec {
-            BackendSpec::Redis(url) => Some(wire::WireMeter::connect(name, url).await?),
-            _ => None,
+        let meter = if spec.is_standalone_redis() {
+            Some(wire::WireMeter::connect(name, spec.url()).await?)
+        } else {
+            None
         };
         let counts = || counting.layer().take_counts();
         for &w in &config.workloads {
@@ -418,7 +406,7 @@ async fn run_backend(
             };
             run_cells(config, bar, rows, name, probe.label(), &op, &counts).await?;
         }
-        if matches!(spec, BackendSpec::Memory) && config.workloads.contains(&Workload::W1) {
+        if spec.backend() == Backend::Memory && config.workloads.contains(&Workload::W1) {
             // W1 on the bare store: what the counting decorator adds.
             let (fx, st) = (Arc::clone(&fixture), Arc::clone(&raw));
             let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -438,7 +426,7 @@ async fn run_backend(
     let mut left = fixture.remove(&raw).await;
     if let Some(floor) = &floor {
         let mut floor_keys = keys.to_vec();
-        if matches!(spec, BackendSpec::Redis(_)) {
+        if spec.is_standalone_redis() {
             floor_keys.extend(keys.iter().flat_map(|k| floors::probe_keys(k)));
         }
         left.merge(floors::remove_keys(floor, &floor_keys).await);

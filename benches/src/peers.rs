@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use session_core::{BoxError, redact_url};
+use sessions::{BoxError, redact_url};
 use tower_sessions_core::SessionStore as PeerStore;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store;

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use session_core::{BoxError, redact_url};
+use sessions::{BoxError, redact_url};
 
 use crate::error::BenchError;
 

@@ -367,8 +367,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn every_backend_gets_the_same_calls() {
-        let memory = sequences(&BackendSpec::Memory).await;
-        let sqlite = sequences(&BackendSpec::Sqlite("sqlite::memory:".into())).await;
+        let memory = sequences(&BackendSpec::memory()).await;
+        let sqlite = sequences(&BackendSpec::sqlite_in_memory()).await;
         assert_eq!(memory, sqlite);
         let expect = |w: Workload| -> Vec<&str> {
             let one: &[&str] = match w {

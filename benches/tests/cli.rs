@@ -306,3 +306,36 @@ fn an_unreachable_server_names_its_backend() {
         "the password is redacted: {stderr}"
     );
 }
+
+/// The facade picks the backend from the URL; a flag given another backend's URL (or a scheme no
+/// store serves) is refused before anything connects, naming the flag and never the password.
+#[test]
+fn a_flag_with_another_backends_url_is_refused() {
+    for (flag, url, expected) in [
+        (
+            "--redis-cluster",
+            "redis://:secret@127.0.0.1:1",
+            "--redis-cluster takes a redis-cluster URL",
+        ),
+        (
+            "--redis",
+            "rediss+cluster://:secret@127.0.0.1:1,127.0.0.1:2",
+            "--redis takes a redis URL",
+        ),
+        (
+            "--postgres",
+            "mysql://u:secret@127.0.0.1:1/db",
+            "--postgres takes a postgres URL",
+        ),
+        ("--mysql", "gopher://u:secret@127.0.0.1:1", "\"gopher\""),
+    ] {
+        let out = bench()
+            .args(["--quiet", "--no-embedded", flag, url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag} {url}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{flag} {url}: {stderr}");
+        assert!(!stderr.contains("secret"), "{flag} {url}: {stderr}");
+    }
+}

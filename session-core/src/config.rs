@@ -445,10 +445,12 @@ impl ConfigBuilder {
         self.config.application_name = app;
         self
     }
-    /// `connectionTimeoutInMilliseconds`: how long opening one connection to the server may take
-    /// (TCP connect, TLS handshake and login), on every networked store: each Redis node, Postgres,
-    /// MySQL/MariaDB. `None` or zero: [`DEFAULT_CONNECTION_TIMEOUT`] (5 s). Memory and SQLite have
-    /// no network and ignore it.
+    /// `connectionTimeoutInMilliseconds`: how long connecting to the server may take (TCP connect,
+    /// TLS handshake and login), on every networked store: each Redis connection; on Postgres and
+    /// MySQL/MariaDB the first connection, opened when the store connects (the pool's later
+    /// connections are bounded by its acquire timeout, backend-sql's `with_pool_acquire_timeout`).
+    /// `None` or zero: [`DEFAULT_CONNECTION_TIMEOUT`] (5 s). Memory and SQLite have no network and
+    /// ignore it.
     ///
     /// It is not the wait for a free pooled connection: backend-sql names that one
     /// `SqlOptions::with_pool_acquire_timeout`.

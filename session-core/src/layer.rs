@@ -1,20 +1,20 @@
 //! Store decorators: one mechanism for every store that wraps another (docs/style.md H18).
 //!
-//! A decorator (retries, fault injection, hiding capabilities, counting calls...) is a [`Layer`]: it
+//! A decorator (retries, fault injection, hiding capabilities, counting calls...) is a [`StoreLayer`]: it
 //! sees each operation as one value, a [`Call`], decides what to do around it, and answers with a
-//! [`Reply`]. [`Layered`] turns a store and a layer into a store again. The fourteen methods of
+//! [`Reply`]. [`Layered`] turns a store and a layer into a store again. The methods of
 //! [`SessionStore`] are forwarded in exactly one place (the `forward_store!` macro of this module,
 //! used for `Layered` and for `Arc<S>`), so a layer is as short as what it adds.
 //!
 //! ```
-//! use session_core::{Call, Layer, Layered, Reply, Result, SessionStore};
+//! use session_core::{Call, StoreLayer, Layered, Reply, Result, SessionStore};
 //!
 //! /// Counts the calls that reach the store.
 //! #[derive(Debug, Default)]
 //! struct Counted(std::sync::atomic::AtomicU64);
 //!
 //! #[async_trait::async_trait]
-//! impl Layer for Counted {
+//! impl StoreLayer for Counted {
 //!     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
 //!         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 //!         call.run(inner).await
@@ -341,7 +341,7 @@ reply_into! {
 /// changes. Wrap a store in one with [`Layered::new`]; the result is a [`SessionStore`] again, so
 /// layers stack.
 #[async_trait]
-pub trait Layer: fmt::Debug + Send + Sync + 'static {
+pub trait StoreLayer: fmt::Debug + Send + Sync + 'static {
     /// The backend name the wrapped store reports (default: the inner store's).
     fn backend(&self, inner: &dyn SessionStore) -> &'static str {
         inner.backend()
@@ -363,15 +363,15 @@ pub trait Layer: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// A store wrapped in a [`Layer`]: a [`SessionStore`] whose every operation goes through
-/// [`Layer::around`].
+/// A store wrapped in a [`StoreLayer`]: a [`SessionStore`] whose every operation goes through
+/// [`StoreLayer::around`].
 #[derive(Debug)]
 pub struct Layered<S, L> {
     inner: S,
     layer: L,
 }
 
-impl<S: SessionStore, L: Layer> Layered<S, L> {
+impl<S: SessionStore, L: StoreLayer> Layered<S, L> {
     /// Wraps `inner` in `layer`.
     pub fn new(inner: S, layer: L) -> Self {
         Self { inner, layer }
@@ -495,7 +495,7 @@ macro_rules! forward_store {
 pub(crate) use forward_store;
 
 forward_store! {
-    impl [S: SessionStore, L: Layer] for Layered<S, L>;
+    impl [S: SessionStore, L: StoreLayer] for Layered<S, L>;
     backend(this) = this.layer.backend(&this.inner);
     capabilities(this) = this.layer.capabilities(&this.inner);
     run(this, call) = this.layer.around(call, &this.inner);
@@ -518,7 +518,7 @@ mod tests {
     struct WrongKind;
 
     #[async_trait]
-    impl Layer for WrongKind {
+    impl StoreLayer for WrongKind {
         async fn around(&self, _: Call<'_>, _: &dyn SessionStore) -> Result<Reply> {
             Ok(Reply::Touch(TouchOutcome::Touched))
         }
@@ -545,7 +545,7 @@ mod tests {
     /// The default layer passes every call through, and stacks.
     #[derive(Debug)]
     struct Nothing;
-    impl Layer for Nothing {}
+    impl StoreLayer for Nothing {}
 
     #[tokio::test]
     async fn default_layers_pass_calls_through_and_stack() {

@@ -32,7 +32,7 @@
 //! - `config`: [`Config`], from attributes, a URL or a builder.
 //! - `conn_url`: [`url_scheme`] and [`redact_url`]: connection URLs read without knowing any
 //!   backend's schemes.
-//! - `layer`: store decorators: a [`Layer`] sees each operation as a [`Call`] and answers a
+//! - `layer`: store decorators: a [`StoreLayer`] sees each operation as a [`Call`] and answers a
 //!   [`Reply`]; [`Layered`] makes a store and a layer a store again.
 //! - `retry`: the retry schedule and [`RetryLayer`], the layer that adds retries, operation
 //!   timeouts and tracing spans to any store ([`ResilientStore`]).
@@ -66,7 +66,7 @@ pub use conn_url::{REDACTED, redact_url, url_scheme};
 pub use data::{SessionData, decode_value, encode_value};
 pub use error::{BoxError, Error, Operation, Result};
 pub use id::{LockToken, SessionId};
-pub use layer::{Call, Layer, Layered, Reply};
+pub use layer::{Call, Layered, Reply, StoreLayer};
 pub use manager::{Access, EndOutcome, Session, SessionManager};
 pub use model::{
     AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, ItemValue, Items,

@@ -955,7 +955,7 @@ mod tests {
     struct HoldsTheGivenToken(std::sync::Mutex<Option<LockToken>>);
 
     #[async_trait::async_trait]
-    impl crate::layer::Layer for HoldsTheGivenToken {
+    impl crate::layer::StoreLayer for HoldsTheGivenToken {
         async fn around(
             &self, call: crate::layer::Call<'_>, inner: &dyn SessionStore,
         ) -> Result<crate::layer::Reply> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::layer::{Call, Layer, Layered, Reply};
+use crate::layer::{Call, Layered, Reply, StoreLayer};
 use crate::model::{CreateOutcome, ReleaseOutcome, RemoveOutcome};
 use crate::store::SessionStore;
 
@@ -162,7 +162,7 @@ impl RetryLayer {
 }
 
 #[async_trait]
-impl Layer for RetryLayer {
+impl StoreLayer for RetryLayer {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
         let key = call.key();
         let span = tracing::debug_span!(

@@ -8,7 +8,7 @@ use libtest_mimic::Trial;
 use session_core::conformance::{self, StoreFactory};
 use session_core::{Config, SessionStore};
 
-use crate::servers::{Backend, Server};
+use crate::servers::{Server, Variant};
 
 /// The Redis store for `url` (standalone, TLS or `redis+cluster://`) with `options`.
 ///
@@ -50,7 +50,7 @@ pub fn sql_factory(url: impl Into<String>) -> impl StoreFactory {
 ///
 /// Without its server, the same trials ignored with the reason, or (required, see
 /// [`Unconfigured::trials`](crate::Unconfigured::trials)) one failing `<backend>::configured`.
-pub fn conformance_trials(backend: Backend, prefix: &str) -> Vec<Trial> {
+pub fn conformance_trials(backend: Variant, prefix: &str) -> Vec<Trial> {
     match backend.server() {
         Ok(Server::Redis(s)) => {
             conformance::trials_with_prefix(prefix, redis_factory(s.url(), RedisOptions::new()))

@@ -3,10 +3,10 @@
 //!
 //! - [`servers`]: the server variants under test, one typed description each, read from the
 //!   environment at run time ([`redis`], [`redis_tls`], [`redis_cluster`], [`postgres`],
-//!   [`mysql`], [`postgres_cluster`]; or [`Backend::server`] for any of them).
+//!   [`mysql`], [`postgres_cluster`]; or [`Variant::server`] for any of them).
 //! - [`require`]: the require-or-ignore rule. A variant whose variables are unset is ignored (a
 //!   `#[test]` returns early) with the reason, unless `SESSION_TEST_REQUIRE` (a comma-separated
-//!   list of [`Backend::name`]s, always set in CI by `scripts/test.sh`) names it: then its tests
+//!   list of [`Variant::name`]s, always set in CI by `scripts/test.sh`) names it: then its tests
 //!   fail, so a required backend can never pass by being skipped.
 //! - [`connect`]: opening the stores as the tests do, and the conformance suite's trials for a
 //!   variant ([`conformance_trials`]).
@@ -14,7 +14,7 @@
 //!
 //! # The variables
 //!
-//! | variable | what | variant ([`Backend::name`]) |
+//! | variable | what | variant ([`Variant::name`]) |
 //! | --- | --- | --- |
 //! | `SESSION_TEST_REDIS_URL` | a standalone Redis (`redis://host:port`) | `redis` |
 //! | `SESSION_TEST_REDIS_TLS_URL` | Redis over TLS with an ACL user (`rediss://user:pw@host:port`) | `redis-tls` |
@@ -40,6 +40,6 @@ pub use connect::{conformance_trials, open_redis, open_sql, redis_factory, sql_f
 pub use harness::{Failed, TestResult, block_on, fail, trial};
 pub use require::{Unconfigured, configured};
 pub use servers::{
-    Backend, PostgresCluster, Redis, RedisCluster, RedisTls, Server, SqlServer, SqlTls,
+    PostgresCluster, Redis, RedisCluster, RedisTls, Server, SqlServer, SqlTls, Variant,
     cluster_url, mysql, postgres, postgres_cluster, redis, redis_cluster, redis_tls,
 };

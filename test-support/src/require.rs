@@ -3,13 +3,13 @@
 
 use libtest_mimic::Trial;
 
-use crate::servers::{Backend, env};
+use crate::servers::{Variant, env};
 
 /// The variable listing the variants that must run.
 const REQUIRE: &str = "SESSION_TEST_REQUIRE";
 
 /// Whether the comma-separated `list` names `backend` (spaces around names are ignored).
-fn names(list: &str, backend: Backend) -> bool {
+fn names(list: &str, backend: Variant) -> bool {
     list.split(',').any(|b| b.trim() == backend.name())
 }
 
@@ -19,19 +19,19 @@ fn names(list: &str, backend: Backend) -> bool {
 /// (`SESSION_TEST_REQUIRE` names it) or the variable is malformed: then they fail.
 #[derive(Debug, Clone)]
 pub struct Unconfigured {
-    backend: Backend,
+    backend: Variant,
     reason: String,
     fails: bool,
 }
 
 impl Unconfigured {
     /// `backend` lacks the variable `var`; required as `SESSION_TEST_REQUIRE` says.
-    pub(crate) fn missing(backend: Backend, var: &str) -> Self {
+    pub(crate) fn missing(backend: Variant, var: &str) -> Self {
         Self::given(&env(REQUIRE).unwrap_or_default(), backend, var)
     }
 
     /// [`Unconfigured::missing`] with the value of `SESSION_TEST_REQUIRE` given.
-    pub(crate) fn given(required: &str, backend: Backend, var: &str) -> Self {
+    pub(crate) fn given(required: &str, backend: Variant, var: &str) -> Self {
         Self {
             backend,
             reason: format!("{var} is not set"),
@@ -40,7 +40,7 @@ impl Unconfigured {
     }
 
     /// `backend`'s variable `var` is set but unusable (`why`): its tests fail, required or not.
-    pub(crate) fn malformed(backend: Backend, var: &str, why: &str) -> Self {
+    pub(crate) fn malformed(backend: Variant, var: &str, why: &str) -> Self {
         Self {
             backend,
             reason: format!("{var} is malformed: {why}"),
@@ -49,7 +49,7 @@ impl Unconfigured {
     }
 
     /// The variant that is not configured.
-    pub fn backend(&self) -> Backend {
+    pub fn backend(&self) -> Variant {
         self.backend
     }
 
@@ -152,11 +152,11 @@ mod tests {
 
     #[test]
     fn require_lists_are_comma_separated_names() {
-        assert!(names("redis", Backend::Redis));
-        assert!(names("postgres, redis ,mysql", Backend::Redis));
-        assert!(!names("redis-tls,redis-cluster", Backend::Redis));
-        assert!(names("redis-tls,redis-cluster", Backend::RedisCluster));
-        assert!(!names("", Backend::Mysql));
+        assert!(names("redis", Variant::Redis));
+        assert!(names("postgres, redis ,mysql", Variant::Redis));
+        assert!(!names("redis-tls,redis-cluster", Variant::Redis));
+        assert!(names("redis-tls,redis-cluster", Variant::RedisCluster));
+        assert!(!names("", Variant::Mysql));
     }
 
     /// The rule the conformance runners rely on: an unconfigured variant's behaviours are
@@ -168,7 +168,7 @@ mod tests {
                 .into_iter()
                 .map(|n| format!("standalone::{n}"))
         };
-        let skipped = Unconfigured::given("", Backend::Redis, "SESSION_TEST_REDIS_URL");
+        let skipped = Unconfigured::given("", Variant::Redis, "SESSION_TEST_REDIS_URL");
         assert!(!skipped.fails());
         let trials = skipped.trials(behaviours());
         assert_eq!(trials.len(), behaviours().count());
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(trials[0].kind(), "SESSION_TEST_REDIS_URL is not set");
         assert_eq!(run(trials), (0, 0, behaviours().count() as u64));
 
-        let required = Unconfigured::given("postgres, redis", Backend::Redis, "URL");
+        let required = Unconfigured::given("postgres, redis", Variant::Redis, "URL");
         let trials = required.trials(behaviours());
         assert_eq!(names_of(&trials), ["redis::configured"]);
         assert!(!trials[0].has_ignored_flag());
@@ -185,12 +185,12 @@ mod tests {
 
     #[test]
     fn a_required_backend_fails_each_single_trial() {
-        let required = Unconfigured::given("redis-tls", Backend::RedisTls, "TLS_URL");
+        let required = Unconfigured::given("redis-tls", Variant::RedisTls, "TLS_URL");
         assert_eq!(
             run(vec![required.trial("tls::a"), required.trial("tls::b")]),
             (0, 2, 0)
         );
-        let other = Unconfigured::given("redis-tls", Backend::Redis, "URL");
+        let other = Unconfigured::given("redis-tls", Variant::Redis, "URL");
         assert_eq!(run(vec![other.trial("standalone::a")]), (0, 0, 1));
     }
 
@@ -199,21 +199,21 @@ mod tests {
     fn a_required_backend_fails_a_plain_test() {
         configured::<()>(Err(Unconfigured::given(
             "mysql",
-            Backend::Mysql,
+            Variant::Mysql,
             "MYSQL_URL",
         )));
     }
 
     #[test]
     fn an_unrequired_backend_skips_a_plain_test() {
-        let server = Err(Unconfigured::given("redis", Backend::Mysql, "MYSQL_URL"));
+        let server = Err(Unconfigured::given("redis", Variant::Mysql, "MYSQL_URL"));
         assert_eq!(configured::<()>(server), None);
         assert_eq!(configured::<u8>(Ok(7)), Some(7));
     }
 
     #[test]
     fn a_malformed_variable_fails_even_when_not_required() {
-        let bad = Unconfigured::malformed(Backend::RedisCluster, "CLUSTER_URLS", "no scheme");
+        let bad = Unconfigured::malformed(Variant::RedisCluster, "CLUSTER_URLS", "no scheme");
         assert!(bad.fails());
         assert_eq!(run(bad.trials(["cluster::x".to_owned()])), (0, 1, 0));
     }

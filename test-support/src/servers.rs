@@ -13,13 +13,13 @@ pub(crate) fn env(name: &str) -> Option<String> {
 }
 
 /// `var`, or [`Unconfigured`] for `backend`.
-fn needed(backend: Backend, var: &str) -> Result<String, Unconfigured> {
+fn needed(backend: Variant, var: &str) -> Result<String, Unconfigured> {
     env(var).ok_or_else(|| Unconfigured::missing(backend, var))
 }
 
 /// A server variant the tests run against, named as in `SESSION_TEST_REQUIRE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
+pub enum Variant {
     /// A standalone Redis (`redis`).
     Redis,
     /// Redis over TLS, with an ACL user and a private CA (`redis-tls`).
@@ -32,7 +32,7 @@ pub enum Backend {
     Mysql,
 }
 
-impl Backend {
+impl Variant {
     /// Every variant, in the order the runners list them.
     pub const ALL: [Self; 5] = [
         Self::Redis,
@@ -85,13 +85,13 @@ pub enum Server {
 
 impl Server {
     /// Its variant.
-    pub fn backend(&self) -> Backend {
+    pub fn backend(&self) -> Variant {
         match self {
-            Self::Redis(_) => Backend::Redis,
-            Self::RedisTls(_) => Backend::RedisTls,
-            Self::RedisCluster(_) => Backend::RedisCluster,
-            Self::Postgres(_) => Backend::Postgres,
-            Self::Mysql(_) => Backend::Mysql,
+            Self::Redis(_) => Variant::Redis,
+            Self::RedisTls(_) => Variant::RedisTls,
+            Self::RedisCluster(_) => Variant::RedisCluster,
+            Self::Postgres(_) => Variant::Postgres,
+            Self::Mysql(_) => Variant::Mysql,
         }
     }
 
@@ -119,7 +119,7 @@ pub struct Redis {
 /// [`Unconfigured`] when the variable is unset.
 pub fn redis() -> Result<Redis, Unconfigured> {
     Ok(Redis {
-        url: needed(Backend::Redis, "SESSION_TEST_REDIS_URL")?,
+        url: needed(Variant::Redis, "SESSION_TEST_REDIS_URL")?,
     })
 }
 
@@ -153,8 +153,8 @@ pub struct RedisTls {
 /// [`Unconfigured`] when either variable is unset.
 pub fn redis_tls() -> Result<RedisTls, Unconfigured> {
     Ok(RedisTls {
-        url: needed(Backend::RedisTls, "SESSION_TEST_REDIS_TLS_URL")?,
-        ca: needed(Backend::RedisTls, "SESSION_TEST_REDIS_CA")?.into(),
+        url: needed(Variant::RedisTls, "SESSION_TEST_REDIS_TLS_URL")?,
+        ca: needed(Variant::RedisTls, "SESSION_TEST_REDIS_CA")?.into(),
         other_ca: env("SESSION_TEST_REDIS_OTHER_CA").map(PathBuf::from),
     })
 }
@@ -198,9 +198,9 @@ pub struct RedisCluster {
 /// whether or not the variant is required).
 pub fn redis_cluster() -> Result<RedisCluster, Unconfigured> {
     const VAR: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
-    let list = needed(Backend::RedisCluster, VAR)?;
+    let list = needed(Variant::RedisCluster, VAR)?;
     let url = cluster_url(&list)
-        .map_err(|why| Unconfigured::malformed(Backend::RedisCluster, VAR, &why))?;
+        .map_err(|why| Unconfigured::malformed(Variant::RedisCluster, VAR, &why))?;
     Ok(RedisCluster {
         seeds: list
             .split(',')
@@ -280,7 +280,7 @@ pub fn cluster_url(seeds: &str) -> Result<String, String> {
 /// (`SESSION_TEST_MYSQL_URL`).
 #[derive(Debug, Clone)]
 pub struct SqlServer {
-    backend: Backend,
+    backend: Variant,
     url: String,
 }
 
@@ -289,7 +289,7 @@ pub struct SqlServer {
 /// # Errors
 /// [`Unconfigured`] when the variable is unset.
 pub fn postgres() -> Result<SqlServer, Unconfigured> {
-    sql(Backend::Postgres, "SESSION_TEST_POSTGRES_URL")
+    sql(Variant::Postgres, "SESSION_TEST_POSTGRES_URL")
 }
 
 /// The MySQL or MariaDB server (`SESSION_TEST_MYSQL_URL`).
@@ -297,10 +297,10 @@ pub fn postgres() -> Result<SqlServer, Unconfigured> {
 /// # Errors
 /// [`Unconfigured`] when the variable is unset.
 pub fn mysql() -> Result<SqlServer, Unconfigured> {
-    sql(Backend::Mysql, "SESSION_TEST_MYSQL_URL")
+    sql(Variant::Mysql, "SESSION_TEST_MYSQL_URL")
 }
 
-fn sql(backend: Backend, var: &str) -> Result<SqlServer, Unconfigured> {
+fn sql(backend: Variant, var: &str) -> Result<SqlServer, Unconfigured> {
     Ok(SqlServer {
         backend,
         url: needed(backend, var)?,
@@ -308,8 +308,8 @@ fn sql(backend: Backend, var: &str) -> Result<SqlServer, Unconfigured> {
 }
 
 impl SqlServer {
-    /// [`Backend::Postgres`] or [`Backend::Mysql`].
-    pub fn backend(&self) -> Backend {
+    /// [`Variant::Postgres`] or [`Variant::Mysql`].
+    pub fn backend(&self) -> Variant {
         self.backend
     }
 
@@ -368,8 +368,8 @@ pub struct PostgresCluster {
 pub fn postgres_cluster() -> Result<PostgresCluster, Unconfigured> {
     Ok(PostgresCluster {
         url: postgres()?.url,
-        data: needed(Backend::Postgres, "SESSION_TEST_POSTGRES_DATA")?.into(),
-        bin: needed(Backend::Postgres, "SESSION_TEST_POSTGRES_BIN")?.into(),
+        data: needed(Variant::Postgres, "SESSION_TEST_POSTGRES_DATA")?.into(),
+        bin: needed(Variant::Postgres, "SESSION_TEST_POSTGRES_BIN")?.into(),
     })
 }
 
@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn backends_have_their_require_names() {
-        let names: Vec<_> = Backend::ALL.iter().map(|b| b.name()).collect();
+        let names: Vec<_> = Variant::ALL.iter().map(|b| b.name()).collect();
         assert_eq!(
             names,
             ["redis", "redis-tls", "redis-cluster", "postgres", "mysql"]

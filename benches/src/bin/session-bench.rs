@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use session_bench::{BackendSpec, BenchConfig, Payload, PeerSpec, Workload, parse_duration};
+use session_bench::{
+    BackendSpec, BenchConfig, BenchError, Payload, PeerSpec, Workload, parse_duration,
+};
+use sessions::redact_url;
 
 /// Benchmarks on equal terms: the same workloads (W1-W6) against every session store, next to each
 /// store's raw-client floor.
@@ -86,6 +89,20 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The store `url` selects, given to `--flag`: its report name must be the flag's (so that
+/// `--redis-cluster` is given a cluster URL and `--postgres` a Postgres one).
+fn backend_for_flag(flag: &str, url: String) -> Result<BackendSpec, BenchError> {
+    let spec = BackendSpec::new(url)?;
+    if spec.name() != flag {
+        return Err(BenchError::Config(format!(
+            "--{flag} takes a {flag} URL, but {} is a {} URL",
+            redact_url(spec.url()),
+            spec.name()
+        )));
+    }
+    Ok(spec)
+}
+
 /// A task count of at least 1.
 fn parse_tasks(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -103,14 +120,26 @@ fn main() -> ExitCode {
         peers.extend(args.postgres.clone().map(PeerSpec::Postgres));
     }
     let mut backends = Vec::new();
+    let mut urls = vec![
+        ("redis", args.redis),
+        ("redis-cluster", args.redis_cluster),
+        ("postgres", args.postgres),
+        ("mysql", args.mysql),
+    ];
     if !args.no_embedded {
-        backends.push(BackendSpec::Memory);
-        backends.push(BackendSpec::Sqlite(args.sqlite));
+        backends.push(BackendSpec::memory());
+        urls.insert(0, ("sqlite", Some(args.sqlite)));
     }
-    backends.extend(args.redis.map(BackendSpec::Redis));
-    backends.extend(args.redis_cluster.map(BackendSpec::RedisCluster));
-    backends.extend(args.postgres.map(BackendSpec::Postgres));
-    backends.extend(args.mysql.map(BackendSpec::Mysql));
+    for (flag, url) in urls {
+        let Some(url) = url else { continue };
+        match backend_for_flag(flag, url) {
+            Ok(spec) => backends.push(spec),
+            Err(err) => {
+                eprintln!("session-bench: error: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let config = BenchConfig {
         backends,
         workloads: args.workloads,

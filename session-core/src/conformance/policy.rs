@@ -11,8 +11,8 @@ use super::{
     Failed, Faults, FaultyStore, Harness, HideCapabilities, Outcome, WithoutCapabilities, check,
 };
 use crate::{
-    Call, Config, ConfigBuilder, EndOutcome, Error, ItemValue, Items, Layer, Layered, Operation,
-    Reply, Session, SessionKey, SessionManager, SessionStore,
+    Call, Config, ConfigBuilder, EndOutcome, Error, ItemValue, Items, Layered, Operation, Reply,
+    Session, SessionKey, SessionManager, SessionStore, StoreLayer,
 };
 
 /// A manager on `store` with [`Harness::config`] adjusted by `adjust`.
@@ -235,7 +235,7 @@ impl RenewProbe {
 }
 
 #[async_trait]
-impl Layer for RenewProbe {
+impl StoreLayer for RenewProbe {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
         if let Call::Create { key, .. } = call {
             *self.created.lock().unwrap_or_else(PoisonError::into_inner) = Some(key.clone());

@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 use super::{Failed, Harness, Outcome, check};
 use crate::{
     Access, AcquireOutcome, AppName, Call, Capabilities, CreateOutcome, Delta, EndOutcome, Error,
-    ItemValue, Items, Layer, Layered, LockInfo, LockToken, Operation, ReadOutcome, Reply, Session,
-    SessionId, SessionKey, SessionManager, SessionStore, Snapshot, decode_value, encode_value,
+    ItemValue, Items, Layered, LockInfo, LockToken, Operation, ReadOutcome, Reply, Session,
+    SessionId, SessionKey, SessionManager, SessionStore, Snapshot, StoreLayer, decode_value,
+    encode_value,
 };
 
 /// A long lock TTL: locks in these behaviours are never stale unless a behaviour says so.
@@ -428,7 +429,7 @@ impl Faults {
 }
 
 #[async_trait]
-impl Layer for Faults {
+impl StoreLayer for Faults {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let operation = call.operation();
@@ -508,7 +509,7 @@ impl HideCapabilities {
 }
 
 #[async_trait]
-impl Layer for HideCapabilities {
+impl StoreLayer for HideCapabilities {
     fn capabilities(&self, _: &dyn SessionStore) -> Capabilities {
         Capabilities::none()
     }
