@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_trait::async_trait;
 use session_core::{Call, Layered, Reply, Result, SessionStore, StoreLayer};
 
 /// A store behind the [`Counting`] layer.
@@ -56,7 +55,6 @@ impl Counting {
     }
 }
 
-#[async_trait]
 impl StoreLayer for Counting {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
         self.count(call.operation().as_str(), call.item_bytes());

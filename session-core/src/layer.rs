@@ -13,7 +13,6 @@
 //! #[derive(Debug, Default)]
 //! struct Counted(std::sync::atomic::AtomicU64);
 //!
-//! #[async_trait::async_trait]
 //! impl StoreLayer for Counted {
 //!     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
 //!         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -27,6 +26,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -340,7 +340,6 @@ reply_into! {
 /// Every method has a default that passes straight through, so a layer overrides only what it
 /// changes. Wrap a store in one with [`Layered::new`]; the result is a [`SessionStore`] again, so
 /// layers stack.
-#[async_trait]
 pub trait StoreLayer: fmt::Debug + Send + Sync + 'static {
     /// The backend name the wrapped store reports (default: the inner store's).
     fn backend(&self, inner: &dyn SessionStore) -> &'static str {
@@ -355,11 +354,14 @@ pub trait StoreLayer: fmt::Debug + Send + Sync + 'static {
 
     /// Performs `call` on `inner` with whatever this layer adds: run it with
     /// [`Call::run`] (once, several times, or not at all) and return a reply of the call's kind.
+    /// Implement it as an `async fn`; its future is not boxed, so a layer costs no allocation.
     ///
     /// # Errors
     /// Whatever the layer or the inner store reports.
-    async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
-        call.run(inner).await
+    fn around(
+        &self, call: Call<'_>, inner: &dyn SessionStore,
+    ) -> impl Future<Output = Result<Reply>> + Send {
+        call.run(inner)
     }
 }
 
@@ -517,7 +519,6 @@ mod tests {
     #[derive(Debug)]
     struct WrongKind;
 
-    #[async_trait]
     impl StoreLayer for WrongKind {
         async fn around(&self, _: Call<'_>, _: &dyn SessionStore) -> Result<Reply> {
             Ok(Reply::Touch(TouchOutcome::Touched))

@@ -954,7 +954,6 @@ mod tests {
     #[derive(Debug, Default)]
     struct HoldsTheGivenToken(std::sync::Mutex<Option<LockToken>>);
 
-    #[async_trait::async_trait]
     impl crate::layer::StoreLayer for HoldsTheGivenToken {
         async fn around(
             &self, call: crate::layer::Call<'_>, inner: &dyn SessionStore,

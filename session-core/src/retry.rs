@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
@@ -161,7 +160,6 @@ impl RetryLayer {
     }
 }
 
-#[async_trait]
 impl StoreLayer for RetryLayer {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> Result<Reply> {
         let key = call.key();

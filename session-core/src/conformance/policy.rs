@@ -4,8 +4,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 use super::support::*;
 use super::{
     Failed, Faults, FaultyStore, Harness, HideCapabilities, Outcome, WithoutCapabilities, check,
@@ -234,7 +232,6 @@ impl RenewProbe {
     }
 }
 
-#[async_trait]
 impl StoreLayer for RenewProbe {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
         if let Call::Create { key, .. } = call {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -428,7 +427,6 @@ impl Faults {
     }
 }
 
-#[async_trait]
 impl StoreLayer for Faults {
     async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -508,7 +506,6 @@ impl HideCapabilities {
     }
 }
 
-#[async_trait]
 impl StoreLayer for HideCapabilities {
     fn capabilities(&self, _: &dyn SessionStore) -> Capabilities {
         Capabilities::none()
