@@ -27,22 +27,21 @@
 //!    per behaviour, inside a tokio runtime):
 //!
 //! ```no_run
+//! use std::future::Future;
 //! use std::sync::Arc;
-//! use session_core::conformance;
-//! use session_core::SessionStore;
 //!
-//! # struct MyStore;
-//! # impl MyStore {
-//! #     // Your store's constructor (here the hidden `no_run` example has none).
-//! #     async fn connect(_: &str) -> session_core::Result<Arc<dyn SessionStore>> { unimplemented!() }
-//! # }
-//! fn main() -> std::process::ExitCode {
+//! use session_core::{SessionStore, conformance};
+//!
+//! /// The whole `main` of `tests/conformance.rs`, for a store that `connect(url)` opens
+//! /// (`main` calls it with your store's constructor).
+//! pub fn run_suite<F, Fut>(connect: F) -> std::process::ExitCode
+//! where
+//!     F: Fn(String) -> Fut + Send + Sync + 'static,
+//!     Fut: Future<Output = session_core::Result<Arc<dyn SessionStore>>> + Send + 'static,
+//! {
 //!     let args = libtest_mimic::Arguments::from_args();
 //!     let trials = match std::env::var("MY_STORE_URL") {
-//!         Ok(url) => conformance::trials(move || {
-//!             let url = url.clone();
-//!             async move { MyStore::connect(&url).await }
-//!         }),
+//!         Ok(url) => conformance::trials(move || connect(url.clone())),
 //!         // Every behaviour ignored, with the reason.
 //!         Err(_) => conformance::all_ignored("MY_STORE_URL is not set"),
 //!     };
