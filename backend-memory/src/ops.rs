@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use session_core::{
     AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Error,
-    ExpiryEvents, Items, LockToken, Operation, ReadOutcome, ReleaseOutcome, ReleaseWatch,
-    RemoveOutcome, Result, SessionId, SessionKey, SessionStore, TouchOutcome,
+    ExpiryEvents, Items, LockToken, Operation, ReadOutcome, RefreshWindow, ReleaseOutcome,
+    ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey, SessionStore, TouchOutcome,
 };
 
 use crate::change_id;
@@ -27,6 +27,11 @@ impl SessionStore for MemoryStore {
 
     /// `change_id`, expiry events and the release signal. Not `purge_expired`: the cache evicts
     /// expired sessions by itself.
+    fn refresh_window(&self) -> RefreshWindow {
+        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
+        RefreshWindow::EXACT
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with_change_id()

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use session_core::{
     AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, Config, CreateOutcome, Delta,
-    Error, ExpiryEvents, Items, LockToken, Operation, ReadOutcome, ReleaseOutcome, ReleaseWatch,
-    RemoveOutcome, Result, SessionId, SessionKey, SessionStore, TouchOutcome,
+    Error, ExpiryEvents, Items, LockToken, Operation, ReadOutcome, RefreshWindow, ReleaseOutcome,
+    ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey, SessionStore, TouchOutcome,
 };
 
 use crate::config::{RedisOptions, Settings};
@@ -146,6 +146,11 @@ impl SessionStore for RedisStore {
     /// live in different slots, so no script can move them atomically); expiry events where every
     /// node sends keyspace notifications for expired keys (`notify-keyspace-events` with `E` and
     /// `x`, checked at connect). Not `purge_expired` (Redis expires keys itself).
+    fn refresh_window(&self) -> RefreshWindow {
+        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
+        RefreshWindow::EXACT
+    }
+
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::none().with_release_signal();
         if !self.inner.cluster {

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use session_core::{
     AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, Config, CreateOutcome, Delta,
     Error, ExpiryEvents, ItemValue, Items, LockInfo, LockToken, Operation, ReadOutcome,
-    ReleaseOutcome, ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey, SessionStore,
-    Snapshot, TouchOutcome,
+    RefreshWindow, ReleaseOutcome, ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey,
+    SessionStore, Snapshot, TouchOutcome,
 };
 use tokio::sync::watch;
 
@@ -243,6 +243,11 @@ impl SessionStore for SqlStore {
 
     /// `change_id` (one `UPDATE` of the id) and `purge_expired` (batched, on the expiry index, one
     /// runner at a time). No release signal or expiry events: waiters poll.
+    fn refresh_window(&self) -> RefreshWindow {
+        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
+        RefreshWindow::EXACT
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::none().with_change_id().with_purge_expired()
     }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use session_core::{
     AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Error,
     ExpiryEvents, Items, LockInfo, LockToken, MAX_SESSION_TIMEOUT, Operation, ReadOutcome,
-    ReleaseOutcome, ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey, SessionStore,
-    Snapshot, TouchOutcome,
+    RefreshWindow, ReleaseOutcome, ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey,
+    SessionStore, Snapshot, TouchOutcome,
 };
 // The store's clock (docs/contract.md §2 rule 5). tokio's `Instant` is the monotonic clock of the
 // process, which a test may pause and advance (`tokio::time::pause`); never `SystemTime`.
@@ -163,6 +163,11 @@ impl ReferenceStore {
 impl SessionStore for ReferenceStore {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn refresh_window(&self) -> RefreshWindow {
+        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
+        RefreshWindow::EXACT
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::conn_url::{redact_url, url_scheme};
 use crate::error::{Error, Result};
 use crate::names::AppName;
+use crate::refresh::RefreshWindow;
 
 /// Longest session timeout accepted: one year, as ASP.NET's InProc limit.
 pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(525_600 * 60);
@@ -52,6 +53,7 @@ pub struct Config {
     session_timeout: Duration,
     lock_ttl: Duration,
     poll_interval: Duration,
+    refresh_window: RefreshWindow,
     max_waiters_per_session: usize,
     lock_wait_timeout: Duration,
     max_session_size: usize,
@@ -75,6 +77,7 @@ impl Default for Config {
             session_timeout: Duration::from_secs(20 * 60),
             lock_ttl: Duration::from_secs(110),
             poll_interval: Duration::from_millis(500),
+            refresh_window: RefreshWindow::DEFAULT,
             max_waiters_per_session: 50,
             lock_wait_timeout: Duration::from_secs(120),
             max_session_size: 16 * 1024 * 1024,
@@ -198,6 +201,11 @@ impl Config {
     pub fn poll_interval(&self) -> Duration {
         self.poll_interval
     }
+    /// The stores' refresh window (docs/contract.md §1), default 10 % of the session timeout;
+    /// attribute `refreshWindowPercent` (0 = ASP.NET's exact sliding).
+    pub fn refresh_window(&self) -> RefreshWindow {
+        self.refresh_window
+    }
     /// How many requests may wait on one session at once.
     pub fn max_waiters_per_session(&self) -> usize {
         self.max_waiters_per_session
@@ -233,6 +241,7 @@ impl fmt::Debug for Config {
             .field("session_timeout", &self.session_timeout)
             .field("lock_ttl", &self.lock_ttl)
             .field("poll_interval", &self.poll_interval)
+            .field("refresh_window", &self.refresh_window)
             .field("max_waiters_per_session", &self.max_waiters_per_session)
             .field("lock_wait_timeout", &self.lock_wait_timeout)
             .field("max_session_size", &self.max_session_size)
@@ -368,6 +377,13 @@ impl ConfigBuilder {
             "pollintervalinmilliseconds" => {
                 c.poll_interval = at_least_1ms(name, parse_millis(name, value)?)?;
             }
+            "refreshwindowpercent" => {
+                let percent = value.trim().parse::<u8>().map_err(|_| {
+                    Error::config(name, "expected a whole percentage of the timeout, 0..=100")
+                })?;
+                c.refresh_window = RefreshWindow::from_percent(percent)
+                    .map_err(|_| Error::config(name, "at most 100 % of the timeout"))?;
+            }
             "maxwaiterspersession" | "requestqueuelimitpersession" => {
                 c.max_waiters_per_session = at_least_1(name, parse_u64(name, value)?)?;
             }
@@ -492,6 +508,13 @@ impl ConfigBuilder {
         self.config.poll_interval = interval;
         self
     }
+    /// `refreshWindowPercent`: the stores' refresh window (docs/contract.md §1);
+    /// [`RefreshWindow::EXACT`] for ASP.NET's exact sliding. Owned by the stores (the `sessions`
+    /// facade opens them with it).
+    pub fn refresh_window(mut self, window: RefreshWindow) -> Self {
+        self.config.refresh_window = window;
+        self
+    }
     /// `maxWaitersPerSession` / `requestQueueLimitPerSession`: how many requests may wait on one
     /// session at once before the next fails fast. Owned by the manager.
     pub fn max_waiters_per_session(mut self, limit: usize) -> Self {
@@ -560,6 +583,22 @@ mod tests {
         assert_eq!(c.url(), None);
         assert_eq!(c.connection_timeout(), DEFAULT_CONNECTION_TIMEOUT);
         assert_eq!(c.operation_timeout(), None);
+        assert_eq!(c.refresh_window(), RefreshWindow::DEFAULT);
+    }
+
+    #[test]
+    fn refresh_window_is_a_percentage_of_the_timeout() {
+        let c = attrs(&[("RefreshWindowPercent", "0")]).unwrap();
+        assert!(c.refresh_window().is_exact());
+        let c = attrs(&[("refreshWindowPercent", " 25 ")]).unwrap();
+        assert_eq!(c.refresh_window().percent(), 25);
+        for bad in ["101", "-1", "ten", "", "2.5"] {
+            assert_eq!(
+                bad_setting(attrs(&[("refreshWindowPercent", bad)])),
+                "refreshWindowPercent",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -398,6 +398,7 @@ macro_rules! forward_store {
         impl [$($generics:tt)*] for $ty:ty;
         backend($b:ident) = $backend:expr;
         capabilities($c:ident) = $caps:expr;
+        refresh_window($w:ident) = $window:expr;
         run($this:ident, $call:ident) = $run:expr;
     ) => {
         #[async_trait]
@@ -410,6 +411,10 @@ macro_rules! forward_store {
             fn capabilities(&self) -> Capabilities {
                 let $c = self;
                 $caps
+            }
+            fn refresh_window(&self) -> $crate::RefreshWindow {
+                let $w = self;
+                $window
             }
             async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
                 let ($this, $call) = (self, Call::Read { key });
@@ -500,6 +505,7 @@ forward_store! {
     impl [S: SessionStore, L: StoreLayer] for Layered<S, L>;
     backend(this) = this.layer.backend(&this.inner);
     capabilities(this) = this.layer.capabilities(&this.inner);
+    refresh_window(this) = this.inner.refresh_window();
     run(this, call) = this.layer.around(call, &this.inner);
 }
 
@@ -507,6 +513,7 @@ forward_store! {
     impl [S: SessionStore + ?Sized] for Arc<S>;
     backend(this) = (**this).backend();
     capabilities(this) = (**this).capabilities();
+    refresh_window(this) = (**this).refresh_window();
     run(this, call) = call.run(&**this);
 }
 

@@ -53,6 +53,7 @@ mod layer;
 mod manager;
 mod model;
 mod names;
+mod refresh;
 mod retry;
 mod store;
 #[cfg(test)]
@@ -73,6 +74,7 @@ pub use model::{
     LockInfo, ReadOutcome, ReleaseOutcome, RemoveOutcome, Snapshot, TouchOutcome, items_size,
 };
 pub use names::{AppName, MAX_APP_NAME_BYTES, MAX_ITEM_NAME_BYTES, SessionKey, validate_item_name};
+pub use refresh::RefreshWindow;
 pub use retry::{ResilientStore, RetryLayer, RetryPolicy};
 pub use store::{
     Capabilities, DynSessionStore, EndReason, ExpiryEvent, ExpiryEvents, ReleaseWatch, SessionStore,

@@ -24,6 +24,10 @@ use crate::names::{AppName, SessionKey};
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::store::SessionStore;
 
+/// The first poll of a waiter on a store without a release signal; each next one doubles, up to
+/// the poll interval (docs/contract.md §3).
+const FIRST_POLL: Duration = Duration::from_millis(2);
+
 /// How a request uses its session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -280,6 +284,7 @@ impl SessionManager {
         let signal = inner.store.capabilities().release_signal;
         let mut waiter: Option<WaiterGuard> = None;
         let mut watch = None;
+        let mut backoff = FIRST_POLL;
         loop {
             // Subscribe before looking, so that a release between the look and the wait wakes us.
             if signal && waiter.is_some() && watch.is_none() {
@@ -307,8 +312,17 @@ impl SessionManager {
                 });
             }
             let until_stale = inner.lock_ttl.saturating_sub(info.age);
-            let nap = inner
-                .poll_interval
+            // Without a signal, poll with a backoff from a few milliseconds up to the poll
+            // interval, so a quick release is never followed by a whole interval of waiting
+            // (docs/contract.md §3). With one, the interval is only a safety net.
+            let step = if watch.is_some() {
+                inner.poll_interval
+            } else {
+                let step = backoff.min(inner.poll_interval);
+                backoff = backoff.saturating_mul(2);
+                step
+            };
+            let nap = step
                 .min(until_stale)
                 .min(deadline - now)
                 .max(Duration::from_millis(1));
@@ -874,6 +888,22 @@ mod tests {
             .unwrap();
         let dyn_store: Arc<dyn SessionStore> = Arc::clone(&store) as Arc<dyn SessionStore>;
         (SessionManager::new(dyn_store, &config), store)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_without_a_signal_back_off_from_milliseconds_to_the_poll_interval() {
+        let store = ScriptedStore::default();
+        *store.locked_acquires.lock().unwrap() = 9;
+        let (m, store) = manager(store, true);
+        let id = SessionId::generate().unwrap();
+        m.open(Some(id.expose()), Access::Exclusive).await.unwrap();
+        let gaps: Vec<u128> = store
+            .attempt_times()
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        // 2, 4, ... ms between looks, capped at the default 500 ms poll interval.
+        assert_eq!(gaps, [2, 4, 8, 16, 32, 64, 128, 256, 500], "{gaps:?}");
     }
 
     #[tokio::test]

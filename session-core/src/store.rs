@@ -16,6 +16,7 @@ use crate::model::{
     ReleaseOutcome, RemoveOutcome, TouchOutcome,
 };
 use crate::names::SessionKey;
+use crate::refresh::RefreshWindow;
 
 /// The optional capabilities a store declares (docs/contract.md §2). All false by default; the conformance
 /// suite runs a capability's behaviours only where it is declared, and otherwise checks that the
@@ -192,6 +193,12 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// The optional capabilities this store supports.
     fn capabilities(&self) -> Capabilities;
+
+    /// The refresh window this store slides with (docs/contract.md §1): every access leaves
+    /// `expires_at >= now + timeout`, and a slide the store writes sets `now + timeout + w`.
+    /// A store that writes the exact expiry on every access returns [`RefreshWindow::EXACT`].
+    /// The conformance suite checks both bounds against this value.
+    fn refresh_window(&self) -> RefreshWindow;
 
     /// Reads a session without locking it.
     ///

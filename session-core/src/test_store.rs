@@ -12,8 +12,8 @@ use crate::error::{Error, Operation, Result};
 use crate::id::{LockToken, SessionId};
 use crate::layer::{Call, Reply, forward_store};
 use crate::model::{
-    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, ReadOutcome,
-    ReleaseOutcome, RemoveOutcome, TouchOutcome,
+    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, LockInfo,
+    ReadOutcome, ReleaseOutcome, RemoveOutcome, TouchOutcome,
 };
 use crate::names::SessionKey;
 use crate::store::{Capabilities, ExpiryEvents, ReleaseWatch, SessionStore};
@@ -28,6 +28,8 @@ pub(crate) struct ScriptedStore {
     pub(crate) release_outcome: Mutex<ReleaseOutcome>,
     /// What `create` answers once it gets through.
     pub(crate) create_outcome: CreateOutcome,
+    /// How many more `acquire` attempts find the session locked by another request.
+    pub(crate) locked_acquires: Mutex<u32>,
 }
 
 impl Default for ScriptedStore {
@@ -54,6 +56,7 @@ impl ScriptedStore {
             attempts: Mutex::new(Vec::new()),
             release_outcome: Mutex::new(ReleaseOutcome::Released),
             create_outcome: CreateOutcome::Created,
+            locked_acquires: Mutex::new(0),
         }
     }
 
@@ -86,7 +89,16 @@ impl ScriptedStore {
         self.step(call.operation())?;
         Ok(match call {
             Call::Read { .. } => Reply::Read(ReadOutcome::Missing),
-            Call::Acquire { .. } => Reply::Acquire(AcquireOutcome::Missing),
+            Call::Acquire { .. } => {
+                let mut locked = self.locked_acquires.lock().unwrap();
+                if *locked > 0 {
+                    *locked -= 1;
+                    let info = LockInfo::new(LockToken::generate()?, Duration::ZERO);
+                    Reply::Acquire(AcquireOutcome::Locked(info))
+                } else {
+                    Reply::Acquire(AcquireOutcome::Missing)
+                }
+            }
             Call::Commit { .. } | Call::WriteConcurrent { .. } => {
                 Reply::Commit(CommitOutcome::Committed)
             }
@@ -113,5 +125,6 @@ forward_store! {
     impl [] for ScriptedStore;
     backend(_this) = "scripted";
     capabilities(_this) = Capabilities::none();
+    refresh_window(_this) = crate::RefreshWindow::EXACT;
     run(this, call) = std::future::ready(this.answer(call));
 }

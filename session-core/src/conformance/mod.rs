@@ -63,8 +63,8 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 
 use crate::{
-    AppName, Capabilities, Config, ConfigBuilder, Error, SessionId, SessionKey, SessionManager,
-    SessionStore,
+    AppName, Capabilities, Config, ConfigBuilder, Error, RefreshWindow, SessionId, SessionKey,
+    SessionManager, SessionStore,
 };
 
 mod acquire;
@@ -77,6 +77,7 @@ mod hostile;
 mod manager;
 mod policy;
 mod read;
+mod refresh;
 mod release;
 mod remove;
 mod support;
@@ -223,6 +224,8 @@ enum Gate {
     Needs(&'static str, fn(&Capabilities) -> bool),
     /// Only where the capability is *not* declared (the `Unsupported` companions).
     Lacks(&'static str, fn(&Capabilities) -> bool),
+    /// Only where the store's refresh window is of the named kind.
+    Window(&'static str, fn(RefreshWindow) -> bool),
 }
 
 struct Behaviour {
@@ -247,6 +250,10 @@ macro_rules! behaviours {
         Gate::Needs(concat!(stringify!($cap), " and ", stringify!($cap2)), |c: &Capabilities| c.$cap && c.$cap2)
     };
     (@gate lacks($cap:ident)) => { Gate::Lacks(stringify!($cap), |c: &Capabilities| c.$cap) };
+    (@gate window(exact)) => { Gate::Window("exact sliding (w = 0)", RefreshWindow::is_exact) };
+    (@gate window(lazy)) => {
+        Gate::Window("a refresh window above 0", |w: RefreshWindow| !w.is_exact())
+    };
 }
 
 /// The list of behaviours: the only one.
@@ -313,6 +320,10 @@ fn behaviours() -> Vec<Behaviour> {
         touch::keeps_lock_and_items,
         touch::uses_stored_timeout,
         touch::expired_is_missing,
+        refresh::never_expires_before_timeout_after_last_access,
+        refresh::never_lives_past_timeout_plus_window,
+        refresh::access_inside_window_writes_nothing if window(lazy),
+        refresh::exact_window_slides_on_every_access if window(exact),
         write_concurrent::merges_per_item,
         write_concurrent::last_writer_wins_per_item,
         write_concurrent::ignores_and_keeps_lock,
@@ -415,21 +426,45 @@ pub fn trials(factory: impl StoreFactory) -> Vec<Trial> {
 /// Like [`trials`], with every name prefixed by `prefix` (for running the suite more than once in
 /// one target, for example through a decorator: `trials_with_prefix("resilient::", ...)`).
 pub fn trials_with_prefix(prefix: &str, factory: impl StoreFactory) -> Vec<Trial> {
+    trials_where(prefix, factory, |_| true)
+}
+
+/// The behaviours about expiry (sliding, the refresh window, expired sessions, per-session
+/// timeouts), every name prefixed by `prefix`: for running them once more against a second
+/// configuration of the same store, such as its exact-sliding window
+/// ([`RefreshWindow::EXACT`]) next to its default one, without repeating the whole suite.
+pub fn expiry_trials(prefix: &str, factory: impl StoreFactory) -> Vec<Trial> {
+    trials_where(prefix, factory, is_about_expiry)
+}
+
+/// Whether behaviour `name` is one [`expiry_trials`] runs.
+fn is_about_expiry(name: &str) -> bool {
+    name.starts_with("refresh::")
+        || ["slides_expiry", "expired", "timeout"]
+            .iter()
+            .any(|part| name.contains(part))
+}
+
+fn trials_where(prefix: &str, factory: impl StoreFactory, keep: fn(&str) -> bool) -> Vec<Trial> {
     let factory: Arc<dyn StoreFactory> = Arc::new(factory);
     let caps = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(factory.open())
-            .map(|s| s.capabilities())
+            .map(|s| (s.capabilities(), s.refresh_window()))
             .map_err(|e| Failed::from(e).0)
     });
     behaviours()
         .into_iter()
+        .filter(|b| keep(b.name))
         .map(|b| {
             let ignored = match (&caps, b.gate) {
-                (Ok(caps), Gate::Needs(cap, has)) if !has(caps) => {
+                (Ok((caps, _)), Gate::Needs(cap, has)) if !has(caps) => {
                     Some(format!("capability `{cap}` not declared"))
                 }
-                (Ok(caps), Gate::Lacks(cap, has)) if has(caps) => {
+                (Ok((caps, _)), Gate::Lacks(cap, has)) if has(caps) => {
                     Some(format!("capability `{cap}` declared"))
+                }
+                (Ok((_, window)), Gate::Window(kind, is)) if !is(*window) => {
+                    Some(format!("needs {kind}; the store's window is {window}"))
                 }
                 _ => None,
             };
