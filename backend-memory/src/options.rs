@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use session_core::RefreshWindow;
+
 /// Settings of a [`MemoryStore`](crate::MemoryStore), built with [`MemoryOptions::new`] and the
 /// `with_*` setters.
 ///
@@ -22,6 +24,7 @@ pub struct MemoryOptions {
     max_sessions: Option<u64>,
     maintenance_interval: Duration,
     event_capacity: usize,
+    refresh_window: RefreshWindow,
 }
 
 impl MemoryOptions {
@@ -42,6 +45,7 @@ impl MemoryOptions {
             max_sessions: None,
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
             event_capacity: Self::DEFAULT_EVENT_CAPACITY,
+            refresh_window: RefreshWindow::DEFAULT,
         }
     }
 
@@ -51,6 +55,18 @@ impl MemoryOptions {
     pub const fn with_event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = if events == 0 { 1 } else { events };
         self
+    }
+
+    /// The refresh window (docs/contract.md §1): default [`RefreshWindow::DEFAULT`];
+    /// [`RefreshWindow::EXACT`] slides on every access, as ASP.NET's InProc provider does.
+    pub const fn with_refresh_window(mut self, window: RefreshWindow) -> Self {
+        self.refresh_window = window;
+        self
+    }
+
+    /// The refresh window the store slides with.
+    pub const fn refresh_window(&self) -> RefreshWindow {
+        self.refresh_window
     }
 
     /// The expiry-event buffer per subscriber.

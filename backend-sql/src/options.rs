@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use session_core::{Error, Result};
+use session_core::{Error, RefreshWindow, Result};
 
 /// How long an operation waits for a pooled connection on Postgres and MySQL/MariaDB unless
 /// [`SqlOptions::with_pool_acquire_timeout`] says otherwise.
@@ -28,6 +28,7 @@ pub struct SqlOptions {
     pool_acquire_timeout: Option<Duration>,
     sweeper: Option<SweeperOptions>,
     refresh_throttle: f64,
+    refresh_window: RefreshWindow,
     migrate: bool,
 }
 
@@ -49,6 +50,7 @@ impl SqlOptions {
             pool_acquire_timeout: None,
             sweeper: Some(SweeperOptions::new()),
             refresh_throttle: 0.0,
+            refresh_window: RefreshWindow::DEFAULT,
             migrate: true,
         }
     }
@@ -122,6 +124,18 @@ impl SqlOptions {
             0.0
         };
         self
+    }
+
+    /// The refresh window (docs/contract.md §1): default [`RefreshWindow::DEFAULT`];
+    /// [`RefreshWindow::EXACT`] slides on every access, as ASP.NET's SQL provider does.
+    pub fn with_refresh_window(mut self, window: RefreshWindow) -> Self {
+        self.refresh_window = window;
+        self
+    }
+
+    /// The refresh window the store slides with.
+    pub fn refresh_window(&self) -> RefreshWindow {
+        self.refresh_window
     }
 
     /// Whether [`SqlStore::connect`](crate::SqlStore::connect) runs the embedded migrations (on by

@@ -6,7 +6,7 @@ use backend_redis::{RedisOptions, RedisStore};
 use backend_sql::{SqlOptions, SqlStore};
 use libtest_mimic::Trial;
 use session_core::conformance::{self, StoreFactory};
-use session_core::{Config, SessionStore};
+use session_core::{Config, RefreshWindow, SessionStore};
 
 use crate::servers::{Server, Variant};
 
@@ -24,7 +24,17 @@ pub async fn open_redis(url: &str, options: RedisOptions) -> session_core::Resul
 /// # Errors
 /// A bad URL, or the store's connect errors (migrations included).
 pub async fn open_sql(url: &str) -> session_core::Result<SqlStore> {
-    let options = SqlOptions::new().with_sweeper(None);
+    open_sql_with(url, RefreshWindow::DEFAULT).await
+}
+
+/// [`open_sql`] with the refresh window `window`.
+///
+/// # Errors
+/// A bad URL, or the store's connect errors (migrations included).
+pub async fn open_sql_with(url: &str, window: RefreshWindow) -> session_core::Result<SqlStore> {
+    let options = SqlOptions::new()
+        .with_sweeper(None)
+        .with_refresh_window(window);
     SqlStore::connect_with(&Config::from_url(url)?, options).await
 }
 
@@ -39,11 +49,30 @@ pub fn redis_factory(url: impl Into<String>, options: RedisOptions) -> impl Stor
 
 /// A conformance factory opening [`open_sql`]`(url)` for each behaviour (SQLite too).
 pub fn sql_factory(url: impl Into<String>) -> impl StoreFactory {
+    sql_factory_with(url, RefreshWindow::DEFAULT)
+}
+
+/// [`sql_factory`] with the refresh window `window`.
+pub fn sql_factory_with(url: impl Into<String>, window: RefreshWindow) -> impl StoreFactory {
     let url = url.into();
     move || {
         let url = url.clone();
-        async move { Ok(Arc::new(open_sql(&url).await?) as Arc<dyn SessionStore>) }
+        async move { Ok(Arc::new(open_sql_with(&url, window).await?) as Arc<dyn SessionStore>) }
     }
+}
+
+/// The suite with the store's default refresh window, named `{prefix}<behaviour>`, then its
+/// expiry behaviours once more with exact sliding (`w = 0`), named `{prefix}exact::<behaviour>`
+/// (docs/contract.md §5: both windows on every backend).
+pub fn both_windows<F: StoreFactory>(
+    prefix: &str, factory: impl Fn(RefreshWindow) -> F,
+) -> Vec<Trial> {
+    let mut trials = conformance::trials_with_prefix(prefix, factory(RefreshWindow::DEFAULT));
+    trials.extend(conformance::expiry_trials(
+        &format!("{prefix}exact::"),
+        factory(RefreshWindow::EXACT),
+    ));
+    trials
 }
 
 /// The conformance suite against `backend`'s server, every trial named `{prefix}<behaviour>`.
@@ -52,17 +81,17 @@ pub fn sql_factory(url: impl Into<String>) -> impl StoreFactory {
 /// [`Unconfigured::trials`](crate::Unconfigured::trials)) one failing `<backend>::configured`.
 pub fn conformance_trials(backend: Variant, prefix: &str) -> Vec<Trial> {
     match backend.server() {
-        Ok(Server::Redis(s)) => {
-            conformance::trials_with_prefix(prefix, redis_factory(s.url(), RedisOptions::new()))
-        }
-        Ok(Server::RedisTls(s)) => {
-            conformance::trials_with_prefix(prefix, redis_factory(s.url(), s.options()))
-        }
-        Ok(Server::RedisCluster(s)) => {
-            conformance::trials_with_prefix(prefix, redis_factory(s.url(), RedisOptions::new()))
-        }
+        Ok(Server::Redis(s)) => both_windows(prefix, |w| {
+            redis_factory(s.url(), RedisOptions::new().with_refresh_window(w))
+        }),
+        Ok(Server::RedisCluster(s)) => both_windows(prefix, |w| {
+            redis_factory(s.url(), RedisOptions::new().with_refresh_window(w))
+        }),
+        Ok(Server::RedisTls(s)) => both_windows(prefix, |w| {
+            redis_factory(s.url(), s.options().with_refresh_window(w))
+        }),
         Ok(Server::Postgres(s) | Server::Mysql(s)) => {
-            conformance::trials_with_prefix(prefix, sql_factory(s.url()))
+            both_windows(prefix, |w| sql_factory_with(s.url(), w))
         }
         Err(unconfigured) => unconfigured.trials(
             conformance::behaviour_names()
