@@ -218,6 +218,19 @@ impl BackendSpec {
         }
     }
 
+    /// The name of the rows with exact sliding (`w = 0`): [`BackendSpec::name`] with `-exact`.
+    pub fn exact_name(&self) -> &'static str {
+        match self.name() {
+            "memory" => "memory-exact",
+            "sqlite" => "sqlite-exact",
+            "redis" => "redis-exact",
+            "redis-cluster" => "redis-cluster-exact",
+            "postgres" => "postgres-exact",
+            "mysql" => "mysql-exact",
+            _ => "exact",
+        }
+    }
+
     /// The URL, as given (print it through `redact_url`).
     pub fn url(&self) -> &str {
         &self.url
@@ -245,11 +258,12 @@ pub struct BenchConfig {
     pub floors: bool,
     /// `tower-sessions` stores to run on W1–W3 next to ours.
     pub peers: Vec<PeerSpec>,
-    /// The manager's lock polling interval (W5, stores without a release signal).
+    /// The manager's lock polling interval (W5, stores without a release signal); by default the
+    /// manager's own default (500 ms), so W5 measures what a user gets.
     pub poll_interval: Duration,
-    /// SQL stores: backend-sql's refresh throttle (`0.0`, the default: every read slides the
-    /// expiry, which is a write; `0.5`: a read writes only once half the timeout is used up).
-    pub refresh_throttle: f64,
+    /// Also run W1 and W2 with exact sliding (`w = 0`), in rows named `<backend>-exact`, next to
+    /// the default refresh window's rows.
+    pub exact_rows: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -266,8 +280,8 @@ impl Default for BenchConfig {
             pool_budget: 64 << 20,
             floors: true,
             peers: Vec::new(),
-            poll_interval: Duration::from_millis(10),
-            refresh_throttle: 0.0,
+            poll_interval: sessions::Config::default().poll_interval(),
+            exact_rows: true,
             progress: false,
         }
     }

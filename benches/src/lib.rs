@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use sessions::sql::SqlOptions;
-use sessions::{Backend, Config, SessionStore, StoreOptions, redact_url};
+use sessions::{Backend, Config, RefreshWindow, SessionStore, StoreOptions, redact_url};
 
 pub use config::{BackendSpec, BenchConfig, Payload, Workload, parse_duration};
 pub use counting::{Counting, CountingStore};
@@ -40,23 +40,24 @@ pub use report::{Report, Row};
 pub use workload::Fixture;
 
 /// Connects the store for `spec` through the facade (`sessions::connect_with`), with
-/// `connections` pooled connections for SQL servers.
+/// `connections` pooled connections for SQL servers and every other setting at its default
+/// (the default refresh window included).
 ///
 /// # Errors
 /// [`BenchError::Connect`] naming the backend.
 pub async fn connect_store(
     spec: &BackendSpec, connections: u32,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
-    connect_store_with(spec, connections, 0.0).await
+    connect_store_with(spec, connections, RefreshWindow::DEFAULT).await
 }
 
-/// [`connect_store`], with SQL stores throttling the slide on read: `refresh_throttle` is
-/// backend-sql's `SqlOptions::with_refresh_throttle` fraction (`0.0`: every read slides).
+/// [`connect_store`] with the refresh window `window` (the `-exact` rows use
+/// [`RefreshWindow::EXACT`]).
 ///
 /// # Errors
 /// [`BenchError::Connect`] naming the backend.
 pub async fn connect_store_with(
-    spec: &BackendSpec, connections: u32, refresh_throttle: f64,
+    spec: &BackendSpec, connections: u32, window: RefreshWindow,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
     let fail = |source: sessions::Error| BenchError::Connect {
         backend: spec.name(),
@@ -66,13 +67,10 @@ pub async fn connect_store_with(
     let config = Config::builder()
         .url(spec.url())
         .connection_timeout(Some(Duration::from_secs(5)))
+        .refresh_window(window)
         .build()
         .map_err(fail)?;
-    let options = StoreOptions::new().with_sql(
-        SqlOptions::new()
-            .with_max_connections(connections)
-            .with_refresh_throttle(refresh_throttle),
-    );
+    let options = StoreOptions::new().with_sql(SqlOptions::new().with_max_connections(connections));
     sessions::connect_with(&config, &options)
         .await
         .map_err(fail)
@@ -197,12 +195,17 @@ pub fn cell_count(config: &BenchConfig) -> u64 {
         .iter()
         .map(|b| config.workloads.len() + floors + probes(b))
         .sum();
+    let exact = if config.exact_rows {
+        config.backends.len() * exact_workloads(config).count()
+    } else {
+        0
+    };
     let peer_workloads = config
         .workloads
         .iter()
         .filter(|w| PeerSpec::WORKLOADS.contains(w))
         .count();
-    ((ours + config.peers.len() * peer_workloads) * config.concurrency.len()) as u64
+    ((ours + exact + config.peers.len() * peer_workloads) * config.concurrency.len()) as u64
 }
 
 /// Operations per wire-byte measurement round (three rounds, the smallest kept).
@@ -240,6 +243,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let mut rows = Vec::new();
     for spec in &config.backends {
         run_backend(config, spec, connections, &bar, &mut rows).await?;
+        if config.exact_rows {
+            run_exact(config, spec, connections, &bar, &mut rows).await?;
+        }
         for peer in config.peers.iter().filter(|p| p.ours() == spec.name()) {
             run_peer(config, peer, connections, &bar, &mut rows).await?;
         }
@@ -255,7 +261,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         duration_secs: config.duration.as_secs_f64(),
         payload: config.payload.to_string(),
         pool: config.pool_for(config.payload),
-        refresh_throttle: config.refresh_throttle,
+        refresh_window_percent: RefreshWindow::DEFAULT.percent(),
         rows,
     })
 }
@@ -296,7 +302,7 @@ async fn run_backend(
 ) -> Result<(), BenchError> {
     let name = spec.name();
     bar.set_message(format!("{name}: connecting and filling the pools"));
-    let raw = connect_store_with(spec, connections, config.refresh_throttle).await?;
+    let raw = connect_store(spec, connections).await?;
     let floor = if config.floors {
         Some(floors::connect(spec, connections).await?)
     } else {
@@ -435,6 +441,50 @@ async fn run_backend(
     measured
 }
 
+/// The workloads of the `-exact` rows: those of `config` that read or slide (W1, W2).
+fn exact_workloads(config: &BenchConfig) -> impl Iterator<Item = Workload> + '_ {
+    config
+        .workloads
+        .iter()
+        .copied()
+        .filter(|w| matches!(w, Workload::W1 | Workload::W2))
+}
+
+/// Our store on one backend with exact sliding (`w = 0`, ASP.NET's behaviour): W1 and W2 only,
+/// rows named `<backend>-exact`, so the cost of exact expiry stays visible next to the default
+/// window's rows. Its own pool of sessions, removed at the end (also after a failure).
+async fn run_exact(
+    config: &BenchConfig, spec: &BackendSpec, connections: u32, bar: &ProgressBar,
+    rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let name = spec.exact_name();
+    if exact_workloads(config).next().is_none() {
+        return Ok(());
+    }
+    bar.set_message(format!("{name}: connecting and filling the pools"));
+    let raw = connect_store_with(spec, connections, RefreshWindow::EXACT).await?;
+    let counting = Arc::new(Counting::wrap(Arc::clone(&raw)));
+    let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
+    let fixture = Arc::new(Fixture::prepare(config, &store, &raw).await?);
+    let measured: Result<(), BenchError> = async {
+        let counts = || counting.layer().take_counts();
+        for w in exact_workloads(config) {
+            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+                Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
+            });
+            run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
+        }
+        Ok(())
+    }
+    .await;
+    bar.set_message(format!("{name}: cleaning up"));
+    let left = fixture.remove(&raw).await;
+    bar.suspend(|| left.warn(name));
+    measured
+}
+
 /// Task `task` of `tasks` uses its own slice of the floor's keys.
 fn floor_key(keys: &[String], task: usize, tasks: usize, iter: u64) -> &str {
     let per = (keys.len() / tasks.max(1)).max(1);
@@ -504,7 +554,11 @@ fn set_ratios(rows: &mut [Row]) {
             "W2" => "floor-rw",
             _ => continue,
         };
-        let backend = r.peer_of.as_deref().unwrap_or(&r.backend);
+        // Peers and the `-exact` rows compare with the floor of the backend they run on.
+        let backend = r
+            .peer_of
+            .as_deref()
+            .unwrap_or_else(|| r.backend.strip_suffix("-exact").unwrap_or(&r.backend));
         let floor = snapshot
             .iter()
             .find(|f| f.backend == backend && f.workload == label && f.concurrency == r.concurrency)

@@ -50,8 +50,9 @@ pub struct Report {
     pub payload: String,
     /// Pool size for the payload.
     pub pool: usize,
-    /// SQL stores' refresh throttle (`0`: every read slides the expiry).
-    pub refresh_throttle: f64,
+    /// The refresh window of our stores' rows, in % of the session timeout (docs/contract.md
+    /// §1); the `<backend>-exact` rows use 0 (exact sliding).
+    pub refresh_window_percent: u8,
     /// All rows, in run order.
     pub rows: Vec<Row>,
 }

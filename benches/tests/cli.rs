@@ -44,8 +44,25 @@ fn embedded_default_writes_json_and_svg() {
         .expect("the JSON report parses");
     let rows = report["rows"].as_array().unwrap();
     // 2 backends x (6 workloads + 2 floors) x 2 concurrencies, plus memory's probes
-    // (ref-harness, ref-moka-compute, ref-W1-uncounted) x 2 concurrencies.
-    assert_eq!(rows.len(), 2 * 8 * 2 + 3 * 2);
+    // (ref-harness, ref-moka-compute, ref-W1-uncounted) x 2 concurrencies, plus the exact-sliding
+    // rows (W1, W2) of both backends x 2 concurrencies.
+    assert_eq!(rows.len(), 2 * 8 * 2 + 3 * 2 + 2 * 2 * 2);
+    assert_eq!(report["refresh_window_percent"], 10, "the default window");
+    for backend in ["memory-exact", "sqlite-exact"] {
+        for workload in ["W1", "W2"] {
+            for conc in [1, 32] {
+                let row = rows
+                    .iter()
+                    .find(|r| {
+                        r["backend"] == backend
+                            && r["workload"] == workload
+                            && r["concurrency"] == conc
+                    })
+                    .unwrap_or_else(|| panic!("no row {backend} {workload} {conc}"));
+                assert!(row["ratio_to_floor"].is_number(), "{row}");
+            }
+        }
+    }
     for backend in ["memory", "sqlite"] {
         for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "floor-read", "floor-rw"] {
             for conc in [1, 32] {
@@ -74,7 +91,11 @@ fn embedded_default_writes_json_and_svg() {
         .iter()
         .filter(|r| r["ratio_to_floor"].is_number())
         .count();
-    assert_eq!(ratios, 2 * 2 * 2, "W1 and W2 rows carry a ratio");
+    assert_eq!(
+        ratios,
+        2 * 2 * 2 * 2,
+        "W1 and W2 rows (default and exact) carry a ratio"
+    );
 
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(
@@ -281,7 +302,7 @@ fn bad_flags_are_clap_errors() {
         &["--duration", "fast"],
         &["--workloads", "W9"],
         &["--concurrency", "0"],
-        &["--refresh-throttle", "0.95"],
+        &["--poll-interval", "soon"],
         &["--no-such-flag"],
     ] {
         let out = bench().args(args).output().unwrap();

@@ -54,13 +54,13 @@ struct Args {
     /// Existing sessions per pool (capped at 64 MiB of values per pool).
     #[arg(long, default_value_t = 10_000)]
     pool: usize,
-    /// Lock polling interval of the manager (W5) for stores without a release signal.
-    #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+    /// Lock polling interval of the manager (W5) for stores without a release signal (the
+    /// manager's default; waiters back off from 2 ms up to it).
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     poll_interval: Duration,
-    /// SQL stores only: slide the expiry on read only once this fraction of the timeout is used up
-    /// (backend-sql's refresh throttle, 0 to 0.9; 0 = every read slides, which is a write).
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_fraction)]
-    refresh_throttle: f64,
+    /// Skip the `<backend>-exact` rows (W1 and W2 with exact sliding, w = 0).
+    #[arg(long)]
+    no_exact: bool,
     /// Skip the raw-client floors (and the reference probes).
     #[arg(long)]
     no_floors: bool,
@@ -77,16 +77,6 @@ struct Args {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-}
-
-/// A fraction in 0..=0.9.
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(f) if (0.0..=0.9).contains(&f) => Ok(f),
-        _ => Err(format!(
-            "bad fraction {s:?} (expected a number from 0 to 0.9)"
-        )),
-    }
 }
 
 /// The store `url` selects, given to `--flag`: its report name must be the flag's (so that
@@ -150,7 +140,7 @@ fn main() -> ExitCode {
         floors: !args.no_floors,
         peers,
         poll_interval: args.poll_interval,
-        refresh_throttle: args.refresh_throttle,
+        exact_rows: !args.no_exact,
         progress: !args.quiet,
         ..BenchConfig::default()
     };
