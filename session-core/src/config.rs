@@ -118,7 +118,8 @@ impl Config {
     /// | `operationTimeoutInMilliseconds` | limit per attempt of a store operation, 0 = none | 0 |
     /// | `timeout` (minutes) or `sessionTimeoutInMilliseconds` | idle lifetime of a session | 20 min |
     /// | `executionTimeout` (seconds) or `lockTtlInMilliseconds` | age at which a lock is stale | 110 s |
-    /// | `pollIntervalInMilliseconds` | lock polling where the store has no release signal | 500 |
+    /// | `refreshWindowPercent` | refresh window `w` in % of each session's timeout, 0 = exact sliding ([`RefreshWindow`]) | 10 |
+    /// | `pollIntervalInMilliseconds` | longest wait between looks at a lock where the store has no release signal (from 2 ms, doubling) | 500 |
     /// | `maxWaitersPerSession` or `requestQueueLimitPerSession` | waiters on one session | 50 |
     /// | `lockWaitTimeoutInMilliseconds` | how long a request waits for a lock | 120000 |
     /// | `maxSessionSizeInBytes` | largest session (names + encoded values) | 16 MiB |
