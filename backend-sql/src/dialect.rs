@@ -1,28 +1,37 @@
 //! The private `Dialect` trait: what differs per database. Each [`Op`] is one store operation
 //! performed atomically in **one round trip** on Postgres and MySQL (one call of a stored routine
-//! that the migrations install, see `routines`) and in one `BEGIN IMMEDIATE` transaction on
-//! SQLite. The shared flow in `store` encodes the arguments into the [`Op`] and decodes the
-//! [`Reply`] the same way for all.
+//! that the migrations install, see `routines`) and in one transaction on SQLite (a deferred,
+//! read-only one where the operation turns out to write nothing). The shared flow in `store`
+//! encodes the arguments into the [`Op`] and decodes the [`Reply`] the same way for all.
 //!
 //! Every dialect implements the same decision per operation, documented once here:
 //!
 //! | op | decision (a session is *live* while `expires_at > now`, on the database clock) | status |
 //! |---|---|---|
-//! | read | not live → 0; locked → slide, 1 (token, age); else slide, clear `initialize`, 2 + items | [`read`] |
-//! | acquire | not live → 0; held by `token` → slide, 2 + items; locked younger than ttl → slide, 1; else lock, slide, clear `initialize`, 2 + items | [`acquire`] |
+//! | read | not live → 0; locked → slide if due, 1 (token, age); else slide if due or `initialize` (clearing it), 2 + items | [`read`] |
+//! | acquire | not live → 0; locked by another, younger than ttl → slide if due, 1 (token, age); else (free, ours, stale) lock, slide if due, clear `initialize`, 2 + items | [`acquire`] |
 //! | commit | live and held by `token` → apply delta, store timeout, slide, unlock, settle (token, commit, fingerprint), 1; settled with the same (token, commit, fingerprint) → 1, nothing applied; else 0 | [`commit`] |
-//! | release | live and held by `token` → unlock, slide, 1; else 0 (the settled triple is untouched) | [`release`] |
-//! | create | delete an expired row with this key; insert if absent → 1, else 0 | [`create`] |
+//! | release | live and held by `token` → unlock, slide if due, 1; else 0 (the settled triple is untouched) | [`release`] |
+//! | create | insert if absent (an expired row with this key is deleted first) with `expires_at = now + timeout + w` → 1, else 0 | [`create`] |
 //! | remove | not live → 0; held by `token` → delete, 2; else 1 | [`remove`] |
-//! | touch | not live → 0; else slide, 1 | [`touch`] |
+//! | touch | not live → 0; else slide if due, 1 | [`touch`] |
 //! | write_concurrent | not live → 0; else apply delta, store timeout, slide, 1 (lock untouched) | [`concurrent`] |
 //! | delete | live → delete, 1; else 0 | [`delete`] |
 //! | change_id | not live or not held by `token` → 0; new id live → 1; else move (an expired row under the new id is deleted first), 2 | [`change_id`] |
 //!
-//! "Slide" sets `expires_at = now + timeout_ms`; `read` and `touch` skip it (and write nothing)
-//! when refresh throttling says the session has enough life left (`remaining * 1000 > timeout *
-//! keep_permille`). Applying a delta: if `cleared`, delete every item; delete `removed`; upsert
-//! `set`.
+//! The refresh window (docs/contract.md §1), `window` in percent of the session's timeout:
+//! "slide" sets `expires_at = now + timeout + w` with `w = timeout_ms * window / 100` (integer
+//! division, as `RefreshWindow::window_ms`). A slide is *due* when `expires_at < now + timeout`,
+//! or always with `window = 0` (exact sliding). "Slide if due" writes nothing at all — no
+//! `UPDATE`, no row lock — when it is not due: a busy session's reads are pure reads. Release and
+//! an acquire that takes the lock write the lock, but move `expires_at` only when a slide is due
+//! (on Postgres the write then touches no indexed column and can be HOT); create, commit and
+//! write_concurrent always slide.
+//! Applying a delta: if `cleared`, delete every item; delete `removed`; upsert `set`.
+//!
+//! The first read of an uninitialized, unlocked session clears the flag (a write, with a slide),
+//! and only the operation whose write cleared it reports it (under the row lock), so the flag is
+//! reported exactly once even to concurrent readers.
 //!
 //! The settled triple (`settled_token`, `settled_kind`, `settled_fp`) is the session's last
 //! successful commit, so that a retried commit is recognised (docs/contract.md §2, "Repeated
@@ -35,7 +44,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use session_core::{Delta, Items, SessionKey};
+use session_core::{Delta, Items, ReleaseWatch, SessionKey};
 
 /// Status codes of each operation, shared by the SQL of every dialect.
 pub(crate) mod read {
@@ -119,19 +128,19 @@ impl<'a> Key<'a> {
 pub(crate) type Token = [u8; 16];
 
 /// One operation as the dialects receive it, its arguments already encoded (milliseconds, token
-/// bytes, the refresh throttle in per mille). `Copy`, so that a rolled-back operation can be run
-/// again.
+/// bytes, the refresh window in percent of the timeout: `window`). `Copy`, so that a rolled-back
+/// operation can be run again.
 #[derive(Clone, Copy)]
 pub(crate) enum Op<'a> {
-    /// `keep` is the refresh throttle in per mille (1000: always slide).
     Read {
         key: Key<'a>,
-        keep: i32,
+        window: i32,
     },
     Acquire {
         key: Key<'a>,
         token: Token,
         ttl_ms: i64,
+        window: i32,
     },
     /// `fingerprint` is [`Delta::fingerprint`] of `delta` and the timeout.
     Commit {
@@ -140,16 +149,19 @@ pub(crate) enum Op<'a> {
         delta: &'a Delta,
         timeout_ms: i64,
         fingerprint: i64,
+        window: i32,
     },
     Release {
         key: Key<'a>,
         token: Token,
+        window: i32,
     },
     Create {
         key: Key<'a>,
         items: &'a Items,
         timeout_ms: i64,
         initialize: bool,
+        window: i32,
     },
     Remove {
         key: Key<'a>,
@@ -157,12 +169,13 @@ pub(crate) enum Op<'a> {
     },
     Touch {
         key: Key<'a>,
-        keep: i32,
+        window: i32,
     },
     WriteConcurrent {
         key: Key<'a>,
         delta: &'a Delta,
         timeout_ms: i64,
+        window: i32,
     },
     Delete {
         key: Key<'a>,
@@ -214,4 +227,15 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + 'static {
     async fn run(&self, op: Op<'_>) -> Result<Reply, sqlx::Error>;
     /// Closes the pool.
     async fn close(&self);
+    /// The release signal, where the database has one (Postgres `LISTEN`/`NOTIFY`).
+    fn signal(&self) -> Option<&dyn ReleaseSignal> {
+        None
+    }
+}
+
+/// A wake-up when a session's lock is released (docs/contract.md §3, "Waiting").
+pub(crate) trait ReleaseSignal: fmt::Debug + Send + Sync {
+    /// A watch that completes when `key`'s lock is released after this call (or spuriously, for
+    /// example when the signal's connection was lost and came back).
+    fn watch(&self, key: &SessionKey) -> ReleaseWatch;
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - `options`: [`SqlOptions`]: table prefix, pool size, pool acquire timeout, sweeper, refresh
-//!   throttling.
+//!   window.
 //! - `schemes`: which database a URL names ([`accepts`], [`POSTGRES_SCHEMES`], [`SQLITE_SCHEMES`],
 //!   [`MYSQL_SCHEMES`]), and the first connection under the connect timeout.
 //! - `store`: [`SqlStore`]: connecting (URL → dialect), the [`SessionStore`](session_core::SessionStore)
@@ -13,8 +13,10 @@
 //! - `routines`: the dialect of a database whose operations are stored routines (Postgres,
 //!   MySQL): connecting, binding a call, decoding its reply, written once; the `RoutineDb` trait
 //!   says what differs.
-//! - `postgres/`, `mysql/`: their `RoutineDb` implementations; `sqlite/`: the SQLite dialect,
-//!   each operation as Rust in one transaction. `migrations/<dialect>/` holds their schema.
+//! - `postgres/`, `mysql/`: their `RoutineDb` implementations (`postgres/signal`: the release
+//!   signal, `LISTEN`/`NOTIFY`); `sqlite/`: the SQLite dialect, each operation as Rust in one
+//!   transaction (a plain `SELECT` where it writes nothing). `migrations/<dialect>/` holds their
+//!   schema.
 //! - `migrate`: embedded migrations with the table prefix substituted, run under sqlx's migration
 //!   lock.
 //! - `sweeper`: the background task that purges expired sessions in batches.

@@ -27,7 +27,6 @@ pub struct SqlOptions {
     max_connections: u32,
     pool_acquire_timeout: Option<Duration>,
     sweeper: Option<SweeperOptions>,
-    refresh_throttle: f64,
     refresh_window: RefreshWindow,
     migrate: bool,
 }
@@ -42,14 +41,14 @@ impl SqlOptions {
     /// The defaults: prefix `sess_` (tables `sess_sessions`, `sess_items`, `sess_migrations`), 10
     /// pooled connections (1 for `sqlite::memory:`), the pool acquire timeout of the database
     /// ([`DEFAULT_POOL_ACQUIRE_TIMEOUT`], [`DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT`]), the sweeper on
-    /// ([`SweeperOptions::new`]), refresh throttling off, migrations run on connect.
+    /// ([`SweeperOptions::new`]), the refresh window [`RefreshWindow::DEFAULT`], migrations run on
+    /// connect.
     pub fn new() -> Self {
         Self {
             table_prefix: "sess_".to_owned(),
             max_connections: 10,
             pool_acquire_timeout: None,
             sweeper: Some(SweeperOptions::new()),
-            refresh_throttle: 0.0,
             refresh_window: RefreshWindow::DEFAULT,
             migrate: true,
         }
@@ -107,27 +106,12 @@ impl SqlOptions {
         self
     }
 
-    /// Refresh throttling for read-heavy traffic: `read` and `touch` slide the expiry only once
-    /// `fraction` of the session's timeout has been used up since the last slide. `0.0` (the
-    /// default) is off: every access slides. Values are clamped to `0.0..=0.9`.
-    ///
-    /// **Guarantee.** With fraction `f` and timeout `T`, after a `read` or `touch` at time `t`
-    /// (on the database clock) the session expires no earlier than `t + (1 - f)·T` and no later
-    /// than `t + T`; a `read` or `touch` that does not slide writes nothing at all (no row lock, no
-    /// dead tuple). `acquire`, `commit`, `release` and `write_concurrent` always slide (they
-    /// write anyway), and the first read of an uninitialized session always writes (it clears the
-    /// flag).
-    pub fn with_refresh_throttle(mut self, fraction: f64) -> Self {
-        self.refresh_throttle = if fraction.is_finite() {
-            fraction.clamp(0.0, 0.9)
-        } else {
-            0.0
-        };
-        self
-    }
-
-    /// The refresh window (docs/contract.md §1): default [`RefreshWindow::DEFAULT`];
-    /// [`RefreshWindow::EXACT`] slides on every access, as ASP.NET's SQL provider does.
+    /// Sets the refresh window (docs/contract.md §1): every access leaves a session
+    /// `expires_at >= now + timeout`; an access that must write to slide sets
+    /// `now + timeout + w` (`w` = [`RefreshWindow::window_ms`] of the session's timeout), and one
+    /// that finds enough life left writes nothing at all (no `UPDATE`, no row lock). Default
+    /// [`RefreshWindow::DEFAULT`]; [`RefreshWindow::EXACT`] slides on every access, as ASP.NET's
+    /// SQL provider does.
     pub fn with_refresh_window(mut self, window: RefreshWindow) -> Self {
         self.refresh_window = window;
         self
@@ -175,21 +159,9 @@ impl SqlOptions {
         self.sweeper.as_ref()
     }
 
-    /// The refresh throttle fraction (`0.0`: off).
-    pub fn refresh_throttle(&self) -> f64 {
-        self.refresh_throttle
-    }
-
     /// Whether migrations run on connect.
     pub fn migrate(&self) -> bool {
         self.migrate
-    }
-
-    /// The throttle as the dialects take it: slide when `remaining * 1000 <= timeout * keep`,
-    /// where `keep` is the share (per mille) of the timeout that may remain. 1000 = always.
-    pub(crate) fn keep_permille(&self) -> i32 {
-        // Clamped to 0.0..=0.9 above, so the product is 100..=1000.
-        1000 - (self.refresh_throttle * 1000.0).round() as i32
     }
 }
 
@@ -293,24 +265,5 @@ mod tests {
         );
         let zero = SqlOptions::new().with_pool_acquire_timeout(Duration::ZERO);
         assert_eq!(zero.pool_acquire_timeout(), Some(Duration::from_millis(1)));
-    }
-
-    #[test]
-    fn throttle_maps_to_permille() {
-        assert_eq!(SqlOptions::new().keep_permille(), 1000);
-        assert_eq!(
-            SqlOptions::new().with_refresh_throttle(0.5).keep_permille(),
-            500
-        );
-        assert_eq!(
-            SqlOptions::new().with_refresh_throttle(7.0).keep_permille(),
-            100
-        );
-        assert_eq!(
-            SqlOptions::new()
-                .with_refresh_throttle(f64::NAN)
-                .keep_permille(),
-            1000
-        );
     }
 }

@@ -6,9 +6,10 @@
 //! items travels, the column types of a reply, TLS, session settings) is each database's
 //! [`RoutineDb`] implementation, in `postgres/` and `mysql/`.
 //!
-//! The rows a routine answers: `read` and `acquire` one status row (status, token, age_ms,
-//! timeout_ms, initialize, NULL, NULL) and one row per item (five NULLs, name, value); every
-//! other routine one row whose first column is its status (a purge: how many sessions it deleted).
+//! The rows a routine answers: `read` and `acquire` a session reply, which each database decodes
+//! itself ([`RoutineDb::session`]: one row with the items as arrays on Postgres, a status row and
+//! a row per item on MySQL); every other routine one row whose first column is its status (a
+//! purge: how many sessions it deleted).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -19,7 +20,7 @@ use session_core::{Config, Delta, Items, Operation, Result};
 use sqlx::pool::PoolOptions;
 use sqlx::{AssertSqlSafe, Pool, Row};
 
-use crate::dialect::{Dialect, Key, Op, Reply, Token};
+use crate::dialect::{Dialect, Key, Op, ReleaseSignal, Reply, Token};
 use crate::error::classify;
 use crate::migrate::{self, Embedded};
 use crate::options::SqlOptions;
@@ -108,8 +109,14 @@ pub(crate) trait RoutineDb:
     /// The status: the first column of a reply row.
     fn status(row: &Self::Row) -> Result<i64, sqlx::Error>;
 
-    /// The `initialize` flag: the fifth column of a session's status row.
-    fn initialize(row: &Self::Row) -> Result<bool, sqlx::Error>;
+    /// The reply of `read` and `acquire`, from the rows of their call.
+    fn session(rows: Vec<Self::Row>) -> Result<Reply, sqlx::Error>;
+
+    /// The release signal of stores with table prefix `prefix` on the database `connect` names,
+    /// where the database has one (default: none).
+    fn signal(_connect: &ConnectOptions<Self>, _prefix: &str) -> Option<Box<dyn ReleaseSignal>> {
+        None
+    }
 }
 
 /// One argument of a routine call.
@@ -146,6 +153,7 @@ pub(crate) struct RoutineDialect<DB: RoutineDb> {
     pool: Pool<DB>,
     sql: Calls<String>,
     purge_lock: Option<i64>,
+    signal: Option<Box<dyn ReleaseSignal>>,
 }
 
 impl<DB: RoutineDb> RoutineDialect<DB> {
@@ -160,6 +168,7 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
             connect = DB::require_tls(connect);
         }
         crate::schemes::check_connect(&connect, config.connection_timeout(), DB::BACKEND).await?;
+        let signal = DB::signal(&connect, options.table_prefix());
         let pool = DB::pool_options(PoolOptions::new())
             .max_connections(options.max_connections())
             // No ping before each operation: it would be a second round trip on the operation's
@@ -178,6 +187,7 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
             pool,
             sql: DB::CALLS.with_prefix(options.table_prefix()),
             purge_lock: DB::purge_lock(options.table_prefix()),
+            signal,
         })
     }
 
@@ -185,10 +195,20 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
     fn call<'a>(&self, op: Op<'a>) -> (&str, Vec<Arg<'a>>) {
         let sql = &self.sql;
         match op {
-            Op::Read { key, keep } => (&sql.read, vec![Arg::Key(key), Arg::Int(keep)]),
-            Op::Acquire { key, token, ttl_ms } => (
+            Op::Read { key, window } => (&sql.read, vec![Arg::Key(key), Arg::Int(window)]),
+            Op::Acquire {
+                key,
+                token,
+                ttl_ms,
+                window,
+            } => (
                 &sql.acquire,
-                vec![Arg::Key(key), Arg::Token(token), Arg::BigInt(ttl_ms)],
+                vec![
+                    Arg::Key(key),
+                    Arg::Token(token),
+                    Arg::BigInt(ttl_ms),
+                    Arg::Int(window),
+                ],
             ),
             Op::Commit {
                 key,
@@ -196,6 +216,7 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
                 delta,
                 timeout_ms,
                 fingerprint,
+                window,
             } => (
                 &sql.commit,
                 vec![
@@ -203,33 +224,45 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
                     Arg::Token(token),
                     Arg::BigInt(fingerprint),
                     Arg::BigInt(timeout_ms),
+                    Arg::Int(window),
                     Arg::Delta(delta),
                 ],
             ),
-            Op::Release { key, token } => (&sql.release, vec![Arg::Key(key), Arg::Token(token)]),
+            Op::Release { key, token, window } => (
+                &sql.release,
+                vec![Arg::Key(key), Arg::Token(token), Arg::Int(window)],
+            ),
             Op::Create {
                 key,
                 items,
                 timeout_ms,
                 initialize,
+                window,
             } => (
                 &sql.create,
                 vec![
                     Arg::Key(key),
                     Arg::BigInt(timeout_ms),
+                    Arg::Int(window),
                     Arg::Bool(initialize),
                     Arg::Set(items),
                 ],
             ),
             Op::Remove { key, token } => (&sql.remove, vec![Arg::Key(key), Arg::Token(token)]),
-            Op::Touch { key, keep } => (&sql.touch, vec![Arg::Key(key), Arg::Int(keep)]),
+            Op::Touch { key, window } => (&sql.touch, vec![Arg::Key(key), Arg::Int(window)]),
             Op::WriteConcurrent {
                 key,
                 delta,
                 timeout_ms,
+                window,
             } => (
                 &sql.write_concurrent,
-                vec![Arg::Key(key), Arg::BigInt(timeout_ms), Arg::Delta(delta)],
+                vec![
+                    Arg::Key(key),
+                    Arg::BigInt(timeout_ms),
+                    Arg::Int(window),
+                    Arg::Delta(delta),
+                ],
             ),
             Op::Delete { key } => (&sql.delete, vec![Arg::Key(key)]),
             Op::ChangeId {
@@ -296,20 +329,7 @@ where
         }
         let rows = query.fetch_all(&self.pool).await?;
         if answer == Answer::Session {
-            let mut reply = Reply::default();
-            for row in rows {
-                match row.try_get::<Option<Vec<u8>>, _>(5)? {
-                    Some(name) => reply.items.push((name, row.try_get(6)?)),
-                    None => {
-                        reply.status = DB::status(&row)?;
-                        reply.token = row.try_get(1)?;
-                        reply.age_ms = row.try_get(2)?;
-                        reply.timeout_ms = row.try_get(3)?;
-                        reply.initialize = DB::initialize(&row)?;
-                    }
-                }
-            }
-            return Ok(reply);
+            return DB::session(rows);
         }
         let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
         Ok(Reply::status(match answer {
@@ -320,6 +340,10 @@ where
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn signal(&self) -> Option<&dyn ReleaseSignal> {
+        self.signal.as_deref()
     }
 }
 

@@ -36,7 +36,8 @@ pub struct SqlStore {
 pub(crate) struct Inner {
     backend: &'static str,
     dialect: Box<dyn Dialect>,
-    keep_permille: i32,
+    /// The refresh window in percent of each session's timeout, as the dialects take it.
+    window: i32,
     options: SqlOptions,
     /// Set once, right after construction (the sweeper needs the `Arc` to exist).
     sweeper: std::sync::OnceLock<Sweeper>,
@@ -145,7 +146,7 @@ impl SqlStore {
         let inner = Arc::new(Inner {
             backend: dialect.backend(),
             dialect,
-            keep_permille: options.keep_permille(),
+            window: i32::from(options.refresh_window().percent()),
             options: options.clone(),
             sweeper: std::sync::OnceLock::new(),
         });
@@ -241,22 +242,27 @@ impl SessionStore for SqlStore {
         self.inner.backend
     }
 
-    /// `change_id` (one `UPDATE` of the id) and `purge_expired` (batched, on the expiry index, one
-    /// runner at a time). No release signal or expiry events: waiters poll.
+    /// The window of [`SqlOptions::refresh_window`] (docs/contract.md §1).
     fn refresh_window(&self) -> RefreshWindow {
-        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
-        RefreshWindow::EXACT
+        self.inner.options.refresh_window()
     }
 
+    /// `change_id` (one `UPDATE` of the id) and `purge_expired` (batched, on the expiry index, one
+    /// runner at a time) everywhere; a release signal on Postgres (`LISTEN`/`NOTIFY`). No expiry
+    /// events.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none().with_change_id().with_purge_expired()
+        let caps = Capabilities::none().with_change_id().with_purge_expired();
+        if self.inner.dialect.signal().is_some() {
+            caps.with_release_signal()
+        } else {
+            caps
+        }
     }
 
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
-        let keep = self.inner.keep_permille;
         let op = Op::Read {
             key: Key::of(key),
-            keep,
+            window: self.inner.window,
         };
         let reply = self.run(Operation::Read, op).await?;
         match reply.status {
@@ -274,6 +280,7 @@ impl SessionStore for SqlStore {
             key: Key::of(key),
             token: token_bytes(token),
             ttl_ms: millis(lock_ttl),
+            window: self.inner.window,
         };
         let reply = self.run(Operation::Acquire, op).await?;
         match reply.status {
@@ -296,6 +303,7 @@ impl SessionStore for SqlStore {
             delta,
             timeout_ms: millis(timeout),
             fingerprint: delta.fingerprint(timeout) as i64,
+            window: self.inner.window,
         };
         let outcomes = [
             (dialect::commit::LOCK_LOST, CommitOutcome::LockLost),
@@ -308,6 +316,7 @@ impl SessionStore for SqlStore {
         let op = Op::Release {
             key: Key::of(key),
             token: token_bytes(token),
+            window: self.inner.window,
         };
         let outcomes = [
             (dialect::release::LOCK_LOST, ReleaseOutcome::LockLost),
@@ -324,6 +333,7 @@ impl SessionStore for SqlStore {
             items,
             timeout_ms: millis(timeout),
             initialize: !initialized,
+            window: self.inner.window,
         };
         let outcomes = [
             (
@@ -349,10 +359,9 @@ impl SessionStore for SqlStore {
     }
 
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        let keep = self.inner.keep_permille;
         let op = Op::Touch {
             key: Key::of(key),
-            keep,
+            window: self.inner.window,
         };
         let outcomes = [
             (dialect::touch::MISSING, TouchOutcome::Missing),
@@ -368,6 +377,7 @@ impl SessionStore for SqlStore {
             key: Key::of(key),
             delta,
             timeout_ms: millis(timeout),
+            window: self.inner.window,
         };
         let outcomes = [
             (dialect::concurrent::MISSING, CommitOutcome::Missing),
@@ -408,11 +418,17 @@ impl SessionStore for SqlStore {
         self.inner.purge(batch).await
     }
 
-    async fn watch_release(&self, _key: &SessionKey) -> Result<ReleaseWatch> {
-        Err(Error::Unsupported {
-            backend: self.inner.backend,
-            operation: Operation::WatchRelease,
-        })
+    /// Postgres: a waiter on the store's one `LISTEN` connection, woken by the `NOTIFY` that every
+    /// routine releasing a lock sends (and by the connection coming back after a loss). Never fails:
+    /// while the listener is down, the manager's poll interval is the safety net.
+    async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
+        match self.inner.dialect.signal() {
+            Some(signal) => Ok(signal.watch(key)),
+            None => Err(Error::Unsupported {
+                backend: self.inner.backend,
+                operation: Operation::WatchRelease,
+            }),
+        }
     }
 
     async fn expiry_events(&self) -> Result<ExpiryEvents> {

@@ -1,7 +1,9 @@
 //! The conformance suite against `SqlStore` on every database:
 //!
 //! - `sqlite_file::` (a temporary file) and `sqlite_memory::` (`sqlite::memory:`) with the
-//!   `sqlite` feature (a default);
+//!   `sqlite` feature (a default), each with the default refresh window and then its expiry
+//!   behaviours with exact sliding (`<variant>::exact::...`), as `conformance_trials` does for the
+//!   servers;
 //! - `postgres::` and `mysql::` on the servers `test-support` reads from the environment (its
 //!   crate docs list the variables); a server that is not configured has its trials ignored, or
 //!   failing when it is required.
@@ -11,7 +13,7 @@
 
 use session_core::conformance;
 #[cfg(feature = "sqlite")]
-use test_support::sql_factory;
+use test_support::connect::{both_windows, sql_factory_with};
 use test_support::{Variant, conformance_trials};
 
 fn main() -> std::process::ExitCode {
@@ -29,14 +31,12 @@ fn main() -> std::process::ExitCode {
     #[cfg(feature = "sqlite")]
     {
         let file = format!("sqlite:{}", dir.path().join("sessions.db").display());
-        trials.extend(conformance::trials_with_prefix(
-            "sqlite_file::",
-            sql_factory(file),
-        ));
-        trials.extend(conformance::trials_with_prefix(
-            "sqlite_memory::",
-            sql_factory("sqlite::memory:"),
-        ));
+        trials.extend(both_windows("sqlite_file::", |w| {
+            sql_factory_with(file.clone(), w)
+        }));
+        trials.extend(both_windows("sqlite_memory::", |w| {
+            sql_factory_with("sqlite::memory:", w)
+        }));
     }
     trials.extend(conformance_trials(Variant::Postgres, "postgres::"));
     trials.extend(conformance_trials(Variant::Mysql, "mysql::"));

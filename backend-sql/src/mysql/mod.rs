@@ -10,6 +10,7 @@ use session_core::Items;
 use sqlx::mysql::{MySqlConnectOptions, MySqlRow, MySqlSslMode};
 use sqlx::{MySql, Row};
 
+use crate::dialect::Reply;
 use crate::migrate::Embedded;
 use crate::routines::{Calls, Query, RoutineDb};
 
@@ -27,17 +28,22 @@ impl RoutineDb for MySql {
             "release records nothing",
             include_str!("../../migrations/mysql/0002_release_records_nothing.sql"),
         ),
+        (
+            3,
+            "refresh window",
+            include_str!("../../migrations/mysql/0003_refresh_window.sql"),
+        ),
     ];
 
     const CALLS: Calls<&'static str> = Calls {
         read: "CALL {prefix}read(?, ?, ?)",
-        acquire: "CALL {prefix}acquire(?, ?, ?, ?)",
-        commit: "CALL {prefix}commit(?, ?, ?, ?, ?, ?, ?, ?)",
-        release: "CALL {prefix}release(?, ?, ?)",
-        create: "CALL {prefix}create(?, ?, ?, ?, ?)",
+        acquire: "CALL {prefix}acquire(?, ?, ?, ?, ?)",
+        commit: "CALL {prefix}commit(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        release: "CALL {prefix}release(?, ?, ?, ?)",
+        create: "CALL {prefix}create(?, ?, ?, ?, ?, ?)",
         remove: "CALL {prefix}remove(?, ?, ?)",
         touch: "CALL {prefix}touch(?, ?, ?)",
-        write_concurrent: "CALL {prefix}write_concurrent(?, ?, ?, ?, ?, ?)",
+        write_concurrent: "CALL {prefix}write_concurrent(?, ?, ?, ?, ?, ?, ?)",
         delete: "CALL {prefix}delete(?, ?)",
         change_id: "CALL {prefix}change_id(?, ?, ?, ?)",
         purge: "CALL {prefix}purge(?)",
@@ -72,9 +78,30 @@ impl RoutineDb for MySql {
         row.try_get(0)
     }
 
-    /// `initialize` is a `SIGNED` 0 or 1.
-    fn initialize(row: &MySqlRow) -> Result<bool, sqlx::Error> {
-        Ok(row.try_get::<Option<i64>, _>(4)?.unwrap_or(0) != 0)
+    /// Rows of (status, token, age_ms, timeout_ms, init, name, value), over one or two result
+    /// sets (migration 0003: the fast path's, possibly empty, then the locking path's): a row
+    /// whose status is not NULL carries the header (`init` a `SIGNED` 0 or 1), one whose name is
+    /// not NULL an item.
+    fn session(rows: Vec<MySqlRow>) -> Result<Reply, sqlx::Error> {
+        let mut reply = Reply::default();
+        let mut header = false;
+        for row in rows {
+            if !header && let Some(status) = row.try_get::<Option<i64>, _>(0)? {
+                header = true;
+                reply.status = status;
+                reply.token = row.try_get(1)?;
+                reply.age_ms = row.try_get(2)?;
+                reply.timeout_ms = row.try_get(3)?;
+                reply.initialize = row.try_get::<Option<i64>, _>(4)?.unwrap_or(0) != 0;
+            }
+            if let Some(name) = row.try_get::<Option<Vec<u8>>, _>(5)? {
+                reply.items.push((name, row.try_get(6)?));
+            }
+        }
+        if !header {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        Ok(reply)
     }
 }
 

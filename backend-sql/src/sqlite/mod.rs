@@ -1,6 +1,10 @@
-//! The SQLite dialect. SQLite runs in-process, so "one round trip" does not apply: each operation
-//! is one `BEGIN IMMEDIATE` transaction (it takes the write lock up front, so two operations never
-//! both read and then both try to upgrade; the second waits on `busy_timeout`). The decision per
+//! The SQLite dialect. SQLite runs in-process, so "one round trip" does not apply: an operation
+//! that writes is one `BEGIN IMMEDIATE` transaction (it takes the write lock up front, so two
+//! operations never both read and then both try to upgrade; the second waits on `busy_timeout`).
+//! `read`, `touch` and `acquire` first try one plain `SELECT` (its own read transaction, no write
+//! lock), which answers them whenever nothing needs writing (docs/contract.md §1, the refresh
+//! window): only when a slide is due, the initialize flag must be cleared or the lock may be taken
+//! do they run the writing transaction, which decides again on what it finds. The decision per
 //! operation is the one documented in `dialect`, written here as Rust around small statements.
 //!
 //! `sqlite::memory:` uses a single pooled connection that is never recycled: the database lives
@@ -36,6 +40,8 @@ const NOW: &str = "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0
 /// The statements, with the prefix spliced in once at connect.
 #[derive(Debug)]
 struct Sql {
+    /// The pure read: the clock, the session's header and its items in one statement.
+    peek: String,
     live: String,
     slide: String,
     clear_init: String,
@@ -59,12 +65,25 @@ impl Sql {
     fn new(prefix: &str) -> Self {
         let p = |s: &str| with_prefix(s, prefix);
         Self {
+            // One row per item (one row with NULL name and value for a session without items or
+            // a locked one), each carrying the clock and the header.
+            peek: p(&format!(
+                "WITH c(now) AS ({NOW}) \
+                 SELECT c.now, s.expires_at, s.timeout_ms, s.lock_token, s.locked_at, s.initialize, \
+                        i.name, i.value \
+                   FROM c JOIN {{prefix}}sessions s ON s.app = ? AND s.sid = ? AND s.expires_at > c.now \
+                   LEFT JOIN {{prefix}}items i ON i.session_pk = s.pk AND ? AND s.lock_token IS NULL"
+            )),
             live: p(
                 "SELECT pk, expires_at, timeout_ms, lock_token, locked_at, initialize, \
                      settled_token, settled_kind, settled_fp FROM {prefix}sessions \
                      WHERE app = ? AND sid = ? AND expires_at > ?",
             ),
-            slide: p("UPDATE {prefix}sessions SET expires_at = ? + timeout_ms WHERE pk = ?"),
+            // now + timeout + w, with w = timeout * window / 100 (integer division).
+            slide: p(
+                "UPDATE {prefix}sessions SET expires_at = ? + timeout_ms + timeout_ms * ? / 100 \
+                 WHERE pk = ?",
+            ),
             clear_init: p("UPDATE {prefix}sessions SET initialize = 0 WHERE pk = ?"),
             items: p("SELECT name, value FROM {prefix}items WHERE session_pk = ?"),
             lock: p("UPDATE {prefix}sessions SET lock_token = ?, locked_at = ? WHERE pk = ?"),
@@ -74,8 +93,7 @@ impl Sql {
             ),
             // The settled triple stays (the rule in `dialect`'s docs).
             release: p(
-                "UPDATE {prefix}sessions SET lock_token = NULL, locked_at = NULL, \
-                       expires_at = ? + timeout_ms WHERE pk = ?",
+                "UPDATE {prefix}sessions SET lock_token = NULL, locked_at = NULL WHERE pk = ?",
             ),
             delete_items: p("DELETE FROM {prefix}items WHERE session_pk = ?"),
             delete_item: p("DELETE FROM {prefix}items WHERE session_pk = ? AND name = ?"),
@@ -89,7 +107,7 @@ impl Sql {
             ),
             insert: p(
                 "INSERT INTO {prefix}sessions (app, sid, expires_at, timeout_ms, initialize, created_at) \
-                       VALUES (?, ?, ? + ?, ?, ?, ?) ON CONFLICT (app, sid) DO NOTHING",
+                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, sid) DO NOTHING",
             ),
             delete_pk: p("DELETE FROM {prefix}sessions WHERE pk = ?"),
             exists_live: p(
@@ -179,15 +197,98 @@ impl SqliteDialect {
     }
 }
 
+impl SqliteDialect {
+    /// The pure path of `read`, `touch` and `acquire` (docs/contract.md §1): one `SELECT`, in its
+    /// own read transaction, answers them when nothing needs writing: the session is missing, or
+    /// no slide is due and neither the initialize flag must be cleared (read) nor the lock may be
+    /// taken (acquire, locked by another). `None`: run the writing transaction.
+    async fn peek(&self, op: Op<'_>) -> Result<Option<Reply>, sqlx::Error> {
+        let (key, window, items, acquire) = match op {
+            Op::Read { key, window } => (key, window, true, None),
+            Op::Touch { key, window } => (key, window, false, None),
+            Op::Acquire {
+                key,
+                token,
+                ttl_ms,
+                window,
+            } => (key, window, false, Some((token, ttl_ms))),
+            _ => return Ok(None),
+        };
+        let rows = q(&self.sql.peek)
+            .bind(key.app)
+            .bind(key.sid)
+            .bind(items)
+            .fetch_all(&self.pool)
+            .await?;
+        let Some(first) = rows.first() else {
+            // Missing: the same status (0) for all three.
+            return Ok(Some(Reply::default()));
+        };
+        let now: i64 = first.try_get(0)?;
+        let expires_at: i64 = first.try_get(1)?;
+        let timeout_ms: i64 = first.try_get(2)?;
+        let lock_token: Option<Vec<u8>> = first.try_get(3)?;
+        let locked_at: Option<i64> = first.try_get(4)?;
+        let initialize: bool = first.try_get(5)?;
+        if slide_due(window, expires_at, timeout_ms, now) {
+            return Ok(None);
+        }
+        let age = now - locked_at.unwrap_or(now);
+        let locked = |status| Reply {
+            status,
+            token: lock_token.clone(),
+            age_ms: Some(age),
+            ..Reply::default()
+        };
+        Ok(match (op, acquire) {
+            (Op::Touch { .. }, _) => Some(Reply::status(dialect::touch::TOUCHED)),
+            (_, Some((token, ttl_ms))) => match &lock_token {
+                Some(holder) if holder[..] != token[..] && age < ttl_ms => {
+                    Some(locked(dialect::acquire::LOCKED))
+                }
+                _ => None,
+            },
+            _ if lock_token.is_some() => Some(locked(dialect::read::LOCKED)),
+            _ if initialize => None,
+            _ => {
+                let items = rows
+                    .iter()
+                    .filter_map(|r| match r.try_get::<Option<Vec<u8>>, _>(6) {
+                        Ok(Some(name)) => Some(r.try_get(7).map(|value| (name, value))),
+                        Ok(None) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?;
+                Some(Reply {
+                    status: dialect::read::FOUND,
+                    timeout_ms: Some(timeout_ms),
+                    items,
+                    ..Reply::default()
+                })
+            }
+        })
+    }
+}
+
+/// Whether an access at `now` must write a slide (docs/contract.md §1): always with `window` 0,
+/// otherwise when less than the timeout is left.
+fn slide_due(window: i32, expires_at: i64, timeout_ms: i64, now: i64) -> bool {
+    window == 0 || expires_at < now.saturating_add(timeout_ms)
+}
+
 #[async_trait]
 impl Dialect for SqliteDialect {
     fn backend(&self) -> &'static str {
         BACKEND
     }
 
-    /// Runs `op` in one `BEGIN IMMEDIATE` transaction, committed if it succeeds (dropping the
-    /// future rolls it back).
+    /// Answers `op` from one plain `SELECT` where it writes nothing ([`SqliteDialect::peek`]),
+    /// otherwise runs it in one `BEGIN IMMEDIATE` transaction, committed if it succeeds (dropping
+    /// the future rolls it back).
     async fn run(&self, op: Op<'_>) -> Result<Reply, sqlx::Error> {
+        if let Some(reply) = self.peek(op).await? {
+            return Ok(reply);
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let conn: &mut SqliteConnection = &mut tx;
         let now = sqlx::query_scalar(NOW).fetch_one(&mut *conn).await?;
@@ -197,29 +298,42 @@ impl Dialect for SqliteDialect {
             sql: &self.sql,
         };
         let reply = match op {
-            Op::Read { key, keep } => t.read(key, keep).await?,
-            Op::Acquire { key, token, ttl_ms } => t.acquire(key, token, ttl_ms).await?,
+            Op::Read { key, window } => t.read(key, window).await?,
+            Op::Acquire {
+                key,
+                token,
+                ttl_ms,
+                window,
+            } => t.acquire(key, token, ttl_ms, window).await?,
             Op::Commit {
                 key,
                 token,
                 delta,
                 timeout_ms,
                 fingerprint,
-            } => Reply::status(t.commit(key, token, delta, timeout_ms, fingerprint).await?),
-            Op::Release { key, token } => Reply::status(t.release(key, token).await?),
+                window,
+            } => Reply::status(
+                t.commit(key, token, delta, timeout_ms, fingerprint, window)
+                    .await?,
+            ),
+            Op::Release { key, token, window } => {
+                Reply::status(t.release(key, token, window).await?)
+            }
             Op::Create {
                 key,
                 items,
                 timeout_ms,
                 initialize,
-            } => Reply::status(t.create(key, items, timeout_ms, initialize).await?),
+                window,
+            } => Reply::status(t.create(key, items, timeout_ms, initialize, window).await?),
             Op::Remove { key, token } => Reply::status(t.remove(key, token).await?),
-            Op::Touch { key, keep } => Reply::status(t.touch(key, keep).await?),
+            Op::Touch { key, window } => Reply::status(t.touch(key, window).await?),
             Op::WriteConcurrent {
                 key,
                 delta,
                 timeout_ms,
-            } => Reply::status(t.write_concurrent(key, delta, timeout_ms).await?),
+                window,
+            } => Reply::status(t.write_concurrent(key, delta, timeout_ms, window).await?),
             Op::Delete { key } => Reply::status(t.delete(key).await?),
             Op::ChangeId {
                 key,
@@ -301,19 +415,20 @@ impl Tx<'_> {
             .rows_affected())
     }
 
-    async fn slide(&mut self, pk: i64) -> Result<(), sqlx::Error> {
+    /// Slides to `now + timeout + w` (the row's timeout).
+    async fn slide(&mut self, pk: i64, window: i32) -> Result<(), sqlx::Error> {
         q(&self.sql.slide)
             .bind(self.now)
+            .bind(window)
             .bind(pk)
             .execute(&mut *self.conn)
             .await?;
         Ok(())
     }
 
-    /// Whether refresh throttling lets `s` slide (it has no more than `keep` per mille of its
-    /// timeout left).
-    fn should_slide(&self, s: &Live, keep: i32) -> bool {
-        (s.expires_at - self.now) * 1000 <= s.timeout_ms * i64::from(keep)
+    /// Whether an access to `s` must write a slide.
+    fn due(&self, s: &Live, window: i32) -> bool {
+        slide_due(window, s.expires_at, s.timeout_ms, self.now)
     }
 
     async fn upsert_items(&mut self, pk: i64, items: &Items) -> Result<(), sqlx::Error> {
@@ -328,7 +443,9 @@ impl Tx<'_> {
         Ok(())
     }
 
-    async fn apply(&mut self, pk: i64, delta: &Delta, timeout_ms: i64) -> Result<(), sqlx::Error> {
+    async fn apply(
+        &mut self, pk: i64, delta: &Delta, timeout_ms: i64, window: i32,
+    ) -> Result<(), sqlx::Error> {
         if delta.cleared {
             self.exec(&self.sql.delete_items, pk).await?;
         }
@@ -345,7 +462,7 @@ impl Tx<'_> {
             .bind(pk)
             .execute(&mut *self.conn)
             .await?;
-        self.slide(pk).await
+        self.slide(pk, window).await
     }
 
     /// Deletes an expired row under (`app`, `sid`): it is dead, and a new one may take its key.
@@ -362,12 +479,13 @@ impl Tx<'_> {
 
 /// The operations, each the decision documented in `dialect`.
 impl Tx<'_> {
-    async fn read(&mut self, key: Key<'_>, keep: i32) -> Result<Reply, sqlx::Error> {
+    async fn read(&mut self, key: Key<'_>, window: i32) -> Result<Reply, sqlx::Error> {
         let Some(s) = self.live(key).await? else {
             return Ok(Reply::default());
         };
-        if self.should_slide(&s, keep) {
-            self.slide(s.pk).await?;
+        // Clearing `initialize` (unlocked: reported here, once) is a write: it slides with it.
+        if self.due(&s, window) || (s.initialize && s.lock_token.is_none()) {
+            self.slide(s.pk, window).await?;
         }
         match s.lock_token {
             Some(token) => Ok(Reply {
@@ -376,34 +494,36 @@ impl Tx<'_> {
                 age_ms: Some(self.now - s.locked_at.unwrap_or(self.now)),
                 ..Reply::default()
             }),
-            None => {
-                // Clearing `initialize` is a write: the session slides with it.
-                if s.initialize {
-                    self.slide(s.pk).await?;
-                }
-                self.found(dialect::read::FOUND, &s).await
-            }
+            None => self.found(dialect::read::FOUND, &s).await,
         }
     }
 
     async fn acquire(
-        &mut self, key: Key<'_>, token: Token, ttl_ms: i64,
+        &mut self, key: Key<'_>, token: Token, ttl_ms: i64, window: i32,
     ) -> Result<Reply, sqlx::Error> {
         let Some(s) = self.live(key).await? else {
             return Ok(Reply::default());
         };
-        self.slide(s.pk).await?;
         let age = self.now - s.locked_at.unwrap_or(self.now);
         match &s.lock_token {
-            Some(holder) if holder[..] != token[..] && age < ttl_ms => Ok(Reply {
-                status: dialect::acquire::LOCKED,
-                token: Some(holder.clone()),
-                age_ms: Some(age),
-                ..Reply::default()
-            }),
+            Some(holder) if holder[..] != token[..] && age < ttl_ms => {
+                if self.due(&s, window) {
+                    self.slide(s.pk, window).await?;
+                }
+                Ok(Reply {
+                    status: dialect::acquire::LOCKED,
+                    token: Some(holder.clone()),
+                    age_ms: Some(age),
+                    ..Reply::default()
+                })
+            }
             held => {
                 // Ours already (a retried acquire: the lock keeps its age), or free, or stale and
-                // taken over in this same transaction.
+                // taken over in this same transaction. The expiry moves only when a slide is due,
+                // as for every access (docs/contract.md §1).
+                if self.due(&s, window) {
+                    self.slide(s.pk, window).await?;
+                }
                 if held.as_deref() != Some(&token[..]) {
                     q(&self.sql.lock)
                         .bind(&token[..])
@@ -419,10 +539,11 @@ impl Tx<'_> {
 
     async fn commit(
         &mut self, key: Key<'_>, token: Token, delta: &Delta, timeout_ms: i64, fingerprint: i64,
+        window: i32,
     ) -> Result<i64, sqlx::Error> {
         Ok(match self.live(key).await? {
             Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                self.apply(s.pk, delta, timeout_ms).await?;
+                self.apply(s.pk, delta, timeout_ms, window).await?;
                 q(&self.sql.settle)
                     .bind(&token[..])
                     .bind(SETTLED_COMMIT)
@@ -443,14 +564,15 @@ impl Tx<'_> {
         })
     }
 
-    async fn release(&mut self, key: Key<'_>, token: Token) -> Result<i64, sqlx::Error> {
+    async fn release(
+        &mut self, key: Key<'_>, token: Token, window: i32,
+    ) -> Result<i64, sqlx::Error> {
         Ok(match self.live(key).await? {
             Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                q(&self.sql.release)
-                    .bind(self.now)
-                    .bind(s.pk)
-                    .execute(&mut *self.conn)
-                    .await?;
+                self.exec(&self.sql.release, s.pk).await?;
+                if self.due(&s, window) {
+                    self.slide(s.pk, window).await?;
+                }
                 dialect::release::RELEASED
             }
             _ => dialect::release::LOCK_LOST,
@@ -458,7 +580,7 @@ impl Tx<'_> {
     }
 
     async fn create(
-        &mut self, key: Key<'_>, items: &Items, timeout_ms: i64, initialize: bool,
+        &mut self, key: Key<'_>, items: &Items, timeout_ms: i64, initialize: bool, window: i32,
     ) -> Result<i64, sqlx::Error> {
         // An expired row under this key is dead: replace it (docs/contract.md §1, "Timeout": it
         // does not exist).
@@ -466,8 +588,7 @@ impl Tx<'_> {
         let inserted = q(&self.sql.insert)
             .bind(key.app)
             .bind(key.sid)
-            .bind(self.now)
-            .bind(timeout_ms)
+            .bind(self.now + timeout_ms + timeout_ms * i64::from(window) / 100)
             .bind(timeout_ms)
             .bind(initialize)
             .bind(self.now)
@@ -492,23 +613,23 @@ impl Tx<'_> {
         })
     }
 
-    async fn touch(&mut self, key: Key<'_>, keep: i32) -> Result<i64, sqlx::Error> {
+    async fn touch(&mut self, key: Key<'_>, window: i32) -> Result<i64, sqlx::Error> {
         let Some(s) = self.live(key).await? else {
             return Ok(dialect::touch::MISSING);
         };
-        if self.should_slide(&s, keep) {
-            self.slide(s.pk).await?;
+        if self.due(&s, window) {
+            self.slide(s.pk, window).await?;
         }
         Ok(dialect::touch::TOUCHED)
     }
 
     async fn write_concurrent(
-        &mut self, key: Key<'_>, delta: &Delta, timeout_ms: i64,
+        &mut self, key: Key<'_>, delta: &Delta, timeout_ms: i64, window: i32,
     ) -> Result<i64, sqlx::Error> {
         let Some(s) = self.live(key).await? else {
             return Ok(dialect::concurrent::MISSING);
         };
-        self.apply(s.pk, delta, timeout_ms).await?;
+        self.apply(s.pk, delta, timeout_ms, window).await?;
         Ok(dialect::concurrent::COMMITTED)
     }
 
