@@ -76,13 +76,31 @@ struct Inner {
     wait_timeout: Duration,
     max_size: usize,
     throw_on_error: bool,
-    /// Waiting requests per session. A std mutex: it is held only to bump a counter, never across an
+    /// Waiting requests per session, and how to wake them when a request of this manager lets the
+    /// session's lock go. A std mutex: it is held only to bump a counter or to wake, never across an
     /// `.await`.
-    waiters: Mutex<HashMap<SessionKey, usize>>,
+    waiters: Mutex<HashMap<SessionKey, LocalWaiters>>,
     last_error: Mutex<Option<Arc<Error>>>,
 }
 
+/// The requests of one manager waiting on one session.
+struct LocalWaiters {
+    count: usize,
+    wake: Arc<tokio::sync::Notify>,
+}
+
 impl Inner {
+    /// Wakes this manager's requests waiting on `key`: a request of this manager has just let the
+    /// session's lock go (commit, release, remove). Waiters in this process then look at once,
+    /// whatever the store's signal (docs/contract.md §3); other processes' waiters rely on the
+    /// store's release signal or their polling.
+    fn wake_local(&self, key: &SessionKey) {
+        let waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = waiters.get(key) {
+            w.wake.notify_waiters();
+        }
+    }
+
     /// Keeps `err` as the last error (docs/contract.md §4: with `throwOnError = false` this is how
     /// the application learns the cause).
     fn record(&self, err: Error) {
@@ -170,8 +188,7 @@ impl SessionManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |w| w.count)
     }
 
     /// Opens the session for one request.
@@ -290,15 +307,20 @@ impl SessionManager {
             if signal && waiter.is_some() && watch.is_none() {
                 watch = Some(inner.store.watch_release(key).await?);
             }
+            // Likewise for this manager's own requests letting the lock go.
+            let local = waiter.as_ref().map(|w| Arc::clone(&w.wake));
+            let mut released_here = local.as_deref().map(|wake| Box::pin(wake.notified()));
+            if let Some(n) = released_here.as_mut() {
+                n.as_mut().enable();
+            }
             let info = match self.attempt(key, access, token).await? {
                 Ok(found) => return Ok(found),
                 Err(info) => info,
             };
             if waiter.is_none() {
+                // Registered (and subscribed) after the first look: look once more before waiting.
                 waiter = Some(WaiterGuard::register(inner, key)?);
-                if signal {
-                    continue;
-                }
+                continue;
             }
             if access != Access::Exclusive && info.age >= inner.lock_ttl {
                 // A stale writer: force its release with its token, as ASP.NET's module does.
@@ -326,15 +348,23 @@ impl SessionManager {
                 .min(until_stale)
                 .min(deadline - now)
                 .max(Duration::from_millis(1));
-            match watch.take() {
-                // The release signal wakes us at once; the poll interval is only a safety net.
-                Some(w) => {
-                    tokio::select! {
-                        () = w => {}
-                        () = tokio::time::sleep(nap) => {}
-                    }
+            let here = async {
+                match released_here {
+                    Some(n) => n.await,
+                    None => std::future::pending().await,
                 }
-                None => tokio::time::sleep(nap).await,
+            };
+            let store_signal = async {
+                match watch.take() {
+                    Some(w) => w.await,
+                    None => std::future::pending().await,
+                }
+            };
+            // The release signals wake us at once; the poll interval is only a safety net.
+            tokio::select! {
+                () = here => backoff = FIRST_POLL,
+                () = store_signal => {}
+                () = tokio::time::sleep(nap) => {}
             }
         }
     }
@@ -344,21 +374,26 @@ impl SessionManager {
 struct WaiterGuard {
     inner: Arc<Inner>,
     key: SessionKey,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl WaiterGuard {
     fn register(inner: &Arc<Inner>, key: &SessionKey) -> Result<Self> {
         let mut waiters = inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = waiters.entry(key.clone()).or_insert(0);
-        if *count >= inner.max_waiters {
+        let entry = waiters.entry(key.clone()).or_insert_with(|| LocalWaiters {
+            count: 0,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        });
+        if entry.count >= inner.max_waiters {
             return Err(Error::TooManyWaiters {
                 limit: inner.max_waiters,
             });
         }
-        *count += 1;
+        entry.count += 1;
         Ok(Self {
             inner: Arc::clone(inner),
             key: key.clone(),
+            wake: Arc::clone(&entry.wake),
         })
     }
 }
@@ -370,9 +405,9 @@ impl Drop for WaiterGuard {
             .waiters
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = waiters.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(w) = waiters.get_mut(&self.key) {
+            w.count -= 1;
+            if w.count == 0 {
                 waiters.remove(&self.key);
             }
         }
@@ -787,6 +822,7 @@ impl Session {
             other => {
                 if let State::Locked(_) = self.state {
                     self.state = State::Released;
+                    self.inner.wake_local(&self.key);
                 }
                 other
             }
@@ -858,13 +894,16 @@ impl Drop for Session {
         let State::Locked(token) = self.state else {
             return;
         };
-        let store = Arc::clone(&self.inner.store);
+        let inner = Arc::clone(&self.inner);
         let key = self.key.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    if let Err(err) = store.release(&key, token).await {
-                        tracing::warn!(error = %err, "releasing the lock of a dropped session failed");
+                    match inner.store.release(&key, token).await {
+                        Ok(_) => inner.wake_local(&key),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "releasing the lock of a dropped session failed");
+                        }
                     }
                 });
             }
@@ -893,7 +932,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiters_without_a_signal_back_off_from_milliseconds_to_the_poll_interval() {
         let store = ScriptedStore::default();
-        *store.locked_acquires.lock().unwrap() = 9;
+        *store.locked_acquires.lock().unwrap() = 10;
         let (m, store) = manager(store, true);
         let id = SessionId::generate().unwrap();
         m.open(Some(id.expose()), Access::Exclusive).await.unwrap();
@@ -902,8 +941,9 @@ mod tests {
             .windows(2)
             .map(|w| (w[1] - w[0]).as_millis())
             .collect();
-        // 2, 4, ... ms between looks, capped at the default 500 ms poll interval.
-        assert_eq!(gaps, [2, 4, 8, 16, 32, 64, 128, 256, 500], "{gaps:?}");
+        // A second look right after registering as a waiter, then 2, 4, ... ms between looks,
+        // capped at the default 500 ms poll interval.
+        assert_eq!(gaps, [0, 2, 4, 8, 16, 32, 64, 128, 256, 500], "{gaps:?}");
     }
 
     #[tokio::test]

@@ -389,6 +389,7 @@ fn behaviours() -> Vec<Behaviour> {
         manager::renew_id_of_new_session,
         manager::manager_delete_logs_out_everywhere,
         manager::waiter_wakes_on_release_signal if needs(release_signal),
+        manager::waiter_wakes_when_this_manager_releases,
         policy::transient_failures_are_retried,
         policy::lost_commit_reply_is_not_an_error,
         policy::errors_propagate_when_throw_on_error,
