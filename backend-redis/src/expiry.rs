@@ -3,12 +3,13 @@
 //! - **Detection** (at connect): `CONFIG GET notify-keyspace-events` on every node must report the
 //!   keyevent channel (`E`) and expired events (`x`, or `A`). A node that refuses `CONFIG` (an ACL
 //!   user without it, a renamed command) counts as unknown: the capability is then not declared.
-//! - **Grace period**: every sliding access gives the items hash [`EXPIRY_GRACE`] more than the meta hash
-//!   (`slide` in `ops/prelude.lua`), so the items of a session whose meta hash expired are still
-//!   there for its event.
+//! - **Grace period**: a session created while expiry events are declared carries the `EVENTS`
+//!   flag: its value outlives its end by [`EXPIRY_GRACE`], and an empty alive marker expires
+//!   exactly at its end (`slide` in `ops/prelude.lua`), so the items of a session whose marker
+//!   expired are still there for its event. Sessions without the flag pay for neither.
 //! - **Listener** (started by the first `expiry_events()` call): one connection per node
 //!   (standalone: the server; cluster: every node, replicas too, so that a promoted replica is
-//!   already heard) subscribed to `__keyevent@<db>__:expired`. For each expired meta key of an
+//!   already heard) subscribed to `__keyevent@<db>__:expired`. For each expired alive marker of an
 //!   application this store serves, while someone subscribes, `take.lua` claims the end (`SET NX`)
 //!   and takes the items in one script: exactly one process of a web farm reports each expiry.
 //! - **Removal**: `remove` and `delete` return the final items from their own script when this
@@ -30,7 +31,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::config::Settings;
 use crate::connection::{Connection, certificates};
 use crate::error::ErrorContext;
-use crate::keys::session_of_meta;
+use crate::keys::session_of_marker;
 use crate::ops;
 
 /// How long a session's items outlive it in Redis: the time the expiry listener has to take them
@@ -290,7 +291,7 @@ async fn listen(
             .data
             .get(1)
             .and_then(text)
-            .and_then(|name| session_of_meta(&name))
+            .and_then(|name| session_of_marker(&name))
         else {
             continue;
         };

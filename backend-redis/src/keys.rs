@@ -3,26 +3,37 @@
 //!
 //! | key / channel | type | holds |
 //! |---|---|---|
-//! | `{<app>_<id>}:meta` | hash | `t` timeout (ms); `l` lock token, `s` lock time (ms, server clock); `i` = 1 while the uninitialized flag is unreported; `st`/`sf` the last successful commit (token, delta fingerprint; see `commit.lua`) |
-//! | `{<app>_<id>}:items` | hash | one field per item: name → MessagePack bytes (absent while the session has no items) |
+//! | `{<app>_<id>}:v2` | string | the session: a fixed header (lock, timeout, flags, the last commit) and the items (`layout.rs`) |
+//! | `{<app>_<id>}:v2:alive` | string (empty) | only for sessions with expiry events: expires exactly when the session ends |
 //! | `{<app>_<id>}:released` | pub/sub channel | a message whenever the session's lock ends |
 //! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period |
 //!
-//! The meta hash decides existence: a session exists exactly while its meta key does. Every
-//! sliding access sets its `PEXPIRE` to the timeout, and the items' to the timeout plus the grace
-//! period ([`EXPIRY_GRACE`](crate::EXPIRY_GRACE)), so that the final items of an expired session can still be reported.
+//! A session exists while its value exists and has not reached its end: without expiry events the
+//! value's expiry is the session's; with them the value outlives the session by
+//! [`EXPIRY_GRACE`](crate::EXPIRY_GRACE), so that its final items can still be reported, and the
+//! alive marker's expiry (a keyspace notification) is the session's end (`ops/prelude.lua`).
+//!
+//! `v2` is the layout version: the first layout (a `:meta` and an `:items` hash per session) is
+//! never read, so sessions written by an earlier version are simply not found after an upgrade.
 //!
 //! Application names cannot contain `{` or `}` (checked by `session_core::AppName`), and ids are
 //! 32 hex characters, so the tag is always the whole `{...}` and `<app>_<id>` is unambiguous.
 
 use session_core::SessionKey;
 
+/// The suffix of a session's value.
+const SESSION: &str = ":v2";
+/// The suffix of a session's alive marker.
+const ALIVE: &str = ":v2:alive";
+
 /// The two keys of one session that every script gets, and (built on demand, since only some
 /// operations need them) its release channel and its end claim.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    pub(crate) meta: String,
-    pub(crate) items: String,
+    /// `{<app>_<id>}:v2`, the session's value.
+    pub(crate) session: String,
+    /// `{<app>_<id>}:v2:alive`, its alive marker.
+    pub(crate) alive: String,
     /// `{<app>_<id>}`, the prefix of both.
     tag_len: usize,
 }
@@ -30,18 +41,18 @@ pub(crate) struct Keys {
 impl Keys {
     pub(crate) fn new(key: &SessionKey) -> Self {
         // Built by hand: these run on every operation, and `format!` costs more than the copies.
-        let meta = suffixed(key, ":meta");
-        let tag_len = meta.len() - ":meta".len();
-        let items = with_suffix(&meta[..tag_len], ":items");
+        let alive = suffixed(key, ALIVE);
+        let tag_len = alive.len() - ALIVE.len();
+        let session = alive[..tag_len + SESSION.len()].to_owned();
         Self {
-            meta,
-            items,
+            session,
+            alive,
             tag_len,
         }
     }
 
     fn tag(&self) -> &str {
-        &self.meta[..self.tag_len]
+        &self.session[..self.tag_len]
     }
 
     /// The release channel, `{<app>_<id>}:released`.
@@ -75,9 +86,10 @@ fn suffixed(key: &SessionKey, suffix: &str) -> String {
     name
 }
 
-/// The session whose meta key is `name` (`{<app>_<id>}:meta`), or `None` for any other key.
-pub(crate) fn session_of_meta(name: &str) -> Option<SessionKey> {
-    let tagged = name.strip_suffix(":meta")?;
+/// The session whose alive marker is `name` (`{<app>_<id>}:v2:alive`), or `None` for any other
+/// key.
+pub(crate) fn session_of_marker(name: &str) -> Option<SessionKey> {
+    let tagged = name.strip_suffix(ALIVE)?;
     let inner = tagged.strip_prefix('{')?.strip_suffix('}')?;
     // Ids are 32 hex characters without `_`, so the last `_` separates the application name.
     let (app, id) = inner.rsplit_once('_')?;
@@ -97,15 +109,16 @@ mod tests {
         let key = SessionKey::new(AppName::new("/shop").unwrap(), id);
         let keys = Keys::new(&key);
         let tag = "{/shop_0123456789abcdef0123456789abcdef}";
-        assert_eq!(keys.meta, format!("{tag}:meta"));
-        assert_eq!(keys.items, format!("{tag}:items"));
+        assert_eq!(keys.session, format!("{tag}:v2"));
+        assert_eq!(keys.alive, format!("{tag}:v2:alive"));
         assert_eq!(keys.channel(), format!("{tag}:released"));
         assert_eq!(keys.ended(), format!("{tag}:ended"));
         assert_eq!(keys.tag(), tag);
-        let back = session_of_meta(&keys.meta).unwrap();
+        let back = session_of_marker(&keys.alive).unwrap();
         assert_eq!(back.app().as_str(), "/shop");
         assert_eq!(back.id().expose(), key.id().expose());
-        assert!(session_of_meta(&keys.items).is_none());
-        assert!(session_of_meta("{no-id}:meta").is_none());
+        assert!(session_of_marker(&keys.session).is_none());
+        assert!(session_of_marker("{/shop_0123456789abcdef0123456789abcdef}:meta").is_none());
+        assert!(session_of_marker("{no-id}:v2:alive").is_none());
     }
 }

@@ -8,6 +8,8 @@
 //! - `connection`: `Connection`, a standalone `ConnectionManager` or a `ClusterConnection`, one code
 //!   path for every operation.
 //! - `keys`: the hash-tagged key layout.
+//! - `layout`: the stored value of a session (one string: a fixed header, then the items), encoded
+//!   and decoded from one buffer.
 //! - `store`: [`RedisStore`], which only connects and delegates.
 //! - `ops`: one file per operation with its Lua script (`ops/<op>.lua` after `ops/prelude.lua`).
 //! - `signals`: the pub/sub release signal.
@@ -19,6 +21,7 @@ mod connection;
 mod error;
 mod expiry;
 mod keys;
+mod layout;
 mod ops;
 mod signals;
 mod store;

@@ -1,5 +1,5 @@
 //! [`RedisStore`]: connects, declares its capabilities, and delegates each operation to its file in
-//! `ops` (one Lua script each).
+//! `ops` (one Lua script each) over the one-string layout of `layout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) cluster: bool,
     /// Expiry events, where the server sends keyspace notifications for expired keys.
     pub(crate) expiry: Expiry,
+    /// The refresh window every sliding access honours (docs/contract.md §1).
+    pub(crate) window: RefreshWindow,
 }
 
 impl RedisStore {
@@ -108,6 +110,7 @@ impl RedisStore {
                 signals,
                 cluster: settings.cluster,
                 expiry,
+                window: options.refresh_window(),
             }),
         })
     }
@@ -146,9 +149,12 @@ impl SessionStore for RedisStore {
     /// live in different slots, so no script can move them atomically); expiry events where every
     /// node sends keyspace notifications for expired keys (`notify-keyspace-events` with `E` and
     /// `x`, checked at connect). Not `purge_expired` (Redis expires keys itself).
+    /// The window of [`RedisOptions::refresh_window`] (default [`RefreshWindow::DEFAULT`]): a
+    /// read, acquire, release or touch writes a slide only when it finds less than the timeout
+    /// left, and then sets `now + timeout + w` (the scripts compute `w` from each session's stored
+    /// timeout); create, commit and write_concurrent set `now + timeout + w` with their write.
     fn refresh_window(&self) -> RefreshWindow {
-        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
-        RefreshWindow::EXACT
+        self.inner.window
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -121,7 +121,8 @@ impl Drop for Private {
     }
 }
 
-/// Every key of one session hashes to one slot, and both data keys are really there.
+/// Every key of one session hashes to one slot, and its value (and, with expiry events, its alive
+/// marker) is really there.
 async fn keys_of_a_session_share_one_slot(cluster: RedisCluster) -> TestResult {
     let store = connect(cluster.url()).await?;
     let app = app("slot")?;
@@ -134,7 +135,7 @@ async fn keys_of_a_session_share_one_slot(cluster: RedisCluster) -> TestResult {
     let client = redis::cluster::ClusterClient::new(cluster.seeds().to_vec())?;
     let mut conn = client.get_async_connection().await?;
     let mut slots = Vec::new();
-    for suffix in [":meta", ":items", ":released"] {
+    for suffix in [":v2", ":v2:alive", ":released", ":ended"] {
         let name = format!("{tag}{suffix}");
         let slot: i64 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
@@ -147,11 +148,12 @@ async fn keys_of_a_session_share_one_slot(cluster: RedisCluster) -> TestResult {
         slots.iter().all(|s| *s == slots[0]),
         "keys of one session must share a slot, got {slots:?}"
     );
-    for suffix in [":meta", ":items"] {
+    let events = store.capabilities().expiry_events;
+    for (suffix, expected) in [(":v2", true), (":v2:alive", events)] {
         let exists: bool = conn.exists(format!("{tag}{suffix}")).await?;
         ensure!(
-            exists,
-            "the session's {suffix} key must exist under the tag"
+            exists == expected,
+            "the session's {suffix} key must exist under the tag: {expected}"
         );
     }
     Ok(())
@@ -467,7 +469,7 @@ async fn warm_up(store: &RedisStore, app: &AppName) -> TestResult {
 /// scripts run themselves (`HSET`, `PEXPIRE`, ...) are counted by Redis too; they are not requests.
 fn top_level_calls(stats: &str) -> (u64, Vec<String>) {
     const FROM_SCRIPTS: &[&str] = &[
-        "hmget", "hget", "hset", "hdel", "hgetall", "del", "exists", "pexpire", "time", "publish",
+        "get", "getrange", "set", "setrange", "pttl", "del", "exists", "pexpire", "time", "publish",
     ];
     const OURS: &[&str] = &["info", "config|resetstat", "config"];
     let mut evalsha = 0;
@@ -762,18 +764,14 @@ async fn wait_cluster_ok(nodes: &[String]) {
 /// The settled record is the session's last commit only (docs/contract.md §2, "Repeated calls"):
 /// a release records nothing, so a repeated release is `LockLost` at the store (the retry layer
 /// reads it as `Released`), and a commit's repeat stays `Committed` after another holder acquired
-/// and released. Records that earlier versions wrote, with a kind field `sk`, upgrade in place: a
-/// release record never matches a commit, a commit record still does, the next commit deletes `sk`.
+/// and released; the same token with another delta is `LockLost`, and the next commit replaces
+/// the record.
 async fn settled_record_is_the_last_commit(redis: Redis) -> TestResult {
     use session_core::{CommitOutcome::*, ReleaseOutcome};
     let store = connect(redis.url()).await?;
     let app = app("settled")?;
     let key = key(&app)?;
     store.create(&key, &items(1), LONG, true).await?;
-    let meta = format!("{{{}_{}}}:meta", app.as_str(), key.id().expose());
-    let mut raw = redis::Client::open(redis.url())?
-        .get_multiplexed_async_connection()
-        .await?;
     let lock = async || -> Result<LockToken, Failed> {
         let token = LockToken::generate()?;
         match store.acquire(&key, token, LONG).await? {
@@ -808,32 +806,276 @@ async fn settled_record_is_the_last_commit(redis: Redis) -> TestResult {
         again == Committed,
         "the commit's repeat after a release: {again:?}"
     );
-
-    // As an earlier version's release left it: kind `r`, the token, no fingerprint.
-    let spent = lock().await?;
-    store.release(&key, spent).await?;
-    let _: () = raw
-        .hset_multiple(&meta, &[("sk", "r"), ("st", &spent.to_hex())])
-        .await?;
-    let _: () = raw.hdel(&meta, "sf").await?;
-    let out = store.commit(&key, spent, &Delta::new(), LONG).await?;
+    let other_delta = Delta::new().with_set("n", items(3)["n"].clone());
+    let out = store.commit(&key, token, &other_delta, LONG).await?;
     ensure!(
         out == LockLost,
-        "a commit with an old release record's token: {out:?}"
-    );
-    // As an earlier version's commit left it: kind `c`.
-    let token = lock().await?;
-    store.commit(&key, token, &delta, LONG).await?;
-    let _: () = raw.hset(&meta, "sk", "c").await?;
-    let again = store.commit(&key, token, &delta, LONG).await?;
-    ensure!(
-        again == Committed,
-        "an old commit record's repeat: {again:?}"
+        "the settled token with another delta: {out:?}"
     );
     let next = lock().await?;
     store.commit(&key, next, &Delta::new(), LONG).await?;
-    let kind: bool = raw.hexists(&meta, "sk").await?;
-    ensure!(!kind, "the next commit deletes the old kind field");
+    let out = store.commit(&key, token, &delta, LONG).await?;
+    ensure!(
+        out == LockLost,
+        "the record is replaced by the next commit: {out:?}"
+    );
+    match store.read(&key).await? {
+        ReadOutcome::Found(s) => ensure!(s.items == Arc::new(items(2)), "the committed items"),
+        other => return Err(fail(format!("read: {other:?}"))),
+    }
+    Ok(())
+}
+
+/// Calls of each command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn command_calls(
+    raw: &mut redis::aio::MultiplexedConnection, command: &str,
+) -> Result<u64, Failed> {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await?;
+    let prefix = format!("cmdstat_{command}:calls=");
+    Ok(stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+async fn reset_stats(raw: &mut redis::aio::MultiplexedConnection) -> TestResult {
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(raw)
+        .await?;
+    Ok(())
+}
+
+/// The refresh window (docs/contract.md §1), counted on a private server: an access that finds
+/// more than the timeout left writes nothing (no `PEXPIRE`, no `SET`, no `SETRANGE`); one that
+/// finds less slides to `now + timeout + w`; with `w = 0` every access slides to `now + timeout`.
+async fn refresh_window_writes_only_when_due() -> TestResult {
+    use session_core::RefreshWindow;
+    let server = Private::start().await?;
+    let mut raw = server.raw().await?;
+    let store = connect(&server.url()).await?;
+    ensure!(
+        store.refresh_window() == RefreshWindow::DEFAULT,
+        "the default window"
+    );
+    let app = app("window")?;
+    let key = key(&app)?;
+    let name = format!("{{{}_{}}}:v2", app.as_str(), key.id().expose());
+    let timeout = Duration::from_secs(1000);
+    // A fresh server: load every script first, so EVALSHA is the only request counted below.
+    warm_up(&store, &app).await?;
+    store.create(&key, &items(1), timeout, true).await?;
+    let pttl: i64 = raw.pttl(&name).await?;
+    ensure!(
+        (1_099_000..=1_100_000).contains(&pttl),
+        "create sets now + timeout + w (w = 10 % = 100 s): {pttl} ms"
+    );
+    let writes = ["pexpire", "set", "setrange"];
+    let token = LockToken::generate()?;
+    reset_stats(&mut raw).await?;
+    store.read(&key).await?;
+    store.touch(&key).await?;
+    store.acquire(&key, token, LONG).await?;
+    store.read(&key).await?;
+    for command in writes {
+        let n = command_calls(&mut raw, command).await?;
+        let expected = u64::from(command == "setrange");
+        ensure!(
+            n == expected,
+            "inside the window: {command} ran {n} times, expected {expected} (the lock only)"
+        );
+    }
+    // As if 150 s had passed: 950 s left, less than the timeout.
+    let _: () = raw.pexpire(&name, 950_000).await?;
+    reset_stats(&mut raw).await?;
+    store.read(&key).await?;
+    ensure!(
+        command_calls(&mut raw, "pexpire").await? == 1,
+        "a read that finds less than the timeout left slides"
+    );
+    let pttl: i64 = raw.pttl(&name).await?;
+    ensure!(
+        (1_099_000..=1_100_000).contains(&pttl),
+        "the slide sets now + timeout + w: {pttl} ms"
+    );
+    store.release(&key, token).await?;
+
+    let exact = test_support::open_redis(
+        &server.url(),
+        RedisOptions::new().with_refresh_window(RefreshWindow::EXACT),
+    )
+    .await?;
+    ensure!(
+        exact.refresh_window() == RefreshWindow::EXACT,
+        "the configured window"
+    );
+    reset_stats(&mut raw).await?;
+    exact.read(&key).await?;
+    exact.touch(&key).await?;
+    ensure!(
+        command_calls(&mut raw, "pexpire").await? == 2,
+        "with w = 0 every access slides"
+    );
+    let pttl: i64 = raw.pttl(&name).await?;
+    ensure!(
+        (999_000..=1_000_000).contains(&pttl),
+        "w = 0 slides to now + timeout: {pttl} ms"
+    );
+    Ok(())
+}
+
+/// A commit that only replaces items with values of the same length is written in place (no
+/// `SET` of the whole value); any other delta rebuilds the value. Either way the session reads
+/// back as the delta applied to it.
+async fn commits_patch_in_place_or_rebuild() -> TestResult {
+    let server = Private::start().await?;
+    let mut raw = server.raw().await?;
+    let store = connect(&server.url()).await?;
+    let app = app("patch")?;
+    warm_up(&store, &app).await?;
+    let key = key(&app)?;
+    let value = |byte: u8, len: usize| ItemValue::from_bytes(vec![byte; len]);
+    let mut expected = Items::new();
+    for (name, byte) in [("a", 1), ("bb", 2), ("c", 3)] {
+        expected.insert(name.into(), value(byte, 10));
+    }
+    store.create(&key, &expected, LONG, true).await?;
+    let deltas = [
+        (Delta::new().with_set("bb", value(9, 10)), true),
+        (
+            Delta::new()
+                .with_set("c", value(8, 10))
+                .with_set("a", value(7, 10)),
+            true,
+        ),
+        (Delta::new(), true),
+        (Delta::new().with_set("a", value(6, 3)), false),
+        (Delta::new().with_set("new", value(5, 10)), false),
+        (Delta::new().with_removed("bb"), false),
+        (
+            Delta::new().with_cleared().with_set("z", value(4, 1)),
+            false,
+        ),
+    ];
+    for (n, (delta, in_place)) in deltas.iter().enumerate() {
+        let token = LockToken::generate()?;
+        ensure!(
+            matches!(
+                store.acquire(&key, token, LONG).await?,
+                AcquireOutcome::Acquired(_)
+            ),
+            "delta {n}: acquire"
+        );
+        reset_stats(&mut raw).await?;
+        ensure!(
+            store.commit(&key, token, delta, LONG).await? == session_core::CommitOutcome::Committed,
+            "delta {n}: commit"
+        );
+        let sets = command_calls(&mut raw, "set").await?;
+        ensure!(
+            (sets == 0) == *in_place,
+            "delta {n}: in place {in_place}, but SET ran {sets} times"
+        );
+        delta.apply_to(&mut expected);
+        match store.read(&key).await? {
+            ReadOutcome::Found(s) => ensure!(
+                *s.items == expected,
+                "delta {n}: read back {:?}, expected {expected:?}",
+                s.items
+            ),
+            other => return Err(fail(format!("delta {n}: read {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Stored bytes this layout did not write are `Error::Corrupt` for every operation that reads
+/// them, never a panic or a silent reset; an administrative delete still removes them.
+async fn corrupt_values_are_typed_errors(redis: Redis) -> TestResult {
+    let store = connect(redis.url()).await?;
+    let app = app("corrupt")?;
+    let mut raw = redis::Client::open(redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let token = LockToken::generate()?;
+    let delta = Delta::new().with_set("n", items(2)["n"].clone());
+    // A header of the right length with an unknown version, a short value, and a good header
+    // whose item runs past the end.
+    let mut truncated = vec![0u8; 56];
+    truncated[0] = 2;
+    truncated[31] = 100;
+    truncated.extend_from_slice(&[0, 1, 0, 0, 1, 0, b'n']);
+    let values: [Vec<u8>; 3] = [vec![7u8; 56], b"short".to_vec(), truncated];
+    for (n, value) in values.iter().enumerate() {
+        let key = key(&app)?;
+        let name = format!("{{{}_{}}}:v2", app.as_str(), key.id().expose());
+        let _: () = raw.pset_ex(&name, value.as_slice(), 600_000).await?;
+        let corrupt = |what: &str, e: Option<Error>| -> TestResult {
+            ensure!(
+                matches!(e, Some(Error::Corrupt { .. })),
+                "value {n}, {what}: expected Error::Corrupt, got {e:?}"
+            );
+            Ok(())
+        };
+        corrupt("read", store.read(&key).await.err())?;
+        if n < 2 {
+            // The header itself is bad: every operation that checks it says so.
+            corrupt("acquire", store.acquire(&key, token, LONG).await.err())?;
+            corrupt("touch", store.touch(&key).await.err())?;
+            corrupt("release", store.release(&key, token).await.err())?;
+            corrupt("remove", store.remove(&key, token).await.err())?;
+            corrupt(
+                "commit",
+                store.commit(&key, token, &delta, LONG).await.err(),
+            )?;
+            corrupt(
+                "write_concurrent",
+                store.write_concurrent(&key, &delta, LONG).await.err(),
+            )?;
+            ensure!(
+                store.create(&key, &items(1), LONG, true).await? == CreateOutcome::AlreadyExists,
+                "value {n}: create never overwrites it"
+            );
+        }
+        ensure!(
+            store.delete(&key).await? == session_core::RemoveOutcome::Removed,
+            "value {n}: delete removes it"
+        );
+        ensure!(
+            matches!(store.read(&key).await?, ReadOutcome::Missing),
+            "value {n}: gone after delete"
+        );
+    }
+    Ok(())
+}
+
+/// Sessions of the first layout (a `:meta` and an `:items` hash) are not read: after an upgrade
+/// they are simply not found, and a new session under the same id is created beside them.
+async fn first_layout_is_not_found(redis: Redis) -> TestResult {
+    let store = connect(redis.url()).await?;
+    let app = app("upgrade")?;
+    let key = key(&app)?;
+    let tag = format!("{{{}_{}}}", app.as_str(), key.id().expose());
+    let mut raw = redis::Client::open(redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = raw.hset(format!("{tag}:meta"), "t", "600000").await?;
+    let _: () = raw.pexpire(format!("{tag}:meta"), 600_000).await?;
+    ensure!(
+        matches!(store.read(&key).await?, ReadOutcome::Missing),
+        "an old session is not found"
+    );
+    ensure!(
+        store.create(&key, &items(1), LONG, true).await? == CreateOutcome::Created,
+        "a new session beside it"
+    );
+    let _: () = raw.del(format!("{tag}:meta")).await?;
+    store.delete(&key).await?;
     Ok(())
 }
 
@@ -876,6 +1118,26 @@ fn main() -> std::process::ExitCode {
         trial("standalone::one_request_per_operation", redis(), |_| {
             one_request_per_operation()
         }),
+        trial(
+            "standalone::refresh_window_writes_only_when_due",
+            redis(),
+            |_| refresh_window_writes_only_when_due(),
+        ),
+        trial(
+            "standalone::commits_patch_in_place_or_rebuild",
+            redis(),
+            |_| commits_patch_in_place_or_rebuild(),
+        ),
+        trial(
+            "standalone::corrupt_values_are_typed_errors",
+            redis(),
+            corrupt_values_are_typed_errors,
+        ),
+        trial(
+            "standalone::first_layout_is_not_found",
+            redis(),
+            first_layout_is_not_found,
+        ),
         trial(
             "standalone::expiry_events_once_per_farm",
             redis(),

@@ -1,44 +1,39 @@
 -- acquire: lock a session with the caller's token and return its data; a stale lock is taken over
 -- in the same step.
--- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
--- ARGV: [1] token (32 hex), [2] lock TTL ms, [3] release channel.
--- Returns: {0} missing | {1, holder token, lock age ms} locked |
---          {2, timeout ms, initialize 0/1, {name, value, ...}} acquired | {-1} corrupt meta hash.
+-- KEYS: [1] session, [2] alive marker (one hash tag: one cluster slot).
+-- ARGV: [1] token (16 bytes), [2] lock TTL ms, [3] refresh window percent, [4] release channel.
+-- Returns: 0 missing | -1 corrupt header | {holder token (16 bytes), lock age ms} locked |
+--          the stored value before this acquire (its header carries the uninitialized flag when
+--          this acquire reports it) acquired.
 -- Atomic: check, takeover and lock happen in one script; two acquirers can never both win.
 -- The lock time comes from the server's clock (TIME), so lock age never depends on a web
--- server's clock. Round trips: 1.
-local m, reply = open_session()
-if not m then
-  return reply
+-- server's clock. Slides even when locked, only when due (docs/contract.md §1). Round trips: 1.
+local v = redis.call('GET', KEYS[1])
+local s, missing = open(v)
+if not s then
+  return missing
 end
+slide_if_due(s, tonumber(ARGV[3]))
 local now = now_ms()
 local took_over = false
-if m[2] then
-  local since = tonumber(m[3])
-  if not since then
-    return {-1}
-  end
-  local age = math.max(0, now - since)
-  if m[2] == ARGV[1] then
+if s.locked == 1 then
+  local age = math.max(0, now - u48(v, 21))
+  if holder(v) == ARGV[1] then
     -- The retry of our own acquire whose reply was lost: the lock is already ours, and keeps its
     -- age. The first attempt already cleared (and reported) the initialize flag.
-    return {2, m[1], 0, redis.call('HGETALL', KEYS[2])}
+    return v
   end
   if age < tonumber(ARGV[2]) then
-    return {1, m[2], age}
+    return {holder(v), age}
   end
   took_over = true
 end
--- Free or stale. The settled record (st/sf) stays: the previous holder's retried commit must still
--- be recognised (commit.lua).
-redis.call('HSET', KEYS[1], 'l', ARGV[1], 's', now)
-local initialize = 0
-if m[4] then
-  redis.call('HDEL', KEYS[1], 'i')
-  initialize = 1
-end
+-- Free or stale: flags without the initialize flag, locked, the token and the lock time. The
+-- settled record stays: the previous holder's retried commit must still be recognised.
+redis.call('SETRANGE', KEYS[1], 1,
+  string.char(s.f - s.f % 2, 1, 0) .. ARGV[1] .. u48s(now))
 if took_over then
   -- The stale holder's lock ended: its watchers look again (and find the new lock).
-  redis.call('PUBLISH', ARGV[3], 'taken-over')
+  redis.call('PUBLISH', ARGV[4], 'taken-over')
 end
-return {2, m[1], initialize, redis.call('HGETALL', KEYS[2])}
+return v

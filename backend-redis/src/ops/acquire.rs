@@ -7,9 +7,9 @@ use std::time::Duration;
 use redis::Script;
 use session_core::{AcquireOutcome, LockToken, Operation, Result, SessionKey};
 
-use super::{array, corrupt_meta, int, invoke, lock_info, millis, script, snapshot};
-use crate::error::bad_reply;
+use super::{Opened, invoke, millis, on_session, opened, script};
 use crate::keys::Keys;
+use crate::layout;
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("acquire.lua");
@@ -18,21 +18,16 @@ pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, token: LockToken, lock_ttl: Duration,
 ) -> Result<AcquireOutcome> {
     let keys = Keys::new(key);
-    let mut invocation = SCRIPT.key(&keys.meta);
+    let mut invocation = on_session(&SCRIPT, &keys);
     invocation
-        .key(&keys.items)
-        .arg(token.to_hex())
+        .arg(&layout::token_bytes(token)[..])
         .arg(millis(lock_ttl))
+        .arg(inner.window.percent())
         .arg(keys.channel());
-    let reply = array(
-        Operation::Acquire,
-        invoke(inner, Operation::Acquire, &invocation).await?,
-    )?;
-    match reply.first().and_then(int) {
-        Some(0) => Ok(AcquireOutcome::Missing),
-        Some(1) => Ok(AcquireOutcome::Locked(lock_info(key, &reply)?)),
-        Some(2) => Ok(AcquireOutcome::Acquired(snapshot(key, reply)?)),
-        Some(-1) => Err(corrupt_meta(key)),
-        _ => Err(bad_reply(Operation::Acquire, "unknown acquire outcome")),
-    }
+    let reply = invoke(inner, Operation::Acquire, &invocation).await?;
+    Ok(match opened(key, Operation::Acquire, reply)? {
+        Opened::Missing => AcquireOutcome::Missing,
+        Opened::Locked(info) => AcquireOutcome::Locked(info),
+        Opened::Found(value) => AcquireOutcome::Acquired(layout::snapshot(key, &value)?),
+    })
 }

@@ -6,9 +6,10 @@ use std::sync::LazyLock;
 use redis::Script;
 use session_core::{ChangeIdOutcome, LockToken, Operation, Result, SessionId, SessionKey};
 
-use super::{int, invoke, script};
+use super::{int, invoke, on_session, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
+use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("change_id.lua");
@@ -18,17 +19,17 @@ pub(crate) async fn run(
 ) -> Result<ChangeIdOutcome> {
     let old = Keys::new(key);
     let new = Keys::new(&key.with_id(new_id));
-    let mut invocation = SCRIPT.key(&old.meta);
+    let mut invocation = on_session(&SCRIPT, &old);
     invocation
-        .key(&old.items)
-        .key(&new.meta)
-        .key(&new.items)
-        .arg(token.to_hex())
+        .key(&new.session)
+        .key(&new.alive)
+        .arg(&layout::token_bytes(token)[..])
         .arg(old.channel());
     match int(&invoke(inner, Operation::ChangeId, &invocation).await?) {
         Some(1) => Ok(ChangeIdOutcome::Changed),
         Some(0) => Ok(ChangeIdOutcome::LockLost),
         Some(2) => Ok(ChangeIdOutcome::AlreadyExists),
+        Some(-1) => Err(corrupt_header(key)),
         _ => Err(bad_reply(Operation::ChangeId, "unknown change_id outcome")),
     }
 }

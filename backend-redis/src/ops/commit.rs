@@ -7,9 +7,10 @@ use std::time::Duration;
 use redis::Script;
 use session_core::{CommitOutcome, Delta, LockToken, Operation, Result, SessionKey};
 
-use super::{int, invoke, millis, push_delta, script};
+use super::{int, invoke, on_session, push_delta, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
+use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("commit.lua");
@@ -18,18 +19,19 @@ pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
 ) -> Result<CommitOutcome> {
     let keys = Keys::new(key);
-    let mut invocation = SCRIPT.key(&keys.meta);
+    let mut invocation = on_session(&SCRIPT, &keys);
     invocation
-        .key(&keys.items)
-        .arg(token.to_hex())
-        .arg(millis(timeout))
-        // Decimal text: compared as a string by the script.
-        .arg(delta.fingerprint(timeout).to_string())
-        .arg(keys.channel());
-    push_delta(&mut invocation, delta);
+        .arg(&layout::token_bytes(token)[..])
+        .arg(layout::timeout_ms(timeout))
+        // Raw bytes: compared with the header's settled record by the script.
+        .arg(&delta.fingerprint(timeout).to_be_bytes()[..])
+        .arg(keys.channel())
+        .arg(inner.window.percent());
+    push_delta(&mut invocation, delta)?;
     match int(&invoke(inner, Operation::Commit, &invocation).await?) {
         Some(1) => Ok(CommitOutcome::Committed),
         Some(0) => Ok(CommitOutcome::LockLost),
+        Some(-1) => Err(corrupt_header(key)),
         _ => Err(bad_reply(Operation::Commit, "unknown commit outcome")),
     }
 }

@@ -1,20 +1,21 @@
 -- create: insert a new, unlocked session if none exists.
--- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
--- ARGV: [1] timeout ms, [2] initialized '1'/'0', [3..] name/value pairs.
+-- KEYS: [1] session, [2] alive marker (one hash tag: one cluster slot).
+-- ARGV: [1] the whole value (header and items, built by the client), [2] its expiry ms
+--       (timeout + w, plus the grace period with the EVENTS flag), [3] the marker's expiry ms
+--       (timeout + w) or '0' without the EVENTS flag.
 -- Returns: 1 created | 0 already exists (untouched, lock included: docs/contract.md §2 rule 2).
--- Atomic: insert-if-absent in one script, never check-then-act across round trips. Round trips: 1.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+-- Atomic: insert-if-absent in one script, never check-then-act across round trips. An ended
+-- session's value still in its grace period is not a session: it is replaced. Round trips: 1.
+local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
+if h ~= '' then
+  local s, missing = open(h)
+  if s or missing == -1 then
+    -- A live session, or a value this layout did not write: never overwritten.
+    return 0
+  end
 end
--- An items key without its meta key belongs to no session; never let it leak into this one.
-redis.call('DEL', KEYS[2])
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 't', ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 't', ARGV[1], 'i', '1')
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[2], '', 'PX', ARGV[3])
 end
-for j = 3, #ARGV - 1, 2 do
-  redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
-end
-slide(ARGV[1])
 return 1

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 use session_core::{Operation, RemoveOutcome, Result, SessionKey};
 
-use super::{int, invoke, removed_with_items, script};
+use super::{int, invoke, on_session, removed_with_items, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
 use crate::store::Inner;
@@ -16,9 +16,8 @@ pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<RemoveOutcome
     let keys = Keys::new(key);
     // The final items come back only when this store has expiry-event subscribers.
     let wanted = inner.expiry.wanted();
-    let mut invocation = SCRIPT.key(&keys.meta);
+    let mut invocation = on_session(&SCRIPT, &keys);
     invocation
-        .key(&keys.items)
         .arg(keys.channel())
         .arg(if wanted { "1" } else { "0" });
     match invoke(inner, Operation::Delete, &invocation).await? {

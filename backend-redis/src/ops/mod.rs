@@ -3,16 +3,18 @@
 //! one round trip, atomic on the server. `redis::Script` falls back to `SCRIPT LOAD` + `EVALSHA` on
 //! `NOSCRIPT`, so a `SCRIPT FLUSH`, a restart or a failover to a replica without the script costs
 //! one extra round trip once, unnoticed by the caller.
+//!
+//! The session is one string (`layout.rs`): reads move it whole and the client decodes it from
+//! one buffer; writes send only the delta, and the script patches the stored value.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ScriptInvocation, Value};
-use session_core::{
-    Delta, Error, ItemValue, Items, LockInfo, LockToken, Operation, Result, SessionKey, Snapshot,
-};
+use redis::{Script, ScriptInvocation, Value};
+use session_core::{Delta, Error, Items, LockInfo, Operation, Result, SessionKey};
 
-use crate::error::{bad_reply, corrupt};
+use crate::error::bad_reply;
+use crate::keys::Keys;
+use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
 pub(crate) mod acquire;
@@ -37,6 +39,13 @@ macro_rules! script {
 }
 pub(crate) use script;
 
+/// An invocation of `script` with the session's two keys (its value, then its alive marker).
+pub(crate) fn on_session<'a>(script: &'a Script, keys: &Keys) -> ScriptInvocation<'a> {
+    let mut invocation = script.key(&keys.session);
+    invocation.key(&keys.alive);
+    invocation
+}
+
 /// Runs a prepared invocation: one `EVALSHA` (plus `SCRIPT LOAD` and a second `EVALSHA` once after
 /// the server lost its script cache).
 pub(crate) async fn invoke(
@@ -54,9 +63,12 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Appends `delta` in the layout `apply_delta` (prelude.lua) reads: cleared flag, number of removed
-/// names, the removed names, then name/value pairs.
-pub(crate) fn push_delta(invocation: &mut ScriptInvocation<'_>, delta: &Delta) {
+/// Appends `delta` in the layout `items_after` (prelude.lua) reads: cleared flag, number of
+/// removed names, the removed names, then each item to set, encoded as stored.
+///
+/// # Errors
+/// An item name or value too long for its length field (never for names the core validated).
+pub(crate) fn push_delta(invocation: &mut ScriptInvocation<'_>, delta: &Delta) -> Result<()> {
     invocation
         .arg(if delta.cleared { "1" } else { "0" })
         .arg(delta.removed.len());
@@ -64,7 +76,23 @@ pub(crate) fn push_delta(invocation: &mut ScriptInvocation<'_>, delta: &Delta) {
         invocation.arg(name.as_bytes());
     }
     for (name, value) in &delta.set {
-        invocation.arg(name.as_bytes()).arg(value.as_bytes());
+        invocation.arg(layout::entry(name, value).ok_or_else(|| too_long(name, value.len()))?);
+    }
+    Ok(())
+}
+
+/// The error for an item whose name or value does not fit its length field.
+pub(crate) fn too_long(name: &str, value_len: usize) -> Error {
+    if name.len() > usize::from(u16::MAX) {
+        Error::InvalidName {
+            kind: "item name",
+            reason: "longer than 65535 bytes",
+        }
+    } else {
+        Error::SessionTooLarge {
+            size: value_len,
+            limit: u32::MAX as usize,
+        }
     }
 }
 
@@ -76,100 +104,50 @@ pub(crate) fn int(value: &Value) -> Option<i64> {
     }
 }
 
-/// The elements of an array reply.
-pub(crate) fn array(operation: Operation, value: Value) -> Result<Vec<Value>> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Ok(items),
-        _ => Err(bad_reply(operation, "expected an array")),
+/// What the `read` and `acquire` scripts report.
+pub(crate) enum Opened {
+    /// No such session.
+    Missing,
+    /// Another request holds the lock.
+    Locked(LockInfo),
+    /// The stored value (header and items) as the script found it.
+    Found(Vec<u8>),
+}
+
+/// Decodes `0` (missing), `-1` (corrupt header), `{token, age}` (locked) or the stored value.
+pub(crate) fn opened(key: &SessionKey, operation: Operation, reply: Value) -> Result<Opened> {
+    match reply {
+        Value::BulkString(value) => Ok(Opened::Found(value)),
+        Value::Int(0) => Ok(Opened::Missing),
+        Value::Int(-1) => Err(corrupt_header(key)),
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::BulkString(token), Value::Int(age)] => {
+                Ok(Opened::Locked(layout::lock_info(key, token, *age)?))
+            }
+            _ => Err(bad_reply(operation, "unknown lock report")),
+        },
+        _ => Err(bad_reply(operation, "unknown outcome")),
     }
 }
 
-fn text(value: &Value) -> Option<&str> {
-    match value {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// `{1, token, age}`: the holder of a lock.
-pub(crate) fn lock_info(key: &SessionKey, reply: &[Value]) -> Result<LockInfo> {
-    let token = reply
-        .get(1)
-        .and_then(text)
-        .and_then(|t| LockToken::from_hex(t).ok())
-        .ok_or_else(|| corrupt(key, "the stored lock token is not 32 hex characters"))?;
-    let age = reply
-        .get(2)
-        .and_then(int)
-        .and_then(|a| u64::try_from(a).ok())
-        .ok_or_else(|| corrupt(key, "the stored lock time is not a number"))?;
-    Ok(LockInfo::new(token, Duration::from_millis(age)))
-}
-
-/// `{2, timeout, initialize, {name, value, ...}}`: a session's data.
-pub(crate) fn snapshot(key: &SessionKey, reply: Vec<Value>) -> Result<Snapshot> {
-    let mut reply = reply.into_iter().skip(1);
-    let timeout = reply
-        .next()
-        .as_ref()
-        .and_then(text)
-        .and_then(|t| t.parse::<u64>().ok())
-        .ok_or_else(|| corrupt(key, "the stored timeout is not a number"))?;
-    let initialize = reply.next().as_ref().and_then(int) == Some(1);
-    let items = match reply.next() {
-        Some(value) => items(key, value)?,
-        None => return Err(corrupt(key, "the items are not a hash")),
-    };
-    Ok(Snapshot::new(Arc::new(items), Duration::from_millis(timeout)).with_initialize(initialize))
-}
-
-/// An `HGETALL` reply (flat name/value array, or a map) as items.
-pub(crate) fn items(key: &SessionKey, value: Value) -> Result<Items> {
-    match value {
-        Value::Array(flat) => items_from_pairs(key, flat),
-        Value::Map(pairs) => {
-            items_from_pairs(key, pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
-        }
-        _ => Err(corrupt(key, "the items are not a hash")),
-    }
-}
-
-fn items_from_pairs(key: &SessionKey, flat: Vec<Value>) -> Result<Items> {
-    // Collected first, then built in one go: `BTreeMap`'s bulk build from a sorted run is cheaper
-    // than one insert per item (this runs on every `read` and `acquire`).
-    let mut pairs = Vec::with_capacity(flat.len() / 2);
-    let mut flat = flat.into_iter();
-    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
-        let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
-            return Err(corrupt(key, "an item is not a name/value pair of strings"));
-        };
-        let name =
-            String::from_utf8(name).map_err(|_| corrupt(key, "an item name is not UTF-8"))?;
-        pairs.push((name, ItemValue::from_bytes(value)));
-    }
-    Ok(pairs.into_iter().collect())
-}
-
-/// `{1, {name, value, ...}}` from `remove` or `delete`: reports the end with the final items.
-/// Only the process that removed the session gets them, so only it reports the end.
+/// `{1, final value}` from `remove` or `delete`: reports the end with the final items. Only the
+/// process that removed the session gets them, so only it reports the end.
 pub(crate) fn removed_with_items(
     inner: &Inner, key: &SessionKey, operation: Operation, reply: Value,
 ) -> Result<()> {
-    let mut parts = array(operation, reply)?.into_iter();
-    match (parts.next(), parts.next()) {
-        (Some(Value::Int(1)), Some(final_items)) => {
-            inner.expiry.removed(key, items(key, final_items)?);
-            Ok(())
-        }
-        _ => Err(bad_reply(operation, "unknown removal outcome")),
-    }
+    let items = final_items(key, operation, reply)?;
+    inner.expiry.removed(key, items);
+    Ok(())
 }
 
-/// The reply `-1` (or `{-1}`): the meta hash exists but cannot be read.
-pub(crate) fn corrupt_meta(key: &SessionKey) -> Error {
-    corrupt(
-        key,
-        "the session's meta hash has no valid timeout or lock time",
-    )
+/// The items of a `{1, final value}` reply (`{1}`: the value was already gone, no items).
+pub(crate) fn final_items(key: &SessionKey, operation: Operation, reply: Value) -> Result<Items> {
+    match reply {
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::Int(1), Value::BulkString(value)] => layout::items(key, value),
+            [Value::Int(1)] => Ok(Items::new()),
+            _ => Err(bad_reply(operation, "unknown removal outcome")),
+        },
+        _ => Err(bad_reply(operation, "unknown removal outcome")),
+    }
 }

@@ -1,25 +1,22 @@
 -- read: a session's data without locking it.
--- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
--- ARGV: none.
--- Returns: {0} missing | {1, holder token, lock age ms} locked (no data) |
---          {2, timeout ms, initialize 0/1, {name, value, ...}} found | {-1} corrupt meta hash.
--- Atomic: the existence check, the slide, clearing the one-shot initialize flag and HGETALL happen
--- in one script, so no other operation can interleave. Round trips: 1.
-local m, reply = open_session()
-if not m then
-  return reply
+-- KEYS: [1] session, [2] alive marker (one hash tag: one cluster slot).
+-- ARGV: [1] refresh window, percent of the timeout.
+-- Returns: 0 missing | -1 corrupt header | {holder token (16 bytes), lock age ms} locked (no data) |
+--          the stored value (header and items) found; its header still carries the uninitialized
+--          flag when this read reports it.
+-- Atomic: the existence check, the slide (even when locked, only when due: docs/contract.md §1),
+-- clearing the one-shot initialize flag and the GET happen in one script. Round trips: 1.
+local v = redis.call('GET', KEYS[1])
+local s, missing = open(v)
+if not s then
+  return missing
 end
-if m[2] then
-  local since = tonumber(m[3])
-  if not since then
-    return {-1}
-  end
-  return {1, m[2], math.max(0, now_ms() - since)}
+slide_if_due(s, tonumber(ARGV[1]))
+if s.locked == 1 then
+  return {holder(v), math.max(0, now_ms() - u48(v, 21))}
 end
-local initialize = 0
-if m[4] then
-  -- Reported exactly once (docs/contract.md §2 rule 3).
-  redis.call('HDEL', KEYS[1], 'i')
-  initialize = 1
+if s.f % 2 == 1 then
+  -- Reported exactly once (docs/contract.md §2 rule 3); SETRANGE keeps the expiry.
+  redis.call('SETRANGE', KEYS[1], 1, string.char(s.f - 1))
 end
-return {2, m[1], initialize, redis.call('HGETALL', KEYS[2])}
+return v

@@ -1,30 +1,26 @@
-//! `read`: data without locking; slides the expiry even when locked (script: `read.lua`).
+//! `read`: data without locking; slides the expiry when due, even when locked (script:
+//! `read.lua`).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 use session_core::{Operation, ReadOutcome, Result, SessionKey};
 
-use super::{array, corrupt_meta, int, invoke, lock_info, script, snapshot};
-use crate::error::bad_reply;
+use super::{Opened, invoke, on_session, opened, script};
 use crate::keys::Keys;
+use crate::layout;
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("read.lua");
 
 pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<ReadOutcome> {
     let keys = Keys::new(key);
-    let mut invocation = SCRIPT.key(&keys.meta);
-    invocation.key(&keys.items);
-    let reply = array(
-        Operation::Read,
-        invoke(inner, Operation::Read, &invocation).await?,
-    )?;
-    match reply.first().and_then(int) {
-        Some(0) => Ok(ReadOutcome::Missing),
-        Some(1) => Ok(ReadOutcome::Locked(lock_info(key, &reply)?)),
-        Some(2) => Ok(ReadOutcome::Found(snapshot(key, reply)?)),
-        Some(-1) => Err(corrupt_meta(key)),
-        _ => Err(bad_reply(Operation::Read, "unknown read outcome")),
-    }
+    let mut invocation = on_session(&SCRIPT, &keys);
+    invocation.arg(inner.window.percent());
+    let reply = invoke(inner, Operation::Read, &invocation).await?;
+    Ok(match opened(key, Operation::Read, reply)? {
+        Opened::Missing => ReadOutcome::Missing,
+        Opened::Locked(info) => ReadOutcome::Locked(info),
+        Opened::Found(value) => ReadOutcome::Found(layout::snapshot(key, &value)?),
+    })
 }

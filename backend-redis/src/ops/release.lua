@@ -1,19 +1,24 @@
--- release: release the lock without writing, and slide the expiry, if the token holds the lock.
--- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
--- ARGV: [1] token, [2] release channel.
--- Returns: 1 released | 0 lock lost (nothing changed) | -1 corrupt meta hash.
+-- release: release the lock without writing the items, and slide the expiry when due, if the
+-- token holds the lock.
+-- KEYS: [1] session, [2] alive marker (one hash tag: one cluster slot).
+-- ARGV: [1] token (16 bytes), [2] release channel, [3] refresh window percent.
+-- Returns: 1 released | 0 lock lost (nothing changed) | -1 corrupt header.
 -- Atomic: one script. Records nothing: a repeat of this release (its reply was lost) finds the lock
 -- gone and gets 0, which the retry layer reads as released; the last commit's settled record
--- (st/sf, see commit.lua) stays (docs/contract.md §2, "Repeated calls"). Round trips: 1.
-local m = redis.call('HMGET', KEYS[1], 't', 'l')
-if m[2] and m[2] == ARGV[1] then
-  local timeout = stored_timeout(m[1])
-  if not timeout then
-    return -1
-  end
-  redis.call('HDEL', KEYS[1], 'l', 's')
-  slide(timeout)
-  redis.call('PUBLISH', ARGV[2], 'released')
-  return 1
+-- stays (docs/contract.md §2, "Repeated calls"). Round trips: 1.
+local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
+if h == '' then
+  return 0
 end
-return 0
+local s, missing = open(h)
+if not s then
+  return missing
+end
+if s.locked ~= 1 or holder(h) ~= ARGV[1] then
+  return 0
+end
+-- Unlocked: the locked byte, the reserved byte, the token and the lock time zeroed.
+redis.call('SETRANGE', KEYS[1], 2, string.rep('\0', 24))
+slide_if_due(s, tonumber(ARGV[3]))
+redis.call('PUBLISH', ARGV[2], 'released')
+return 1

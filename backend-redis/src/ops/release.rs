@@ -1,13 +1,15 @@
-//! `release`: release the lock without writing, and slide the expiry (script: `release.lua`).
+//! `release`: release the lock without writing, and slide the expiry when due (script:
+//! `release.lua`).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 use session_core::{LockToken, Operation, ReleaseOutcome, Result, SessionKey};
 
-use super::{corrupt_meta, int, invoke, script};
+use super::{int, invoke, on_session, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
+use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("release.lua");
@@ -16,15 +18,15 @@ pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, token: LockToken,
 ) -> Result<ReleaseOutcome> {
     let keys = Keys::new(key);
-    let mut invocation = SCRIPT.key(&keys.meta);
+    let mut invocation = on_session(&SCRIPT, &keys);
     invocation
-        .key(&keys.items)
-        .arg(token.to_hex())
-        .arg(keys.channel());
+        .arg(&layout::token_bytes(token)[..])
+        .arg(keys.channel())
+        .arg(inner.window.percent());
     match int(&invoke(inner, Operation::Release, &invocation).await?) {
         Some(1) => Ok(ReleaseOutcome::Released),
         Some(0) => Ok(ReleaseOutcome::LockLost),
-        Some(-1) => Err(corrupt_meta(key)),
+        Some(-1) => Err(corrupt_header(key)),
         _ => Err(bad_reply(Operation::Release, "unknown release outcome")),
     }
 }

@@ -5,9 +5,10 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 use session_core::{LockToken, Operation, RemoveOutcome, Result, SessionKey};
 
-use super::{int, invoke, removed_with_items, script};
+use super::{int, invoke, on_session, removed_with_items, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
+use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("remove.lua");
@@ -18,10 +19,9 @@ pub(crate) async fn run(
     let keys = Keys::new(key);
     // The final items come back only when this store has expiry-event subscribers.
     let wanted = inner.expiry.wanted();
-    let mut invocation = SCRIPT.key(&keys.meta);
+    let mut invocation = on_session(&SCRIPT, &keys);
     invocation
-        .key(&keys.items)
-        .arg(token.to_hex())
+        .arg(&layout::token_bytes(token)[..])
         .arg(keys.channel())
         .arg(if wanted { "1" } else { "0" });
     match invoke(inner, Operation::Remove, &invocation).await? {
@@ -33,6 +33,7 @@ pub(crate) async fn run(
             Some(1) => Ok(RemoveOutcome::Removed),
             Some(0) => Ok(RemoveOutcome::Missing),
             Some(2) => Ok(RemoveOutcome::LockLost),
+            Some(-1) => Err(corrupt_header(key)),
             _ => Err(bad_reply(Operation::Remove, "unknown remove outcome")),
         },
     }

@@ -6,9 +6,9 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 use session_core::{Items, Operation, Result, SessionKey};
 
-use super::{array, items, script};
+use super::{final_items, on_session, script};
 use crate::connection::Connection;
-use crate::error::{ErrorContext, bad_reply};
+use crate::error::ErrorContext;
 use crate::keys::Keys;
 
 static SCRIPT: LazyLock<Script> = script!("take.lua");
@@ -19,8 +19,8 @@ pub(crate) async fn run(
     conn: &mut Connection, errors: &ErrorContext, key: &SessionKey,
 ) -> Result<Option<Items>> {
     let keys = Keys::new(key);
-    let mut invocation = SCRIPT.key(&keys.meta);
-    invocation.key(&keys.items).key(keys.ended());
+    let mut invocation = on_session(&SCRIPT, &keys);
+    invocation.key(keys.ended());
     let reply: Value = invocation
         .invoke_async(conn)
         .await
@@ -28,9 +28,5 @@ pub(crate) async fn run(
     if reply == Value::Int(0) {
         return Ok(None);
     }
-    let mut parts = array(Operation::ExpiryEvents, reply)?.into_iter();
-    match (parts.next(), parts.next()) {
-        (Some(Value::Int(1)), Some(final_items)) => items(key, final_items).map(Some),
-        _ => Err(bad_reply(Operation::ExpiryEvents, "unknown take outcome")),
-    }
+    final_items(key, Operation::ExpiryEvents, reply).map(Some)
 }

@@ -1,14 +1,16 @@
--- touch: slide the expiry by the session's stored timeout; creates nothing.
--- KEYS: [1] meta hash, [2] items hash (one hash tag: one cluster slot).
--- ARGV: none.
--- Returns: 1 touched | 0 missing | -1 corrupt meta hash.
--- Atomic: one script, so the timeout read and both PEXPIREs agree. Round trips: 1.
-local timeout = stored_timeout(redis.call('HGET', KEYS[1], 't'))
-if not timeout then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    return 0
-  end
-  return -1
+-- touch: slide the expiry by the session's stored timeout, when due; creates nothing.
+-- KEYS: [1] session, [2] alive marker (one hash tag: one cluster slot).
+-- ARGV: [1] refresh window percent.
+-- Returns: 1 touched | 0 missing | -1 corrupt header.
+-- Atomic: one script, so the timeout read and the slide agree; reads only the header.
+-- Round trips: 1.
+local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
+if h == '' then
+  return 0
 end
-slide(timeout)
+local s, missing = open(h)
+if not s then
+  return missing
+end
+slide_if_due(s, tonumber(ARGV[1]))
 return 1

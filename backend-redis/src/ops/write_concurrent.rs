@@ -6,9 +6,10 @@ use std::time::Duration;
 use redis::Script;
 use session_core::{CommitOutcome, Delta, Operation, Result, SessionKey};
 
-use super::{int, invoke, millis, push_delta, script};
+use super::{int, invoke, on_session, push_delta, script};
 use crate::error::bad_reply;
 use crate::keys::Keys;
+use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("write_concurrent.lua");
@@ -17,12 +18,15 @@ pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, delta: &Delta, timeout: Duration,
 ) -> Result<CommitOutcome> {
     let keys = Keys::new(key);
-    let mut invocation = SCRIPT.key(&keys.meta);
-    invocation.key(&keys.items).arg(millis(timeout));
-    push_delta(&mut invocation, delta);
+    let mut invocation = on_session(&SCRIPT, &keys);
+    invocation
+        .arg(layout::timeout_ms(timeout))
+        .arg(inner.window.percent());
+    push_delta(&mut invocation, delta)?;
     match int(&invoke(inner, Operation::WriteConcurrent, &invocation).await?) {
         Some(1) => Ok(CommitOutcome::Committed),
         Some(0) => Ok(CommitOutcome::Missing),
+        Some(-1) => Err(corrupt_header(key)),
         _ => Err(bad_reply(
             Operation::WriteConcurrent,
             "unknown write outcome",
