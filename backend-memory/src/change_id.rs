@@ -1,74 +1,53 @@
 //! `change_id`, the only operation on two keys: the session moves from its id to a new one in one
-//! step over both keys (`Shared::compute_pair`), keeping its data and its lock.
+//! step with both keys' shards locked (`Shared::with_pair`), keeping its data and its lock.
 
-use std::sync::Arc;
-
-use session_core::{ChangeIdOutcome, Error, LockToken, Operation, Result, SessionId, SessionKey};
+use session_core::{ChangeIdOutcome, LockToken, SessionId, SessionKey};
 
 use crate::record::Record;
-use crate::store::{BACKEND, Shared, Step};
+use crate::shard::Step;
+use crate::store::Shared;
 
-/// Runs [`change_id`] as its own task where there is a tokio runtime. A caller that drops the
-/// future (an operation timeout, say) then cannot stop it between its two keys' steps: it is
-/// applied whole or not at all, as the trait's cancel-safety contract asks.
-pub(crate) async fn run(
-    shared: Arc<Shared>, key: SessionKey, new_id: SessionId, token: LockToken,
-) -> Result<ChangeIdOutcome> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => runtime
-            .spawn(async move { change_id(&shared, &key, new_id, token).await })
-            .await
-            .map_err(|join| Error::Backend {
-                backend: BACKEND,
-                operation: Operation::ChangeId,
-                source: Box::new(join),
-            })?,
-        Err(_) => change_id(&shared, &key, new_id, token).await,
-    }
-}
-
-/// Moves the session locked by `token` from `key` to `new_id`: one decision over both keys
-/// (`Shared::compute_pair`). The moved version keeps items, timeout, lock (same token and age) and
-/// a pending initialize flag, and slides its expiry.
-async fn change_id(
+/// Moves the session locked by `token` from `key` to `new_id`: one decision over both keys. The
+/// moved session keeps items, timeout, lock (same token and age), its settled commit and a pending
+/// initialize flag, and slides its expiry. Synchronous: a caller that drops the future cannot stop
+/// it between the two keys.
+pub(crate) fn change_id(
     shared: &Shared, key: &SessionKey, new_id: SessionId, token: LockToken,
-) -> Result<ChangeIdOutcome> {
-    let holds = |record: &Record| record.lock.is_some_and(|l| l.token == token);
+) -> ChangeIdOutcome {
+    let holds = |record: &Record| record.held_by(token);
     if new_id == *key.id() {
         // The new id is the session's own: taken, unless the caller lost the session.
-        return shared
-            .compute(key, Operation::ChangeId, |current, _| match current {
-                Some(record) if holds(record) => (Step::Keep, ChangeIdOutcome::AlreadyExists),
-                _ => (Step::Keep, ChangeIdOutcome::LockLost),
-            })
-            .await;
+        return shared.visit(key, |current, _| match current {
+            Some(record) if holds(record) => (Step::Keep, ChangeIdOutcome::AlreadyExists),
+            _ => (Step::Keep, ChangeIdOutcome::LockLost),
+        });
     }
     let new_key = key.with_id(new_id);
-    let outcome = shared
-        .compute_pair(key, &new_key, Operation::ChangeId, |old, new, now| {
-            match (old, new) {
-                (Some(record), None) if holds(record) => (
-                    Step::MoveOut,
-                    Step::Insert(record.successor(now)),
-                    ChangeIdOutcome::Changed,
-                ),
-                (Some(record), Some(_)) if holds(record) => {
-                    (Step::Keep, Step::Keep, ChangeIdOutcome::AlreadyExists)
-                }
-                // A retry of a move whose reply was lost: the session already sits under the new
-                // id with our lock (tokens are unique per acquisition, so nobody else holds it).
-                (None, Some(moved)) if holds(moved) => {
-                    (Step::Keep, Step::Keep, ChangeIdOutcome::Changed)
-                }
-                _ => (Step::Keep, Step::Keep, ChangeIdOutcome::LockLost),
+    let window = shared.window();
+    let outcome = shared.with_pair(key, &new_key, |pair, now, tick, ends| {
+        let old = pair.shard(false).peek(key, now, ends).map(holds);
+        let new = pair.shard(true).peek(&new_key, now, ends).map(holds);
+        match (old, new) {
+            (Some(true), None) => {
+                let Some((_, mut record)) = pair.shard(false).take(key) else {
+                    return ChangeIdOutcome::LockLost;
+                };
+                record.slide(now, window);
+                pair.shard(true).insert(new_key.clone(), record, tick);
+                ChangeIdOutcome::Changed
             }
-        })
-        .await?;
+            (Some(true), Some(_)) => ChangeIdOutcome::AlreadyExists,
+            // A retry of a move whose reply was lost: the session already sits under the new id
+            // with our lock (tokens are unique per acquisition, so nobody else holds it).
+            (None, Some(true)) => ChangeIdOutcome::Changed,
+            _ => ChangeIdOutcome::LockLost,
+        }
+    });
     if outcome == ChangeIdOutcome::Changed {
         // Waiters on the old id look again and find it gone.
         shared.signals.released(key);
     }
-    Ok(outcome)
+    outcome
 }
 
 #[cfg(test)]

@@ -1,23 +1,23 @@
-//! The [`SessionStore`] operations of [`MemoryStore`]. Each one is a single decision taken inside
-//! one moka per-key compute (`Shared::compute`): it sees the live version of the session, returns
-//! the step to apply and the outcome to report, and nothing else can touch that key in between.
-//! Release signals are sent after the compute returns, so that a woken waiter sees the change.
-//! `read` and `touch` first try without a compute: when all they change is the deadline, they
-//! slide it in place (`Record::slide`), which every compute's claim keeps atomic with it.
+//! The [`SessionStore`] operations of [`MemoryStore`]. Each one is a single decision taken under
+//! its session's shard lock (`Shared::visit`): it sees the live session, changes it in place or
+//! ends it, and returns the outcome; nothing else can touch that session in between, and there is
+//! no `.await` inside, so a dropped caller never leaves an operation half done. Release signals
+//! and expiry events are sent after the lock is let go, so that a woken waiter sees the change.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Error,
-    ExpiryEvents, Items, LockToken, Operation, ReadOutcome, RefreshWindow, ReleaseOutcome,
+    AcquireOutcome, Capabilities, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, EndReason,
+    Error, ExpiryEvents, Items, LockToken, Operation, ReadOutcome, RefreshWindow, ReleaseOutcome,
     ReleaseWatch, RemoveOutcome, Result, SessionId, SessionKey, SessionStore, TouchOutcome,
 };
 
 use crate::change_id;
-use crate::record::{Lock, Record, Settled, Slide};
-use crate::store::{BACKEND, MemoryStore, Step};
+use crate::record::{Lock, Record, Settled};
+use crate::shard::Step;
+use crate::store::{BACKEND, MemoryStore};
 
 #[async_trait]
 impl SessionStore for MemoryStore {
@@ -25,13 +25,14 @@ impl SessionStore for MemoryStore {
         BACKEND
     }
 
-    /// `change_id`, expiry events and the release signal. Not `purge_expired`: the cache evicts
-    /// expired sessions by itself.
+    /// The window of [`MemoryOptions::refresh_window`](crate::MemoryOptions::refresh_window)
+    /// (docs/contract.md §1).
     fn refresh_window(&self) -> RefreshWindow {
-        // Writes the exact expiry on every access (docs/contract.md §1, w = 0).
-        RefreshWindow::EXACT
+        self.shared.window()
     }
 
+    /// `change_id`, expiry events and the release signal. Not `purge_expired`: the store removes
+    /// expired sessions by itself.
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with_change_id()
@@ -39,72 +40,55 @@ impl SessionStore for MemoryStore {
             .with_release_signal()
     }
 
-    /// Lock-free when the read changes nothing but the deadline: one cache fetch and an in-place
-    /// slide. A version that a compute holds, and the first read of an uninitialized session (whose
-    /// flag only a compute clears, so that exactly one read reports it), go through one compute.
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
-        if let Some(outcome) = self.read_in_place(key).await {
-            return Ok(outcome);
-        }
-        self.inner()
-            .compute(key, Operation::Read, |current, now| {
-                let Some(record) = current else {
-                    return (Step::Keep, ReadOutcome::Missing);
-                };
-                // Slides even when locked.
-                let mut next = record.successor(now);
-                let outcome = match record.lock {
-                    Some(lock) => ReadOutcome::Locked(lock.info(now)),
-                    None => {
-                        next.initialize = false;
-                        ReadOutcome::Found(record.snapshot())
-                    }
-                };
-                (Step::Update(next), outcome)
-            })
-            .await
+        let shared = self.inner();
+        let window = shared.window();
+        Ok(shared.visit(key, |current, now| {
+            let Some(record) = current else {
+                return (Step::Keep, ReadOutcome::Missing);
+            };
+            // Slides even when locked.
+            record.slide(now, window);
+            let outcome = match record.lock {
+                Some(lock) => ReadOutcome::Locked(lock.info(now)),
+                None => {
+                    let snapshot = record.snapshot();
+                    record.initialize = false;
+                    ReadOutcome::Found(snapshot)
+                }
+            };
+            (Step::Keep, outcome)
+        }))
     }
 
     async fn acquire(
         &self, key: &SessionKey, token: LockToken, lock_ttl: Duration,
     ) -> Result<AcquireOutcome> {
         let shared = self.inner();
-        let (outcome, took_over) = shared
-            .compute(key, Operation::Acquire, |current, now| {
-                let Some(record) = current else {
-                    return (Step::Keep, (AcquireOutcome::Missing, false));
-                };
-                let mut next = record.successor(now);
-                match record.lock {
-                    // A retry of our own acquire whose reply was lost: the lock is already ours.
-                    Some(lock) if lock.token == token => {
-                        next.initialize = false;
-                        let snapshot = record.snapshot();
-                        return (
-                            Step::Update(next),
-                            (AcquireOutcome::Acquired(snapshot), false),
-                        );
-                    }
-                    Some(lock) if lock.age(now) < lock_ttl => {
-                        return (
-                            Step::Update(next),
-                            (AcquireOutcome::Locked(lock.info(now)), false),
-                        );
-                    }
-                    _ => {}
+        let window = shared.window();
+        let (outcome, took_over) = shared.visit(key, |current, now| {
+            let Some(record) = current else {
+                return (Step::Keep, (AcquireOutcome::Missing, false));
+            };
+            record.slide(now, window);
+            match record.lock {
+                // A retry of our own acquire whose reply was lost: the lock is already ours.
+                Some(lock) if lock.token == token => {}
+                Some(lock) if lock.age(now) < lock_ttl => {
+                    return (Step::Keep, (AcquireOutcome::Locked(lock.info(now)), false));
                 }
                 // Free or stale: taken in the same step. `settled` stays, so that the previous
                 // holder's retried commit is still recognised (the rule at `Settled`).
-                let snapshot = record.snapshot();
-                next.lock = Some(Lock { token, since: now });
-                next.initialize = false;
-                let took_over = record.lock.is_some();
-                (
-                    Step::Update(next),
-                    (AcquireOutcome::Acquired(snapshot), took_over),
-                )
-            })
-            .await?;
+                _ => {}
+            }
+            let took_over = record.lock.is_some_and(|lock| lock.token != token);
+            if !record.held_by(token) {
+                record.lock = Some(Lock { token, since: now });
+            }
+            let snapshot = record.snapshot();
+            record.initialize = false;
+            (Step::Keep, (AcquireOutcome::Acquired(snapshot), took_over))
+        });
         if took_over {
             // The stale holder lost its lock; its watchers look again (and find it locked anew).
             shared.signals.released(key);
@@ -116,31 +100,31 @@ impl SessionStore for MemoryStore {
         &self, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
         let shared = self.inner();
-        let (outcome, released) = shared
-            .compute(key, Operation::Commit, |current, now| {
-                let Some(record) = current else {
-                    return (Step::Keep, (CommitOutcome::LockLost, false));
-                };
-                match (&record.lock, &record.settled) {
-                    (Some(lock), _) if lock.token == token => {
-                        let mut next = record.written(now, delta, timeout);
-                        next.lock = None;
-                        next.settled = Some(Settled {
-                            token,
-                            delta: Arc::new(delta.clone()),
-                            timeout,
-                        });
-                        (Step::Update(next), (CommitOutcome::Committed, true))
-                    }
-                    // A retry of the commit that released this lock (possibly after another request
-                    // acquired it): report it, apply nothing, leave the new holder's lock alone.
-                    (_, Some(settled)) if settled.repeats_commit(token, delta, timeout) => {
-                        (Step::Keep, (CommitOutcome::Committed, false))
-                    }
-                    _ => (Step::Keep, (CommitOutcome::LockLost, false)),
+        let window = shared.window();
+        let (outcome, released) = shared.visit(key, |current, now| {
+            let Some(record) = current else {
+                return (Step::Keep, (CommitOutcome::LockLost, false));
+            };
+            if record.held_by(token) {
+                record.write(now, delta, timeout, window);
+                record.lock = None;
+                record.settled = Some(Settled {
+                    token,
+                    delta: Arc::new(delta.clone()),
+                    timeout,
+                });
+                return (Step::Keep, (CommitOutcome::Committed, true));
+            }
+            // A retry of the commit that released this lock (possibly after another request
+            // acquired it): report it, apply nothing, leave the new holder's lock alone.
+            let outcome = match &record.settled {
+                Some(settled) if settled.repeats_commit(token, delta, timeout) => {
+                    CommitOutcome::Committed
                 }
-            })
-            .await?;
+                _ => CommitOutcome::LockLost,
+            };
+            (Step::Keep, (outcome, false))
+        });
         if released {
             shared.signals.released(key);
         }
@@ -149,24 +133,18 @@ impl SessionStore for MemoryStore {
 
     async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
         let shared = self.inner();
-        let (outcome, released) = shared
-            .compute(key, Operation::Release, |current, now| {
-                let Some(record) = current else {
-                    return (Step::Keep, (ReleaseOutcome::LockLost, false));
-                };
-                // `settled` stays (the rule at `Settled`); a repeat of this release finds the lock
-                // gone and is `LockLost`, which the retry layer reads as `Released`.
-                match record.lock {
-                    Some(lock) if lock.token == token => {
-                        let mut next = record.successor(now);
-                        next.lock = None;
-                        (Step::Update(next), (ReleaseOutcome::Released, true))
-                    }
-                    _ => (Step::Keep, (ReleaseOutcome::LockLost, false)),
-                }
-            })
-            .await?;
-        if released {
+        let window = shared.window();
+        // `settled` stays (the rule at `Settled`); a repeat of this release finds the lock gone
+        // and is `LockLost`, which the retry layer reads as `Released`.
+        let outcome = shared.visit(key, |current, now| match current {
+            Some(record) if record.held_by(token) => {
+                record.slide(now, window);
+                record.lock = None;
+                (Step::Keep, ReleaseOutcome::Released)
+            }
+            _ => (Step::Keep, ReleaseOutcome::LockLost),
+        });
+        if outcome == ReleaseOutcome::Released {
             shared.signals.released(key);
         }
         Ok(outcome)
@@ -175,28 +153,27 @@ impl SessionStore for MemoryStore {
     async fn create(
         &self, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
     ) -> Result<CreateOutcome> {
-        self.inner()
-            .compute(key, Operation::Create, |current, now| {
-                if current.is_some() {
-                    return (Step::Keep, CreateOutcome::AlreadyExists);
-                }
-                let record = Record::new(Arc::new(items.clone()), timeout, now, !initialized);
-                (Step::Insert(record), CreateOutcome::Created)
-            })
-            .await
+        let shared = self.inner();
+        let window = shared.window();
+        let created = shared.create(key, |now| {
+            Record::new(Arc::new(items.clone()), timeout, now, !initialized, window)
+        });
+        Ok(if created {
+            CreateOutcome::Created
+        } else {
+            CreateOutcome::AlreadyExists
+        })
     }
 
     async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
         let shared = self.inner();
-        let outcome = shared
-            .compute(key, Operation::Remove, |current, _| match current {
-                None => (Step::Keep, RemoveOutcome::Missing),
-                Some(record) if record.lock.is_some_and(|l| l.token == token) => {
-                    (Step::End, RemoveOutcome::Removed)
-                }
-                Some(_) => (Step::Keep, RemoveOutcome::LockLost),
-            })
-            .await?;
+        let outcome = shared.visit(key, |current, _| match current {
+            None => (Step::Keep, RemoveOutcome::Missing),
+            Some(record) if record.held_by(token) => {
+                (Step::End(EndReason::Removed), RemoveOutcome::Removed)
+            }
+            Some(_) => (Step::Keep, RemoveOutcome::LockLost),
+        });
         if outcome == RemoveOutcome::Removed {
             shared.signals.released(key);
         }
@@ -204,56 +181,50 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        if let Some(outcome) = self.touch_in_place(key).await {
-            return Ok(outcome);
-        }
-        self.inner()
-            .compute(key, Operation::Touch, |current, now| match current {
-                None => (Step::Keep, TouchOutcome::Missing),
-                Some(record) => (Step::Update(record.successor(now)), TouchOutcome::Touched),
-            })
-            .await
+        let shared = self.inner();
+        let window = shared.window();
+        Ok(shared.visit(key, |current, now| match current {
+            None => (Step::Keep, TouchOutcome::Missing),
+            Some(record) => {
+                record.slide(now, window);
+                (Step::Keep, TouchOutcome::Touched)
+            }
+        }))
     }
 
     async fn write_concurrent(
         &self, key: &SessionKey, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
-        self.inner()
-            .compute(
-                key,
-                Operation::WriteConcurrent,
-                |current, now| match current {
-                    None => (Step::Keep, CommitOutcome::Missing),
-                    // Per-item merge onto the current items; the lock (and a pending initialize flag)
-                    // stay as they are.
-                    Some(record) => (
-                        Step::Update(record.written(now, delta, timeout)),
-                        CommitOutcome::Committed,
-                    ),
-                },
-            )
-            .await
+        let shared = self.inner();
+        let window = shared.window();
+        Ok(shared.visit(key, |current, now| match current {
+            None => (Step::Keep, CommitOutcome::Missing),
+            // Per-item merge onto the current items; the lock (and a pending initialize flag)
+            // stay as they are.
+            Some(record) => {
+                record.write(now, delta, timeout, window);
+                (Step::Keep, CommitOutcome::Committed)
+            }
+        }))
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
         let shared = self.inner();
-        let (outcome, was_locked) = shared
-            .compute(key, Operation::Delete, |current, _| match current {
-                None => (Step::Keep, (RemoveOutcome::Missing, false)),
-                Some(record) => (Step::End, (RemoveOutcome::Removed, record.lock.is_some())),
-            })
-            .await?;
-        if was_locked {
-            shared.signals.released(key);
-        }
-        Ok(outcome)
+        Ok(match shared.delete(key) {
+            None => RemoveOutcome::Missing,
+            Some(was_locked) => {
+                if was_locked {
+                    shared.signals.released(key);
+                }
+                RemoveOutcome::Removed
+            }
+        })
     }
 
     async fn change_id(
         &self, key: &SessionKey, new_id: SessionId, token: LockToken,
     ) -> Result<ChangeIdOutcome> {
-        let shared = Arc::clone(self.inner());
-        change_id::run(shared, key.clone(), new_id, token).await
+        Ok(change_id::change_id(self.inner(), key, new_id, token))
     }
 
     async fn purge_expired(&self, _batch: usize) -> Result<u64> {
@@ -272,55 +243,13 @@ impl SessionStore for MemoryStore {
     }
 }
 
-impl MemoryStore {
-    /// `read` without a cache write: fetches the version and slides its deadline in place
-    /// ([`Record::slide`]). `None` when a compute must decide instead: the version is claimed by
-    /// one (being replaced, or replaced already), or it is unlocked with the initialize flag set,
-    /// which only a compute clears (in the next version), so that exactly one read reports it.
-    async fn read_in_place(&self, key: &SessionKey) -> Option<ReadOutcome> {
-        let shared = self.inner();
-        // Before the fetch: moka's expiry, extended by the fetch, then covers the slid deadline.
-        let now = Instant::now();
-        let Some(record) = shared.cache.get(key).await else {
-            // Absent, or past moka's expiry (which is past the session's deadline).
-            return Some(ReadOutcome::Missing);
-        };
-        if record.lock.is_none() && record.initialize {
-            return None;
-        }
-        match record.slide(now) {
-            Slide::Claimed => None,
-            Slide::Expired => Some(ReadOutcome::Missing),
-            Slide::Slid => Some(match record.lock {
-                Some(lock) => ReadOutcome::Locked(lock.info(now)),
-                None => ReadOutcome::Found(record.snapshot()),
-            }),
-        }
-    }
-
-    /// `touch` without a cache write, as [`MemoryStore::read_in_place`]; `None` when the version
-    /// is claimed by a compute.
-    async fn touch_in_place(&self, key: &SessionKey) -> Option<TouchOutcome> {
-        let shared = self.inner();
-        let now = Instant::now();
-        let Some(record) = shared.cache.get(key).await else {
-            return Some(TouchOutcome::Missing);
-        };
-        match record.slide(now) {
-            Slide::Claimed => None,
-            Slide::Expired => Some(TouchOutcome::Missing),
-            Slide::Slid => Some(TouchOutcome::Touched),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
 
-    use crate::test_util::{LONG, found, items, key_in, locked, seeded, value};
+    use crate::test_util::{LONG, found, items, key_in, locked, value};
 
     fn key() -> SessionKey {
         key_in("/ops")
@@ -512,101 +441,75 @@ mod tests {
         assert!(!store.capabilities().purge_expired);
     }
 
-    /// The version in the cache for `k` (no slide: a bare fetch).
-    async fn version(store: &MemoryStore, k: &SessionKey) -> Arc<Record> {
-        store.shared.cache.get(k).await.expect("in the cache")
+    /// The session's deadline as stored (no slide: a bare look under its shard lock).
+    fn expires_at(store: &MemoryStore, k: &SessionKey) -> Instant {
+        store
+            .shared
+            .with_shard(k, |shard| shard.get(k).map(|r| r.expires_at))
+            .expect("in the store")
     }
 
     #[tokio::test]
-    async fn read_and_touch_slide_in_place_without_a_new_version() {
-        let store = MemoryStore::new();
-        let k = key();
-        // Initialized: the first read has no flag to clear either.
-        store.create(&k, &Items::new(), LONG, true).await.unwrap();
-        let before = version(&store, &k).await;
-        let deadline = before.expires_at();
-        let start = Instant::now();
-        found(&store, &k).await;
-        assert_eq!(store.touch(&k).await.unwrap(), TouchOutcome::Touched);
-        let after = version(&store, &k).await;
-        assert!(Arc::ptr_eq(&before, &after), "no cache write");
-        assert!(after.expires_at() >= start + LONG, "slid");
-        assert!(after.expires_at() >= deadline);
-
-        // Locked: slid in place too, and reported with the holder.
-        let token = locked(&store, &k).await;
-        let held = version(&store, &k).await;
-        let start = Instant::now();
-        assert!(matches!(
-            store.read(&k).await.unwrap(),
-            ReadOutcome::Locked(info) if info.token == token
-        ));
-        assert!(Arc::ptr_eq(&held, &version(&store, &k).await));
-        assert!(held.expires_at() >= start + LONG);
+    async fn reads_inside_the_window_leave_the_deadline_and_exact_slides_every_time() {
+        let lazy = MemoryStore::new();
+        let exact = MemoryStore::with_options(
+            crate::MemoryOptions::new().with_refresh_window(RefreshWindow::EXACT),
+        );
+        assert_eq!(lazy.refresh_window(), RefreshWindow::DEFAULT);
+        assert_eq!(exact.refresh_window(), RefreshWindow::EXACT);
+        let timeout = Duration::from_secs(100);
+        for store in [&lazy, &exact] {
+            let k = key();
+            let start = Instant::now();
+            store
+                .create(&k, &Items::new(), timeout, true)
+                .await
+                .unwrap();
+            let created = expires_at(store, &k);
+            let w = store.refresh_window().for_timeout(timeout);
+            assert!(
+                created >= start + timeout + w,
+                "created at now + timeout + w"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let before = Instant::now();
+            found(store, &k).await;
+            let read = expires_at(store, &k);
+            assert!(
+                read >= before + timeout,
+                "every access leaves now + timeout"
+            );
+            if store.refresh_window().is_exact() {
+                assert!(read > created, "w = 0 slides on every access");
+            } else {
+                assert_eq!(read, created, "inside the window a read writes nothing");
+            }
+        }
     }
 
     #[tokio::test]
-    async fn a_replaced_version_is_never_slid_in_place() {
-        let store = MemoryStore::new();
-        let k = key();
-        store.create(&k, &Items::new(), LONG, false).await.unwrap();
-        let old = version(&store, &k).await;
-        // A compute that keeps the version hands it back: it still slides in place.
-        let stranger = LockToken::generate().unwrap();
-        let lost = store
-            .commit(&k, stranger, &Delta::new(), LONG)
-            .await
-            .unwrap();
-        assert_eq!(lost, CommitOutcome::LockLost);
-        assert_eq!(old.slide(Instant::now()), Slide::Slid);
-        // One that replaces it leaves it claimed: a reader still holding it must ask a compute,
-        // and its slide lands on the new version.
-        locked(&store, &k).await;
-        let new = version(&store, &k).await;
-        assert!(!Arc::ptr_eq(&old, &new));
-        assert_eq!(old.slide(Instant::now()), Slide::Claimed);
-        assert_eq!(new.slide(Instant::now()), Slide::Slid);
-        // Removed: claimed as well.
-        store.delete(&k).await.unwrap();
-        assert_eq!(new.slide(Instant::now()), Slide::Claimed);
-    }
-
-    #[tokio::test]
-    async fn a_version_left_claimed_by_a_cancelled_compute_is_still_the_session() {
-        let k = key();
-        let store = seeded(&k).await;
-        // A compute that claimed the version and was dropped before moka applied its step.
-        let stuck = version(&store, &k).await;
-        stuck.claim();
-        assert_eq!(stuck.slide(Instant::now()), Slide::Claimed);
-        // Reads fall back to a compute, which takes the claim over: the session is all there.
-        assert_eq!(found(&store, &k).await.items["a"], value(b"1"));
-        assert_eq!(store.touch(&k).await.unwrap(), TouchOutcome::Touched);
-        // The compute stored a fresh version, which slides in place again.
-        let next = version(&store, &k).await;
-        assert!(!Arc::ptr_eq(&stuck, &next));
-        found(&store, &k).await;
-        assert!(Arc::ptr_eq(&next, &version(&store, &k).await));
-    }
-
-    #[tokio::test]
-    async fn a_read_that_finds_a_session_expired_ends_it_for_good() {
-        // No sweep during the test: the expired version stays in the cache.
+    async fn an_operation_that_meets_an_expired_session_ends_it_at_once() {
+        // No sweep during the test: only the read can find the session expired.
         let store = MemoryStore::with_options(
             crate::MemoryOptions::new().with_maintenance_interval(Duration::from_secs(3600)),
         );
+        let mut events = store.expiry_events().await.unwrap();
         let k = key();
         let short = Duration::from_millis(50);
-        store.create(&k, &Items::new(), short, false).await.unwrap();
-        let old = version(&store, &k).await;
-        tokio::time::sleep(short + Duration::from_millis(30)).await;
+        store
+            .create(&k, &items(&[("a", b"1")]), short, false)
+            .await
+            .unwrap();
+        tokio::time::sleep(short * 2).await;
         assert!(matches!(
             store.read(&k).await.unwrap(),
             ReadOutcome::Missing
         ));
-        // A slower reader with an instant from before the deadline cannot revive it.
-        let before_deadline = old.expires_at() - Duration::from_millis(1);
-        assert_eq!(old.slide(before_deadline), Slide::Claimed);
+        let event = events.next().await.unwrap();
+        assert_eq!(event.reason, session_core::EndReason::Expired);
+        assert_eq!(event.items["a"], value(b"1"));
+        assert!(store.shared.with_shard(&k, |shard| shard.get(&k).is_none()));
+        assert_eq!(store.shared.with_shard(&k, |shard| shard.indexed()), (0, 0));
         assert_eq!(store.touch(&k).await.unwrap(), TouchOutcome::Missing);
         let fresh = store.create(&k, &Items::new(), LONG, true).await.unwrap();
         assert_eq!(fresh, CreateOutcome::Created);
@@ -654,10 +557,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_read_slide_is_lost_to_a_concurrent_compute() {
+    async fn no_read_slide_is_lost_to_a_concurrent_write() {
         // Every read that returns has slid the session to at least its start + timeout, and the
-        // computes racing it (write_concurrent, acquire, release; all with the same timeout) can
-        // only move the deadline on from there: a version built from a deadline taken before the
+        // writes racing it (write_concurrent, acquire, release; all with the same timeout) can
+        // only move the deadline on from there: a write based on a deadline taken before the
         // slide would show up here as an earlier deadline.
         let store = MemoryStore::new();
         let k = key();
@@ -678,7 +581,7 @@ mod tests {
         let reader = {
             let (store, k) = (store.clone(), k.clone());
             tokio::spawn(async move {
-                // The latest deadline a returned read has promised; no version may fall short of it.
+                // The latest deadline a returned read has promised; the session may not fall short of it.
                 let mut promised = Instant::now();
                 for _ in 0..4000 {
                     let start = Instant::now();
@@ -686,7 +589,7 @@ mod tests {
                         panic!("the session vanished");
                     }
                     promised = promised.max(start + LONG);
-                    let now = version(&store, &k).await.expires_at();
+                    let now = expires_at(&store, &k);
                     assert!(
                         now >= promised,
                         "a read's slide was lost: {:?} short",
@@ -698,6 +601,6 @@ mod tests {
         };
         writer.await.unwrap();
         let promised = reader.await.unwrap();
-        assert!(version(&store, &k).await.expires_at() >= promised);
+        assert!(expires_at(&store, &k) >= promised);
     }
 }

@@ -1,4 +1,5 @@
-//! The memory store's settings: a capacity bound and the maintenance interval.
+//! The memory store's settings: a capacity bound, the maintenance interval, the expiry-event
+//! buffer and the refresh window.
 
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ pub struct MemoryOptions {
 }
 
 impl MemoryOptions {
-    /// How often the maintenance task lets the cache evict expired sessions (and so deliver their
-    /// expiry events) when nothing else does: 100 ms.
+    /// How often the maintenance task removes expired sessions (and so delivers their expiry
+    /// events) when no operation met them first: 100 ms.
     pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 
     /// The shortest maintenance interval accepted; shorter values are raised to it, so that the
@@ -39,7 +40,8 @@ impl MemoryOptions {
     /// How many expiry events a subscriber may fall behind by default.
     pub const DEFAULT_EVENT_CAPACITY: usize = 128;
 
-    /// The defaults: no capacity bound, maintenance every 100 ms, 128 buffered expiry events.
+    /// The defaults: no capacity bound, maintenance every 100 ms, 128 buffered expiry events, the
+    /// default refresh window ([`RefreshWindow::DEFAULT`]).
     pub const fn new() -> Self {
         Self {
             max_sessions: None,
@@ -59,6 +61,12 @@ impl MemoryOptions {
 
     /// The refresh window (docs/contract.md §1): default [`RefreshWindow::DEFAULT`];
     /// [`RefreshWindow::EXACT`] slides on every access, as ASP.NET's InProc provider does.
+    ///
+    /// Every access leaves a session's expiry at least `timeout` away; one that finds less moves
+    /// it to `timeout + w`, and writes (`create`, `commit`, `write_concurrent`) set `timeout + w`.
+    /// So a session lives at least `timeout` and at most `timeout + w` after its last access.
+    /// In memory a slide costs little either way; the window mostly spares the expiry sweep,
+    /// which moves a session's entry in its index once per slide it finds.
     pub const fn with_refresh_window(mut self, window: RefreshWindow) -> Self {
         self.refresh_window = window;
         self
@@ -74,19 +82,22 @@ impl MemoryOptions {
         self.event_capacity
     }
 
-    /// Bounds the number of sessions kept. Past the bound the least recently used session is
-    /// evicted early; it ends as if it had expired (an [`EndReason::Expired`] event). Without a
-    /// bound, as in ASP.NET's InProc provider, sessions live until their timeout and memory is the
-    /// limit.
+    /// Bounds the number of sessions kept (at least 1; 0 is raised to 1). A `create` that takes
+    /// the store past the bound evicts the least recently used sessions (every operation on a
+    /// session counts as a use) until it is back at the bound; each ends as if it had expired
+    /// (an [`EndReason::Expired`] event). Without a bound, as in ASP.NET's InProc provider,
+    /// sessions live until their timeout and memory is the limit. A bound costs every operation
+    /// a little bookkeeping, and each evicting `create` a look at every shard.
     ///
     /// [`EndReason::Expired`]: session_core::EndReason::Expired
     pub const fn with_max_sessions(mut self, max_sessions: u64) -> Self {
-        self.max_sessions = Some(max_sessions);
+        self.max_sessions = Some(if max_sessions == 0 { 1 } else { max_sessions });
         self
     }
 
-    /// How often expired sessions are evicted by the background task; an expiry event arrives at
-    /// most about this long after its session expired. Values under
+    /// How often the background task removes expired sessions; an expiry event arrives at most
+    /// about this long after its session expired (at once if an operation meets the session
+    /// first). Values under
     /// [`MIN_MAINTENANCE_INTERVAL`](Self::MIN_MAINTENANCE_INTERVAL) are raised to it.
     pub fn with_maintenance_interval(mut self, interval: Duration) -> Self {
         self.maintenance_interval = interval.max(Self::MIN_MAINTENANCE_INTERVAL);
@@ -119,6 +130,10 @@ mod tests {
         let o = MemoryOptions::default();
         assert_eq!(o.max_sessions(), None);
         assert_eq!(o.maintenance_interval(), Duration::from_millis(100));
+        assert_eq!(o.refresh_window(), RefreshWindow::DEFAULT);
+        assert_eq!(o.with_max_sessions(0).max_sessions(), Some(1));
+        let exact = o.with_refresh_window(RefreshWindow::EXACT);
+        assert_eq!(exact.refresh_window(), RefreshWindow::EXACT);
         let o = o
             .with_max_sessions(10)
             .with_maintenance_interval(Duration::ZERO);

@@ -14,7 +14,9 @@ pub fn accepts(url: &str) -> bool {
 
 impl MemoryStore {
     /// The store `config` describes: its URL, if any, must be `memory://` (or `memory:`), which
-    /// takes no host, path or parameters; the other settings are the session manager's.
+    /// takes no host, path or parameters; its refresh window is the configuration's
+    /// ([`Config::refresh_window`], replacing the one in `options`); the other settings are the
+    /// session manager's.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming `url` for another scheme or a URL with more in it.
@@ -36,7 +38,11 @@ impl MemoryStore {
                 ));
             }
         }
-        Ok(Self::with_options(options))
+        // The window is a `Config` setting (`refreshWindowPercent`); the options carry it only for
+        // stores built without a configuration (`MemoryStore::with_options`).
+        Ok(Self::with_options(
+            options.with_refresh_window(config.refresh_window()),
+        ))
     }
 }
 
@@ -70,5 +76,19 @@ mod tests {
             assert_eq!(setting, "url");
         }
         assert!(!accepts("redis://h"));
+    }
+
+    #[test]
+    fn the_configured_refresh_window_is_the_stores() {
+        use session_core::{RefreshWindow, SessionStore};
+        let config = Config::builder()
+            .url("memory://")
+            .refresh_window(RefreshWindow::EXACT)
+            .build()
+            .unwrap();
+        let store = MemoryStore::from_config(&config, MemoryOptions::new()).unwrap();
+        assert_eq!(store.refresh_window(), RefreshWindow::EXACT);
+        let store = MemoryStore::from_config(&Config::default(), MemoryOptions::new()).unwrap();
+        assert_eq!(store.refresh_window(), RefreshWindow::DEFAULT);
     }
 }

@@ -2,24 +2,39 @@
 //! and session ends (expiry events, ASP.NET `Session_End`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use moka::notification::RemovalCause;
 use session_core::{EndReason, ExpiryEvent, ReleaseWatch, SessionKey};
 use tokio::sync::broadcast;
 
-use crate::record::{Fate, Record};
+use crate::shard::Ends;
 
 /// How many signals a slow subscriber may fall behind before it skips some. A release watch that
 /// lags simply wakes (a spurious wake is allowed); an events subscriber is told it missed some.
 pub(crate) const CHANNEL_CAPACITY: usize = 1024;
 
-/// Both channels. Clones are cheap; the eviction listener holds one, the store another.
-#[derive(Debug, Clone)]
+/// Both channels. Owned by the store's shared state: when the store goes, subscriptions end.
+#[derive(Debug)]
 pub(crate) struct Signals {
     /// Keys whose lock was just released. One channel for all keys, filtered by each watch: a
     /// release is a single send, and a watch costs no map entry that would need cleaning up.
     releases: broadcast::Sender<SessionKey>,
+    /// How many release watches are pending: a release with none sends nothing, without
+    /// touching the channel's lock.
+    watches: Arc<AtomicUsize>,
     events: broadcast::Sender<ExpiryEvent>,
+    /// Whether anybody ever subscribed to the events: until then an end builds no event and
+    /// takes no lock.
+    events_wanted: AtomicBool,
+}
+
+/// Counts one pending watch while it lives.
+struct Watching(Arc<AtomicUsize>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Signals {
@@ -28,25 +43,35 @@ impl Signals {
     pub(crate) fn new(event_capacity: usize) -> Self {
         Self {
             releases: broadcast::channel(CHANNEL_CAPACITY).0,
+            watches: Arc::new(AtomicUsize::new(0)),
             events: broadcast::channel(event_capacity.max(1)).0,
+            events_wanted: AtomicBool::new(false),
         }
     }
 
-    /// Wakes the watches of `key`. Called only after the change is in the cache, so that a woken
-    /// waiter that looks again sees the lock gone.
+    /// Wakes the watches of `key`. Called only after the change is made and its shard lock let
+    /// go, so that a woken waiter that looks again sees the lock gone.
+    ///
+    /// A watch made before the waiter's look at the session is counted before that look; the
+    /// look and the release both lock the session's shard, so a release the look did not see
+    /// sees the count.
     pub(crate) fn released(&self, key: &SessionKey) {
-        if self.releases.receiver_count() > 0 {
+        if self.watches.load(Ordering::SeqCst) > 0 {
             // An error only means that every watch went away meanwhile.
             let _ = self.releases.send(key.clone());
         }
     }
 
-    /// A watch that completes on the next release of `key` after this call. It subscribes before
-    /// returning, so a release between the caller's attempt and its wait is not missed.
+    /// A watch that completes on the next release of `key` after this call. It subscribes (and
+    /// is counted) before returning, so a release between the caller's attempt and its wait is
+    /// not missed.
     pub(crate) fn watch(&self, key: &SessionKey) -> ReleaseWatch {
         let mut releases = self.releases.subscribe();
+        self.watches.fetch_add(1, Ordering::SeqCst);
+        let watching = Watching(Arc::clone(&self.watches));
         let key = key.clone();
         ReleaseWatch::new(async move {
+            let _watching = watching;
             loop {
                 match releases.recv().await {
                     Ok(released) if released == key => return,
@@ -60,39 +85,25 @@ impl Signals {
     }
 
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<ExpiryEvent> {
+        self.events_wanted.store(true, Ordering::SeqCst);
         self.events.subscribe()
     }
 
-    /// The cache's eviction listener: moka calls it whenever a version leaves the cache. It is the
-    /// single source of expiry events, and only one removal of a version is ever notified, so each
-    /// end is reported exactly once:
-    ///
-    /// | cause | fate | meaning | event |
-    /// |---|---|---|---|
-    /// | `Expired` | any | moka evicted it (after its deadline and the grace) | `Expired` |
-    /// | `Size` | any | evicted for capacity | `Expired` (it ended without being removed) |
-    /// | other | `Retired` | it got a next version, or moved (`change_id`) | none |
-    /// | other | `Removed` | `remove` or `delete` | `Removed` |
-    /// | other | `Expired` | the sweep removed it, or a new session took its key | `Expired` |
-    /// | `Replaced` | `Live` | moka hid it as expired, and a new session took its key | `Expired` |
-    ///
-    /// An end by expiry also wakes the key's release watches if it was locked; operations signal
-    /// their own releases.
-    pub(crate) fn on_removal(&self, key: &SessionKey, record: &Record, cause: RemovalCause) {
-        let reason = match (cause, record.fate()) {
-            (RemovalCause::Expired | RemovalCause::Size, _) => EndReason::Expired,
-            (_, Fate::Retired) => return,
-            // `Explicit` with `Live` does not happen: every explicit removal decides a fate first.
-            (_, Fate::Removed) | (RemovalCause::Explicit, Fate::Live) => EndReason::Removed,
-            (_, Fate::Expired) | (RemovalCause::Replaced, Fate::Live) => EndReason::Expired,
-        };
-        if reason == EndReason::Expired && record.lock.is_some() {
-            self.released(key);
-        }
-        if self.events.receiver_count() > 0 {
-            let event = ExpiryEvent::new(key.clone(), Arc::clone(&record.items), reason);
-            // An error only means that every subscriber went away meanwhile.
-            let _ = self.events.send(event);
+    /// Reports sessions that ended: an expiry event each, with the final items, for
+    /// [`EndReason::Expired`] (past the deadline, or evicted for capacity) and
+    /// [`EndReason::Removed`] (`remove`, `delete`). An end by expiry also wakes the key's release
+    /// watches if it was locked; operations signal their own releases.
+    pub(crate) fn ended(&self, ends: Ends) {
+        for end in ends {
+            if end.reason == EndReason::Expired && end.locked {
+                self.released(&end.key);
+            }
+            if self.events_wanted.load(Ordering::SeqCst) && self.events.receiver_count() > 0 {
+                // An error only means that every subscriber went away meanwhile.
+                let _ = self
+                    .events
+                    .send(ExpiryEvent::new(end.key, end.items, end.reason));
+            }
         }
     }
 }
@@ -137,32 +148,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn removal_causes_map_to_events() {
+    async fn ends_become_events_and_wake_the_waiters_of_a_locked_session_that_expired() {
         let signals = Signals::new(CHANNEL_CAPACITY);
-        let mut events = signals.subscribe_events();
         let k = key();
-        let record = Record::new(
-            Arc::new(Items::new()),
-            Duration::from_secs(1),
-            Instant::now(),
-            false,
-        );
-        let mut expect = |cause, reason: Option<EndReason>| {
-            signals.on_removal(&k, &record, cause);
-            let got = events.try_recv().ok().map(|e| e.reason);
-            assert_eq!(got, reason, "{cause:?} with {:?}", record.fate());
+        let end = |reason, locked| crate::shard::End {
+            key: k.clone(),
+            items: Arc::new(Items::new()),
+            reason,
+            locked,
         };
-        expect(RemovalCause::Replaced, Some(EndReason::Expired));
-        expect(RemovalCause::Size, Some(EndReason::Expired));
-        record.set_fate(Fate::Retired);
-        expect(RemovalCause::Replaced, None);
-        expect(RemovalCause::Explicit, None);
-        expect(RemovalCause::Expired, Some(EndReason::Expired));
-        record.set_fate(Fate::Removed);
-        expect(RemovalCause::Explicit, Some(EndReason::Removed));
-        record.set_fate(Fate::Expired);
-        expect(RemovalCause::Explicit, Some(EndReason::Expired));
-        expect(RemovalCause::Replaced, Some(EndReason::Expired));
+        // Nobody subscribed yet: nothing is built or sent.
+        signals.ended(vec![end(EndReason::Removed, false)]);
+        let mut events = signals.subscribe_events();
+        assert!(events.try_recv().is_err());
+        for (reason, locked, wakes) in [
+            (EndReason::Removed, false, false),
+            (EndReason::Removed, true, false),
+            (EndReason::Expired, false, false),
+            (EndReason::Expired, true, true),
+        ] {
+            let mut watch = signals.watch(&k);
+            signals.ended(vec![end(reason, locked)]);
+            assert_eq!(events.try_recv().unwrap().reason, reason);
+            let woke = tokio::time::timeout(Duration::from_millis(20), &mut watch)
+                .await
+                .is_ok();
+            assert_eq!(woke, wakes, "{reason:?}, locked: {locked}");
+        }
+        assert_eq!(
+            signals.watches.load(Ordering::SeqCst),
+            0,
+            "every watch uncounted"
+        );
     }
 
     /// Asserts that `watch` completes within 200 ms (at once, in practice: no polling).
@@ -266,7 +283,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn replacing_versions_reports_nothing_and_removal_reports_removed() {
+    async fn changing_a_session_reports_nothing_and_removal_reports_removed() {
         let store = MemoryStore::new();
         let mut events = store.expiry_events().await.unwrap();
         let k = key();
@@ -282,7 +299,6 @@ mod tests {
         let token = locked(&store, &k).await;
         let moved = k.with_id(SessionId::generate().unwrap());
         store.change_id(&k, *moved.id(), token).await.unwrap();
-        store.shared.cache.run_pending_tasks().await;
         assert!(
             next_event(&mut events, Duration::from_millis(300))
                 .await
@@ -310,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_session_overwritten_by_create_is_reported_once() {
-        // No maintenance during the test: the expired entry is still in the cache when the new
+        // No maintenance during the test: the expired session is still in the store when the new
         // session takes its key.
         let store = MemoryStore::with_options(
             MemoryOptions::new().with_maintenance_interval(Duration::from_secs(3600)),
@@ -324,7 +340,6 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;
         store.create(&k, &Items::new(), LONG, true).await.unwrap();
-        store.shared.cache.run_pending_tasks().await;
         let event = next_event(&mut events, Duration::from_secs(1))
             .await
             .unwrap();
@@ -346,12 +361,10 @@ mod tests {
             .create(&first, &Items::new(), LONG, true)
             .await
             .unwrap();
-        store.shared.cache.run_pending_tasks().await;
         store
             .create(&second, &Items::new(), LONG, true)
             .await
             .unwrap();
-        store.shared.cache.run_pending_tasks().await;
         let event = next_event(&mut events, Duration::from_secs(1))
             .await
             .unwrap();
@@ -388,7 +401,6 @@ mod tests {
             store.delete(&k).await.unwrap();
             keys.push(k);
         }
-        store.shared.cache.run_pending_tasks().await;
         let mut got = Vec::new();
         while let Ok(Some(e)) =
             tokio::time::timeout(Duration::from_millis(200), events.next()).await

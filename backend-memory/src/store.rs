@@ -1,26 +1,31 @@
-//! [`MemoryStore`]: its state, its construction, and the two compute helpers through which every
-//! operation (in `ops`) reads and writes the cache atomically.
+//! [`MemoryStore`]: its state, its construction, and the locked sections through which every
+//! operation (in `ops`) reads and writes a session atomically.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
-use moka::future::Cache;
-use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
-use session_core::{Error, Operation, Result, SessionKey};
+use session_core::{RefreshWindow, SessionKey};
 
-use crate::deadlines::Deadlines;
 use crate::maintenance::Maintenance;
 use crate::options::MemoryOptions;
-use crate::record::{Fate, Record, SessionExpiry};
+use crate::record::Record;
+use crate::shard::{Ends, Shard, Step};
 use crate::signals::Signals;
 
 /// The backend's name in errors and tracing.
 pub(crate) const BACKEND: &str = "memory";
 
-/// An in-process session store on a [`moka`] cache: every operation is atomic, each session
-/// expires at its own sliding deadline, and waiters and `Session_End` handlers are signalled.
+/// How many shards the sessions are spread over (by id). Every operation locks one shard (two
+/// for `change_id`) for well under a microsecond, so contention stays low at any core count a
+/// web server has; the sweep visits each shard once per maintenance interval.
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// An in-process session store: every operation is atomic, each session expires at its own
+/// sliding deadline, and waiters and `Session_End` handlers are signalled.
 ///
 /// Cloning is cheap and shares the sessions. The background maintenance task stops when the last
 /// clone is dropped. See the [crate docs](crate) for the capabilities.
@@ -29,220 +34,283 @@ pub struct MemoryStore {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A shard's lock on a cache line of its own, so that two cores working on two shards do not
+/// slow each other down.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
 /// Everything a store and its clones share. The maintenance task holds only a `Weak` to it.
 pub(crate) struct Shared {
-    /// Sessions by key. Each value is an immutable version; operations replace versions only
-    /// through `entry(..).and_compute_with`, moka's per-key lock, so that the decision and the
-    /// write happen in one step with no other operation on that key in between.
-    pub(crate) cache: Cache<SessionKey, Arc<Record>>,
+    /// Sessions by key, spread over [`SHARDS`] shards by id. Each operation decides and writes
+    /// under its shard's lock, without an `.await` in between: nothing else happens to that
+    /// session meanwhile, and a caller that drops the future cannot stop an operation halfway.
+    shards: Box<[Padded]>,
     pub(crate) signals: Signals,
-    /// When to look for expired sessions (the sweep run by the maintenance task).
-    pub(crate) deadlines: Deadlines,
     pub(crate) options: MemoryOptions,
     pub(crate) maintenance: Maintenance,
+    /// With a capacity bound only: the number of sessions (kept by [`ShardGuard`]), the recency
+    /// clock, and the lock one create at a time takes to evict past the bound.
+    capacity: Option<Capacity>,
 }
 
-/// What an operation does to the entry it looked at. Each step that removes or replaces the
-/// version in the cache first records what that means for the session (its [`Fate`]), which the
-/// eviction listener turns into an expiry event or none.
-pub(crate) enum Step {
-    /// Change nothing.
-    Keep,
-    /// Store the next version of the live session; the current one is retired (no event).
-    Update(Record),
-    /// Store a new session where none is live, and schedule its expiry sweep. An expired version
-    /// still in the cache ends as expired.
-    Insert(Record),
-    /// Delete the session: it ends as removed.
-    End,
-    /// Delete the session because it moved to another key: retired, no event.
-    MoveOut,
+struct Capacity {
+    max: u64,
+    sessions: AtomicU64,
+    clock: AtomicU64,
+    evicting: Mutex<()>,
 }
 
-/// The version a compute found under its key, claimed (see `record::Deadline`) before the compute
-/// read the clock, and whether it is live at that time.
-pub(crate) struct Claimed {
-    record: Option<Arc<Record>>,
-    /// The claimed version's deadline, in-place slides included.
-    deadline: Option<Instant>,
-    live: bool,
+/// A locked shard. With a capacity bound it adds the change in the shard's session count to the
+/// store's count when it is let go, so that every way in and out of a shard is counted.
+pub(crate) struct ShardGuard<'a> {
+    shard: MutexGuard<'a, Shard>,
+    count: Option<(&'a AtomicU64, usize)>,
 }
 
-impl Claimed {
-    /// Claims `record`, if any. Call [`Claimed::judge`] next, with a `now` read after this.
-    pub(crate) fn take(record: Option<Arc<Record>>) -> Self {
-        let deadline = record.as_deref().map(Record::claim);
-        Self {
-            record,
-            deadline,
-            live: false,
-        }
+impl Deref for ShardGuard<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.shard
     }
+}
 
-    /// Decides whether the version is live at `now`.
-    pub(crate) fn judge(&mut self, now: Instant) {
-        self.live = self.deadline.is_some_and(|at| at > now);
+impl DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.shard
     }
+}
 
-    /// The version, if live.
-    pub(crate) fn live(&self) -> Option<&Record> {
-        self.record.as_deref().filter(|_| self.live)
-    }
-
-    /// The version as found, live or not.
-    pub(crate) fn record(&self) -> Option<&Arc<Record>> {
-        self.record.as_ref()
-    }
-
-    /// Ends the claim of a live version that stays in the cache; a dead one stays claimed.
-    pub(crate) fn restore(&self) {
-        if let (true, Some(record), Some(at)) = (self.live, &self.record, self.deadline) {
-            record.restore(at);
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((sessions, before)) = self.count {
+            let after = self.shard.len();
+            if after > before {
+                sessions.fetch_add((after - before) as u64, Ordering::AcqRel);
+            } else if before > after {
+                sessions.fetch_sub((before - after) as u64, Ordering::AcqRel);
+            }
         }
     }
 }
 
-/// The cache never skips a compute closure; this error exists so that no code path panics.
-fn closure_not_run(operation: Operation) -> Error {
-    Error::Backend {
-        backend: BACKEND,
-        operation,
-        source: "the cache did not run the compute closure".into(),
+/// The shards of the two keys of a pair operation, both locked (`Shared::with_pair`).
+pub(crate) struct Pair<'a> {
+    first: ShardGuard<'a>,
+    /// The second lock, if the keys are in different shards.
+    second: Option<ShardGuard<'a>>,
+    a_in_second: bool,
+    b_in_second: bool,
+}
+
+impl Pair<'_> {
+    /// The shard of the first key (`of_b == false`) or of the second.
+    pub(crate) fn shard(&mut self, of_b: bool) -> &mut Shard {
+        let in_second = if of_b {
+            self.b_in_second
+        } else {
+            self.a_in_second
+        };
+        match &mut self.second {
+            Some(second) if in_second => second,
+            _ => &mut self.first,
+        }
     }
 }
 
-/// Grace added to moka's expiry, past the store's own deadline (see `SessionExpiry`): long enough
-/// for the sweep, which runs every `interval`, to find an expired session first.
-fn expiry_grace(interval: Duration) -> Duration {
-    interval.saturating_add(Duration::from_secs(1))
+/// The shard of a session id: its last eight characters (random, from the OS CSPRNG), mixed by a
+/// multiplicative hash. An id a client made up only ever finds nothing; it cannot place sessions.
+fn shard_of(key: &SessionKey) -> usize {
+    let id = key.id().expose().as_bytes();
+    let tail = id
+        .len()
+        .checked_sub(8)
+        .and_then(|from| id.get(from..))
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_le_bytes);
+    let mixed = tail.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - SHARD_BITS);
+    usize::try_from(mixed).unwrap_or(0) % SHARDS
 }
 
 impl Shared {
-    /// Turns an operation's step on `key` into moka's op. `present` is the version in the cache as
-    /// the compute saw it, live or not (the step was decided on it only if live).
-    ///
-    /// A kept live version gets its claimed deadline back; every other step leaves the version it
-    /// replaces or removes claimed, so that no in-place slide reaches it any more.
-    fn apply(&self, key: &SessionKey, step: Step, present: &Claimed) -> Op<Arc<Record>> {
-        let decide = |fate| {
-            if let Some(record) = &present.record {
-                record.set_fate(fate);
-            }
+    /// The refresh window every slide follows.
+    pub(crate) fn window(&self) -> RefreshWindow {
+        self.options.refresh_window()
+    }
+
+    fn lock_at(&self, index: usize) -> ShardGuard<'_> {
+        let slot = &self.shards[index % SHARDS];
+        let shard = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = self.capacity.as_ref().map(|c| (&c.sessions, shard.len()));
+        ShardGuard { shard, count }
+    }
+
+    /// The next use on the recency clock (with a capacity bound; 0 without).
+    fn tick(&self) -> u64 {
+        self.capacity
+            .as_ref()
+            .map_or(0, |c| c.clock.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Reports what ended in a locked section, after the lock is let go.
+    fn report(&self, ends: Ends) {
+        if !ends.is_empty() {
+            self.signals.ended(ends);
+        }
+    }
+
+    /// Runs `decide` on the live session of `key` (`None` if there is none) under its shard's
+    /// lock, with `now` read under the lock (so on one session time only moves forward from one
+    /// operation to the next), applies the step it returns, and returns its outcome.
+    pub(crate) fn visit<T>(
+        &self, key: &SessionKey, decide: impl FnOnce(Option<&mut Record>, Instant) -> (Step, T),
+    ) -> T {
+        let tick = self.tick();
+        let mut ends = Ends::new();
+        let value = {
+            let mut shard = self.lock_at(shard_of(key));
+            let now = Instant::now();
+            shard.visit(key, now, tick, &mut ends, |record| decide(record, now))
         };
-        match step {
-            Step::Keep => {
-                present.restore();
-                Op::Nop
+        self.report(ends);
+        value
+    }
+
+    /// Stores a new session made by `make` under `key` unless a live one is there (`false`).
+    /// With a capacity bound, evicts the least recently used sessions past it.
+    pub(crate) fn create(&self, key: &SessionKey, make: impl FnOnce(Instant) -> Record) -> bool {
+        let tick = self.tick();
+        let mut ends = Ends::new();
+        let created = {
+            let mut shard = self.lock_at(shard_of(key));
+            let now = Instant::now();
+            if !self.maintenance.is_running() {
+                // No sweep runs (no tokio runtime): each create clears a little of its shard.
+                shard.sweep(now, 2, &mut ends);
             }
-            Step::Update(next) => {
-                decide(Fate::Retired);
-                // A shorter timeout moves the deadline before the sweep's next look: look earlier.
-                if next.slot.get().is_some_and(|at| next.expires_at() < at) {
-                    self.schedule(key, &next);
+            shard.create(key, now, tick, &mut ends, || make(now))
+        };
+        self.report(ends);
+        if created {
+            self.enforce_capacity();
+        }
+        created
+    }
+
+    /// Takes the session of `key` out, live or not: `Some(was_locked)` if it was live (and ends
+    /// as removed), `None` if there was none (an expired one ends as expired).
+    pub(crate) fn delete(&self, key: &SessionKey) -> Option<bool> {
+        let (key, record, live) = {
+            let mut shard = self.lock_at(shard_of(key));
+            let now = Instant::now();
+            let (key, record) = shard.take(key)?;
+            let live = record.is_live(now);
+            (key, record, live)
+        };
+        let locked = record.lock.is_some();
+        let reason = if live {
+            session_core::EndReason::Removed
+        } else {
+            session_core::EndReason::Expired
+        };
+        self.report(vec![crate::shard::End {
+            key,
+            items: record.items,
+            reason,
+            locked,
+        }]);
+        live.then_some(locked)
+    }
+
+    /// Runs `decide` with both shards of `a` and `b` locked (one lock if they share a shard),
+    /// always in shard order, so that two pair operations never wait for each other in a cycle;
+    /// single-key operations never hold one lock while waiting for another. `decide` gets the
+    /// locked shards ([`Pair`]), the time (read under the locks), the recency tick and the list
+    /// of ends to report once the locks are let go.
+    pub(crate) fn with_pair<T>(
+        &self, a: &SessionKey, b: &SessionKey,
+        decide: impl FnOnce(&mut Pair<'_>, Instant, u64, &mut Ends) -> T,
+    ) -> T {
+        let tick = self.tick();
+        let (ia, ib) = (shard_of(a), shard_of(b));
+        let mut ends = Ends::new();
+        let value = {
+            let first = self.lock_at(ia.min(ib));
+            let second = (ia != ib).then(|| self.lock_at(ia.max(ib)));
+            let mut pair = Pair {
+                first,
+                second,
+                b_in_second: ib > ia,
+                a_in_second: ia > ib,
+            };
+            let now = Instant::now();
+            decide(&mut pair, now, tick, &mut ends)
+        };
+        self.report(ends);
+        value
+    }
+
+    /// Past the capacity bound, evicts the least recently used sessions (each ends as expired)
+    /// until the store is back at the bound. One create at a time evicts, so concurrent creates
+    /// do not evict more than the bound asks.
+    fn enforce_capacity(&self) {
+        let Some(capacity) = &self.capacity else {
+            return;
+        };
+        if capacity.sessions.load(Ordering::Acquire) <= capacity.max {
+            return;
+        }
+        let _evicting = capacity
+            .evicting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: a session used between the search and the eviction is looked for again, but
+        // not forever.
+        for _ in 0..SHARDS * 4 {
+            if capacity.sessions.load(Ordering::Acquire) <= capacity.max {
+                break;
+            }
+            let oldest = (0..SHARDS)
+                .filter_map(|i| self.lock_at(i).oldest().map(|tick| (tick, i)))
+                .min();
+            let Some((tick, index)) = oldest else { break };
+            let mut ends = Ends::new();
+            self.lock_at(index).evict_oldest(tick, &mut ends);
+            self.report(ends);
+        }
+    }
+
+    /// One sweep of every shard (see `Shard::sweep`), a batch at a time so that no lock is held
+    /// for long; yields between batches of a shard with many due sessions.
+    pub(crate) async fn sweep_expired(&self) {
+        const BATCH: usize = 64;
+        for index in 0..SHARDS {
+            loop {
+                let mut ends = Ends::new();
+                let more = self.lock_at(index).sweep(Instant::now(), BATCH, &mut ends);
+                self.report(ends);
+                if !more {
+                    break;
                 }
-                Op::Put(Arc::new(next))
-            }
-            Step::Insert(record) => {
-                decide(Fate::Expired);
-                self.schedule(key, &record);
-                Op::Put(Arc::new(record))
-            }
-            Step::End => {
-                decide(Fate::Removed);
-                Op::Remove
-            }
-            Step::MoveOut => {
-                decide(Fate::Retired);
-                Op::Remove
+                tokio::task::yield_now().await;
             }
         }
     }
 
-    /// Gives the sweep one look at `record` at its deadline. Only while the maintenance task runs:
-    /// without it nothing would ever take the entry out again, and moka's own expiry stands in.
-    fn schedule(&self, key: &SessionKey, record: &Record) {
-        if self.maintenance.is_running() {
-            let at = record.expires_at();
-            record.slot.set(at);
-            self.deadlines.schedule(at, key.clone());
-        }
+    /// How many sessions the store holds, expired ones not yet swept included.
+    pub(crate) fn len(&self) -> usize {
+        (0..SHARDS).map(|i| self.lock_at(i).len()).sum()
     }
 
-    /// Runs `decide` on the live version of `key` (expired versions are `None`: they do not exist
-    /// for any operation) under moka's per-key lock, applies the step it returns in the same
-    /// locked section, and returns its outcome. The version is claimed before `now` is read (see
-    /// `record::Deadline`), both inside the lock, so on one key time only moves forward from one
-    /// operation to the next, in-place slides included.
-    pub(crate) async fn compute<T>(
-        &self, key: &SessionKey, operation: Operation,
-        decide: impl FnOnce(Option<&Record>, Instant) -> (Step, T),
-    ) -> Result<T> {
-        let mut outcome = None;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let mut present = Claimed::take(entry.map(|e| e.into_value()));
-                let now = Instant::now();
-                present.judge(now);
-                let (step, value) = decide(present.live(), now);
-                outcome = Some(value);
-                std::future::ready(self.apply(key, step, &present))
-            })
-            .await;
-        outcome.ok_or_else(|| closure_not_run(operation))
-    }
-
-    /// Like [`Shared::compute`] on two keys at once: `decide` sees the live versions of `a` and `b`
-    /// and returns a step for each. The keys must differ: the same key twice would wait for itself.
-    ///
-    /// The second key's compute runs inside the first one's, so both keys stay locked until both
-    /// steps are applied: an observer that sees the second key changed and then looks at the first
-    /// waits for it, and never sees a half-done pair. Keys are always locked in `SessionKey` order
-    /// (whatever the caller's roles), so two pair operations never wait for each other in a cycle;
-    /// single-key operations never hold one lock while waiting for another.
-    pub(crate) async fn compute_pair<T>(
-        &self, a: &SessionKey, b: &SessionKey, operation: Operation,
-        decide: impl FnOnce(Option<&Record>, Option<&Record>, Instant) -> (Step, Step, T),
-    ) -> Result<T> {
-        let swapped = b < a;
-        let (first, second) = if swapped { (b, a) } else { (a, b) };
-        let mut outcome = None;
-        let outcome_slot = &mut outcome;
-        self.cache
-            .entry_by_ref(first)
-            .and_compute_with(|first_entry| async move {
-                let mut first_op = Op::Nop;
-                let first_op_slot = &mut first_op;
-                self.cache
-                    .entry_by_ref(second)
-                    .and_compute_with(|second_entry| {
-                        let mut first_rec = Claimed::take(first_entry.map(|e| e.into_value()));
-                        let mut second_rec = Claimed::take(second_entry.map(|e| e.into_value()));
-                        let now = Instant::now();
-                        first_rec.judge(now);
-                        second_rec.judge(now);
-                        let (first_live, second_live) = (first_rec.live(), second_rec.live());
-                        // `decide` speaks of (a, b); the locks are taken as (first, second).
-                        let (first_step, second_step, value) = if swapped {
-                            let (a_step, b_step, value) = decide(second_live, first_live, now);
-                            (b_step, a_step, value)
-                        } else {
-                            decide(first_live, second_live, now)
-                        };
-                        *first_op_slot = self.apply(first, first_step, &first_rec);
-                        *outcome_slot = Some(value);
-                        std::future::ready(self.apply(second, second_step, &second_rec))
-                    })
-                    .await;
-                first_op
-            })
-            .await;
-        outcome.ok_or_else(|| closure_not_run(operation))
+    /// Runs `look` on the shard of `key` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_shard<T>(&self, key: &SessionKey, look: impl FnOnce(&Shard) -> T) -> T {
+        look(&self.lock_at(shard_of(key)))
     }
 }
 
 impl MemoryStore {
-    /// A store with the default [`MemoryOptions`]: no capacity bound, maintenance every 100 ms.
+    /// A store with the default [`MemoryOptions`]: no capacity bound, maintenance every 100 ms,
+    /// the default refresh window.
     ///
     /// Does not need a tokio runtime: outside one, the maintenance task starts with the first
     /// operation (or [`expiry_events`](session_core::SessionStore::expiry_events) call) inside one.
@@ -252,29 +320,22 @@ impl MemoryStore {
 
     /// A store with `options`.
     pub fn with_options(options: MemoryOptions) -> Self {
-        // Fixes the origin of in-place deadlines before any session has one.
-        crate::record::epoch();
-        let signals = Signals::new(options.event_capacity());
-        let listener = signals.clone();
-        let mut builder = Cache::builder()
-            .expire_after(SessionExpiry {
-                grace: expiry_grace(options.maintenance_interval()),
-            })
-            // Least recently used goes first; TinyLFU could refuse to admit a brand-new session.
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |key: Arc<SessionKey>, record: Arc<Record>, cause| {
-                listener.on_removal(&key, &record, cause);
-            });
-        if let Some(max) = options.max_sessions() {
-            builder = builder.max_capacity(max);
-        }
+        let capacity = options.max_sessions().map(|max| Capacity {
+            max,
+            sessions: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+        });
+        let bounded = capacity.is_some();
         let store = Self {
             shared: Arc::new(Shared {
-                cache: builder.build(),
-                signals,
-                deadlines: Deadlines::default(),
+                shards: (0..SHARDS)
+                    .map(|_| Padded(Mutex::new(Shard::new(bounded))))
+                    .collect(),
+                signals: Signals::new(options.event_capacity()),
                 options,
                 maintenance: Maintenance::new(),
+                capacity,
             }),
         };
         store.ensure_maintenance();
@@ -311,11 +372,104 @@ impl Default for MemoryStore {
 }
 
 impl fmt::Debug for MemoryStore {
-    /// Shows the settings and the approximate number of sessions, never a session.
+    /// Shows the settings and the number of sessions, never a session.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("sessions", &self.shared.cache.entry_count())
+            .field("sessions", &self.shared.len())
             .field("options", &self.shared.options)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::key_in;
+
+    #[test]
+    fn ids_spread_over_every_shard() {
+        let mut seen = [0usize; SHARDS];
+        for _ in 0..SHARDS * 64 {
+            seen[shard_of(&key_in("/spread"))] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+        assert!(seen.iter().all(|&n| n < 64 * 3), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_the_least_recently_used_session_ends_as_expired() {
+        use session_core::{EndReason, Items, ReadOutcome, SessionStore};
+        let store = MemoryStore::with_options(MemoryOptions::new().with_max_sessions(3));
+        let mut events = store.expiry_events().await.unwrap();
+        let keys: Vec<_> = (0..3).map(|_| key_in("/lru")).collect();
+        let none = Items::new();
+        let long = crate::test_util::LONG;
+        for k in &keys {
+            store.create(k, &none, long, true).await.unwrap();
+        }
+        // Use the first: the second is now the least recently used.
+        crate::test_util::found(&store, &keys[0]).await;
+        let fourth = key_in("/lru");
+        store.create(&fourth, &none, long, true).await.unwrap();
+        let event = events.next().await.unwrap();
+        assert_eq!((&event.key, event.reason), (&keys[1], EndReason::Expired));
+        assert_eq!(store.shared.len(), 3);
+        for k in [&keys[0], &keys[2], &fourth] {
+            crate::test_util::found(&store, k).await;
+        }
+        assert!(matches!(
+            store.read(&keys[1]).await.unwrap(),
+            ReadOutcome::Missing
+        ));
+        // A delete makes room: the next create evicts nothing.
+        store.delete(&keys[0]).await.unwrap();
+        assert_eq!(events.next().await.unwrap().reason, EndReason::Removed);
+        store
+            .create(&key_in("/lru"), &none, long, true)
+            .await
+            .unwrap();
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(50), events.next());
+        assert!(quiet.await.is_err(), "nothing evicted");
+        assert_eq!(store.shared.len(), 3);
+        let counted = store
+            .shared
+            .capacity
+            .as_ref()
+            .unwrap()
+            .sessions
+            .load(Ordering::Acquire);
+        assert_eq!(counted, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_past_the_bound_leave_exactly_the_bound() {
+        use session_core::{Items, SessionStore};
+        let store = MemoryStore::with_options(MemoryOptions::new().with_max_sessions(100));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let k = key_in("/bound");
+                        let long = crate::test_util::LONG;
+                        store.create(&k, &Items::new(), long, true).await.unwrap();
+                        // A use: evicted or not meanwhile, either answer is fine.
+                        store.touch(&k).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(store.shared.len(), 100);
+        let counted = store
+            .shared
+            .capacity
+            .as_ref()
+            .unwrap()
+            .sessions
+            .load(Ordering::Acquire);
+        assert_eq!(counted, 100);
     }
 }

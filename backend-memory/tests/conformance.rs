@@ -1,14 +1,16 @@
 //! The conformance suite against `MemoryStore`, three times: directly (through
 //! `Arc<dyn SessionStore>`); through `RetryLayer`, the layer the manager wraps every store
 //! in; and with its optional capabilities hidden (`bare::`), which exercises the paths of stores
-//! without them: lock polling, the `renew_id` fallback and the `Unsupported` answers.
+//! without them: lock polling, the `renew_id` fallback and the `Unsupported` answers. All three
+//! run with the default refresh window; the expiry behaviours run once more with exact sliding
+//! (`exact::`, `RefreshWindow::EXACT`), so that both windows are tested.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_memory::MemoryStore;
+use backend_memory::{MemoryOptions, MemoryStore};
 use session_core::conformance::{self, HideCapabilities};
-use session_core::{Layered, RetryLayer, RetryPolicy, SessionStore};
+use session_core::{Layered, RefreshWindow, RetryLayer, RetryPolicy, SessionStore};
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
@@ -23,6 +25,10 @@ fn main() -> std::process::ExitCode {
             ),
         );
         Ok(Arc::new(store) as Arc<dyn SessionStore>)
+    }));
+    trials.extend(conformance::expiry_trials("exact::", || async {
+        let exact = MemoryOptions::new().with_refresh_window(RefreshWindow::EXACT);
+        Ok(Arc::new(MemoryStore::with_options(exact)) as Arc<dyn SessionStore>)
     }));
     trials.extend(conformance::trials_with_prefix("bare::", || async {
         Ok(Arc::new(HideCapabilities::wrap(MemoryStore::new())) as Arc<dyn SessionStore>)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
 };
-use session_core::{Config, Error, RefreshWindow, Result, redact_url, url_scheme};
+use session_core::{Config, Error, Result, redact_url, url_scheme};
 
 /// The schemes of Redis URLs: one server (`redis://`, `rediss://` with TLS) or a cluster
 /// (`redis+cluster://`, `rediss+cluster://`, with one or more comma-separated seed nodes).
@@ -58,7 +58,6 @@ pub fn response_timeout(operation_timeout: Option<Duration>) -> Duration {
 #[derive(Clone, Default)]
 pub struct RedisOptions {
     ca: Option<CaSource>,
-    refresh_window: RefreshWindow,
 }
 
 #[derive(Clone)]
@@ -83,18 +82,6 @@ impl RedisOptions {
     pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca = Some(CaSource::File(path.into()));
         self
-    }
-
-    /// The refresh window (docs/contract.md §1): default [`RefreshWindow::DEFAULT`];
-    /// [`RefreshWindow::EXACT`] slides on every access, as ASP.NET does.
-    pub fn with_refresh_window(mut self, window: RefreshWindow) -> Self {
-        self.refresh_window = window;
-        self
-    }
-
-    /// The refresh window the store slides with.
-    pub fn refresh_window(&self) -> RefreshWindow {
-        self.refresh_window
     }
 
     /// The CA certificate's PEM bytes, if one was given.

@@ -110,7 +110,7 @@ impl RedisStore {
                 signals,
                 cluster: settings.cluster,
                 expiry,
-                window: options.refresh_window(),
+                window: config.refresh_window(),
             }),
         })
     }
@@ -149,7 +149,7 @@ impl SessionStore for RedisStore {
     /// live in different slots, so no script can move them atomically); expiry events where every
     /// node sends keyspace notifications for expired keys (`notify-keyspace-events` with `E` and
     /// `x`, checked at connect). Not `purge_expired` (Redis expires keys itself).
-    /// The window of [`RedisOptions::refresh_window`] (default [`RefreshWindow::DEFAULT`]): a
+    /// The window of [`Config::refresh_window`] (default [`RefreshWindow::DEFAULT`]): a
     /// read, acquire, release or touch writes a slide only when it finds less than the timeout
     /// left, and then sets `now + timeout + w` (the scripts compute `w` from each session's stored
     /// timeout); create, commit and write_concurrent set `now + timeout + w` with their write.

@@ -905,11 +905,9 @@ async fn refresh_window_writes_only_when_due() -> TestResult {
     );
     store.release(&key, token).await?;
 
-    let exact = test_support::open_redis(
-        &server.url(),
-        RedisOptions::new().with_refresh_window(RefreshWindow::EXACT),
-    )
-    .await?;
+    let exact =
+        test_support::open_redis_with(&server.url(), RedisOptions::new(), RefreshWindow::EXACT)
+            .await?;
     ensure!(
         exact.refresh_window() == RefreshWindow::EXACT,
         "the configured window"

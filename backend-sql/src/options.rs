@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use session_core::{Error, RefreshWindow, Result};
+use session_core::{Error, Result};
 
 /// How long an operation waits for a pooled connection on Postgres and MySQL/MariaDB unless
 /// [`SqlOptions::with_pool_acquire_timeout`] says otherwise.
@@ -27,7 +27,6 @@ pub struct SqlOptions {
     max_connections: u32,
     pool_acquire_timeout: Option<Duration>,
     sweeper: Option<SweeperOptions>,
-    refresh_window: RefreshWindow,
     migrate: bool,
 }
 
@@ -41,15 +40,17 @@ impl SqlOptions {
     /// The defaults: prefix `sess_` (tables `sess_sessions`, `sess_items`, `sess_migrations`), 10
     /// pooled connections (1 for `sqlite::memory:`), the pool acquire timeout of the database
     /// ([`DEFAULT_POOL_ACQUIRE_TIMEOUT`], [`DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT`]), the sweeper on
-    /// ([`SweeperOptions::new`]), the refresh window [`RefreshWindow::DEFAULT`], migrations run on
-    /// connect.
+    /// ([`SweeperOptions::new`]), migrations run on connect. (The refresh window is a [`Config`]
+    /// setting, `refreshWindowPercent`: [`Config::refresh_window`].)
+    ///
+    /// [`Config`]: session_core::Config
+    /// [`Config::refresh_window`]: session_core::Config::refresh_window
     pub fn new() -> Self {
         Self {
             table_prefix: "sess_".to_owned(),
             max_connections: 10,
             pool_acquire_timeout: None,
             sweeper: Some(SweeperOptions::new()),
-            refresh_window: RefreshWindow::DEFAULT,
             migrate: true,
         }
     }
@@ -104,22 +105,6 @@ impl SqlOptions {
     pub fn with_sweeper(mut self, sweeper: Option<SweeperOptions>) -> Self {
         self.sweeper = sweeper;
         self
-    }
-
-    /// Sets the refresh window (docs/contract.md §1): every access leaves a session
-    /// `expires_at >= now + timeout`; an access that must write to slide sets
-    /// `now + timeout + w` (`w` = [`RefreshWindow::window_ms`] of the session's timeout), and one
-    /// that finds enough life left writes nothing at all (no `UPDATE`, no row lock). Default
-    /// [`RefreshWindow::DEFAULT`]; [`RefreshWindow::EXACT`] slides on every access, as ASP.NET's
-    /// SQL provider does.
-    pub fn with_refresh_window(mut self, window: RefreshWindow) -> Self {
-        self.refresh_window = window;
-        self
-    }
-
-    /// The refresh window the store slides with.
-    pub fn refresh_window(&self) -> RefreshWindow {
-        self.refresh_window
     }
 
     /// Whether [`SqlStore::connect`](crate::SqlStore::connect) runs the embedded migrations (on by

@@ -36,8 +36,9 @@ pub struct SqlStore {
 pub(crate) struct Inner {
     backend: &'static str,
     dialect: Box<dyn Dialect>,
-    /// The refresh window in percent of each session's timeout, as the dialects take it.
-    window: i32,
+    /// The refresh window ([`Config::refresh_window`], docs/contract.md §1); the dialects take
+    /// its percentage.
+    window: RefreshWindow,
     options: SqlOptions,
     /// Set once, right after construction (the sweeper needs the `Arc` to exist).
     sweeper: std::sync::OnceLock<Sweeper>,
@@ -146,7 +147,7 @@ impl SqlStore {
         let inner = Arc::new(Inner {
             backend: dialect.backend(),
             dialect,
-            window: i32::from(options.refresh_window().percent()),
+            window: config.refresh_window(),
             options: options.clone(),
             sweeper: std::sync::OnceLock::new(),
         });
@@ -242,9 +243,12 @@ impl SessionStore for SqlStore {
         self.inner.backend
     }
 
-    /// The window of [`SqlOptions::refresh_window`] (docs/contract.md §1).
+    /// The window of [`Config::refresh_window`] (docs/contract.md §1): every access leaves a
+    /// session `expires_at >= now + timeout`; an access that must write to slide sets
+    /// `now + timeout + w`, and one that finds enough life left writes nothing at all (no
+    /// `UPDATE`, no row lock).
     fn refresh_window(&self) -> RefreshWindow {
-        self.inner.options.refresh_window()
+        self.inner.window
     }
 
     /// `change_id` (one `UPDATE` of the id) and `purge_expired` (batched, on the expiry index, one
@@ -262,7 +266,7 @@ impl SessionStore for SqlStore {
     async fn read(&self, key: &SessionKey) -> Result<ReadOutcome> {
         let op = Op::Read {
             key: Key::of(key),
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let reply = self.run(Operation::Read, op).await?;
         match reply.status {
@@ -280,7 +284,7 @@ impl SessionStore for SqlStore {
             key: Key::of(key),
             token: token_bytes(token),
             ttl_ms: millis(lock_ttl),
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let reply = self.run(Operation::Acquire, op).await?;
         match reply.status {
@@ -303,7 +307,7 @@ impl SessionStore for SqlStore {
             delta,
             timeout_ms: millis(timeout),
             fingerprint: delta.fingerprint(timeout) as i64,
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let outcomes = [
             (dialect::commit::LOCK_LOST, CommitOutcome::LockLost),
@@ -316,7 +320,7 @@ impl SessionStore for SqlStore {
         let op = Op::Release {
             key: Key::of(key),
             token: token_bytes(token),
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let outcomes = [
             (dialect::release::LOCK_LOST, ReleaseOutcome::LockLost),
@@ -333,7 +337,7 @@ impl SessionStore for SqlStore {
             items,
             timeout_ms: millis(timeout),
             initialize: !initialized,
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let outcomes = [
             (
@@ -361,7 +365,7 @@ impl SessionStore for SqlStore {
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
         let op = Op::Touch {
             key: Key::of(key),
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let outcomes = [
             (dialect::touch::MISSING, TouchOutcome::Missing),
@@ -377,7 +381,7 @@ impl SessionStore for SqlStore {
             key: Key::of(key),
             delta,
             timeout_ms: millis(timeout),
-            window: self.inner.window,
+            window: i32::from(self.inner.window.percent()),
         };
         let outcomes = [
             (dialect::concurrent::MISSING, CommitOutcome::Missing),

@@ -451,14 +451,15 @@ async fn accesses_inside_the_window_write_nothing() {
         let p = prefix("win");
         let lazy = store(&t.url, &p).await;
         assert_eq!(lazy.refresh_window(), RefreshWindow::DEFAULT);
-        let exact = store_with(
-            &t.url,
-            SqlOptions::new()
-                .with_table_prefix(&p)
-                .unwrap()
-                .with_refresh_window(RefreshWindow::EXACT),
-        )
-        .await;
+        let config = Config::builder()
+            .url(&t.url)
+            .refresh_window(RefreshWindow::EXACT)
+            .build()
+            .unwrap();
+        let options = SqlOptions::new().with_table_prefix(&p).unwrap();
+        let exact = SqlStore::connect_with(&config, options.with_sweeper(None))
+            .await
+            .unwrap();
         let k = key("/win");
         let items: Items = [("a".to_owned(), v(b"1"))].into();
         let created = lazy.create(&k, &items, MINUTE, false).await.unwrap();

@@ -15,7 +15,22 @@ use crate::servers::{Server, Variant};
 /// # Errors
 /// A bad URL, or the store's connect errors.
 pub async fn open_redis(url: &str, options: RedisOptions) -> session_core::Result<RedisStore> {
-    RedisStore::connect_with(&Config::from_url(url)?, options).await
+    open_redis_with(url, options, RefreshWindow::DEFAULT).await
+}
+
+/// [`open_redis`] with the refresh window `window` (a [`Config`] setting).
+///
+/// # Errors
+/// A bad URL, or the store's connect errors.
+pub async fn open_redis_with(
+    url: &str, options: RedisOptions, window: RefreshWindow,
+) -> session_core::Result<RedisStore> {
+    RedisStore::connect_with(&config_with(url, window)?, options).await
+}
+
+/// The configuration for `url` with the refresh window `window`, everything else default.
+fn config_with(url: &str, window: RefreshWindow) -> session_core::Result<Config> {
+    Config::builder().url(url).refresh_window(window).build()
 }
 
 /// The SQL store for `url` (Postgres, MySQL/MariaDB or SQLite), without the background sweeper,
@@ -32,18 +47,26 @@ pub async fn open_sql(url: &str) -> session_core::Result<SqlStore> {
 /// # Errors
 /// A bad URL, or the store's connect errors (migrations included).
 pub async fn open_sql_with(url: &str, window: RefreshWindow) -> session_core::Result<SqlStore> {
-    let options = SqlOptions::new()
-        .with_sweeper(None)
-        .with_refresh_window(window);
-    SqlStore::connect_with(&Config::from_url(url)?, options).await
+    let options = SqlOptions::new().with_sweeper(None);
+    SqlStore::connect_with(&config_with(url, window)?, options).await
 }
 
 /// A conformance factory opening [`open_redis`]`(url, options)` for each behaviour.
 pub fn redis_factory(url: impl Into<String>, options: RedisOptions) -> impl StoreFactory {
+    redis_factory_with(url, options, RefreshWindow::DEFAULT)
+}
+
+/// [`redis_factory`] with the refresh window `window`.
+pub fn redis_factory_with(
+    url: impl Into<String>, options: RedisOptions, window: RefreshWindow,
+) -> impl StoreFactory {
     let url = url.into();
     move || {
         let (url, options) = (url.clone(), options.clone());
-        async move { Ok(Arc::new(open_redis(&url, options).await?) as Arc<dyn SessionStore>) }
+        async move {
+            let store = open_redis_with(&url, options, window).await?;
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        }
     }
 }
 
@@ -82,14 +105,14 @@ pub fn both_windows<F: StoreFactory>(
 pub fn conformance_trials(backend: Variant, prefix: &str) -> Vec<Trial> {
     match backend.server() {
         Ok(Server::Redis(s)) => both_windows(prefix, |w| {
-            redis_factory(s.url(), RedisOptions::new().with_refresh_window(w))
+            redis_factory_with(s.url(), RedisOptions::new(), w)
         }),
         Ok(Server::RedisCluster(s)) => both_windows(prefix, |w| {
-            redis_factory(s.url(), RedisOptions::new().with_refresh_window(w))
+            redis_factory_with(s.url(), RedisOptions::new(), w)
         }),
-        Ok(Server::RedisTls(s)) => both_windows(prefix, |w| {
-            redis_factory(s.url(), s.options().with_refresh_window(w))
-        }),
+        Ok(Server::RedisTls(s)) => {
+            both_windows(prefix, |w| redis_factory_with(s.url(), s.options(), w))
+        }
         Ok(Server::Postgres(s) | Server::Mysql(s)) => {
             both_windows(prefix, |w| sql_factory_with(s.url(), w))
         }

@@ -36,7 +36,10 @@ pub mod harness;
 pub mod require;
 pub mod servers;
 
-pub use connect::{conformance_trials, open_redis, open_sql, redis_factory, sql_factory};
+pub use connect::{
+    both_windows, conformance_trials, open_redis, open_redis_with, open_sql, open_sql_with,
+    redis_factory, redis_factory_with, sql_factory, sql_factory_with,
+};
 pub use harness::{Failed, TestResult, block_on, fail, trial};
 pub use require::{Unconfigured, configured};
 pub use servers::{

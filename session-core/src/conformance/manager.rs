@@ -473,11 +473,12 @@ pub(super) async fn waiter_wakes_on_release_signal(h: Harness) -> Outcome {
     let what = "docs/contract.md §3: a waiter must wake on the store's release signal";
     let is_new = within(Duration::from_secs(5), what, joined(waiter)).await???;
     check!(!is_new, "the waiter gets the stored session");
-    // Two looks and a subscription before waiting, one of each after the signal (a spurious
-    // wake-up may add a pair); a waiter that polled would have looked about 12 times.
+    // Two looks and a subscription before waiting, one of each after the signal; a few spurious
+    // wake-ups (allowed: a store may wake its waiters when its listener reconnects) add a pair
+    // each. A signal that fires all the time is polling: hundreds of calls in 2.5 s.
     let calls = waiting_store.calls();
     check!(
-        calls <= 7,
+        calls <= 12,
         "docs/contract.md §3: a waiter on a store with a release signal waits for the signal, not \
          polling, but it called the store {calls} times while the lock was held"
     );

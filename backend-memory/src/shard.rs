@@ -1,0 +1,275 @@
+//! One shard of the store: the sessions whose ids hash to it, with two indexes kept beside them
+//! under the same lock (the deadlines the expiry sweep follows and, with a capacity bound, the
+//! order of last use).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use session_core::{EndReason, Items, SessionKey};
+
+use crate::record::{Due, Record};
+
+/// A session that ended under a shard lock, reported after the lock is let go
+/// (`Signals::ended`): an expiry event with its final items, and a wake-up of its waiters if it
+/// ended locked by expiry.
+#[derive(Debug)]
+pub(crate) struct End {
+    pub(crate) key: SessionKey,
+    pub(crate) items: Arc<Items>,
+    pub(crate) reason: EndReason,
+    pub(crate) locked: bool,
+}
+
+/// The ends one locked section produced. Empty (and unallocated) on every common path.
+pub(crate) type Ends = Vec<End>;
+
+/// What an operation does to the live session it looked at, besides the changes it made in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The session stays (changed in place or not).
+    Keep,
+    /// The session ends (`remove`): taken out of the shard and reported with `reason`.
+    End(EndReason),
+}
+
+/// The indexes of a shard, apart from the sessions so that both can be borrowed at once.
+#[derive(Debug, Default)]
+struct Index {
+    /// Every session of the shard by the time the sweep looks at it next (`Record::due`), which
+    /// is never later than its deadline. Reads slide deadlines without touching this index; the
+    /// sweep moves an entry that came due early on to the session's current deadline, so a
+    /// session costs about one move per timeout. Exact: a session that ends leaves it at once.
+    deadlines: BTreeMap<Due, SessionKey>,
+    /// With a capacity bound only: every session by its last use (`Record::used`).
+    recency: BTreeMap<u64, SessionKey>,
+    /// Makes every `Due` unique.
+    seq: u64,
+    bounded: bool,
+}
+
+impl Index {
+    fn next_due(&mut self, at: Instant) -> Due {
+        self.seq = self.seq.wrapping_add(1);
+        (at, self.seq)
+    }
+
+    /// Puts a session that entered the shard into both indexes.
+    fn add(&mut self, key: &SessionKey, record: &mut Record, tick: u64) {
+        record.due = self.next_due(record.expires_at);
+        self.deadlines.insert(record.due, key.clone());
+        if self.bounded {
+            record.used = tick;
+            self.recency.insert(tick, key.clone());
+        }
+    }
+
+    /// Takes a session that left the shard out of both indexes.
+    fn forget(&mut self, record: &Record) {
+        self.deadlines.remove(&record.due);
+        if self.bounded {
+            self.recency.remove(&record.used);
+        }
+    }
+
+    /// After an access that kept the session: moves its deadline entry back if a write moved
+    /// the deadline before it, and records the use.
+    fn accessed(&mut self, key: &SessionKey, record: &mut Record, tick: u64) {
+        if record.expires_at < record.due.0 {
+            let key = self
+                .deadlines
+                .remove(&record.due)
+                .unwrap_or_else(|| key.clone());
+            record.due = self.next_due(record.expires_at);
+            self.deadlines.insert(record.due, key);
+        }
+        if self.bounded && record.used != tick {
+            let key = self
+                .recency
+                .remove(&record.used)
+                .unwrap_or_else(|| key.clone());
+            record.used = tick;
+            self.recency.insert(tick, key);
+        }
+    }
+}
+
+/// The sessions of one shard and their indexes. Every method runs under the shard's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    sessions: HashMap<SessionKey, Record>,
+    index: Index,
+}
+
+impl Shard {
+    /// An empty shard; `bounded` keeps the recency index (for a capacity bound).
+    pub(crate) fn new(bounded: bool) -> Self {
+        Self {
+            sessions: HashMap::new(),
+            index: Index {
+                bounded,
+                ..Index::default()
+            },
+        }
+    }
+
+    /// How many sessions the shard holds, expired ones not yet removed included.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Runs `decide` on the live session of `key` (`None` if there is none: a session past its
+    /// deadline does not exist, and is ended here as expired), then applies the step it returns.
+    /// `tick` is the use to record (with a capacity bound).
+    pub(crate) fn visit<T>(
+        &mut self, key: &SessionKey, now: Instant, tick: u64, ends: &mut Ends,
+        decide: impl FnOnce(Option<&mut Record>) -> (Step, T),
+    ) -> T {
+        let (step, value) = match self.sessions.get_mut(key) {
+            Some(record) if record.is_live(now) => {
+                let (step, value) = decide(Some(&mut *record));
+                if step == Step::Keep {
+                    self.index.accessed(key, record, tick);
+                    return value;
+                }
+                (step, value)
+            }
+            Some(_) => {
+                self.end(key, EndReason::Expired, ends);
+                decide(None)
+            }
+            None => decide(None),
+        };
+        if let Step::End(reason) = step {
+            self.end(key, reason, ends);
+        }
+        value
+    }
+
+    /// Looks at the live session of `key` without changing it (an expired one is ended).
+    pub(crate) fn peek(
+        &mut self, key: &SessionKey, now: Instant, ends: &mut Ends,
+    ) -> Option<&Record> {
+        if self.sessions.get(key).is_some_and(|r| !r.is_live(now)) {
+            self.end(key, EndReason::Expired, ends);
+        }
+        self.sessions.get(key)
+    }
+
+    /// Stores `make()` under `key` unless a live session is there: `false` then, and nothing
+    /// changes. A session past its deadline under `key` ends as expired first.
+    pub(crate) fn create(
+        &mut self, key: &SessionKey, now: Instant, tick: u64, ends: &mut Ends,
+        make: impl FnOnce() -> Record,
+    ) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.sessions.entry(key.clone()) {
+            Entry::Occupied(mut slot) => {
+                if slot.get().is_live(now) {
+                    return false;
+                }
+                let mut record = make();
+                self.index.add(key, &mut record, tick);
+                let old = slot.insert(record);
+                self.index.forget(&old);
+                ends.push(end(key.clone(), old, EndReason::Expired));
+            }
+            Entry::Vacant(slot) => {
+                let mut record = make();
+                self.index.add(key, &mut record, tick);
+                slot.insert(record);
+            }
+        }
+        true
+    }
+
+    /// Puts `record` under `key`, where no session is (the caller made sure).
+    pub(crate) fn insert(&mut self, key: SessionKey, mut record: Record, tick: u64) {
+        self.index.add(&key, &mut record, tick);
+        self.sessions.insert(key, record);
+    }
+
+    /// Takes the session of `key` out of the shard, live or not, without reporting it.
+    pub(crate) fn take(&mut self, key: &SessionKey) -> Option<(SessionKey, Record)> {
+        let (key, record) = self.sessions.remove_entry(key)?;
+        self.index.forget(&record);
+        Some((key, record))
+    }
+
+    /// Ends the session of `key`, if any, for `reason`.
+    fn end(&mut self, key: &SessionKey, reason: EndReason, ends: &mut Ends) {
+        if let Some((key, record)) = self.take(key) {
+            ends.push(end(key, record, reason));
+        }
+    }
+
+    /// One look of the expiry sweep at up to `limit` entries of the deadline index that are due
+    /// at `now`: a session past its deadline ends as expired; one that slid meanwhile gets its
+    /// entry moved to its current deadline. Returns whether due entries are left.
+    pub(crate) fn sweep(&mut self, now: Instant, limit: usize, ends: &mut Ends) -> bool {
+        for _ in 0..limit {
+            let Some(entry) = self.index.deadlines.first_entry() else {
+                return false;
+            };
+            if entry.key().0 > now {
+                return false;
+            }
+            let key = entry.remove();
+            match self.sessions.get_mut(&key) {
+                Some(record) if record.is_live(now) => {
+                    record.due = self.index.next_due(record.expires_at);
+                    self.index.deadlines.insert(record.due, key);
+                }
+                Some(_) => self.end(&key, EndReason::Expired, ends),
+                // Not reached: a session that leaves the shard leaves the index too.
+                None => {}
+            }
+        }
+        self.index
+            .deadlines
+            .first_key_value()
+            .is_some_and(|(due, _)| due.0 <= now)
+    }
+
+    /// The last use of the least recently used session (with a capacity bound).
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.index.recency.first_key_value().map(|(tick, _)| *tick)
+    }
+
+    /// Evicts the least recently used session if its last use is still `tick`: it ends as
+    /// expired. Returns whether it did.
+    pub(crate) fn evict_oldest(&mut self, tick: u64, ends: &mut Ends) -> bool {
+        let Some(key) = self
+            .index
+            .recency
+            .first_key_value()
+            .filter(|(oldest, _)| **oldest == tick)
+            .map(|(_, key)| key.clone())
+        else {
+            return false;
+        };
+        self.end(&key, EndReason::Expired, ends);
+        true
+    }
+
+    /// The deadline index's size (tests: it holds exactly one entry per session).
+    #[cfg(test)]
+    pub(crate) fn indexed(&self) -> (usize, usize) {
+        (self.index.deadlines.len(), self.index.recency.len())
+    }
+
+    /// The session of `key`, live or not, unchanged (tests).
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: &SessionKey) -> Option<&Record> {
+        self.sessions.get(key)
+    }
+}
+
+fn end(key: SessionKey, record: Record, reason: EndReason) -> End {
+    End {
+        key,
+        locked: record.lock.is_some(),
+        items: record.items,
+        reason,
+    }
+}
