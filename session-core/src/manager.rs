@@ -17,8 +17,8 @@ use crate::error::{Error, Operation, Result};
 use crate::id::{LockToken, SessionId};
 use crate::layer::Layered;
 use crate::model::{
-    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Items, LockInfo, ReadOutcome,
-    ReleaseOutcome, RemoveOutcome, Snapshot,
+    AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, LockInfo,
+    ReadOutcome, ReleaseOutcome, RemoveOutcome, Snapshot,
 };
 use crate::names::{AppName, SessionKey};
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -829,6 +829,15 @@ impl Session {
         }
     }
 
+    /// The delta to write at the end of the request, letting go of the items the session was
+    /// loaded with: a store that shares them with its own copy (the memory store) can then change
+    /// that copy in place instead of copying it. Only for `end`, which consumes the session.
+    fn take_delta(&mut self) -> Delta {
+        let delta = self.data.delta();
+        self.data = SessionData::new(Arc::default(), self.inner.max_size);
+        delta
+    }
+
     /// The decision table of [`Session::end`], as one match: every state, abandoned or not,
     /// changed or not, has its row; a new state will not compile until it has its own.
     async fn end_inner(&mut self) -> Result<EndOutcome> {
@@ -853,7 +862,7 @@ impl Session {
                 }),
             },
             (State::Locked(token), false, true) => {
-                let delta = self.data.delta();
+                let delta = self.take_delta();
                 match store.commit(&self.key, token, &delta, timeout).await? {
                     CommitOutcome::Committed => Ok(EndOutcome::Committed),
                     CommitOutcome::LockLost | CommitOutcome::Missing => Err(Error::LockLost {
@@ -872,7 +881,7 @@ impl Session {
                 Ok(EndOutcome::Removed)
             }
             (State::Unlocked, false, true) => {
-                let delta = self.data.delta();
+                let delta = self.take_delta();
                 match store.write_concurrent(&self.key, &delta, timeout).await? {
                     CommitOutcome::Committed => Ok(EndOutcome::Committed),
                     CommitOutcome::Missing | CommitOutcome::LockLost => Err(Error::SessionGone {
