@@ -354,8 +354,8 @@ async fn concurrent_migrations_all_succeed() {
             ReadOutcome::Found(_)
         ));
         let applied = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}migrations")).await;
-        // Postgres and MySQL have three migrations; SQLite's schema has one.
-        let expected = if t.db == Db::Sqlite { 1 } else { 3 };
+        // Postgres has four migrations, MySQL three; SQLite's schema has one.
+        let expected = latest_migration(t.db);
         assert_eq!(
             applied, expected,
             "{:?}: each migration is recorded once",
@@ -421,6 +421,66 @@ async fn thirty_two_writers_from_four_pools_lose_nothing() {
 /// The session row's version as seen from outside: Postgres `xmin` (it changes with every
 /// `UPDATE`, even one that changes nothing), elsewhere `expires_at` in microseconds (every slide
 /// moves it; clearing the initialize flag slides too).
+/// Every shape of delta a commit merges (Postgres: nothing to merge; one existing item replaced in
+/// place, first, middle or last; otherwise the general merge), and write_concurrent, against the
+/// same delta applied in memory: names and values stay paired, nothing else moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_delta_shape_merges_like_apply_to() {
+    let _gate = PG_GATE.read().await;
+    for t in targets() {
+        let p = prefix("merge");
+        let s = store(&t.url, &p).await;
+        let k = key("/merge");
+        let mut want: Items = [("a", b"1" as &[u8]), ("b", b"22"), ("c", b"333")]
+            .iter()
+            .map(|(n, val)| ((*n).to_owned(), v(val)))
+            .collect();
+        let created = s.create(&k, &want, MINUTE, true).await.unwrap();
+        assert_eq!(created, CreateOutcome::Created);
+        let deltas = [
+            Delta::new(),
+            Delta::new().with_set("a", v(b"first")),
+            Delta::new().with_set("b", v(b"middle")),
+            Delta::new().with_set("c", v(b"last")),
+            Delta::new().with_set("d", v(b"new")),
+            Delta::new().with_set("a", v(b"x")).with_set("d", v(b"y")),
+            Delta::new().with_removed("b"),
+            Delta::new().with_removed("a").with_set("c", v(b"\0z")),
+            Delta::new().with_removed("nothing"),
+            Delta::new().with_cleared().with_set("e", v(b"5")),
+            Delta::new().with_set("e", v(b"")),
+            Delta::new().with_cleared(),
+            Delta::new().with_set("f", v(b"6")),
+        ];
+        for (i, delta) in deltas.iter().enumerate() {
+            let what = format!("{:?}: delta {i}", t.db);
+            if i % 3 == 2 {
+                let out = s.write_concurrent(&k, delta, MINUTE).await.unwrap();
+                assert_eq!(out, CommitOutcome::Committed, "{what}");
+            } else {
+                let (_, token) = acquire(&s, &k).await;
+                let out = s.commit(&k, token, delta, MINUTE).await.unwrap();
+                assert_eq!(out, CommitOutcome::Committed, "{what}");
+            }
+            delta.apply_to(&mut want);
+            match s.read(&k).await.unwrap() {
+                ReadOutcome::Found(snap) => assert_eq!(*snap.items, want, "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        s.close().await;
+    }
+}
+
+/// How many migrations each database's schema has.
+fn latest_migration(db: Db) -> i64 {
+    match db {
+        Db::Sqlite => 1,
+        Db::Mysql => 3,
+        Db::Postgres => 4,
+    }
+}
+
 async fn row_version(db: Db, url: &str, p: &str, k: &SessionKey) -> i64 {
     let sid = hex(k.id().expose().as_bytes());
     let sql = match db {
@@ -1337,8 +1397,7 @@ async fn databases_of_earlier_schemas_upgrade() {
 
             let new = store(&t.url, &p).await;
             let applied = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}migrations")).await;
-            let latest = if t.db == Db::Sqlite { 1 } else { 3 };
-            assert_eq!(applied, latest, "{:?} from {version}", t.db);
+            assert_eq!(applied, latest_migration(t.db), "{:?} from {version}", t.db);
             let what = format!("{:?} from {version}", t.db);
             let again = new.release(&released, spent).await.unwrap();
             assert_eq!(again, LockLost, "{what}: a release records nothing now");
