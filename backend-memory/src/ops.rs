@@ -155,8 +155,10 @@ impl SessionStore for MemoryStore {
     ) -> Result<CreateOutcome> {
         let shared = self.inner();
         let window = shared.window();
+        // Copied before the shard lock is taken: under it, `create` only moves the copy in.
+        let items = Arc::new(items.clone());
         let created = shared.create(key, |now| {
-            Record::new(Arc::new(items.clone()), timeout, now, !initialized, window)
+            Record::new(items, timeout, now, !initialized, window)
         });
         Ok(if created {
             CreateOutcome::Created

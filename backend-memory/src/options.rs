@@ -37,11 +37,12 @@ impl MemoryOptions {
     /// task never spins.
     pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(1);
 
-    /// How many expiry events a subscriber may fall behind by default.
-    pub const DEFAULT_EVENT_CAPACITY: usize = 128;
+    /// How many expiry events a subscriber may fall behind by default: 1024 (see
+    /// [`with_event_capacity`](Self::with_event_capacity)).
+    pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
-    /// The defaults: no capacity bound, maintenance every 100 ms, 128 buffered expiry events, the
-    /// default refresh window ([`RefreshWindow::DEFAULT`]).
+    /// The defaults: no capacity bound, maintenance every 100 ms, 1024 buffered expiry events,
+    /// the default refresh window ([`RefreshWindow::DEFAULT`]).
     pub const fn new() -> Self {
         Self {
             max_sessions: None,
@@ -51,9 +52,19 @@ impl MemoryOptions {
         }
     }
 
-    /// How many expiry events a slow subscriber may fall behind before it misses the oldest (it is
-    /// told how many it missed). Each buffered event holds its session's final items, so this
-    /// bounds the memory a subscriber that stops reading can pin. At least 1.
+    /// How many expiry events a subscriber may fall behind before it misses the oldest: default
+    /// [`DEFAULT_EVENT_CAPACITY`](Self::DEFAULT_EVENT_CAPACITY), at least 1. Each buffered event
+    /// holds its session's final items, so this bounds the memory a subscriber that stops
+    /// reading can pin.
+    ///
+    /// The background sweep waits for subscribers: it sends the next batch of expired sessions
+    /// only while every subscriber has at most half the buffer unread, so a subscriber that keeps
+    /// reading receives every event, however many sessions expire at once. A subscriber that
+    /// stops reading is waited for at most about one maintenance interval per sweep (at least
+    /// 10 ms, at most 1 s); then the sweep goes on and that subscriber misses the oldest events.
+    /// Ends found by operations (`remove`, `delete`, an operation that meets an expired session,
+    /// an eviction) are sent at once, without waiting. Missed events are skipped, not replayed:
+    /// `ExpiryEvents::next` logs how many (a `tracing` warning) and returns the next one.
     pub const fn with_event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = if events == 0 { 1 } else { events };
         self
@@ -83,11 +94,22 @@ impl MemoryOptions {
     }
 
     /// Bounds the number of sessions kept (at least 1; 0 is raised to 1). A `create` that takes
-    /// the store past the bound evicts the least recently used sessions (every operation on a
-    /// session counts as a use) until it is back at the bound; each ends as if it had expired
-    /// (an [`EndReason::Expired`] event). Without a bound, as in ASP.NET's InProc provider,
-    /// sessions live until their timeout and memory is the limit. A bound costs every operation
-    /// a little bookkeeping, and each evicting `create` a look at every shard.
+    /// the store past the bound evicts the least recently used sessions until it is back at the
+    /// bound; each ends as if it had expired (an [`EndReason::Expired`] event). Without a bound,
+    /// as in ASP.NET's InProc provider, sessions live until their timeout and memory is the
+    /// limit. A bound costs every operation a little bookkeeping, and each evicting `create` a
+    /// look at every shard.
+    ///
+    /// - A use is every operation that finds the session live (`read`, `acquire`, `commit`,
+    ///   `release`, `touch`, `write_concurrent`, `change_id`), whether or not it changed
+    ///   anything; the `create` that stores a session is its first use.
+    /// - Expired sessions nobody has swept yet are removed first (a few per shard per eviction),
+    ///   so they give up their places before a live session is evicted.
+    /// - A locked session is never evicted (its holder's commit would fail with `LockLost` and
+    ///   its writes be lost): it leaves the eviction order while locked and comes back as just
+    ///   used when its lock is let go. Nor is the session the evicting `create` just stored. So
+    ///   if every other session is locked, the store stays past the bound for a while: the next
+    ///   `create` past the bound evicts again once locks are let go or sessions expire.
     ///
     /// [`EndReason::Expired`]: session_core::EndReason::Expired
     pub const fn with_max_sessions(mut self, max_sessions: u64) -> Self {

@@ -41,7 +41,10 @@ struct Index {
     /// sweep moves an entry that came due early on to the session's current deadline, so a
     /// session costs about one move per timeout. Exact: a session that ends leaves it at once.
     deadlines: BTreeMap<Due, SessionKey>,
-    /// With a capacity bound only: every session by its last use (`Record::used`).
+    /// With a capacity bound only: every session that is not locked, by its last use
+    /// (`Record::used`). A locked session is left out while its lock is held, so that eviction
+    /// never takes a session from under the request that holds it (its commit would be lost);
+    /// the access that lets the lock go puts it back as the most recent use.
     recency: BTreeMap<u64, SessionKey>,
     /// Makes every `Due` unique.
     seq: u64,
@@ -54,21 +57,44 @@ impl Index {
         (at, self.seq)
     }
 
-    /// Puts a session that entered the shard into both indexes.
+    /// Puts a session that entered the shard into both indexes (into the recency index only if
+    /// it is not locked).
     fn add(&mut self, key: &SessionKey, record: &mut Record, tick: u64) {
         record.due = self.next_due(record.expires_at);
         self.deadlines.insert(record.due, key.clone());
         if self.bounded {
-            record.used = tick;
-            self.recency.insert(tick, key.clone());
+            record.used = NOT_LISTED;
+            self.list(key, record, tick);
         }
     }
 
     /// Takes a session that left the shard out of both indexes.
-    fn forget(&mut self, record: &Record) {
+    fn forget(&mut self, record: &mut Record) {
         self.deadlines.remove(&record.due);
-        if self.bounded {
+        if self.bounded && record.used != NOT_LISTED {
             self.recency.remove(&record.used);
+            record.used = NOT_LISTED;
+        }
+    }
+
+    /// With a capacity bound: records the use `tick` of the session in the recency index if it is
+    /// unlocked, or takes it out of the index while it is locked. One removal and at most one
+    /// insertion, as an access without the rule would cost.
+    fn list(&mut self, key: &SessionKey, record: &mut Record, tick: u64) {
+        let unlocked = record.lock.is_none();
+        if record.used != NOT_LISTED && (!unlocked || record.used != tick) {
+            let listed = self.recency.remove(&record.used);
+            record.used = NOT_LISTED;
+            if unlocked {
+                let key = listed.unwrap_or_else(|| key.clone());
+                record.used = tick;
+                self.recency.insert(tick, key);
+                return;
+            }
+        }
+        if unlocked && record.used == NOT_LISTED {
+            record.used = tick;
+            self.recency.insert(tick, key.clone());
         }
     }
 
@@ -83,16 +109,15 @@ impl Index {
             record.due = self.next_due(record.expires_at);
             self.deadlines.insert(record.due, key);
         }
-        if self.bounded && record.used != tick {
-            let key = self
-                .recency
-                .remove(&record.used)
-                .unwrap_or_else(|| key.clone());
-            record.used = tick;
-            self.recency.insert(tick, key);
+        if self.bounded {
+            self.list(key, record, tick);
         }
     }
 }
+
+/// `Record::used` of a session that is not in the recency index (locked, or no capacity bound):
+/// the recency clock starts at 1.
+const NOT_LISTED: u64 = 0;
 
 /// The sessions of one shard and their indexes. Every method runs under the shard's lock.
 #[derive(Debug, Default)]
@@ -170,8 +195,8 @@ impl Shard {
                 }
                 let mut record = make();
                 self.index.add(key, &mut record, tick);
-                let old = slot.insert(record);
-                self.index.forget(&old);
+                let mut old = slot.insert(record);
+                self.index.forget(&mut old);
                 ends.push(end(key.clone(), old, EndReason::Expired));
             }
             Entry::Vacant(slot) => {
@@ -191,8 +216,8 @@ impl Shard {
 
     /// Takes the session of `key` out of the shard, live or not, without reporting it.
     pub(crate) fn take(&mut self, key: &SessionKey) -> Option<(SessionKey, Record)> {
-        let (key, record) = self.sessions.remove_entry(key)?;
-        self.index.forget(&record);
+        let (key, mut record) = self.sessions.remove_entry(key)?;
+        self.index.forget(&mut record);
         Some((key, record))
     }
 
@@ -231,21 +256,21 @@ impl Shard {
             .is_some_and(|(due, _)| due.0 <= now)
     }
 
-    /// The last use of the least recently used session (with a capacity bound).
-    pub(crate) fn oldest(&self) -> Option<u64> {
-        self.index.recency.first_key_value().map(|(tick, _)| *tick)
+    /// The last use of the least recently used session that is not locked, other than `except`
+    /// (with a capacity bound).
+    pub(crate) fn oldest(&self, except: &SessionKey) -> Option<u64> {
+        self.index
+            .recency
+            .iter()
+            .take(2)
+            .find(|(_, key)| *key != except)
+            .map(|(tick, _)| *tick)
     }
 
-    /// Evicts the least recently used session if its last use is still `tick`: it ends as
-    /// expired. Returns whether it did.
-    pub(crate) fn evict_oldest(&mut self, tick: u64, ends: &mut Ends) -> bool {
-        let Some(key) = self
-            .index
-            .recency
-            .first_key_value()
-            .filter(|(oldest, _)| **oldest == tick)
-            .map(|(_, key)| key.clone())
-        else {
+    /// Evicts the unlocked session whose last use is `tick`, if it has not been used (or locked)
+    /// since: it ends as expired. Returns whether it did.
+    pub(crate) fn evict(&mut self, tick: u64, ends: &mut Ends) -> bool {
+        let Some(key) = self.index.recency.get(&tick).cloned() else {
             return false;
         };
         self.end(&key, EndReason::Expired, ends);

@@ -3,15 +3,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use session_core::{EndReason, ExpiryEvent, ReleaseWatch, SessionKey};
 use tokio::sync::broadcast;
 
 use crate::shard::Ends;
 
-/// How many signals a slow subscriber may fall behind before it skips some. A release watch that
-/// lags simply wakes (a spurious wake is allowed); an events subscriber is told it missed some.
+/// The release channel's buffer: how many releases (of any session) a pending release watch may
+/// fall behind before it lags. A watch that lags simply wakes, and its waiter looks at its session
+/// again (a spurious wake is allowed), so a small buffer costs at most an extra look. The expiry
+/// events have their own buffer, `MemoryOptions::with_event_capacity`.
 pub(crate) const CHANNEL_CAPACITY: usize = 1024;
+
+/// How many due entries the expiry sweep looks at per batch (per shard lock).
+const SWEEP_BATCH: usize = 64;
 
 /// Both channels. Owned by the store's shared state: when the store goes, subscriptions end.
 #[derive(Debug)]
@@ -23,6 +29,8 @@ pub(crate) struct Signals {
     /// touching the channel's lock.
     watches: Arc<AtomicUsize>,
     events: broadcast::Sender<ExpiryEvent>,
+    /// The events channel's buffer, per subscriber.
+    event_capacity: usize,
     /// Whether anybody ever subscribed to the events: until then an end builds no event and
     /// takes no lock.
     events_wanted: AtomicBool,
@@ -45,6 +53,7 @@ impl Signals {
             releases: broadcast::channel(CHANNEL_CAPACITY).0,
             watches: Arc::new(AtomicUsize::new(0)),
             events: broadcast::channel(event_capacity.max(1)).0,
+            event_capacity: event_capacity.max(1),
             events_wanted: AtomicBool::new(false),
         }
     }
@@ -84,6 +93,44 @@ impl Signals {
         })
     }
 
+    /// Whether somebody may receive expiry events now.
+    fn events_listened(&self) -> bool {
+        self.events_wanted.load(Ordering::SeqCst) && self.events.receiver_count() > 0
+    }
+
+    /// How many due entries one batch of the expiry sweep may take: with a subscriber, no more
+    /// than the half of the event buffer that [`wait_for_room`](Self::wait_for_room) keeps free,
+    /// so that a batch never pushes out an event the subscriber has not read.
+    pub(crate) fn sweep_batch(&self) -> usize {
+        if self.events_wanted.load(Ordering::Relaxed) {
+            SWEEP_BATCH.min(self.event_capacity - self.event_capacity / 2)
+        } else {
+            SWEEP_BATCH
+        }
+    }
+
+    /// The expiry sweep's backpressure: while a subscriber has more than half the event buffer
+    /// unread, yields to it (a few times, then in 1 ms sleeps) until it has caught up. Gives up
+    /// at `give_up_at`, set to `patience` from the first wait of this sweep; once past it, returns
+    /// at once for the rest of the sweep (the subscriber is stuck: it will miss events, and the
+    /// sweep must go on). Off the request path: only the maintenance task sweeps this way.
+    pub(crate) async fn wait_for_room(&self, give_up_at: &mut Option<Instant>, patience: Duration) {
+        let half = self.event_capacity / 2;
+        let mut yields = 0_u32;
+        while self.events_listened() && self.events.len() > half {
+            let now = Instant::now();
+            if now >= *give_up_at.get_or_insert(now + patience) {
+                return;
+            }
+            if yields < 64 {
+                yields += 1;
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<ExpiryEvent> {
         self.events_wanted.store(true, Ordering::SeqCst);
         self.events.subscribe()
@@ -98,7 +145,7 @@ impl Signals {
             if end.reason == EndReason::Expired && end.locked {
                 self.released(&end.key);
             }
-            if self.events_wanted.load(Ordering::SeqCst) && self.events.receiver_count() > 0 {
+            if self.events_listened() {
                 // An error only means that every subscriber went away meanwhile.
                 let _ = self
                     .events

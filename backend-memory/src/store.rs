@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use session_core::{RefreshWindow, SessionKey};
 
@@ -19,8 +19,11 @@ use crate::signals::Signals;
 pub(crate) const BACKEND: &str = "memory";
 
 /// How many shards the sessions are spread over (by id). Every operation locks one shard (two
-/// for `change_id`) for well under a microsecond, so contention stays low at any core count a
-/// web server has; the sweep visits each shard once per maintenance interval.
+/// for `change_id`) for a short, bounded step: a hash lookup, a decision and an in-place change,
+/// well under a microsecond on current hardware when the session is small and no `Arc`-shared
+/// item map must be copied (a write copies the map, never the values, while a snapshot still
+/// holds it). Contention stays low at any core count a web server has; the sweep visits each
+/// shard once per maintenance interval, a batch at a time.
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 
@@ -164,10 +167,11 @@ impl Shared {
     pub(crate) fn visit<T>(
         &self, key: &SessionKey, decide: impl FnOnce(Option<&mut Record>, Instant) -> (Step, T),
     ) -> T {
-        let tick = self.tick();
         let mut ends = Ends::new();
         let value = {
             let mut shard = self.lock_at(shard_of(key));
+            // Under the lock, like `now`: uses of one session are recorded in the order they happen.
+            let tick = self.tick();
             let now = Instant::now();
             shard.visit(key, now, tick, &mut ends, |record| decide(record, now))
         };
@@ -176,22 +180,32 @@ impl Shared {
     }
 
     /// Stores a new session made by `make` under `key` unless a live one is there (`false`).
-    /// With a capacity bound, evicts the least recently used sessions past it.
-    pub(crate) fn create(&self, key: &SessionKey, make: impl FnOnce(Instant) -> Record) -> bool {
-        let tick = self.tick();
+    /// With a capacity bound, evicts the least recently used sessions past it. `make` runs under
+    /// the shard lock: it only assembles a record from parts the caller prepared.
+    pub(crate) fn create(
+        self: &Arc<Self>, key: &SessionKey, make: impl FnOnce(Instant) -> Record,
+    ) -> bool {
         let mut ends = Ends::new();
-        let created = {
+        let (created, swept_by_task) = {
             let mut shard = self.lock_at(shard_of(key));
+            // Under the lock: a create never records an older use than an operation before it.
+            let tick = self.tick();
             let now = Instant::now();
-            if !self.maintenance.is_running() {
-                // No sweep runs (no tokio runtime): each create clears a little of its shard.
+            let swept_by_task = self.maintenance.is_alive(now);
+            if !swept_by_task {
+                // No sweep runs (no tokio runtime, no timer, or a task that stopped being
+                // driven): each create clears a little of its shard.
                 shard.sweep(now, 2, &mut ends);
             }
-            shard.create(key, now, tick, &mut ends, || make(now))
+            let created = shard.create(key, now, tick, &mut ends, || make(now));
+            (created, swept_by_task)
         };
         self.report(ends);
+        if !swept_by_task {
+            Maintenance::revive(self, self.options.maintenance_interval());
+        }
         if created {
-            self.enforce_capacity();
+            self.enforce_capacity(key);
         }
         created
     }
@@ -230,7 +244,6 @@ impl Shared {
         &self, a: &SessionKey, b: &SessionKey,
         decide: impl FnOnce(&mut Pair<'_>, Instant, u64, &mut Ends) -> T,
     ) -> T {
-        let tick = self.tick();
         let (ia, ib) = (shard_of(a), shard_of(b));
         let mut ends = Ends::new();
         let value = {
@@ -242,6 +255,7 @@ impl Shared {
                 b_in_second: ib > ia,
                 a_in_second: ia > ib,
             };
+            let tick = self.tick();
             let now = Instant::now();
             decide(&mut pair, now, tick, &mut ends)
         };
@@ -249,10 +263,20 @@ impl Shared {
         value
     }
 
-    /// Past the capacity bound, evicts the least recently used sessions (each ends as expired)
-    /// until the store is back at the bound. One create at a time evicts, so concurrent creates
-    /// do not evict more than the bound asks.
-    fn enforce_capacity(&self) {
+    /// Past the capacity bound, evicts the least recently used unlocked sessions other than
+    /// `created`, the one just stored (each ends as expired), until the store is back at the
+    /// bound. One create at a time evicts, so concurrent
+    /// creates do not evict more than the bound asks.
+    ///
+    /// Each search for the oldest session first sweeps a few due entries of every shard it looks
+    /// at, so expired sessions nobody has swept yet give up their places before a live one is
+    /// evicted. Locked sessions are never evicted (their holder's commit would be lost), nor is
+    /// the session just created: if every other session is locked, the store stays past the
+    /// bound until a lock is let go or a session expires (the next create past the bound evicts
+    /// then).
+    fn enforce_capacity(&self, created: &SessionKey) {
+        /// Due entries a search sweeps per shard.
+        const SWEEP: usize = 4;
         let Some(capacity) = &self.capacity else {
             return;
         };
@@ -269,30 +293,60 @@ impl Shared {
             if capacity.sessions.load(Ordering::Acquire) <= capacity.max {
                 break;
             }
-            let oldest = (0..SHARDS)
-                .filter_map(|i| self.lock_at(i).oldest().map(|tick| (tick, i)))
-                .min();
+            let mut oldest: Option<(u64, usize)> = None;
+            for index in 0..SHARDS {
+                let mut ends = Ends::new();
+                let tick = {
+                    let mut shard = self.lock_at(index);
+                    shard.sweep(Instant::now(), SWEEP, &mut ends);
+                    shard.oldest(created)
+                };
+                self.report(ends);
+                if let Some(tick) = tick {
+                    oldest = Some(oldest.map_or((tick, index), |o| o.min((tick, index))));
+                }
+            }
+            // Expired sessions swept on the way may have made the room.
+            if capacity.sessions.load(Ordering::Acquire) <= capacity.max {
+                break;
+            }
             let Some((tick, index)) = oldest else { break };
             let mut ends = Ends::new();
-            self.lock_at(index).evict_oldest(tick, &mut ends);
+            self.lock_at(index).evict(tick, &mut ends);
             self.report(ends);
         }
     }
 
     /// One sweep of every shard (see `Shard::sweep`), a batch at a time so that no lock is held
-    /// for long; yields between batches of a shard with many due sessions.
+    /// for long; yields between shards and between batches of a shard with many due sessions.
+    ///
+    /// While somebody subscribes to the expiry events, the sweep also waits for them
+    /// (`Signals::wait_for_room`): it sends a batch only while the subscribers' backlog is at
+    /// most half the event buffer, so a subscriber that keeps up misses nothing however many
+    /// sessions expire at once. A subscriber that stops reading is waited for at most about one
+    /// maintenance interval per sweep (at least 10 ms, at most 1 s); after that the sweep goes on
+    /// without waiting and that subscriber misses the oldest events.
     pub(crate) async fn sweep_expired(&self) {
-        const BATCH: usize = 64;
+        let patience = self
+            .options
+            .maintenance_interval()
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut give_up_at = None;
         for index in 0..SHARDS {
             loop {
+                self.signals.wait_for_room(&mut give_up_at, patience).await;
+                // Alive, however long the sweep takes (`Maintenance::is_alive`).
+                self.maintenance.beat(Instant::now());
                 let mut ends = Ends::new();
-                let more = self.lock_at(index).sweep(Instant::now(), BATCH, &mut ends);
+                let batch = self.signals.sweep_batch();
+                let more = self.lock_at(index).sweep(Instant::now(), batch, &mut ends);
                 self.report(ends);
                 if !more {
                     break;
                 }
                 tokio::task::yield_now().await;
             }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -334,7 +388,7 @@ impl MemoryStore {
                     .collect(),
                 signals: Signals::new(options.event_capacity()),
                 options,
-                maintenance: Maintenance::new(),
+                maintenance: Maintenance::new(options.maintenance_interval()),
                 capacity,
             }),
         };
@@ -439,6 +493,42 @@ mod tests {
             .sessions
             .load(Ordering::Acquire);
         assert_eq!(counted, 3);
+    }
+
+    /// Runs a store operation to completion (the memory store's operations never wait).
+    fn done<F: std::future::Future>(operation: F) -> F::Output {
+        let mut operation = std::pin::pin!(operation);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match operation.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("a memory store operation waited"),
+        }
+    }
+
+    #[test]
+    fn uses_of_one_session_are_recorded_in_the_order_they_happen() {
+        use session_core::{Items, SessionStore};
+        // The recency tick is taken under the shard lock: an access that took its tick before
+        // another's but locked after it would record an older use over a newer one.
+        let store = MemoryStore::with_options(MemoryOptions::new().with_max_sessions(1000));
+        let k = key_in("/ticks");
+        done(store.create(&k, &Items::new(), crate::test_util::LONG, true)).unwrap();
+        let seen = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..20_000 {
+                        done(store.touch(&k)).unwrap();
+                        // Looked at under the shard lock, in the order of the writes.
+                        store.shared.with_shard(&k, |shard| {
+                            let used = shard.get(&k).unwrap().used;
+                            let before = seen.swap(used, Ordering::Relaxed);
+                            assert!(used >= before, "use {used} recorded after {before}");
+                        });
+                    }
+                });
+            }
+        });
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ async fn a_managed_commit_changes_the_stored_items_in_place() {
         before,
         "the commit copied the item map instead of changing it in place"
     );
-    let mut s = m.open(Some(&id), Access::ReadOnly).await.unwrap();
+    let s = m.open(Some(&id), Access::ReadOnly).await.unwrap();
     assert_eq!(s.get::<u32>("item0").unwrap(), Some(100));
     assert_eq!(s.get::<u32>("item9").unwrap(), Some(9));
     s.end().await.unwrap();
