@@ -6,7 +6,7 @@
 //! | 0 | 1 | layout version, [`VERSION`] |
 //! | 1 | 1 | flags: [`INITIALIZE`] (the uninitialized flag is unreported), [`EVENTS`] (the session keeps an alive marker and a grace period for expiry events) |
 //! | 2 | 1 | 1 while locked, else 0 |
-//! | 3 | 1 | reserved (0) |
+//! | 3 | 1 | waiting: 1 when a `watch_release` waits for the current lock's end (`ops/wait.lua`); the script that ends the lock publishes only then, and clears it |
 //! | 4 | 16 | lock token (big-endian `u128`; zeros while unlocked) |
 //! | 20 | 6 | lock time, ms on the server's clock (big-endian) |
 //! | 26 | 6 | the session's timeout, ms (big-endian) |

@@ -234,6 +234,10 @@ impl SessionStore for RedisStore {
             .watch(&mut conn, &channel)
             .await
             .map_err(|e| inner.errors.map(Operation::WatchRelease, e))?;
+        // Subscribed (confirmed): now ask for the lock's end to be published. A lock that ended
+        // before this is found free by the caller's next look (docs/contract.md §3: waiters look
+        // again after subscribing).
+        ops::wait::run(inner, key).await?;
         // A dropped sender (the store is gone) also completes the watch: waiters re-check.
         Ok(ReleaseWatch::new(async move {
             let _ = rx.await;

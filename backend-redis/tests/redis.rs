@@ -927,6 +927,91 @@ async fn refresh_window_writes_only_when_due() -> TestResult {
     Ok(())
 }
 
+/// The end of a lock is published only when a waiter asked for it (`watch_release` sets the
+/// header's waiting byte after subscribing): a commit or release nobody waits for sends no
+/// `PUBLISH` (on a cluster each one crosses the bus to every node); one somebody waits for wakes
+/// the waiter, and the next end nobody waits for is silent again.
+async fn releases_publish_only_when_waited() -> TestResult {
+    use session_core::{CommitOutcome, ReleaseOutcome};
+    let server = Private::start().await?;
+    let mut raw = server.raw().await?;
+    let store = connect(&server.url()).await?;
+    let app = app("waited")?;
+    warm_up(&store, &app).await?;
+    let key = key(&app)?;
+    store.create(&key, &items(1), LONG, true).await?;
+    let lock = async || -> Result<LockToken, Failed> {
+        let token = LockToken::generate()?;
+        match store.acquire(&key, token, LONG).await? {
+            AcquireOutcome::Acquired(_) => Ok(token),
+            other => Err(fail(format!("acquire: {other:?}"))),
+        }
+    };
+    let delta = Delta::new().with_set("n", items(2)["n"].clone());
+    for waited in [false, true, false] {
+        // A commit.
+        let token = lock().await?;
+        let watch = if waited {
+            Some(store.watch_release(&key).await?)
+        } else {
+            None
+        };
+        reset_stats(&mut raw).await?;
+        ensure!(
+            store.commit(&key, token, &delta, LONG).await? == CommitOutcome::Committed,
+            "commit"
+        );
+        let published = command_calls(&mut raw, "publish").await?;
+        ensure!(
+            published == u64::from(waited),
+            "commit, waited for {waited}: PUBLISH ran {published} times"
+        );
+        if let Some(watch) = watch {
+            ensure!(
+                tokio::time::timeout(Duration::from_secs(2), watch)
+                    .await
+                    .is_ok(),
+                "the waiter wakes on the commit"
+            );
+        }
+        // A release.
+        let token = lock().await?;
+        let watch = if waited {
+            Some(store.watch_release(&key).await?)
+        } else {
+            None
+        };
+        reset_stats(&mut raw).await?;
+        ensure!(
+            store.release(&key, token).await? == ReleaseOutcome::Released,
+            "release"
+        );
+        let published = command_calls(&mut raw, "publish").await?;
+        ensure!(
+            published == u64::from(waited),
+            "release, waited for {waited}: PUBLISH ran {published} times"
+        );
+        if let Some(watch) = watch {
+            ensure!(
+                tokio::time::timeout(Duration::from_secs(2), watch)
+                    .await
+                    .is_ok(),
+                "the waiter wakes on the release"
+            );
+        }
+    }
+    // A watch of an unlocked session marks nothing: the next lock's end is silent.
+    let _idle = store.watch_release(&key).await?;
+    let token = lock().await?;
+    reset_stats(&mut raw).await?;
+    store.release(&key, token).await?;
+    ensure!(
+        command_calls(&mut raw, "publish").await? == 0,
+        "a watch taken while unlocked does not mark the next lock"
+    );
+    Ok(())
+}
+
 /// A commit that only replaces items with values of the same length is written in place (no
 /// `SET` of the whole value); any other delta rebuilds the value. Either way the session reads
 /// back as the delta applied to it.
@@ -1120,6 +1205,11 @@ fn main() -> std::process::ExitCode {
             "standalone::refresh_window_writes_only_when_due",
             redis(),
             |_| refresh_window_writes_only_when_due(),
+        ),
+        trial(
+            "standalone::releases_publish_only_when_waited",
+            redis(),
+            |_| releases_publish_only_when_waited(),
         ),
         trial(
             "standalone::commits_patch_in_place_or_rebuild",

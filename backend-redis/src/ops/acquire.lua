@@ -30,10 +30,17 @@ if s.locked == 1 then
 end
 -- Free or stale: flags without the initialize flag, locked, the token and the lock time. The
 -- settled record stays: the previous holder's retried commit must still be recognised.
+-- A takeover ends the stale holder's lock: its waiters are told (and the waiting byte cleared);
+-- otherwise the byte stays as it is.
+local wake = took_over and waited(v)
+local waiting = string.byte(v, 4)
+if wake then
+  waiting = 0
+end
 redis.call('SETRANGE', KEYS[1], 1,
-  string.char(s.f - s.f % 2, 1, 0) .. ARGV[1] .. u48s(now))
-if took_over then
-  -- The stale holder's lock ended: its watchers look again (and find the new lock).
+  string.char(s.f - s.f % 2, 1, waiting) .. ARGV[1] .. u48s(now))
+if wake then
+  -- Its watchers look again (and find the new lock).
   redis.call('PUBLISH', ARGV[4], 'taken-over')
 end
 return v

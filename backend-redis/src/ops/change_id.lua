@@ -32,5 +32,9 @@ redis.call('RENAME', KEYS[1], KEYS[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('RENAME', KEYS[2], KEYS[4])
 end
-redis.call('PUBLISH', ARGV[2], 'released')
+if waited(h) then
+  -- The old id's waiters look again (the id is gone); the new id starts without waiters.
+  redis.call('SETRANGE', KEYS[3], 3, '\0')
+  redis.call('PUBLISH', ARGV[2], 'released')
+end
 return 1

@@ -49,7 +49,10 @@ if s.locked == 1 and holder(v) == ARGV[1] then
   if s.grace > 0 then
     mark(to)
   end
-  redis.call('PUBLISH', ARGV[4], 'committed')
+  -- The new header cleared the waiting byte.
+  if waited(v) then
+    redis.call('PUBLISH', ARGV[4], 'committed')
+  end
   return 1
 end
 if string.sub(v, 33, 48) == ARGV[1] and string.sub(v, 49, 56) == ARGV[3] then

@@ -27,6 +27,7 @@ pub(crate) mod release;
 pub(crate) mod remove;
 pub(crate) mod take;
 pub(crate) mod touch;
+pub(crate) mod wait;
 pub(crate) mod write_concurrent;
 
 /// A lazily hashed script: the shared prelude followed by the operation's own Lua file.

@@ -103,6 +103,14 @@ local function slide_if_due(s, percent)
   end
 end
 
+-- Whether a waiter asked to be told when this lock ends (header byte 3, set by wait.lua while
+-- the session is locked). Scripts that end a lock PUBLISH on the release channel only then, and
+-- clear it: a release nobody waits for costs no message (on a cluster, a PUBLISH crosses the
+-- cluster bus to every node).
+local function waited(h)
+  return string.byte(h, 4) ~= 0
+end
+
 -- The holder's token as the header stores it (16 bytes).
 local function holder(h)
   return string.sub(h, 5, 20)

@@ -17,8 +17,10 @@ end
 if s.locked ~= 1 or holder(h) ~= ARGV[1] then
   return 0
 end
--- Unlocked: the locked byte, the reserved byte, the token and the lock time zeroed.
+-- Unlocked: the locked byte, the waiting byte, the token and the lock time zeroed.
 redis.call('SETRANGE', KEYS[1], 2, string.rep('\0', 24))
 slide_if_due(s, tonumber(ARGV[3]))
-redis.call('PUBLISH', ARGV[2], 'released')
+if waited(h) then
+  redis.call('PUBLISH', ARGV[2], 'released')
+end
 return 1

@@ -22,7 +22,9 @@ if s.locked ~= 1 or holder(v) ~= ARGV[1] then
   return 2
 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[2], 'removed')
+if waited(v) then
+  redis.call('PUBLISH', ARGV[2], 'removed')
+end
 if ARGV[3] == '1' then
   return {1, v}
 end
