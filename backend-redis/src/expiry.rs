@@ -5,7 +5,7 @@
 //!   user without it, a renamed command) counts as unknown: the capability is then not declared.
 //! - **Grace period**: a session created while expiry events are declared carries the `EVENTS`
 //!   flag: its value outlives its end by [`EXPIRY_GRACE`], and an empty alive marker expires
-//!   exactly at its end (`slide` in `ops/prelude.lua`), so the items of a session whose marker
+//!   exactly at its end (`slide_if_due` in `ops/slide.lua`), so the items of a session whose marker
 //!   expired are still there for its event. Sessions without the flag pay for neither.
 //! - **Listener** (started by the first `expiry_events()` call): one connection per node
 //!   (standalone: the server; cluster: every node, replicas too, so that a promoted replica is
@@ -319,9 +319,9 @@ mod tests {
 
     #[test]
     fn the_scripts_use_the_same_grace_period() {
-        let prelude = include_str!("ops/prelude.lua");
+        let consts = include_str!("ops/consts.lua");
         let line = format!("local GRACE_MS = {}\n", EXPIRY_GRACE.as_millis());
-        assert!(prelude.contains(&line), "prelude.lua must declare {line}");
+        assert!(consts.contains(&line), "consts.lua must declare {line}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! A session exists while its value exists and has not reached its end: without expiry events the
 //! value's expiry is the session's; with them the value outlives the session by
 //! [`EXPIRY_GRACE`](crate::EXPIRY_GRACE), so that its final items can still be reported, and the
-//! alive marker's expiry (a keyspace notification) is the session's end (`ops/prelude.lua`).
+//! alive marker's expiry (a keyspace notification) is the session's end (`ops/consts.lua`).
 //!
 //! `v2` is the layout version: the first layout (a `:meta` and an `:items` hash per session) is
 //! never read, so sessions written by an earlier version are simply not found after an upgrade.

@@ -15,8 +15,9 @@
 //! | 56 | … | items, each: name length (2 bytes), value length (4 bytes), name, value |
 //!
 //! Integers are big-endian. Six-byte numbers stay below 2^48 ms (8,900 years): exact in Lua's
-//! doubles, which the scripts read them with (`u48` in `ops/prelude.lua`). The scripts rely on
-//! these offsets; a unit test checks that `prelude.lua` declares the same header length.
+//! doubles, which the scripts read them with (`open` in `ops/open.lua`, inlined in `read.lua`,
+//! `acquire.lua` and `commit.lua`). The scripts rely on these offsets; a unit test checks that
+//! `consts.lua` declares the same header length.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,8 +312,8 @@ mod tests {
 
     #[test]
     fn the_scripts_use_the_same_header_length() {
-        let prelude = include_str!("ops/prelude.lua");
+        let consts = include_str!("ops/consts.lua");
         let line = format!("local HEADER = {HEADER}\n");
-        assert!(prelude.contains(&line), "prelude.lua must declare {line}");
+        assert!(consts.contains(&line), "consts.lua must declare {line}");
     }
 }

@@ -11,7 +11,8 @@
 //! - `layout`: the stored value of a session (one string: a fixed header, then the items), encoded
 //!   and decoded from one buffer.
 //! - `store`: [`RedisStore`], which only connects and delegates.
-//! - `ops`: one file per operation with its Lua script (`ops/<op>.lua` after `ops/prelude.lua`).
+//! - `ops`: one file per operation with its Lua script (`ops/<op>.lua` after `ops/consts.lua` and
+//!   the helpers it uses).
 //! - `signals`: the pub/sub release signal.
 //! - `expiry`: expiry events (keyspace notifications, the grace period, the listener).
 //! - `error`: driver errors classified into `session_core::Error`.

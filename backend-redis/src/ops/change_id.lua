@@ -16,7 +16,7 @@ local s, missing = open(h)
 if not s then
   return missing
 end
-if s.locked ~= 1 or holder(h) ~= ARGV[1] then
+if s.locked ~= 1 or string.sub(h, 5, 20) ~= ARGV[1] then
   return 0
 end
 local taken = redis.call('GETRANGE', KEYS[3], 0, HEADER - 1)
@@ -32,7 +32,7 @@ redis.call('RENAME', KEYS[1], KEYS[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('RENAME', KEYS[2], KEYS[4])
 end
-if waited(h) then
+if string.byte(h, 4) ~= 0 then
   -- The old id's waiters look again (the id is gone); the new id starts without waiters.
   redis.call('SETRANGE', KEYS[3], 3, '\0')
   redis.call('PUBLISH', ARGV[2], 'released')

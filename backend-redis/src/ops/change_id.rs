@@ -12,7 +12,7 @@ use crate::keys::Keys;
 use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("change_id.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "change_id.lua");
 
 pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, new_id: SessionId, token: LockToken,

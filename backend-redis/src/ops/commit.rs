@@ -13,7 +13,7 @@ use crate::keys::Keys;
 use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("commit.lua");
+static SCRIPT: LazyLock<Script> = script!("delta.lua", "commit.lua");
 
 pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,

@@ -14,7 +14,7 @@ use crate::keys::Keys;
 use crate::layout::{self, EVENTS, INITIALIZE};
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("create.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "create.lua");
 
 pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,

@@ -20,7 +20,7 @@ if not s and missing == 0 then
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2])
-if s and s.locked == 1 and waited(v) then
+if s and s.locked == 1 and string.byte(v, 4) ~= 0 then
   redis.call('PUBLISH', ARGV[1], 'deleted')
 end
 if s and ARGV[2] == '1' then

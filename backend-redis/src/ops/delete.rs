@@ -10,7 +10,7 @@ use crate::error::bad_reply;
 use crate::keys::Keys;
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("delete.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "delete.lua");
 
 pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<RemoveOutcome> {
     let keys = Keys::new(key);

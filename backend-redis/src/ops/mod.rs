@@ -1,8 +1,9 @@
 //! One file per store operation: each holds its Lua script (`<op>.lua`, prepended with
-//! `prelude.lua`), the argument encoding and the reply decoding. Every operation is one `EVALSHA`:
-//! one round trip, atomic on the server. `redis::Script` falls back to `SCRIPT LOAD` + `EVALSHA` on
-//! `NOSCRIPT`, so a `SCRIPT FLUSH`, a restart or a failover to a replica without the script costs
-//! one extra round trip once, unnoticed by the caller.
+//! `consts.lua` and the helper files it uses, see `script!`), the argument encoding and the reply
+//! decoding. Every operation is one `EVALSHA`: one round trip, atomic on the server.
+//! `redis::Script` falls back to `SCRIPT LOAD` + `EVALSHA` on `NOSCRIPT`, so a `SCRIPT FLUSH`, a
+//! restart or a failover to a replica without the script costs one extra round trip once,
+//! unnoticed by the caller.
 //!
 //! The session is one string (`layout.rs`): reads move it whole and the client decodes it from
 //! one buffer; writes send only the delta, and the script patches the stored value.
@@ -30,11 +31,15 @@ pub(crate) mod touch;
 pub(crate) mod wait;
 pub(crate) mod write_concurrent;
 
-/// A lazily hashed script: the shared prelude followed by the operation's own Lua file.
+/// A lazily hashed script: `consts.lua` (the constants shared with the Rust side), then the listed
+/// Lua files in order, the operation's own file last. Only the helpers a script uses are included
+/// (`open.lua`, `slide.lua`, `delta.lua`): Lua creates every `local function` of a script anew on
+/// each call, so the hot scripts (`read.lua`, `acquire.lua`, and `commit.lua` but for `delta.lua`)
+/// inline theirs.
 macro_rules! script {
-    ($file:literal) => {
+    ($($file:literal),+) => {
         std::sync::LazyLock::new(|| {
-            redis::Script::new(concat!(include_str!("prelude.lua"), include_str!($file)))
+            redis::Script::new(concat!(include_str!("consts.lua"), $(include_str!($file)),+))
         })
     };
 }
@@ -64,7 +69,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Appends `delta` in the layout `items_after` (prelude.lua) reads: cleared flag, number of
+/// Appends `delta` in the layout `items_after` (delta.lua) reads: cleared flag, number of
 /// removed names, the removed names, then each item to set, encoded as stored.
 ///
 /// # Errors
@@ -150,5 +155,49 @@ pub(crate) fn final_items(key: &SessionKey, operation: Operation, reply: Value) 
             _ => Err(bad_reply(operation, "unknown removal outcome")),
         },
         _ => Err(bad_reply(operation, "unknown removal outcome")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The hot scripts' own files and `consts.lua`, which every script starts with (`commit.lua`
+    /// adds only `delta.lua`'s two helpers).
+    const HOT: [&str; 4] = [
+        include_str!("consts.lua"),
+        include_str!("read.lua"),
+        include_str!("acquire.lua"),
+        include_str!("commit.lua"),
+    ];
+
+    #[test]
+    fn hot_scripts_create_no_closures() {
+        for source in HOT {
+            let code = source.lines().filter(|l| !l.trim_start().starts_with("--"));
+            for line in code {
+                assert!(!line.contains("function"), "a closure per call: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_consts_declares_the_shared_constants() {
+        for own in [
+            include_str!("open.lua"),
+            include_str!("slide.lua"),
+            include_str!("delta.lua"),
+            include_str!("read.lua"),
+            include_str!("acquire.lua"),
+            include_str!("commit.lua"),
+            include_str!("write_concurrent.lua"),
+        ] {
+            assert!(
+                !own.contains("local HEADER"),
+                "HEADER declared outside consts.lua"
+            );
+            assert!(
+                !own.contains("local GRACE_MS"),
+                "GRACE_MS declared outside consts.lua"
+            );
+        }
     }
 }

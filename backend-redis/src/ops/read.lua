@@ -6,17 +6,57 @@
 --          flag when this read reports it.
 -- Atomic: the existence check, the slide (even when locked, only when due: docs/contract.md §1),
 -- clearing the one-shot initialize flag and the GET happen in one script. Round trips: 1.
+-- The hottest script: open (open.lua), slide_if_due (slide.lua) and the clock are inlined here (a
+-- `local function` is created anew on every call), and the common reply is the bare value.
 local v = redis.call('GET', KEYS[1])
-local s, missing = open(v)
-if not s then
-  return missing
+if not v then
+  return 0
 end
-slide_if_due(s, tonumber(ARGV[1]))
-if s.locked == 1 then
-  return {holder(v), math.max(0, now_ms() - u48(v, 21))}
+if #v < HEADER then
+  return -1
 end
-if s.f % 2 == 1 then
+local version, f, locked = string.byte(v, 1, 3)
+if version ~= 2 or locked > 1 then
+  return -1
+end
+-- The timeout (ms): six big-endian bytes at offset 26.
+local a, b, c, d, e, g = string.byte(v, 27, 32)
+local timeout = ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + g
+if timeout < 1 then
+  return -1
+end
+local grace = 0
+if f % 4 >= 2 then
+  grace = GRACE_MS
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -1 then
+  -- No expiry: not written by this layout.
+  return -1
+end
+local left = pttl - grace
+if left <= 0 then
+  return 0
+end
+-- Slide only when due (slide_if_due in slide.lua).
+local percent = tonumber(ARGV[1])
+if percent == 0 or left < timeout then
+  local to = timeout + math.floor(timeout * percent / 100)
+  redis.call('PEXPIRE', KEYS[1], to + grace)
+  if grace > 0 and redis.call('PEXPIRE', KEYS[2], to) == 0 then
+    redis.call('SET', KEYS[2], '', 'PX', to)
+  end
+end
+if locked == 1 then
+  -- The lock time (ms, server clock): six big-endian bytes at offset 20; the holder at 4..19.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  a, b, c, d, e, g = string.byte(v, 21, 26)
+  local since = ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + g
+  return {string.sub(v, 5, 20), math.max(0, now - since)}
+end
+if f % 2 == 1 then
   -- Reported exactly once (docs/contract.md §2 rule 3); SETRANGE keeps the expiry.
-  redis.call('SETRANGE', KEYS[1], 1, string.char(s.f - 1))
+  redis.call('SETRANGE', KEYS[1], 1, string.char(f - 1))
 end
 return v

@@ -12,7 +12,7 @@ use crate::keys::Keys;
 use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("release.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "slide.lua", "release.lua");
 
 pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, token: LockToken,

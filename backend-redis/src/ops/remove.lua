@@ -18,11 +18,11 @@ local s, missing = open(v)
 if not s then
   return missing
 end
-if s.locked ~= 1 or holder(v) ~= ARGV[1] then
+if s.locked ~= 1 or string.sub(v, 5, 20) ~= ARGV[1] then
   return 2
 end
 redis.call('DEL', KEYS[1], KEYS[2])
-if waited(v) then
+if string.byte(v, 4) ~= 0 then
   redis.call('PUBLISH', ARGV[2], 'removed')
 end
 if ARGV[3] == '1' then

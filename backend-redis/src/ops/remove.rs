@@ -11,7 +11,7 @@ use crate::keys::Keys;
 use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("remove.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "remove.lua");
 
 pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, token: LockToken,

@@ -11,7 +11,7 @@ use crate::connection::Connection;
 use crate::error::ErrorContext;
 use crate::keys::Keys;
 
-static SCRIPT: LazyLock<Script> = script!("take.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "take.lua");
 
 /// The final items of `key`, or `None` when the session exists again or another process (or an
 /// earlier notification) already claimed its end.

@@ -12,7 +12,7 @@ use crate::keys::Keys;
 use crate::layout::corrupt_header;
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("touch.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "slide.lua", "touch.lua");
 
 pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<TouchOutcome> {
     let keys = Keys::new(key);

@@ -18,7 +18,7 @@ local s = open(h)
 if not s or s.locked ~= 1 then
   return 0
 end
-if not waited(h) then
+if string.byte(h, 4) == 0 then
   redis.call('SETRANGE', KEYS[1], 3, '\1')
 end
 return 1

@@ -10,7 +10,7 @@ use super::{invoke, on_session, script};
 use crate::keys::Keys;
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("wait.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "wait.lua");
 
 pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<()> {
     let keys = Keys::new(key);

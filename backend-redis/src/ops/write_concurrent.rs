@@ -12,7 +12,8 @@ use crate::keys::Keys;
 use crate::layout::{self, corrupt_header};
 use crate::store::Inner;
 
-static SCRIPT: LazyLock<Script> = script!("write_concurrent.lua");
+static SCRIPT: LazyLock<Script> =
+    script!("open.lua", "slide.lua", "delta.lua", "write_concurrent.lua");
 
 pub(crate) async fn run(
     inner: &Inner, key: &SessionKey, delta: &Delta, timeout: Duration,
