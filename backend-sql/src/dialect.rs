@@ -185,7 +185,8 @@ pub(crate) enum Op<'a> {
         new_sid: &'a [u8],
         token: Token,
     },
-    /// Deletes up to `batch` expired sessions (oldest expiry first, on the expiry index), one
+    /// Deletes up to `batch` expired sessions (oldest expiry first, on the expiry index; on
+    /// Postgres oldest expiry minute first, on the bucket index of migration 0005), one
     /// runner at a time across processes; the reply's `status` is how many.
     Purge {
         batch: i64,

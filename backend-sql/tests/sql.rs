@@ -99,6 +99,30 @@ async fn exec(db: Db, url: &str, sql: String) -> i64 {
     }
 }
 
+/// How many items the SQLite sessions under prefix `p` hold: each row's `items` blob is
+/// `[u32 BE name length][name][u32 BE value length][value]…`.
+async fn sqlite_items(url: &str, p: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let blobs: Vec<Vec<u8>> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT items FROM {p}sessions")))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let mut count = 0;
+    for blob in blobs {
+        let mut rest = &blob[..];
+        while !rest.is_empty() {
+            for _ in 0..2 {
+                let (len, tail) = rest.split_first_chunk::<4>().unwrap();
+                rest = &tail[u32::from_be_bytes(*len) as usize..];
+            }
+            count += 1;
+        }
+    }
+    count
+}
+
 fn key(app: &str) -> SessionKey {
     SessionKey::new(AppName::new(app).unwrap(), SessionId::generate().unwrap())
 }
@@ -179,14 +203,19 @@ async fn hostile_names_and_values_are_stored_verbatim() {
             d.apply_to(&mut expected);
             assert_eq!(*snap.items, expected, "{:?}", t.db);
         }
-        // One row per item; on Postgres one array element per item, in the session's row.
+        // One row per item on MySQL; on Postgres one array element per item, on SQLite one entry
+        // of the packed blob, in the session's row.
         let count = match t.db {
             Db::Postgres => {
                 format!("SELECT COALESCE(SUM(cardinality(names)), 0)::bigint FROM {p}sessions")
             }
-            _ => format!("SELECT COUNT(*) FROM {p}items"),
+            Db::Mysql => format!("SELECT COUNT(*) FROM {p}items"),
+            Db::Sqlite => String::new(),
         };
-        let rows = exec(t.db, &t.url, count).await;
+        let rows = match t.db {
+            Db::Sqlite => sqlite_items(&t.url, &p).await,
+            _ => exec(t.db, &t.url, count).await,
+        };
         assert_eq!(
             rows as usize,
             4 * (names.len() - 1),
@@ -222,16 +251,13 @@ fn seed_expired_sql(db: Db, p: &str, n: u64) -> Vec<String> {
                 "INSERT INTO {p}items (session_pk, name, value) SELECT pk, 'n', 'v' FROM {p}sessions"
             ),
         ],
-        Db::Sqlite => vec![
-            format!(
-                "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, initialize, created_at) \
-                     WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n}) \
-                     SELECT X'2f6f6c64', CAST('old' || i AS BLOB), 1000 + i, 1000, 0, 0 FROM g"
-            ),
-            format!(
-                "INSERT INTO {p}items (session_pk, name, value) SELECT pk, X'6e', X'76' FROM {p}sessions"
-            ),
-        ],
+        // The item packed as the `items` column holds it: lengths as 4 bytes big-endian.
+        Db::Sqlite => vec![format!(
+            "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, initialize, created_at, items) \
+                 WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n}) \
+                 SELECT X'2f6f6c64', CAST('old' || i AS BLOB), 1000 + i, 1000, 0, 0, \
+                        X'000000016e0000000176' FROM g"
+        )],
     }
 }
 
@@ -296,14 +322,18 @@ async fn purge_deletes_exactly_the_expired_with_two_purgers_and_live_traffic() {
         assert_eq!(a + b, n, "{:?}: exactly the expired sessions", t.db);
         let left = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}sessions")).await;
         assert_eq!(left, live.len() as i64, "{:?}", t.db);
-        // Items live in the session rows on Postgres, in their own table elsewhere.
+        // Items live in the session rows on Postgres and SQLite, in their own table on MySQL.
         let count = match t.db {
             Db::Postgres => {
                 format!("SELECT COALESCE(SUM(cardinality(names)), 0)::bigint FROM {p}sessions")
             }
-            _ => format!("SELECT COUNT(*) FROM {p}items"),
+            Db::Mysql => format!("SELECT COUNT(*) FROM {p}items"),
+            Db::Sqlite => String::new(),
         };
-        let items = exec(t.db, &t.url, count).await;
+        let items = match t.db {
+            Db::Sqlite => sqlite_items(&t.url, &p).await,
+            _ => exec(t.db, &t.url, count).await,
+        };
         assert_eq!(
             items,
             2 * live.len() as i64,
@@ -475,9 +505,9 @@ async fn every_delta_shape_merges_like_apply_to() {
 /// How many migrations each database's schema has.
 fn latest_migration(db: Db) -> i64 {
     match db {
-        Db::Sqlite => 1,
+        Db::Sqlite => 2,
         Db::Mysql => 3,
-        Db::Postgres => 4,
+        Db::Postgres => 5,
     }
 }
 
@@ -1176,6 +1206,14 @@ async fn migrate_earlier_schema(
                 "release records nothing",
                 include_str!("../migrations/postgres/0002_release_records_nothing.sql"),
             ),
+            (
+                "refresh window",
+                include_str!("../migrations/postgres/0003_refresh_window.sql"),
+            ),
+            (
+                "plain statements",
+                include_str!("../migrations/postgres/0004_plain_statements.sql"),
+            ),
         ],
         Db::Mysql => &[
             (
@@ -1320,7 +1358,7 @@ impl OldCalls {
 /// Databases migrated by an earlier schema (0001 only; 0001 and 0002) upgrade on connect without
 /// losing a session, its items, a lock or a commit's settled record; a release record the first
 /// schema wrote (kind 2) matches nothing. On Postgres, 0003 moves the items into the session
-/// rows. Afterwards a process of an earlier schema refuses to migrate (sqlx: a newer migration
+/// rows (two arrays); on SQLite, 0002 (one packed blob, empty for a session without items). Afterwards a process of an earlier schema refuses to migrate (sqlx: a newer migration
 /// applied but unknown), which the changelog tells users upgrading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn databases_of_earlier_schemas_upgrade() {
@@ -1342,39 +1380,64 @@ async fn databases_of_earlier_schemas_upgrade() {
             let stored: [(&str, &[u8]); 2] = [("a", b"1"), ("b\0'", b"\0two")];
             let delta = Delta::new().with_set("n", v(b"1"));
             let fp = delta.fingerprint(MINUTE) as i64;
+            let mut sqlite_empty = None;
             if t.db == Db::Sqlite {
-                // SQLite's routines are this crate's code: seed through a store that does not
-                // migrate, then write the release record as the first schema did.
-                let old = store_with(
-                    &t.url,
-                    SqlOptions::new()
-                        .with_table_prefix(&p)
-                        .unwrap()
-                        .with_migrate(false),
-                )
-                .await;
-                let items: Items = stored
-                    .iter()
-                    .map(|(n, val)| ((*n).to_owned(), v(val)))
-                    .collect();
-                for k in [&released, &committed, &locked] {
-                    old.create(k, &items, MINUTE, true).await.unwrap();
+                // SQLite's operations are this crate's code, and this version's no longer run on
+                // the first schema: write the rows as that version left them (an item row per
+                // item; the release record of the first schema, kind 2).
+                let now = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+                let sid = |k: &SessionKey| hex(k.id().expose().as_bytes());
+                let tok = |t: LockToken| t.to_hex();
+                let app = hex(b"/upgrade");
+                let rows = [
+                    (
+                        &released,
+                        "NULL, NULL".to_owned(),
+                        format!("X'{}', 2, NULL", tok(spent)),
+                    ),
+                    (
+                        &committed,
+                        "NULL, NULL".to_owned(),
+                        format!("X'{}', 1, {fp}", tok(token)),
+                    ),
+                    (
+                        &locked,
+                        format!("X'{}', {now}", tok(holder)),
+                        "NULL, NULL, NULL".to_owned(),
+                    ),
+                ];
+                for (k, lock, settled) in rows {
+                    let insert = format!(
+                        "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, lock_token, \
+                         locked_at, initialize, settled_token, settled_kind, settled_fp, created_at) \
+                         VALUES (X'{app}', X'{}', {now} + 60000, 60000, {lock}, 0, {settled}, {now})",
+                        sid(k)
+                    );
+                    exec(t.db, &t.url, insert).await;
+                    let mut items = stored.to_vec();
+                    if k == &committed {
+                        items.push(("n", b"1"));
+                    }
+                    for (name, value) in items {
+                        let item = format!(
+                            "INSERT INTO {p}items (session_pk, name, value) SELECT pk, X'{}', X'{}' \
+                             FROM {p}sessions WHERE sid = X'{}'",
+                            hex(name.as_bytes()),
+                            hex(value),
+                            sid(k)
+                        );
+                        exec(t.db, &t.url, item).await;
+                    }
                 }
-                for (k, tok) in [(&released, spent), (&committed, token), (&locked, holder)] {
-                    let out = old.acquire(k, tok, MINUTE).await.unwrap();
-                    assert!(matches!(out, AcquireOutcome::Acquired(_)));
-                }
-                assert_eq!(old.release(&released, spent).await.unwrap(), Released);
-                let out = old.commit(&committed, token, &delta, MINUTE).await.unwrap();
-                assert_eq!(out, CommitOutcome::Committed);
-                old.close().await;
-                let record = format!(
-                    "UPDATE {p}sessions SET settled_token = X'{}', settled_kind = 2, \
-                     settled_fp = NULL WHERE sid = X'{}'",
-                    spent.to_hex(),
-                    hex(released.id().expose().as_bytes())
+                // A session without items keeps an empty list.
+                let empty = key("/upgrade");
+                let insert = format!(
+                    "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, initialize, created_at) \
+                     VALUES (X'{app}', X'{}', {now} + 60000, 60000, 0, {now})",
+                    sid(&empty)
                 );
-                exec(t.db, &t.url, record).await;
+                exec(t.db, &t.url, insert).await;
+                sqlite_empty = Some(empty);
             } else {
                 let old = OldCalls {
                     db: t.db,
@@ -1440,6 +1503,12 @@ async fn databases_of_earlier_schemas_upgrade() {
                 ReadOutcome::Found(s) => assert_eq!(*s.items, expected, "{what}: a delta applies"),
                 other => panic!("{what}: {other:?}"),
             }
+            if let Some(empty) = &sqlite_empty {
+                match new.read(empty).await.unwrap() {
+                    ReadOutcome::Found(s) => assert!(s.items.is_empty(), "{what}: empty"),
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
             new.close().await;
             if t.db != Db::Sqlite {
                 let refused = migrate_earlier_schema(t.db, &t.url, &p, version).await;
@@ -1450,4 +1519,128 @@ async fn databases_of_earlier_schemas_upgrade() {
             }
         }
     }
+}
+
+/// Postgres, migration 0005: the purge's index is on the expiry minute, so a commit that moves
+/// `expires_at` within the minute changes no indexed column and is a HOT update (the table's
+/// `n_tup_hot_upd` counts it), and the purge still deletes exactly the expired sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_commits_are_hot_updates() {
+    let _gate = PG_GATE.read().await;
+    let Some(t) = targets().into_iter().find(|t| t.db == Db::Postgres) else {
+        return;
+    };
+    let p = prefix("hot");
+    let s = store(&t.url, &p).await;
+    let k = key("/hot");
+    s.create(&k, &Items::new(), MINUTE, true).await.unwrap();
+    let stats = |column: &str| {
+        format!(
+            "SELECT {column} FROM pg_stat_user_tables WHERE relname = lower('{p}sessions') \
+             AND schemaname = current_schema()"
+        )
+    };
+    let commits = 20;
+    for i in 0..commits {
+        let (_, token) = acquire(&s, &k).await;
+        let d = Delta::new().with_set("n", v(&[i as u8; 150]));
+        assert_eq!(
+            s.commit(&k, token, &d, MINUTE).await.unwrap(),
+            CommitOutcome::Committed
+        );
+    }
+    // Statistics reach the view when a backend flushes its pending counters, at the latest when
+    // it exits: close the pool.
+    s.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut updates, mut hot) = (0, 0);
+    while Instant::now() < deadline {
+        updates = exec(t.db, &t.url, stats("n_tup_upd")).await;
+        hot = exec(t.db, &t.url, stats("n_tup_hot_upd")).await;
+        if updates >= 2 * commits {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each acquire and each commit is one update; a minute boundary crossed during the loop
+    // costs at most one non-HOT commit.
+    assert!(updates >= 2 * commits, "updates: {updates}");
+    assert!(hot >= updates - 1, "{hot} of {updates} updates were HOT");
+    let indexed = exec(
+        t.db,
+        &t.url,
+        format!(
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename = lower('{p}sessions') \
+             AND schemaname = current_schema() AND indexdef LIKE '%(expires_at)%'"
+        ),
+    )
+    .await;
+    assert_eq!(indexed, 0, "expires_at itself is not indexed");
+}
+
+/// A Postgres database at migration 0004 (the release that put items in the row) upgrades to
+/// 0005 on connect, keeping its sessions, their items and locks; the purge then walks the bucket
+/// index and deletes exactly the expired sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_0004_databases_upgrade_to_the_expiry_bucket() {
+    use session_core::ReleaseOutcome::Released;
+    let _gate = PG_GATE.read().await;
+    let Some(t) = targets().into_iter().find(|t| t.db == Db::Postgres) else {
+        return;
+    };
+    let p = prefix("up4");
+    migrate_earlier_schema(t.db, &t.url, &p, 4).await.unwrap();
+    // This version's read, acquire and commit statements run unchanged on the 0004 schema.
+    let old = store_with(
+        &t.url,
+        SqlOptions::new()
+            .with_table_prefix(&p)
+            .unwrap()
+            .with_migrate(false),
+    )
+    .await;
+    let items: Items = [("a".to_owned(), v(b"1")), ("b\0'".to_owned(), v(b"\0two"))].into();
+    let (kept, locked) = (key("/up4"), key("/up4"));
+    for k in [&kept, &locked] {
+        old.create(k, &items, MINUTE, true).await.unwrap();
+    }
+    let (_, holder) = acquire(&old, &locked).await;
+    old.close().await;
+    for sql in seed_expired_sql(t.db, &p, 30) {
+        exec(t.db, &t.url, sql).await;
+    }
+
+    let new = store(&t.url, &p).await;
+    let applied = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}migrations")).await;
+    assert_eq!(applied, 5);
+    match new.read(&kept).await.unwrap() {
+        ReadOutcome::Found(s) => assert_eq!(*s.items, items, "the items survive"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        new.read(&locked).await.unwrap(),
+        ReadOutcome::Locked(_)
+    ));
+    assert_eq!(new.release(&locked, holder).await.unwrap(), Released);
+    let mut purged = 0;
+    loop {
+        let n = new.purge_expired(7).await.unwrap();
+        purged += n;
+        if n < 7 {
+            break;
+        }
+    }
+    assert_eq!(purged, 30, "exactly the expired sessions");
+    let left = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}sessions")).await;
+    assert_eq!(left, 2);
+    let (_, token) = acquire(&new, &kept).await;
+    let d = Delta::new().with_set("c", v(b"3"));
+    let out = new.commit(&kept, token, &d, MINUTE).await.unwrap();
+    assert_eq!(out, CommitOutcome::Committed);
+    new.close().await;
+    let refused = migrate_earlier_schema(t.db, &t.url, &p, 4).await;
+    assert!(
+        matches!(refused, Err(MigrateError::VersionMissing(5))),
+        "{refused:?}"
+    );
 }

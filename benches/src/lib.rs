@@ -322,11 +322,7 @@ async fn run_backend(
         };
         let counts = || counting.layer().take_counts();
         for &w in &config.workloads {
-            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
-            let op: TaskOp = Arc::new(move |task, tasks, iter| {
-                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
-                Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
-            });
+            let op = workload_op(&fixture, &store, w);
             let first = rows.len();
             run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
             // W5's lock hand-off goes through the manager's waiting, not one operation.
@@ -414,13 +410,12 @@ async fn run_backend(
         }
         if spec.backend() == Backend::Memory && config.workloads.contains(&Workload::W1) {
             // W1 on the bare store: what the counting decorator adds.
-            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&raw));
+            let read = workload_op(&fixture, &raw, Workload::W1);
             let ops = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let ops_counter = Arc::clone(&ops);
             let op: TaskOp = Arc::new(move |task, tasks, iter| {
-                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
                 ops_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Box::pin(async move { fx.run_once(&st, Workload::W1, task, tasks, iter).await })
+                read(task, tasks, iter)
             });
             let counts = || (ops.swap(0, std::sync::atomic::Ordering::Relaxed), 0);
             run_cells(config, bar, rows, name, "ref-W1-uncounted", &op, &counts).await?;
@@ -469,11 +464,7 @@ async fn run_exact(
     let measured: Result<(), BenchError> = async {
         let counts = || counting.layer().take_counts();
         for w in exact_workloads(config) {
-            let (fx, st) = (Arc::clone(&fixture), Arc::clone(&store));
-            let op: TaskOp = Arc::new(move |task, tasks, iter| {
-                let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
-                Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
-            });
+            let op = workload_op(&fixture, &store, w);
             run_cells(config, bar, rows, name, &w.to_string(), &op, &counts).await?;
         }
         Ok(())
@@ -483,6 +474,15 @@ async fn run_exact(
     let left = fixture.remove(&raw).await;
     bar.suspend(|| left.warn(name));
     measured
+}
+
+/// Workload `w` of `fixture` on `store`, as the operation of a cell.
+fn workload_op(fixture: &Arc<Fixture>, store: &Arc<dyn SessionStore>, w: Workload) -> TaskOp {
+    let (fx, st) = (Arc::clone(fixture), Arc::clone(store));
+    Arc::new(move |task, tasks, iter| {
+        let (fx, st) = (Arc::clone(&fx), Arc::clone(&st));
+        Box::pin(async move { fx.run_once(&st, w, task, tasks, iter).await })
+    })
 }
 
 /// Task `task` of `tasks` uses its own slice of the floor's keys.

@@ -26,6 +26,17 @@ fn succeed(command: &mut Command) -> (String, String) {
     (stdout, stderr)
 }
 
+/// The report row of `backend`, `workload` and `concurrency`; panics naming it if there is none.
+fn find_row<'a>(
+    rows: &'a [serde_json::Value], backend: &str, workload: &str, concurrency: u64,
+) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| {
+            r["backend"] == backend && r["workload"] == workload && r["concurrency"] == concurrency
+        })
+        .unwrap_or_else(|| panic!("no row {backend} {workload} {concurrency}"))
+}
+
 #[test]
 fn embedded_default_writes_json_and_svg() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,14 +62,7 @@ fn embedded_default_writes_json_and_svg() {
     for backend in ["memory-exact", "sqlite-exact"] {
         for workload in ["W1", "W2"] {
             for conc in [1, 32] {
-                let row = rows
-                    .iter()
-                    .find(|r| {
-                        r["backend"] == backend
-                            && r["workload"] == workload
-                            && r["concurrency"] == conc
-                    })
-                    .unwrap_or_else(|| panic!("no row {backend} {workload} {conc}"));
+                let row = find_row(rows, backend, workload, conc);
                 assert!(row["ratio_to_floor"].is_number(), "{row}");
             }
         }
@@ -66,14 +70,7 @@ fn embedded_default_writes_json_and_svg() {
     for backend in ["memory", "sqlite"] {
         for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "floor-read", "floor-rw"] {
             for conc in [1, 32] {
-                let row = rows
-                    .iter()
-                    .find(|r| {
-                        r["backend"] == backend
-                            && r["workload"] == workload
-                            && r["concurrency"] == conc
-                    })
-                    .unwrap_or_else(|| panic!("no row {backend} {workload} {conc}"));
+                let row = find_row(rows, backend, workload, conc);
                 assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
             }
         }

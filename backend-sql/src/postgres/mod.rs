@@ -3,7 +3,9 @@
 //! others one `SELECT` of a PL/pgSQL function installed by `migrations/postgres/` (with sqlx's
 //! per-connection statement cache, Bind/Execute/Sync go out together). The functions document
 //! their binds and replies; calling them is shared with MySQL (`routines`). Item lists travel as `BYTEA[]` arrays, and a
-//! session's items are stored that way too, in its row (migration 0003): a read is one row.
+//! session's items are stored that way too, in its row (migration 0003): a read is one row. The
+//! purge's index is on the minute `expires_at` falls in (migration 0005), not on `expires_at`, so a
+//! commit that slides within the minute changes no indexed column and is a HOT update.
 //! `signal`: the release signal (`LISTEN`/`NOTIFY`).
 
 mod signal;
@@ -42,6 +44,11 @@ impl RoutineDb for Postgres {
             4,
             "plain statements",
             include_str!("../../migrations/postgres/0004_plain_statements.sql"),
+        ),
+        (
+            5,
+            "expiry bucket",
+            include_str!("../../migrations/postgres/0005_expiry_bucket.sql"),
         ),
     ];
 

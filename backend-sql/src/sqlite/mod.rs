@@ -7,6 +7,11 @@
 //! do they run the writing transaction, which decides again on what it finds. The decision per
 //! operation is the one documented in `dialect`, written here as Rust around small statements.
 //!
+//! A session's items live in its own row, packed into one `BLOB` ([`pack`], migration 0002), so a
+//! read is one row. A commit takes only the delta and merges it into the blob in Rust inside its
+//! write transaction (docs/contract.md §2: SQLite runs in process, so the read-merge-write is one
+//! transaction under the write lock, and no bytes cross a network).
+//!
 //! `sqlite::memory:` uses a single pooled connection that is never recycled: the database lives
 //! exactly as long as the store.
 
@@ -28,11 +33,18 @@ use crate::options::SqlOptions;
 
 const BACKEND: &str = "sqlite";
 
-const MIGRATIONS: &[Embedded] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/sqlite/0001_schema.sql"),
-)];
+const MIGRATIONS: &[Embedded] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        2,
+        "items in the session row",
+        include_str!("../../migrations/sqlite/0002_items_in_row.sql"),
+    ),
+];
 
 /// The database clock in milliseconds since the Unix epoch.
 const NOW: &str = "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
@@ -40,19 +52,15 @@ const NOW: &str = "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0
 /// The statements, with the prefix spliced in once at connect.
 #[derive(Debug)]
 struct Sql {
-    /// The pure read: the clock, the session's header and its items in one statement.
+    /// The pure read: the clock, the session's header and its items in one row.
     peek: String,
     live: String,
     slide: String,
     clear_init: String,
-    items: String,
     lock: String,
     settle: String,
     release: String,
-    delete_items: String,
-    delete_item: String,
-    upsert_item: String,
-    set_timeout: String,
+    write_items: String,
     delete_expired: String,
     insert: String,
     delete_pk: String,
@@ -65,18 +73,17 @@ impl Sql {
     fn new(prefix: &str) -> Self {
         let p = |s: &str| with_prefix(s, prefix);
         Self {
-            // One row per item (one row with NULL name and value for a session without items or
-            // a locked one), each carrying the clock and the header.
+            // One row: the clock, the header, and the packed items (NULL unless asked for and
+            // the session is unlocked).
+            // (SQLite evaluates `'now'` once per statement: both clocks read the same instant.)
             peek: p(&format!(
-                "WITH c(now) AS ({NOW}) \
-                 SELECT c.now, s.expires_at, s.timeout_ms, s.lock_token, s.locked_at, s.initialize, \
-                        i.name, i.value \
-                   FROM c JOIN {{prefix}}sessions s ON s.app = ? AND s.sid = ? AND s.expires_at > c.now \
-                   LEFT JOIN {{prefix}}items i ON i.session_pk = s.pk AND ? AND s.lock_token IS NULL"
+                "SELECT ({NOW}), expires_at, timeout_ms, lock_token, locked_at, initialize, \
+                        CASE WHEN ? AND lock_token IS NULL THEN items END \
+                   FROM {{prefix}}sessions WHERE app = ? AND sid = ? AND expires_at > ({NOW})"
             )),
             live: p(
                 "SELECT pk, expires_at, timeout_ms, lock_token, locked_at, initialize, \
-                     settled_token, settled_kind, settled_fp FROM {prefix}sessions \
+                     settled_token, settled_kind, settled_fp, items FROM {prefix}sessions \
                      WHERE app = ? AND sid = ? AND expires_at > ?",
             ),
             // now + timeout + w, with w = timeout * window / 100 (integer division).
@@ -85,7 +92,6 @@ impl Sql {
                  WHERE pk = ?",
             ),
             clear_init: p("UPDATE {prefix}sessions SET initialize = 0 WHERE pk = ?"),
-            items: p("SELECT name, value FROM {prefix}items WHERE session_pk = ?"),
             lock: p("UPDATE {prefix}sessions SET lock_token = ?, locked_at = ? WHERE pk = ?"),
             settle: p(
                 "UPDATE {prefix}sessions SET lock_token = NULL, locked_at = NULL, \
@@ -95,20 +101,16 @@ impl Sql {
             release: p(
                 "UPDATE {prefix}sessions SET lock_token = NULL, locked_at = NULL WHERE pk = ?",
             ),
-            delete_items: p("DELETE FROM {prefix}items WHERE session_pk = ?"),
-            delete_item: p("DELETE FROM {prefix}items WHERE session_pk = ? AND name = ?"),
-            upsert_item: p(
-                "INSERT INTO {prefix}items (session_pk, name, value) VALUES (?, ?, ?) \
-                            ON CONFLICT (session_pk, name) DO UPDATE SET value = excluded.value",
+            // The merged items, the new timeout and the slide (computed by the caller).
+            write_items: p(
+                "UPDATE {prefix}sessions SET items = ?, timeout_ms = ?, expires_at = ? WHERE pk = ?",
             ),
-            set_timeout: p("UPDATE {prefix}sessions SET timeout_ms = ? WHERE pk = ?"),
             delete_expired: p(
                 "DELETE FROM {prefix}sessions WHERE app = ? AND sid = ? AND expires_at <= ?",
             ),
-            insert: p(
-                "INSERT INTO {prefix}sessions (app, sid, expires_at, timeout_ms, initialize, created_at) \
-                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, sid) DO NOTHING",
-            ),
+            insert: p("INSERT INTO {prefix}sessions \
+                        (app, sid, expires_at, timeout_ms, initialize, created_at, items) \
+                       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app, sid) DO NOTHING"),
             delete_pk: p("DELETE FROM {prefix}sessions WHERE pk = ?"),
             exists_live: p(
                 "SELECT 1 FROM {prefix}sessions WHERE app = ? AND sid = ? AND expires_at > ?",
@@ -135,6 +137,63 @@ struct Live {
     settled_token: Option<Vec<u8>>,
     settled_kind: Option<i64>,
     settled_fp: Option<i64>,
+    /// The packed items ([`pack`]).
+    items: Vec<u8>,
+}
+
+/// Packs items as `[u32 BE name length][name][u32 BE value length][value]…`, the layout of the
+/// `items` column (migration 0002 writes the same from SQL).
+fn pack<'a>(items: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in items {
+        for part in [name, value] {
+            // Names are at most 256 bytes and values bounded by the maximum session size; a part
+            // over 4 GiB cannot come from a valid session.
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// One item, raw: its name and value.
+type Item = (Vec<u8>, Vec<u8>);
+
+/// The items [`pack`] packed; a truncated or overlong blob is an error, not a panic.
+fn unpack(mut blob: &[u8]) -> Result<Vec<Item>, sqlx::Error> {
+    fn part<'b>(blob: &mut &'b [u8]) -> Option<&'b [u8]> {
+        let (len, rest) = blob.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let (part, rest) = (rest.get(..len)?, rest.get(len..)?);
+        *blob = rest;
+        Some(part)
+    }
+    let corrupt = || sqlx::Error::Protocol("the packed items are truncated".into());
+    let mut items = Vec::new();
+    while !blob.is_empty() {
+        let name = part(&mut blob).ok_or_else(corrupt)?.to_vec();
+        let value = part(&mut blob).ok_or_else(corrupt)?.to_vec();
+        items.push((name, value));
+    }
+    Ok(items)
+}
+
+/// `packed` items after `delta` (docs/contract.md §2: cleared first, then removed, then set).
+fn merge(packed: &[u8], delta: &Delta) -> Result<Vec<u8>, sqlx::Error> {
+    let mut items = if delta.cleared {
+        Vec::new()
+    } else {
+        unpack(packed)?
+    };
+    // A name that is not UTF-8 matches no delta name (and no store writes one).
+    items.retain(|(name, _)| {
+        !std::str::from_utf8(name)
+            .is_ok_and(|n| delta.removed.contains(n) || delta.set.contains_key(n))
+    });
+    let kept = items.iter().map(|(n, v)| (&n[..], &v[..]));
+    let set = delta.set.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    Ok(pack(kept.chain(set)))
 }
 
 /// The SQLite dialect: a pool and the prefixed statements.
@@ -214,13 +273,13 @@ impl SqliteDialect {
             } => (key, window, false, Some((token, ttl_ms))),
             _ => return Ok(None),
         };
-        let rows = q(&self.sql.peek)
+        let row = q(&self.sql.peek)
+            .bind(items)
             .bind(key.app)
             .bind(key.sid)
-            .bind(items)
-            .fetch_all(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        let Some(first) = rows.first() else {
+        let Some(first) = row else {
             // Missing: the same status (0) for all three.
             return Ok(Some(Reply::default()));
         };
@@ -251,14 +310,8 @@ impl SqliteDialect {
             _ if lock_token.is_some() => Some(locked(dialect::read::LOCKED)),
             _ if initialize => None,
             _ => {
-                let items = rows
-                    .iter()
-                    .filter_map(|r| match r.try_get::<Option<Vec<u8>>, _>(6) {
-                        Ok(Some(name)) => Some(r.try_get(7).map(|value| (name, value))),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(e)),
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?;
+                let packed: Option<&[u8]> = first.try_get(6)?;
+                let items = unpack(packed.unwrap_or_default())?;
                 Some(Reply {
                     status: dialect::read::FOUND,
                     timeout_ms: Some(timeout_ms),
@@ -378,6 +431,7 @@ impl Tx<'_> {
                 settled_token: r.try_get(6)?,
                 settled_kind: r.try_get(7)?,
                 settled_fp: r.try_get(8)?,
+                items: r.try_get(9)?,
             })
         })
         .transpose()
@@ -389,14 +443,7 @@ impl Tx<'_> {
         if s.initialize {
             self.exec(&self.sql.clear_init, s.pk).await?;
         }
-        let rows = q(&self.sql.items)
-            .bind(s.pk)
-            .fetch_all(&mut *self.conn)
-            .await?;
-        let items = rows
-            .into_iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        let items = unpack(&s.items)?;
         Ok(Reply {
             status,
             timeout_ms: Some(s.timeout_ms),
@@ -431,38 +478,25 @@ impl Tx<'_> {
         slide_due(window, s.expires_at, s.timeout_ms, self.now)
     }
 
-    async fn upsert_items(&mut self, pk: i64, items: &Items) -> Result<(), sqlx::Error> {
-        for (name, value) in items {
-            q(&self.sql.upsert_item)
-                .bind(pk)
-                .bind(name.as_bytes())
-                .bind(value.as_bytes())
-                .execute(&mut *self.conn)
-                .await?;
-        }
-        Ok(())
+    /// `now + timeout + w` for `timeout_ms` and `window` (docs/contract.md §1).
+    fn slid(&self, timeout_ms: i64, window: i32) -> i64 {
+        self.now
+            .saturating_add(timeout_ms)
+            .saturating_add(timeout_ms.saturating_mul(i64::from(window)) / 100)
     }
 
+    /// Merges `delta` into `s`'s items, stores the timeout and slides: one `UPDATE`.
     async fn apply(
-        &mut self, pk: i64, delta: &Delta, timeout_ms: i64, window: i32,
+        &mut self, s: &Live, delta: &Delta, timeout_ms: i64, window: i32,
     ) -> Result<(), sqlx::Error> {
-        if delta.cleared {
-            self.exec(&self.sql.delete_items, pk).await?;
-        }
-        for name in &delta.removed {
-            q(&self.sql.delete_item)
-                .bind(pk)
-                .bind(name.as_bytes())
-                .execute(&mut *self.conn)
-                .await?;
-        }
-        self.upsert_items(pk, &delta.set).await?;
-        q(&self.sql.set_timeout)
+        q(&self.sql.write_items)
+            .bind(merge(&s.items, delta)?)
             .bind(timeout_ms)
-            .bind(pk)
+            .bind(self.slid(timeout_ms, window))
+            .bind(s.pk)
             .execute(&mut *self.conn)
             .await?;
-        self.slide(pk, window).await
+        Ok(())
     }
 
     /// Deletes an expired row under (`app`, `sid`): it is dead, and a new one may take its key.
@@ -543,7 +577,7 @@ impl Tx<'_> {
     ) -> Result<i64, sqlx::Error> {
         Ok(match self.live(key).await? {
             Some(s) if s.lock_token.as_deref() == Some(&token[..]) => {
-                self.apply(s.pk, delta, timeout_ms, window).await?;
+                self.apply(&s, delta, timeout_ms, window).await?;
                 q(&self.sql.settle)
                     .bind(&token[..])
                     .bind(SETTLED_COMMIT)
@@ -588,17 +622,18 @@ impl Tx<'_> {
         let inserted = q(&self.sql.insert)
             .bind(key.app)
             .bind(key.sid)
-            .bind(self.now + timeout_ms + timeout_ms * i64::from(window) / 100)
+            .bind(self.slid(timeout_ms, window))
             .bind(timeout_ms)
             .bind(initialize)
             .bind(self.now)
+            .bind(pack(
+                items.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            ))
             .execute(&mut *self.conn)
             .await?;
         if inserted.rows_affected() == 0 {
             return Ok(dialect::create::ALREADY_EXISTS);
         }
-        self.upsert_items(inserted.last_insert_rowid(), items)
-            .await?;
         Ok(dialect::create::CREATED)
     }
 
@@ -629,7 +664,7 @@ impl Tx<'_> {
         let Some(s) = self.live(key).await? else {
             return Ok(dialect::concurrent::MISSING);
         };
-        self.apply(s.pk, delta, timeout_ms, window).await?;
+        self.apply(&s, delta, timeout_ms, window).await?;
         Ok(dialect::concurrent::COMMITTED)
     }
 
@@ -678,5 +713,70 @@ impl Tx<'_> {
             .await?
             .rows_affected();
         Ok(i64::try_from(purged).unwrap_or(i64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use session_core::ItemValue;
+
+    use super::*;
+
+    fn items(pairs: &[(&str, &[u8])]) -> Items {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), ItemValue::from_bytes(v.to_vec())))
+            .collect()
+    }
+
+    fn packed(items: &Items) -> Vec<u8> {
+        pack(items.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    fn unpacked(blob: &[u8]) -> Items {
+        unpack(blob)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8(n).unwrap(), ItemValue::from_bytes(v)))
+            .collect()
+    }
+
+    #[test]
+    fn pack_is_length_prefixed_and_round_trips() {
+        let blob = pack([(&b"ab"[..], &b""[..])]);
+        assert_eq!(blob, b"\0\0\0\x02ab\0\0\0\0");
+        let stored = items(&[("", b""), ("a\0'", b"\0two"), ("b", &[0xff; 300])]);
+        assert_eq!(unpacked(&packed(&stored)), stored);
+        assert!(unpack(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn truncated_blobs_are_errors() {
+        let blob = packed(&items(&[("name", b"value")]));
+        for end in 1..blob.len() {
+            assert!(unpack(&blob[..end]).is_err(), "{end}");
+        }
+        assert!(unpack(&[0xff, 0xff, 0xff, 0xff, 1]).is_err());
+    }
+
+    #[test]
+    fn merge_applies_the_delta_like_apply_to() {
+        let stored = items(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+        let deltas = [
+            Delta::new(),
+            Delta::new().with_set("b", ItemValue::from_bytes(b"x".to_vec())),
+            Delta::new()
+                .with_removed("a")
+                .with_set("d", ItemValue::from_bytes(b"4".to_vec())),
+            Delta::new()
+                .with_cleared()
+                .with_set("c", ItemValue::from_bytes(b"y".to_vec())),
+        ];
+        for delta in deltas {
+            let mut want = stored.clone();
+            delta.apply_to(&mut want);
+            let merged = merge(&packed(&stored), &delta).unwrap();
+            assert_eq!(unpacked(&merged), want, "{delta:?}");
+        }
     }
 }
