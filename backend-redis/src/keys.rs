@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `{<app>_<id>}:v2` | string | the session: a fixed header (lock, timeout, flags, the last commit) and the items (`layout.rs`) |
 //! | `{<app>_<id>}:v2:alive` | string (empty) | only for sessions with expiry events: expires exactly when the session ends |
-//! | `{<app>_<id>}:released` | pub/sub channel | a message whenever the session's lock ends |
+//! | `{<app>_<id>}:released` | pub/sub channel | a message when the session's lock ends and a waiter marked it |
 //! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period |
 //!
 //! A session exists while its value exists and has not reached its end: without expiry events the

@@ -234,10 +234,14 @@ impl SessionStore for RedisStore {
             .watch(&mut conn, &channel)
             .await
             .map_err(|e| inner.errors.map(Operation::WatchRelease, e))?;
-        // Subscribed (confirmed): now ask for the lock's end to be published. A lock that ended
-        // before this is found free by the caller's next look (docs/contract.md §3: waiters look
-        // again after subscribing).
-        ops::wait::run(inner, key).await?;
+        // Subscribed (confirmed): now ask for the lock's end to be published.
+        if !ops::wait::run(inner, key).await? {
+            // Nothing was locked when we asked, so nothing will be published for the lock the
+            // caller's next look may find (another request may take it in between): the watch
+            // completes at once, and the caller looks and watches again, marking that lock. A
+            // lock that ended before we asked is found free by that look.
+            return Ok(ReleaseWatch::new(async {}));
+        }
         // A dropped sender (the store is gone) also completes the watch: waiters re-check.
         Ok(ReleaseWatch::new(async move {
             let _ = rx.await;

@@ -1139,6 +1139,42 @@ async fn corrupt_values_are_typed_errors(redis: Redis) -> TestResult {
 
 /// Sessions of the first layout (a `:meta` and an `:items` hash) are not read: after an upgrade
 /// they are simply not found, and a new session under the same id is created beside them.
+/// Two processes (two stores): the waiter watches while the session is unlocked, another request
+/// takes the lock before the waiter looks, then lets it go. The waiter must not sleep through that
+/// release: a watch made while nothing is locked completes at once (the manager then looks and
+/// watches again, which marks the new lock), and a watch made while locked wakes on its end.
+async fn a_lock_taken_after_an_unlocked_watch_is_not_missed(redis: Redis) -> TestResult {
+    let waiter = connect(redis.url()).await?;
+    let holder = connect(redis.url()).await?;
+    let app = app("watch-race")?;
+    let key = key(&app)?;
+    holder.create(&key, &items(1), LONG, true).await?;
+    let unlocked_watch = waiter.watch_release(&key).await?;
+    let token = LockToken::generate()?;
+    ensure!(
+        matches!(
+            holder.acquire(&key, token, LONG).await?,
+            AcquireOutcome::Acquired(_)
+        ),
+        "the other request takes the lock"
+    );
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(1), unlocked_watch)
+            .await
+            .is_ok(),
+        "a watch made while nothing was locked completes at once, so the waiter looks again"
+    );
+    let watch = waiter.watch_release(&key).await?;
+    holder.release(&key, token).await?;
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(2), watch)
+            .await
+            .is_ok(),
+        "the watch made while locked wakes when that lock ends"
+    );
+    Ok(())
+}
+
 async fn first_layout_is_not_found(redis: Redis) -> TestResult {
     let store = connect(redis.url()).await?;
     let app = app("upgrade")?;
@@ -1220,6 +1256,11 @@ fn main() -> std::process::ExitCode {
             "standalone::corrupt_values_are_typed_errors",
             redis(),
             corrupt_values_are_typed_errors,
+        ),
+        trial(
+            "standalone::a_lock_taken_after_an_unlocked_watch_is_not_missed",
+            redis(),
+            a_lock_taken_after_an_unlocked_watch_is_not_missed,
         ),
         trial(
             "standalone::first_layout_is_not_found",

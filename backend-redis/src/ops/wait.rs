@@ -12,10 +12,12 @@ use crate::store::Inner;
 
 static SCRIPT: LazyLock<Script> = script!("open.lua", "wait.lua");
 
-pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<()> {
+/// Marks the session's current lock as waited for. `true`: marked (or already marked), so its end
+/// will be published; `false`: nothing is locked now (missing, unlocked, or not this layout's
+/// value), so there is no lock whose end could be published.
+pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<bool> {
     let keys = Keys::new(key);
     let invocation = on_session(&SCRIPT, &keys);
-    // 1 (marked) or 0 (nothing locked to wait for): either way the waiter looks again next.
-    invoke(inner, Operation::WatchRelease, &invocation).await?;
-    Ok(())
+    let marked = invoke(inner, Operation::WatchRelease, &invocation).await?;
+    Ok(matches!(marked, redis::Value::Int(1)))
 }
