@@ -193,6 +193,44 @@ pub(crate) enum Op<'a> {
     },
 }
 
+impl<'a> Op<'a> {
+    /// The session the operation is about (none for a purge).
+    pub(crate) fn key(&self) -> Option<Key<'a>> {
+        match *self {
+            Op::Read { key, .. }
+            | Op::Acquire { key, .. }
+            | Op::Commit { key, .. }
+            | Op::Release { key, .. }
+            | Op::Create { key, .. }
+            | Op::Remove { key, .. }
+            | Op::Touch { key, .. }
+            | Op::WriteConcurrent { key, .. }
+            | Op::Delete { key }
+            | Op::ChangeId { key, .. } => Some(key),
+            Op::Purge { .. } => None,
+        }
+    }
+}
+
+/// Stored data a dialect could not decode (docs/contract.md §4: bad stored data is
+/// `Error::Corrupt`, naming the session): carried through sqlx's `Decode` error.
+#[derive(Debug)]
+pub(crate) struct CorruptData(pub(crate) &'static str);
+
+impl std::fmt::Display for CorruptData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for CorruptData {}
+
+/// The error a dialect returns for undecodable stored data: `what` says what is wrong.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn corrupt_data(what: &'static str) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(CorruptData(what)))
+}
+
 /// What a dialect answers to an [`Op`]. `status` is one of the op's codes (for a purge, how many
 /// sessions it deleted); the other fields are set by `read` and `acquire`, where the table in the
 /// module docs says.

@@ -93,6 +93,23 @@ fn server_says_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
     false
 }
 
+/// [`corrupt`] for a session known by its stored key bytes (the dialects' view).
+pub(crate) fn corrupt_raw(
+    backend: &'static str, key: crate::dialect::Key<'_>, what: &str,
+) -> Error {
+    let id_prefix = std::str::from_utf8(key.sid)
+        .ok()
+        .and_then(|sid| session_core::SessionId::parse(sid).ok())
+        .map(|id| id.prefix().to_owned())
+        .unwrap_or_default();
+    Error::Corrupt {
+        backend,
+        app: String::from_utf8_lossy(key.app).into_owned(),
+        id_prefix,
+        source: what.to_owned().into(),
+    }
+}
+
 /// [`Error::Corrupt`] for a stored row that cannot be decoded.
 pub(crate) fn corrupt(backend: &'static str, key: &session_core::SessionKey, what: &str) -> Error {
     Error::Corrupt {

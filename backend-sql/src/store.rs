@@ -15,8 +15,8 @@ use session_core::{
 };
 use tokio::sync::watch;
 
-use crate::dialect::{self, Dialect, Key, Op, Reply, Token};
-use crate::error::{classify, corrupt};
+use crate::dialect::{self, CorruptData, Dialect, Key, Op, Reply, Token};
+use crate::error::{classify, corrupt, corrupt_raw};
 use crate::options::SqlOptions;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use crate::routines::RoutineDialect;
@@ -182,7 +182,16 @@ impl SqlStore {
     async fn run(&self, operation: Operation, op: Op<'_>) -> Result<Reply> {
         retry_rolled_back(|| self.inner.dialect.run(op))
             .await
-            .map_err(|e| classify(self.inner.backend, operation, e))
+            .map_err(|e| match (&e, op.key()) {
+                // Undecodable stored data names the session (docs/contract.md §4).
+                (sqlx::Error::Decode(inner), Some(key)) => {
+                    match inner.downcast_ref::<CorruptData>() {
+                        Some(what) => corrupt_raw(self.inner.backend, key, what.0),
+                        None => classify(self.inner.backend, operation, e),
+                    }
+                }
+                _ => classify(self.inner.backend, operation, e),
+            })
     }
 
     /// Runs `op` and answers the outcome that its status stands for in `outcomes`.

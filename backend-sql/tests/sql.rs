@@ -507,7 +507,7 @@ fn latest_migration(db: Db) -> i64 {
     match db {
         Db::Sqlite => 2,
         Db::Mysql => 3,
-        Db::Postgres => 5,
+        Db::Postgres => 6,
     }
 }
 
@@ -1612,7 +1612,7 @@ async fn postgres_0004_databases_upgrade_to_the_expiry_bucket() {
 
     let new = store(&t.url, &p).await;
     let applied = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}migrations")).await;
-    assert_eq!(applied, 5);
+    assert_eq!(applied, latest_migration(t.db));
     match new.read(&kept).await.unwrap() {
         ReadOutcome::Found(s) => assert_eq!(*s.items, items, "the items survive"),
         other => panic!("{other:?}"),
@@ -1643,4 +1643,127 @@ async fn postgres_0004_databases_upgrade_to_the_expiry_bucket() {
         matches!(refused, Err(MigrateError::VersionMissing(5))),
         "{refused:?}"
     );
+}
+
+/// Review fix (migration 0006): an `acquire` of a session's OLD id that waits on the row lock
+/// while a `change_id` moves the session to a new id must not lock the session under its new id
+/// (nor return its items): the old id no longer exists, so it is `Missing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_acquire_of_a_renamed_id_finds_nothing() {
+    let _gate = PG_GATE.read().await;
+    let Some(t) = targets().into_iter().find(|t| t.db == Db::Postgres) else {
+        return;
+    };
+    let p = prefix("ren");
+    // Exact sliding: a refused acquire then always decides under the row lock (with a window, a
+    // fresh foreign lock is refused from the first look, without waiting).
+    let config = Config::builder()
+        .url(&t.url)
+        .refresh_window(RefreshWindow::EXACT)
+        .build()
+        .unwrap();
+    let options = SqlOptions::new().with_table_prefix(&p).unwrap();
+    let s = Arc::new(
+        SqlStore::connect_with(&config, options.with_sweeper(None))
+            .await
+            .unwrap(),
+    );
+    let old = key("/renamed");
+    let new = SessionKey::new(old.app().clone(), SessionId::generate().unwrap());
+    let mut secret = Items::new();
+    secret.insert("secret".into(), v(b"s3cret"));
+    s.create(&old, &secret, MINUTE, true).await.unwrap();
+    let (_, holder) = acquire(&*s, &old).await;
+    // A transaction that renames the session and releases its lock, held open while the
+    // acquire of the old id runs into the row lock (as a change_id followed by the holder's
+    // commit, in another process).
+    let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let rename = format!(
+        "UPDATE {p}sessions SET sid = '{}'::bytea, lock_token = NULL, locked_at = NULL \
+         WHERE app = '{}'::bytea AND sid = '{}'::bytea",
+        new.id().expose(),
+        old.app().as_str(),
+        old.id().expose()
+    );
+    sqlx::query(AssertSqlSafe(rename))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let (s2, old2) = (Arc::clone(&s), old.clone());
+    let waiter = tokio::spawn(async move {
+        s2.acquire(
+            &old2,
+            LockToken::generate().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    let got = waiter.await.unwrap();
+    assert!(
+        matches!(got, AcquireOutcome::Missing),
+        "an acquire of the old id after the rename: {got:?}"
+    );
+    // The renamed session is untouched: free, with its items.
+    let (items, _) = acquire(&*s, &new).await;
+    assert!(items.contains_key("secret"));
+    let _ = holder;
+    pool.close().await;
+}
+
+/// Review fix (migration 0006): with the longest table prefix (48 characters), Postgres' 63-byte
+/// identifier limit must not leave the sessions table without an index for the purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_longest_prefix_keeps_a_purge_index() {
+    let _gate = PG_GATE.read().await;
+    let Some(t) = targets().into_iter().find(|t| t.db == Db::Postgres) else {
+        return;
+    };
+    let short = prefix("long");
+    let p = format!("{short}{}", "x".repeat(48 - short.len()));
+    assert_eq!(p.len(), 48);
+    let _s = store(&t.url, &p).await;
+    let indexes = exec(
+        t.db,
+        &t.url,
+        format!(
+            "SELECT count(*)::BIGINT FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = '{p}sessions'::regclass AND a.attname = 'expires_bucket'"
+        ),
+    )
+    .await;
+    assert_eq!(indexes, 1, "one index on expires_bucket for prefix {p}");
+}
+
+/// Review fix: stored items that cannot be decoded (a truncated SQLite blob, Postgres name and
+/// value arrays of different lengths) are `Error::Corrupt` naming the session
+/// (docs/contract.md §4), not a generic backend error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecodable_items_are_corrupt() {
+    let _gate = PG_GATE.read().await;
+    for t in targets() {
+        let spoil = match t.db {
+            Db::Sqlite => "UPDATE {p}sessions SET items = x'000000ff'",
+            Db::Postgres => "UPDATE {p}sessions SET vals = '{}'::bytea[]",
+            Db::Mysql => continue,
+        };
+        let p = prefix("bad");
+        let s = store(&t.url, &p).await;
+        let k = key("/corrupt");
+        let mut items = Items::new();
+        items.insert("a".into(), v(b"1"));
+        s.create(&k, &items, MINUTE, true).await.unwrap();
+        exec(t.db, &t.url, spoil.replace("{p}", &p)).await;
+        match s.read(&k).await {
+            Err(Error::Corrupt { app, id_prefix, .. }) => {
+                assert_eq!(app, "/corrupt", "{:?}", t.db);
+                assert_eq!(id_prefix, k.id().prefix(), "{:?}", t.db);
+            }
+            other => panic!("{:?}: expected Corrupt, got {other:?}", t.db),
+        }
+    }
 }

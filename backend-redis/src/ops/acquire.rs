@@ -28,6 +28,17 @@ pub(crate) async fn run(
     Ok(match opened(key, Operation::Acquire, reply)? {
         Opened::Missing => AcquireOutcome::Missing,
         Opened::Locked(info) => AcquireOutcome::Locked(info),
-        Opened::Found(value) => AcquireOutcome::Acquired(layout::snapshot(key, &value)?),
+        Opened::Found(value) => match layout::snapshot(key, &value) {
+            Ok(snapshot) => AcquireOutcome::Acquired(snapshot),
+            Err(corrupt) => {
+                // The script locked the session before its items turned out undecodable: let the
+                // lock go again (best effort), so that the error does not leave every later
+                // request waiting out the lock TTL on a session nobody can use.
+                if let Err(err) = super::release::run(inner, key, token).await {
+                    tracing::warn!(error = %err, "could not release the lock of a corrupt session");
+                }
+                return Err(corrupt);
+            }
+        },
     })
 }

@@ -141,7 +141,13 @@ pub(crate) fn opened(key: &SessionKey, operation: Operation, reply: Value) -> Re
 pub(crate) fn removed_with_items(
     inner: &Inner, key: &SessionKey, operation: Operation, reply: Value,
 ) -> Result<()> {
-    let items = final_items(key, operation, reply)?;
+    // The session is gone whatever its final value held: undecodable final items are reported
+    // (logged), and the end is announced without them, rather than failing a removal that
+    // happened.
+    let items = final_items(key, operation, reply).unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "the final items of a removed session could not be decoded");
+        Items::new()
+    });
     inner.expiry.removed(key, items);
     Ok(())
 }

@@ -50,6 +50,11 @@ impl RoutineDb for Postgres {
             "expiry bucket",
             include_str!("../../migrations/postgres/0005_expiry_bucket.sql"),
         ),
+        (
+            6,
+            "review fixes",
+            include_str!("../../migrations/postgres/0006_review_fixes.sql"),
+        ),
     ];
 
     const CALLS: Calls<&'static str> = Calls {
@@ -118,8 +123,8 @@ impl RoutineDb for Postgres {
         let values: Option<Vec<Vec<u8>>> = row.try_get(6)?;
         let (names, values) = (names.unwrap_or_default(), values.unwrap_or_default());
         if names.len() != values.len() {
-            return Err(sqlx::Error::Protocol(
-                "item names and values differ in number".into(),
+            return Err(crate::dialect::corrupt_data(
+                "item names and values differ in number",
             ));
         }
         Ok(Reply {

@@ -169,7 +169,7 @@ fn unpack(mut blob: &[u8]) -> Result<Vec<Item>, sqlx::Error> {
         *blob = rest;
         Some(part)
     }
-    let corrupt = || sqlx::Error::Protocol("the packed items are truncated".into());
+    let corrupt = || crate::dialect::corrupt_data("the packed items are truncated");
     let mut items = Vec::new();
     while !blob.is_empty() {
         let name = part(&mut blob).ok_or_else(corrupt)?.to_vec();
