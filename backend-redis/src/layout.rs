@@ -169,12 +169,20 @@ pub(crate) fn items(key: &SessionKey, value: &[u8]) -> Result<Items> {
         let (item, tail) = tail.split_at(value_len);
         let name = std::str::from_utf8(name)
             .map_err(|_| corrupt(key, "a stored item name is not UTF-8"))?;
+        // Names the application could never have stored (docs/contract.md §1: 1..=256 bytes).
+        session_core::validate_item_name(name)
+            .map_err(|_| corrupt(key, "a stored item name is empty or too long"))?;
         pairs.push((name.to_owned(), ItemValue::from_bytes(item)));
         rest = tail;
     }
+    let count = pairs.len();
     // Built in one go: `BTreeMap`'s bulk build from a sorted run is cheaper than one insert per
     // item (this runs on every read and acquire).
-    Ok(pairs.into_iter().collect())
+    let items: Items = pairs.into_iter().collect();
+    if items.len() != count {
+        return Err(corrupt(key, "a stored item name appears twice"));
+    }
+    Ok(items)
 }
 
 /// A session's data from its stored value: items, timeout and whether this access reports the
@@ -306,6 +314,19 @@ mod tests {
         // A name that is not UTF-8.
         let mut bad = new_session(&Items::new(), 1000, 0).unwrap();
         bad.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0xff]);
+        is_corrupt(&bad);
+        // An empty name, a 257-byte name and a name stored twice: never stored by the contract.
+        let mut bad = new_session(&Items::new(), 1000, 0).unwrap();
+        bad.extend_from_slice(&[0, 0, 0, 0, 0, 1, 7]);
+        is_corrupt(&bad);
+        let mut bad = new_session(&Items::new(), 1000, 0).unwrap();
+        bad.extend_from_slice(&[1, 1, 0, 0, 0, 0]);
+        bad.extend(std::iter::repeat_n(b'x', 257));
+        is_corrupt(&bad);
+        let mut bad = new_session(&Items::new(), 1000, 0).unwrap();
+        let twice = entry("a", &ItemValue::from_bytes(vec![1])).unwrap();
+        bad.extend(&twice);
+        bad.extend(&twice);
         is_corrupt(&bad);
         assert!(lock_info(&key(), b"short", 1).is_err());
     }
