@@ -11,6 +11,8 @@ use redis::{
 };
 use session_core::{Config, Error, Result, redact_url, url_scheme};
 
+use crate::near::NearCacheLimits;
+
 /// The schemes of Redis URLs: one server (`redis://`, `rediss://` with TLS) or a cluster
 /// (`redis+cluster://`, `rediss+cluster://`, with one or more comma-separated seed nodes).
 pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+cluster"];
@@ -58,6 +60,7 @@ pub fn response_timeout(operation_timeout: Option<Duration>) -> Duration {
 #[derive(Clone, Default)]
 pub struct RedisOptions {
     ca: Option<CaSource>,
+    near_limits: NearCacheLimits,
 }
 
 #[derive(Clone)]
@@ -84,6 +87,18 @@ impl RedisOptions {
         self
     }
 
+    /// The memory bound of the near cache (used when the configuration turns it on with
+    /// `nearCache`; default [`NearCacheLimits::DEFAULT`]).
+    pub fn with_near_cache_limits(mut self, limits: NearCacheLimits) -> Self {
+        self.near_limits = limits;
+        self
+    }
+
+    /// The near cache's memory bound.
+    pub fn near_cache_limits(&self) -> NearCacheLimits {
+        self.near_limits
+    }
+
     /// The CA certificate's PEM bytes, if one was given.
     pub(crate) fn ca_pem(&self) -> Result<Option<Vec<u8>>> {
         match &self.ca {
@@ -106,7 +121,10 @@ impl fmt::Debug for RedisOptions {
             Some(CaSource::Pem(_)) => "PEM".to_owned(),
             Some(CaSource::File(p)) => p.display().to_string(),
         };
-        f.debug_struct("RedisOptions").field("ca", &ca).finish()
+        f.debug_struct("RedisOptions")
+            .field("ca", &ca)
+            .field("near_limits", &self.near_limits)
+            .finish()
     }
 }
 
@@ -124,12 +142,19 @@ pub(crate) struct Settings {
     pub(crate) response_timeout: Duration,
     /// `host:port` of the first node, for error messages.
     pub(crate) addr: String,
+    /// The near cache: attribute `nearCache` or URL parameter `nearCache=true`.
+    pub(crate) near_cache: bool,
 }
 
 impl Settings {
     pub(crate) fn resolve(config: &Config, options: &RedisOptions) -> Result<Self> {
+        let mut near_cache = config.near_cache();
         let (nodes, cluster) = match config.url() {
-            Some(url) => from_url(url)?,
+            Some(url) => {
+                let (url, near) = take_near_cache(url)?;
+                near_cache |= near;
+                from_url(&url)?
+            }
             None => (vec![from_attributes(config)?], false),
         };
         let tls = nodes
@@ -139,6 +164,12 @@ impl Settings {
             return Err(Error::config(
                 "databaseId",
                 "Redis Cluster has only database 0",
+            ));
+        }
+        if near_cache && tls {
+            return Err(Error::config(
+                "nearCache",
+                "the near cache does not support TLS connections (rediss://, ssl=true) yet",
             ));
         }
         let ca_pem = options.ca_pem()?;
@@ -168,6 +199,7 @@ impl Settings {
             connection_timeout: config.connection_timeout(),
             response_timeout: response_timeout(config.operation_timeout()),
             addr,
+            near_cache,
         })
     }
 }
@@ -279,6 +311,42 @@ pub fn node_urls(url: &str) -> Result<Vec<String>> {
     Ok(nodes)
 }
 
+/// Takes the parameter `nearCache` (`true`/`false`, name case-insensitive) out of `url`'s query,
+/// which the driver would not know: the URL without it, and its value (`false` when absent).
+fn take_near_cache(url: &str) -> Result<(String, bool)> {
+    let Some((base, rest)) = url.split_once('?') else {
+        return Ok((url.to_owned(), false));
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (rest, None),
+    };
+    let mut near = false;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name.eq_ignore_ascii_case("nearcache") {
+            near = match value.to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(Error::config("nearCache", "expected true or false")),
+            };
+        } else {
+            kept.push(pair);
+        }
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Ok((out, near))
+}
+
 /// `redis://`, `rediss://` (one server) or `redis+cluster://`, `rediss+cluster://` with one or more
 /// comma-separated seed nodes ([`node_urls`]): `redis+cluster://user:pw@h1:7000,h2:7001`.
 fn from_url(url: &str) -> Result<(Vec<ConnectionInfo>, bool)> {
@@ -302,6 +370,36 @@ mod tests {
 
     fn settings(config: Config) -> Settings {
         Settings::resolve(&config, &RedisOptions::new()).unwrap()
+    }
+
+    #[test]
+    fn near_cache_comes_from_the_attribute_or_the_url() {
+        assert!(!settings(Config::from_url("redis://h:1").unwrap()).near_cache);
+        let on = settings(Config::from_url("redis://h:1/2?nearCache=true").unwrap());
+        assert!(on.near_cache);
+        assert_eq!(on.nodes[0].redis_settings().db(), 2);
+        let cluster = settings(
+            Config::from_url("redis+cluster://:pw@a:1,b:2?NearCache=TRUE&protocol=resp3").unwrap(),
+        );
+        assert!(cluster.near_cache && cluster.cluster && cluster.nodes.len() == 2);
+        let attr = Config::builder()
+            .url("redis://h:1")
+            .near_cache(true)
+            .build()
+            .unwrap();
+        assert!(settings(attr).near_cache);
+        let attributes = Config::from_attributes([("host", "h"), ("nearCache", "true")]).unwrap();
+        assert!(settings(attributes).near_cache);
+        let tls = Config::from_url("rediss://h:1?nearCache=true").unwrap();
+        let err = Settings::resolve(&tls, &RedisOptions::new()).unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        let bad = Config::from_url("redis://h:1?nearCache=maybe").unwrap();
+        let err = Settings::resolve(&bad, &RedisOptions::new()).unwrap_err();
+        assert!(err.to_string().contains("nearCache"), "{err}");
+        assert_eq!(
+            take_near_cache("redis://h:1?a=1&nearcache=0&b=2#f").unwrap(),
+            ("redis://h:1?a=1&b=2#f".to_owned(), false)
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub(crate) struct Keys {
     pub(crate) alive: String,
     /// `{<app>_<id>}`, the prefix of both.
     tag_len: usize,
+    /// `{<app>_`, the prefix of every key of the application.
+    prefix_len: usize,
 }
 
 impl Keys {
@@ -48,7 +50,19 @@ impl Keys {
             session,
             alive,
             tag_len,
+            prefix_len: key.app().as_str().len() + 2,
         }
+    }
+
+    /// `{<app>_`: the prefix of every key of the session's application (what the near cache
+    /// asks the server to track).
+    pub(crate) fn app_prefix(&self) -> &str {
+        &self.session[..self.prefix_len]
+    }
+
+    /// `{<app>_<id>}:v2` alone, for callers that need no other key.
+    pub(crate) fn session_of(key: &SessionKey) -> String {
+        suffixed(key, SESSION)
     }
 
     fn tag(&self) -> &str {
@@ -114,6 +128,8 @@ mod tests {
         assert_eq!(keys.channel(), format!("{tag}:released"));
         assert_eq!(keys.ended(), format!("{tag}:ended"));
         assert_eq!(keys.tag(), tag);
+        assert_eq!(keys.app_prefix(), "{/shop_");
+        assert_eq!(Keys::session_of(&key), keys.session);
         let back = session_of_marker(&keys.alive).unwrap();
         assert_eq!(back.app().as_str(), "/shop");
         assert_eq!(back.id().expose(), key.id().expose());

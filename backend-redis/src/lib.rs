@@ -14,6 +14,7 @@
 //! - `ops`: one file per operation with its Lua script (`ops/<op>.lua` after `ops/consts.lua` and
 //!   the helpers it uses).
 //! - `signals`: the pub/sub release signal.
+//! - `near`: the near cache (process-local copies kept current by `CLIENT TRACKING`).
 //! - `expiry`: expiry events (keyspace notifications, the grace period, the listener).
 //! - `error`: driver errors classified into `session_core::Error`.
 
@@ -23,6 +24,7 @@ mod error;
 mod expiry;
 mod keys;
 mod layout;
+mod near;
 mod ops;
 mod signals;
 mod store;
@@ -32,6 +34,7 @@ pub use config::{
     response_timeout,
 };
 pub use expiry::EXPIRY_GRACE;
+pub use near::{NearCacheLimits, NearCacheStats};
 pub use store::RedisStore;
 
 /// The driver, for callers that need its types.

@@ -16,6 +16,7 @@ use crate::connection::Connection;
 use crate::error::{BACKEND, ErrorContext};
 use crate::expiry::Expiry;
 use crate::keys::Keys;
+use crate::near::NearCache;
 use crate::ops;
 use crate::signals::Signals;
 
@@ -52,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) expiry: Expiry,
     /// The refresh window every sliding access honours (docs/contract.md §1).
     pub(crate) window: RefreshWindow,
+    /// The near cache, when the configuration turned it on (`nearCache`).
+    pub(crate) near: Option<Arc<NearCache>>,
 }
 
 impl RedisStore {
@@ -103,6 +106,12 @@ impl RedisStore {
         let signals = Signals::default();
         signals.spawn_dispatcher(received);
         let expiry = Expiry::detect(&conn, &settings, config.application_name()).await;
+        let near = if settings.near_cache {
+            let limits = options.near_cache_limits();
+            Some(NearCache::open(&conn, &settings, config.refresh_window(), limits).await?)
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -111,8 +120,30 @@ impl RedisStore {
                 cluster: settings.cluster,
                 expiry,
                 window: config.refresh_window(),
+                near,
             }),
         })
+    }
+
+    /// The near cache's counters, or `None` when the configuration did not turn it on
+    /// (`nearCache`).
+    ///
+    /// The invalidations already received are applied first, so the counters are current.
+    pub fn near_cache_stats(&self) -> Option<crate::NearCacheStats> {
+        self.inner.near.as_ref().map(|near| {
+            near.drain();
+            near.stats()
+        })
+    }
+
+    /// The server's client ids of the near cache's invalidation connections that are up (one per
+    /// node), for operators (`CLIENT LIST`, `CLIENT KILL ID`); empty without a near cache.
+    pub fn near_cache_client_ids(&self) -> Vec<u64> {
+        self.inner
+            .near
+            .as_ref()
+            .map(|near| near.client_ids())
+            .unwrap_or_default()
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -124,6 +155,22 @@ impl RedisStore {
     fn serve(&self, key: &SessionKey) -> &Inner {
         self.inner.expiry.serve(key);
         &self.inner
+    }
+
+    /// Runs a write on `key`: this process's near copy of it is dropped before the write is
+    /// sent and again when it ends, so that no read answers from memory what this process is
+    /// changing (the server's invalidation follows as well).
+    async fn writing<T>(
+        &self, key: &SessionKey, write: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(near) = &self.inner.near else {
+            return write.await;
+        };
+        let name = Keys::session_of(key);
+        near.forget(&name);
+        let result = write.await;
+        near.forget(&name);
+        result
     }
 }
 
@@ -175,41 +222,61 @@ impl SessionStore for RedisStore {
     async fn acquire(
         &self, key: &SessionKey, token: LockToken, lock_ttl: Duration,
     ) -> Result<AcquireOutcome> {
-        ops::acquire::run(self.serve(key), key, token, lock_ttl).await
+        self.writing(
+            key,
+            ops::acquire::run(self.serve(key), key, token, lock_ttl),
+        )
+        .await
     }
 
     async fn commit(
         &self, key: &SessionKey, token: LockToken, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
-        ops::commit::run(self.serve(key), key, token, delta, timeout).await
+        self.writing(
+            key,
+            ops::commit::run(self.serve(key), key, token, delta, timeout),
+        )
+        .await
     }
 
     async fn release(&self, key: &SessionKey, token: LockToken) -> Result<ReleaseOutcome> {
-        ops::release::run(self.serve(key), key, token).await
+        self.writing(key, ops::release::run(self.serve(key), key, token))
+            .await
     }
 
     async fn create(
         &self, key: &SessionKey, items: &Items, timeout: Duration, initialized: bool,
     ) -> Result<CreateOutcome> {
-        ops::create::run(self.serve(key), key, items, timeout, initialized).await
+        self.writing(
+            key,
+            ops::create::run(self.serve(key), key, items, timeout, initialized),
+        )
+        .await
     }
 
     async fn remove(&self, key: &SessionKey, token: LockToken) -> Result<RemoveOutcome> {
-        ops::remove::run(self.serve(key), key, token).await
+        self.writing(key, ops::remove::run(self.serve(key), key, token))
+            .await
     }
 
     async fn touch(&self, key: &SessionKey) -> Result<TouchOutcome> {
-        ops::touch::run(self.serve(key), key).await
+        self.writing(key, ops::touch::run(self.serve(key), key))
+            .await
     }
 
     async fn write_concurrent(
         &self, key: &SessionKey, delta: &Delta, timeout: Duration,
     ) -> Result<CommitOutcome> {
-        ops::write_concurrent::run(self.serve(key), key, delta, timeout).await
+        self.writing(
+            key,
+            ops::write_concurrent::run(self.serve(key), key, delta, timeout),
+        )
+        .await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<RemoveOutcome> {
-        ops::delete::run(self.serve(key), key).await
+        self.writing(key, ops::delete::run(self.serve(key), key))
+            .await
     }
 
     async fn change_id(
@@ -218,7 +285,9 @@ impl SessionStore for RedisStore {
         if self.inner.cluster {
             return Err(unsupported(Operation::ChangeId));
         }
-        ops::change_id::run(self.serve(key), key, new_id, token).await
+        let renamed = key.with_id(new_id);
+        let change = ops::change_id::run(self.serve(key), key, new_id, token);
+        self.writing(key, self.writing(&renamed, change)).await
     }
 
     async fn purge_expired(&self, _batch: usize) -> Result<u64> {
@@ -227,7 +296,13 @@ impl SessionStore for RedisStore {
 
     async fn watch_release(&self, key: &SessionKey) -> Result<ReleaseWatch> {
         let inner = self.inner();
-        let channel = Keys::new(key).channel();
+        let keys = Keys::new(key);
+        if let Some(near) = &inner.near {
+            // The waiter's next look must see the lock's end even if its invalidation is
+            // still on the way: it goes to the server.
+            near.forget(&keys.session);
+        }
+        let channel = keys.channel();
         let mut conn = inner.conn.clone();
         let rx = inner
             .signals

@@ -54,6 +54,7 @@ pub struct Config {
     lock_ttl: Duration,
     poll_interval: Duration,
     refresh_window: RefreshWindow,
+    near_cache: bool,
     max_waiters_per_session: usize,
     lock_wait_timeout: Duration,
     max_session_size: usize,
@@ -78,6 +79,7 @@ impl Default for Config {
             lock_ttl: Duration::from_secs(110),
             poll_interval: Duration::from_millis(500),
             refresh_window: RefreshWindow::DEFAULT,
+            near_cache: false,
             max_waiters_per_session: 50,
             lock_wait_timeout: Duration::from_secs(120),
             max_session_size: 16 * 1024 * 1024,
@@ -119,6 +121,7 @@ impl Config {
     /// | `timeout` (minutes) or `sessionTimeoutInMilliseconds` | idle lifetime of a session | 20 min |
     /// | `executionTimeout` (seconds) or `lockTtlInMilliseconds` | age at which a lock is stale | 110 s |
     /// | `refreshWindowPercent` | refresh window `w` in % of each session's timeout, 0 = exact sliding ([`RefreshWindow`]) | 10 |
+    /// | `nearCache` | Redis only: answer reads of recently read, unchanged sessions from process memory, kept current by the server (`true`/`false`; docs/contract.md §2 near cache) | `false` |
     /// | `pollIntervalInMilliseconds` | longest wait between looks at a lock where the store has no release signal (from 2 ms, doubling) | 500 |
     /// | `maxWaitersPerSession` or `requestQueueLimitPerSession` | waiters on one session | 50 |
     /// | `lockWaitTimeoutInMilliseconds` | how long a request waits for a lock | 120000 |
@@ -207,6 +210,11 @@ impl Config {
     pub fn refresh_window(&self) -> RefreshWindow {
         self.refresh_window
     }
+    /// Whether the store keeps a near cache (docs/contract.md §2): attribute `nearCache`, URL
+    /// parameter `nearCache=true`. Only the Redis store has one; the others refuse the setting.
+    pub fn near_cache(&self) -> bool {
+        self.near_cache
+    }
     /// How many requests may wait on one session at once.
     pub fn max_waiters_per_session(&self) -> usize {
         self.max_waiters_per_session
@@ -243,6 +251,7 @@ impl fmt::Debug for Config {
             .field("lock_ttl", &self.lock_ttl)
             .field("poll_interval", &self.poll_interval)
             .field("refresh_window", &self.refresh_window)
+            .field("near_cache", &self.near_cache)
             .field("max_waiters_per_session", &self.max_waiters_per_session)
             .field("lock_wait_timeout", &self.lock_wait_timeout)
             .field("max_session_size", &self.max_session_size)
@@ -385,6 +394,7 @@ impl ConfigBuilder {
                 c.refresh_window = RefreshWindow::from_percent(percent)
                     .map_err(|_| Error::config(name, "at most 100 % of the timeout"))?;
             }
+            "nearcache" => c.near_cache = parse_bool(name, value)?,
             "maxwaiterspersession" | "requestqueuelimitpersession" => {
                 c.max_waiters_per_session = at_least_1(name, parse_u64(name, value)?)?;
             }
@@ -514,6 +524,12 @@ impl ConfigBuilder {
     /// facade opens them with it).
     pub fn refresh_window(mut self, window: RefreshWindow) -> Self {
         self.config.refresh_window = window;
+        self
+    }
+    /// `nearCache`: a process-local copy of recently read sessions that reads are answered from
+    /// while the server proves it current (docs/contract.md §2). Redis only; owned by the store.
+    pub fn near_cache(mut self, on: bool) -> Self {
+        self.config.near_cache = on;
         self
     }
     /// `maxWaitersPerSession` / `requestQueueLimitPerSession`: how many requests may wait on one

@@ -1,0 +1,432 @@
+//! The invalidation channel: one connection per node (standalone: the server; cluster: every node,
+//! replicas included, so that a promoted replica is already heard) that this crate owns, in RESP3
+//! with `CLIENT TRACKING ON BCAST PREFIX {<app>_` for every application the cache serves. The
+//! server then pushes `invalidate` with the name of every key of those applications that any
+//! client changes, deletes or lets expire, and `invalidate` with null on `FLUSHALL`/`FLUSHDB`.
+//!
+//! Why a socket of our own, and broadcast mode: a read answered from memory first drains this
+//! socket without waiting (`try_read`), so every invalidation the server sent before the read is
+//! applied before the copy is looked at; a closed socket (`CLIENT KILL`, a restart, a failover) is
+//! seen by the same drain and empties the cache. Broadcast mode ties the proof to this connection
+//! alone: the data connections (redis-rs's, which reconnect on their own) need no tracking state.
+//! Redis queues broadcast invalidations before the replies of the same event loop turn, so by the
+//! time a writer has its reply, the invalidation is on its way to every reader's socket.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::NearCache;
+use super::resp::{self, Frame, ParseError};
+
+/// The most unparsed bytes kept: far more than any invalidation message; more means the stream is
+/// not what we think it is.
+const MAX_BUFFER: usize = 16 << 20;
+/// Reconnect backoff bounds.
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const LAST_RETRY: Duration = Duration::from_secs(2);
+
+/// How to reach and authenticate to one node.
+#[derive(Debug, Clone)]
+pub(super) struct Endpoint {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) connect_timeout: Duration,
+}
+
+impl Endpoint {
+    pub(super) fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// One node's invalidation connection.
+#[derive(Debug)]
+pub(super) struct Node {
+    pub(super) endpoint: Endpoint,
+    state: Mutex<NodeState>,
+    /// Wakes the node's task when a drain found the connection gone.
+    down: Notify,
+    /// Removed from the cluster's topology: the task ends.
+    retired: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    /// The connection, once its handshake is done; `None` while down.
+    stream: Option<Arc<TcpStream>>,
+    client_id: Option<u64>,
+    buf: Vec<u8>,
+    /// Prefixes the server confirmed for this connection.
+    registered: HashSet<String>,
+    /// Prefixes asked for (confirmed or not, or refused): asked once per connection.
+    requested: HashSet<String>,
+    /// The replies still expected, in order: the prefix each registration asked for.
+    pending: VecDeque<String>,
+}
+
+fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
+    // Every change under this lock is a few field assignments: a panic cannot leave it torn.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Node {
+    pub(super) fn new(endpoint: Endpoint) -> Arc<Self> {
+        Arc::new(Self {
+            endpoint,
+            state: Mutex::new(NodeState::default()),
+            down: Notify::new(),
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn retire(&self, cache: &NearCache) {
+        self.retired.store(true, Ordering::Release);
+        let mut state = lock(&self.state);
+        self.go_down(&mut state, cache, "the node left the cluster");
+    }
+
+    pub(super) fn client_id(&self) -> Option<u64> {
+        let state = lock(&self.state);
+        state.stream.as_ref().and(state.client_id)
+    }
+
+    /// Applies everything the server has sent so far, without waiting, and tells whether this
+    /// connection covers `prefix` now (up, and the prefix confirmed). A prefix not yet asked for
+    /// is asked for (the answer arrives with a later drain).
+    pub(super) fn drain_covers(&self, cache: &NearCache, prefix: &str) -> bool {
+        let mut state = lock(&self.state);
+        if !self.drain_locked(&mut state, cache) {
+            return false;
+        }
+        if state
+            .registered
+            .iter()
+            .any(|p| prefix.starts_with(p.as_str()))
+        {
+            return true;
+        }
+        if !state.requested.contains(prefix) {
+            self.request(&mut state, cache, prefix);
+        }
+        false
+    }
+
+    /// Drains without asking for anything; whether the connection is up.
+    pub(super) fn drain(&self, cache: &NearCache) -> bool {
+        let mut state = lock(&self.state);
+        self.drain_locked(&mut state, cache)
+    }
+
+    fn drain_locked(&self, state: &mut NodeState, cache: &NearCache) -> bool {
+        let Some(stream) = state.stream.as_ref().map(Arc::clone) else {
+            return false;
+        };
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.try_read(&mut chunk) {
+                Ok(0) => {
+                    self.go_down(state, cache, "the server closed it");
+                    return false;
+                }
+                Ok(n) => {
+                    state.buf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.go_down(state, cache, &e.to_string());
+                    return false;
+                }
+            }
+        }
+        let mut used = 0;
+        loop {
+            match resp::parse(&state.buf[used..]) {
+                Ok((frame, n)) => {
+                    used += n;
+                    self.apply(state, cache, frame);
+                }
+                Err(ParseError::Incomplete) => break,
+                Err(ParseError::Invalid) => {
+                    self.go_down(state, cache, "it sent something that is not RESP3");
+                    return false;
+                }
+            }
+        }
+        state.buf.drain(..used);
+        if state.buf.len() > MAX_BUFFER {
+            self.go_down(state, cache, "an unparsable frame grew too large");
+            return false;
+        }
+        true
+    }
+
+    fn apply(&self, state: &mut NodeState, cache: &NearCache, frame: Frame) {
+        match frame {
+            Frame::Push(parts) => match parts.as_slice() {
+                [Frame::Str(kind), keys] if kind.as_slice() == b"invalidate" => match keys {
+                    Frame::Array(keys) => {
+                        for key in keys {
+                            if let Frame::Str(key) = key {
+                                cache.invalidate(key);
+                            }
+                        }
+                    }
+                    // `FLUSHALL`/`FLUSHDB`, or the server dropped its tracking state.
+                    _ => cache.flush(),
+                },
+                _ => {}
+            },
+            reply => {
+                let Some(prefix) = state.pending.pop_front() else {
+                    // A reply nobody asked for: the stream is out of step with us.
+                    self.go_down(state, cache, "a reply arrived that was not asked for");
+                    return;
+                };
+                match reply {
+                    Frame::Str(ok) if ok.as_slice() == b"OK" => {
+                        state.registered.insert(prefix);
+                    }
+                    other => tracing::warn!(
+                        node = %self.endpoint.addr(),
+                        prefix = %prefix,
+                        reply = ?other,
+                        "the server refused to track this application's keys: its sessions are \
+                         read from the server, never from the near cache"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Sends `CLIENT TRACKING ON BCAST PREFIX <prefix>` without waiting (a few dozen bytes: the
+    /// socket's buffer takes them). If the socket cannot take them now, the next lookup asks again.
+    fn request(&self, state: &mut NodeState, cache: &NearCache, prefix: &str) {
+        let Some(stream) = state.stream.as_ref().map(Arc::clone) else {
+            return;
+        };
+        cache.remember_prefix(prefix);
+        let command = tracking(prefix);
+        match stream.try_write(&command) {
+            Ok(n) if n == command.len() => {
+                state.requested.insert(prefix.to_owned());
+                state.pending.push_back(prefix.to_owned());
+            }
+            Ok(_) => self.go_down(state, cache, "a command was cut short"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => self.go_down(state, cache, &e.to_string()),
+        }
+    }
+
+    fn go_down(&self, state: &mut NodeState, cache: &NearCache, why: &str) {
+        if state.stream.take().is_some() {
+            tracing::info!(
+                node = %self.endpoint.addr(),
+                reason = why,
+                "near cache: the invalidation connection is gone; the cache is emptied"
+            );
+        }
+        state.client_id = None;
+        state.buf.clear();
+        state.registered.clear();
+        state.requested.clear();
+        state.pending.clear();
+        cache.flush();
+        self.down.notify_one();
+    }
+
+    fn go_up(
+        &self, stream: TcpStream, client_id: u64, registered: HashSet<String>,
+    ) -> Arc<TcpStream> {
+        let stream = Arc::new(stream);
+        let mut state = lock(&self.state);
+        state.stream = Some(Arc::clone(&stream));
+        state.client_id = Some(client_id);
+        state.buf.clear();
+        state.requested = registered.clone();
+        state.registered = registered;
+        state.pending.clear();
+        stream
+    }
+}
+
+fn tracking(prefix: &str) -> Vec<u8> {
+    resp::command(&[
+        b"CLIENT",
+        b"TRACKING",
+        b"ON",
+        b"BCAST",
+        b"PREFIX",
+        prefix.as_bytes(),
+    ])
+}
+
+/// Why a handshake failed.
+#[derive(Debug)]
+pub(super) struct HandshakeError(pub(super) String);
+
+/// Connects and prepares one invalidation connection: `HELLO 3` (with `AUTH`), a client name,
+/// its id, and tracking of every prefix in `prefixes`. Returns the stream, the id and the
+/// prefixes the server accepted.
+pub(super) async fn handshake(
+    endpoint: &Endpoint, prefixes: &[String],
+) -> Result<(TcpStream, u64, HashSet<String>), HandshakeError> {
+    let work = async {
+        let mut stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| HandshakeError(format!("cannot connect: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut out = Vec::new();
+        let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        if let Some(password) = &endpoint.password {
+            hello.push(b"AUTH");
+            hello.push(endpoint.user.as_deref().unwrap_or("default").as_bytes());
+            hello.push(password.as_bytes());
+        }
+        out.extend(resp::command(&hello));
+        out.extend(resp::command(&[
+            b"CLIENT",
+            b"SETNAME",
+            b"sessions-near-cache",
+        ]));
+        out.extend(resp::command(&[b"CLIENT", b"ID"]));
+        for prefix in prefixes {
+            out.extend(tracking(prefix));
+        }
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| HandshakeError(format!("cannot write: {e}")))?;
+        let mut buf = Vec::new();
+        let mut replies = Vec::new();
+        while replies.len() < 3 + prefixes.len() {
+            match resp::parse(&buf) {
+                Ok((frame, n)) => {
+                    buf.drain(..n);
+                    if !matches!(frame, Frame::Push(_)) {
+                        replies.push(frame);
+                    }
+                }
+                Err(ParseError::Invalid) => {
+                    return Err(HandshakeError("the server's reply is not RESP3".into()));
+                }
+                Err(ParseError::Incomplete) => {
+                    let mut chunk = [0u8; 4096];
+                    let n = stream
+                        .read(&mut chunk)
+                        .await
+                        .map_err(|e| HandshakeError(format!("cannot read: {e}")))?;
+                    if n == 0 {
+                        return Err(HandshakeError("the server closed the connection".into()));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        for (what, reply) in ["HELLO 3", "CLIENT SETNAME", "CLIENT ID"]
+            .iter()
+            .zip(&replies)
+        {
+            if let Frame::Error(e) = reply {
+                return Err(HandshakeError(format!("{what} failed: {e}")));
+            }
+        }
+        let Frame::Int(id) = replies[2] else {
+            return Err(HandshakeError("CLIENT ID did not answer a number".into()));
+        };
+        let mut registered = HashSet::new();
+        for (prefix, reply) in prefixes.iter().zip(&replies[3..]) {
+            match reply {
+                Frame::Str(ok) if ok.as_slice() == b"OK" => {
+                    registered.insert(prefix.clone());
+                }
+                Frame::Error(e) if registered.is_empty() && prefix == &prefixes[0] => {
+                    return Err(HandshakeError(format!("CLIENT TRACKING failed: {e}")));
+                }
+                _ => {}
+            }
+        }
+        Ok((stream, u64::try_from(id).unwrap_or(0), registered))
+    };
+    match tokio::time::timeout(endpoint.connect_timeout * 2, work).await {
+        Ok(result) => result,
+        Err(_) => Err(HandshakeError(format!(
+            "no answer within {:?}",
+            endpoint.connect_timeout * 2
+        ))),
+    }
+}
+
+/// Brings `node` up with an established connection and keeps it up: drains whatever arrives,
+/// and reconnects (with backoff) when it goes down, until the node is retired or the cache is
+/// dropped.
+pub(super) async fn run(
+    cache: Weak<NearCache>, node: Arc<Node>, mut first: Option<(TcpStream, u64, HashSet<String>)>,
+) {
+    let mut retry = FIRST_RETRY;
+    loop {
+        if node.retired.load(Ordering::Acquire) {
+            return;
+        }
+        let established = match first.take() {
+            Some(established) => established,
+            None => {
+                let prefixes = match cache.upgrade() {
+                    Some(cache) => cache.prefixes(),
+                    None => return,
+                };
+                match handshake(&node.endpoint, &prefixes).await {
+                    Ok(established) => established,
+                    Err(HandshakeError(e)) => {
+                        tracing::debug!(node = %node.endpoint.addr(), error = %e,
+                            "near cache: reconnecting the invalidation connection failed");
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(LAST_RETRY);
+                        continue;
+                    }
+                }
+            }
+        };
+        retry = FIRST_RETRY;
+        let (stream, id, registered) = established;
+        let stream = node.go_up(stream, id, registered);
+        if node.retired.load(Ordering::Acquire) {
+            if let Some(cache) = cache.upgrade() {
+                node.retire(&cache);
+            }
+            return;
+        }
+        loop {
+            tokio::select! {
+                ready = stream.readable() => {
+                    if ready.is_err() {
+                        if let Some(cache) = cache.upgrade() {
+                            let mut state = lock(&node.state);
+                            node.go_down(&mut state, &cache, "the socket failed");
+                        }
+                        break;
+                    }
+                }
+                () = node.down.notified() => {}
+            }
+            let Some(cache) = cache.upgrade() else {
+                return;
+            };
+            if !node.drain(&cache) {
+                break;
+            }
+        }
+    }
+}
