@@ -19,8 +19,16 @@ impl MemoryStore {
     /// session manager's.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming `url` for another scheme or a URL with more in it.
+    /// [`Error::InvalidConfig`] naming `url` for another scheme or a URL with more in it;
+    /// naming `nearCache` when the configuration asks for a near cache (every session is in
+    /// this process's memory already; the near cache is a Redis feature).
     pub fn from_config(config: &Config, options: MemoryOptions) -> Result<Self> {
+        if config.near_cache() {
+            return Err(Error::config(
+                "nearCache",
+                "the memory store keeps every session in this process already; the near cache is                  a Redis feature",
+            ));
+        }
         if let Some(url) = config.url() {
             if !accepts(url) {
                 return Err(Error::config(
@@ -76,6 +84,17 @@ mod tests {
             assert_eq!(setting, "url");
         }
         assert!(!accepts("redis://h"));
+    }
+
+    #[test]
+    fn a_near_cache_is_refused() {
+        let config = Config::builder().near_cache(true).build().unwrap();
+        let Err(Error::InvalidConfig { setting, .. }) =
+            MemoryStore::from_config(&config, MemoryOptions::new())
+        else {
+            panic!("nearCache accepted by the memory store");
+        };
+        assert_eq!(setting, "nearCache");
     }
 
     #[test]

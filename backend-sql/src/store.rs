@@ -109,8 +109,8 @@ impl SqlStore {
     /// embedded migrations.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a missing URL, another scheme, or a database whose cargo
-    /// feature is off. [`Error::Unavailable`] if the server cannot be reached (refused),
+    /// [`Error::InvalidConfig`] for a missing URL, another scheme, a database whose cargo
+    /// feature is off, or `nearCache` (a Redis feature). [`Error::Unavailable`] if the server cannot be reached (refused),
     /// [`Error::Timeout`] if the first connection is not made within
     /// `connectionTimeoutInMilliseconds`, [`Error::Backend`] if the server refuses the login (wrong
     /// password, missing database, TLS required) or a migration fails; the source is sqlx's error
@@ -124,6 +124,13 @@ impl SqlStore {
     /// # Errors
     /// As [`SqlStore::connect`].
     pub async fn connect_with(config: &Config, options: SqlOptions) -> Result<Self> {
+        if config.near_cache() {
+            return Err(Error::config(
+                "nearCache",
+                "the near cache is a Redis feature: no SQL database here tells a process when \
+                 another one changed a session",
+            ));
+        }
         let url = config.url().ok_or_else(|| {
             Error::config(
                 "url",

@@ -644,6 +644,20 @@ async fn notify_reaches_another_store() {
 }
 
 #[tokio::test]
+async fn a_near_cache_is_refused() {
+    let config = Config::builder()
+        .url("sqlite::memory:")
+        .near_cache(true)
+        .build()
+        .unwrap();
+    let err = SqlStore::connect(&config).await.err().expect("nearCache accepted");
+    assert!(
+        matches!(&err, Error::InvalidConfig { setting, .. } if *setting == "nearCache"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn connect_errors_are_clear() {
     let _gate = PG_GATE.read().await;
     let fast = |url: &str| {
