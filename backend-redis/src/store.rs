@@ -108,7 +108,8 @@ impl RedisStore {
         let expiry = Expiry::detect(&conn, &settings, config.application_name()).await;
         let near = if settings.near_cache {
             let limits = options.near_cache_limits();
-            Some(NearCache::open(&conn, &settings, config.refresh_window(), limits).await?)
+            let (window, app) = (config.refresh_window(), config.application_name());
+            Some(NearCache::open(&conn, &settings, window, limits, app).await?)
         } else {
             None
         };

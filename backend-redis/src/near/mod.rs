@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ConnectionAddr, ConnectionInfo, Value};
-use session_core::{Error, LockInfo, LockToken, ReadOutcome, RefreshWindow, Result, Snapshot};
+use session_core::{
+    AppName, Error, LockInfo, LockToken, ReadOutcome, RefreshWindow, Result, Snapshot,
+};
 use tokio::task::AbortHandle;
 
 pub use stats::{NearCacheLimits, NearCacheStats};
@@ -163,8 +165,11 @@ impl NearCache {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when a node's invalidation connection cannot be opened.
+    /// The configuration's application is tracked from the start, so that a server that refuses
+    /// `CLIENT TRACKING` (a version before 6, an ACL user without it) fails the connect.
     pub(crate) async fn open(
         conn: &Connection, settings: &Settings, window: RefreshWindow, limits: NearCacheLimits,
+        app: &AppName,
     ) -> Result<Arc<Self>> {
         let cache = Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -175,7 +180,7 @@ impl NearCache {
             window,
             counters: Counters::default(),
             nodes: RwLock::new(Arc::new(Vec::new())),
-            prefixes: Mutex::new(HashSet::new()),
+            prefixes: Mutex::new(HashSet::from([format!("{{{}_", app.as_str())])),
             tasks: Mutex::new(Vec::new()),
         });
         let endpoints = match conn {
