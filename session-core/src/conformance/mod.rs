@@ -54,6 +54,15 @@
 //! such capability a `capability::*_unsupported` behaviour checks that the operation returns
 //! [`Error::Unsupported`] and changes nothing. Filter as usual: `cargo test --test conformance commit::`.
 //! A failure message cites the rule of docs/contract.md it checks.
+//!
+//! # Two instances sharing one server
+//!
+//! If instances of your store share one server, as two processes' stores do (a database, a Redis
+//! server), run the `shared::*` behaviours too: [`shared_trials`]`(prefix, factory)` lists only
+//! them, named `{prefix}shared::<behaviour>`. Each opens a second instance from the factory
+//! ([`Harness::open_another`]) and checks that what one writes, the other's next read sees. A
+//! store that answers reads from a process-local copy (a near cache) runs the whole suite and
+//! these with it on. [`trials`] leaves them out: a memory store's instances share nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,6 +89,7 @@ mod read;
 mod refresh;
 mod release;
 mod remove;
+mod shared;
 mod support;
 mod touch;
 mod write_concurrent;
@@ -143,17 +153,31 @@ where
     }
 }
 
-/// What a behaviour gets: the store, a fresh application name of its own, and the declared
-/// capabilities.
-#[derive(Debug, Clone)]
+/// What a behaviour gets: the store, a fresh application name of its own, the declared
+/// capabilities, and (in a run of the suite) the factory that opened the store, so that a
+/// behaviour can open a second instance of it ([`Harness::open_another`]).
+#[derive(Clone)]
 pub struct Harness {
     store: Arc<dyn SessionStore>,
     app: AppName,
     caps: Capabilities,
+    factory: Option<Arc<dyn StoreFactory>>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("store", &self.store)
+            .field("app", &self.app)
+            .field("caps", &self.caps)
+            .field("can_open_another", &self.factory.is_some())
+            .finish()
+    }
 }
 
 impl Harness {
-    /// A harness over `store` with a fresh random application name.
+    /// A harness over `store` with a fresh random application name. It has no factory, so
+    /// [`Harness::open_another`] fails; see [`Harness::with_factory`].
     ///
     /// # Errors
     /// If the OS random source fails.
@@ -163,7 +187,50 @@ impl Harness {
             store,
             app: Self::fresh_app()?,
             caps,
+            factory: None,
         })
+    }
+
+    /// [`Harness::new`] over `store`, keeping `factory` (the one that opened `store`) for
+    /// [`Harness::open_another`].
+    ///
+    /// # Errors
+    /// If the OS random source fails.
+    pub fn with_factory(
+        store: Arc<dyn SessionStore>, factory: Arc<dyn StoreFactory>,
+    ) -> crate::Result<Self> {
+        Ok(Self {
+            factory: Some(factory),
+            ..Self::new(store)?
+        })
+    }
+
+    /// A second instance of the store under test, opened anew from the same factory (its own
+    /// connections, and its own near cache if the store keeps one). Only where the factory's
+    /// instances share one server ([`shared_trials`]) does the second instance see what the
+    /// first one writes; the `shared::*` behaviours use it as another process's store.
+    ///
+    /// # Errors
+    /// The factory's error; [`Error::InvalidConfig`] if this harness has no factory (it was built
+    /// with [`Harness::new`]).
+    pub async fn open_another(&self) -> crate::Result<Arc<dyn SessionStore>> {
+        match &self.factory {
+            Some(factory) => factory.open().await,
+            None => Err(Error::InvalidConfig {
+                setting: "conformance::Harness".to_owned(),
+                reason: "built without a factory (Harness::new), so it cannot open another store"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    /// A harness over `store` (another instance of the store under test) in this behaviour's
+    /// application, with the same capabilities and factory.
+    fn beside(&self, store: Arc<dyn SessionStore>) -> Self {
+        Self {
+            store,
+            ..self.clone()
+        }
     }
 
     fn fresh_app() -> crate::Result<AppName> {
@@ -401,12 +468,29 @@ fn behaviours() -> Vec<Behaviour> {
         policy::renew_id_survives_lost_remove_reply,
         policy::renew_id_keeps_original_when_remove_fails,
         policy::renew_id_keeps_copy_when_store_cannot_tell,
+        // Two instances sharing one server: run by `shared_trials` only.
+        shared::create_is_seen_by_the_other,
+        shared::commit_is_seen_by_the_other,
+        shared::lock_is_seen_by_the_other,
+        shared::delete_is_seen_by_the_other,
+        shared::remove_is_seen_by_the_other,
+        shared::expiry_is_seen_by_the_other,
+        shared::uninitialized_reported_once_across_instances,
+        shared::write_concurrent_is_seen_by_the_other,
+        shared::read_only_waits_for_the_other_writer,
+        shared::exclusive_writers_on_both_lose_no_update,
     ]
 }
 
-/// The names of every behaviour, in order (for listings and tests).
+/// The names of every behaviour, in order (for listings and tests): those [`trials`] runs, then
+/// the `shared::*` ones, which only [`shared_trials`] runs.
 pub fn behaviour_names() -> Vec<&'static str> {
     behaviours().iter().map(|b| b.name).collect()
+}
+
+/// Whether behaviour `name` needs two store instances sharing one server ([`shared_trials`]).
+fn is_shared(name: &str) -> bool {
+    name.starts_with("shared::")
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -416,7 +500,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// One trial per behaviour against the stores `factory` opens.
+/// One trial per behaviour against the stores `factory` opens, except the `shared::*` behaviours
+/// (see [`shared_trials`]).
 ///
 /// The store's capabilities are read once, from a store opened here, to decide which behaviours
 /// are ignored. If that fails, every trial fails with the error.
@@ -427,7 +512,7 @@ pub fn trials(factory: impl StoreFactory) -> Vec<Trial> {
 /// Like [`trials`], with every name prefixed by `prefix` (for running the suite more than once in
 /// one target, for example through a decorator: `trials_with_prefix("resilient::", ...)`).
 pub fn trials_with_prefix(prefix: &str, factory: impl StoreFactory) -> Vec<Trial> {
-    trials_where(prefix, factory, |_| true)
+    trials_where(prefix, factory, |name| !is_shared(name))
 }
 
 /// The behaviours about expiry (sliding, the refresh window, expired sessions, per-session
@@ -440,10 +525,27 @@ pub fn expiry_trials(prefix: &str, factory: impl StoreFactory) -> Vec<Trial> {
 
 /// Whether behaviour `name` is one [`expiry_trials`] runs.
 fn is_about_expiry(name: &str) -> bool {
-    name.starts_with("refresh::")
-        || ["slides_expiry", "expired", "timeout"]
-            .iter()
-            .any(|part| name.contains(part))
+    !is_shared(name)
+        && (name.starts_with("refresh::")
+            || ["slides_expiry", "expired", "timeout"]
+                .iter()
+                .any(|part| name.contains(part)))
+}
+
+/// The `shared::*` behaviours, every name prefixed by `prefix` (`{prefix}shared::<behaviour>`):
+/// for a factory whose instances **share one server**, as two processes' stores do (a Redis
+/// server, a database, a SQLite file; not a memory store, whose instances are independent).
+///
+/// Each behaviour opens a second instance next to the harness's one
+/// ([`Harness::open_another`]), reads a session through it, changes the session through the first
+/// instance, and checks that the second one's next read sees the change at once: a commit, a lock,
+/// a delete or remove, an expiry, the initialize flag (reported once across both), a lock-free
+/// write; and, through a manager on each instance, that a read-only request waits for the other
+/// instance's writer and that exclusive writers on both lose no update (docs/contract.md §5). A
+/// store that answers reads from a process-local copy (a near cache) must pass them with it on.
+/// [`trials`] does not run them.
+pub fn shared_trials(prefix: &str, factory: impl StoreFactory) -> Vec<Trial> {
+    trials_where(prefix, factory, is_shared)
 }
 
 fn trials_where(prefix: &str, factory: impl StoreFactory, keep: fn(&str) -> bool) -> Vec<Trial> {
@@ -477,7 +579,7 @@ fn trials_where(prefix: &str, factory: impl StoreFactory, keep: fn(&str) -> bool
                 let rt = runtime().map_err(|e| e.to_string())?;
                 rt.block_on(async move {
                     let store = factory.open().await?;
-                    run(Harness::new(store)?).await
+                    run(Harness::with_factory(store, factory)?).await
                 })
                 .map_err(|f| f.0.into())
             });
@@ -489,13 +591,15 @@ fn trials_where(prefix: &str, factory: impl StoreFactory, keep: fn(&str) -> bool
         .collect()
 }
 
-/// Every behaviour as an ignored trial, for a run whose store is not configured (for example a
-/// server URL that is not set). Where the store must run (CI), the caller should fail instead, as
-/// this workspace's `test-support` crate does (`test_support::conformance_trials`).
+/// Every behaviour [`trials`] runs (not the `shared::*` ones), as an ignored trial, for a run
+/// whose store is not configured (for example a server URL that is not set). Where the store must
+/// run (CI), the caller should fail instead, as this workspace's `test-support` crate does
+/// (`test_support::conformance_trials`).
 pub fn all_ignored(reason: &str) -> Vec<Trial> {
     let reason = reason.to_owned();
     behaviours()
         .into_iter()
+        .filter(|b| !is_shared(b.name))
         .map(|b| {
             Trial::test(b.name, || Ok(()))
                 .with_ignored_flag(true)
@@ -523,5 +627,41 @@ mod tests {
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert!(names.len() >= 60, "{}", names.len());
+    }
+
+    fn names_of(trials: &[Trial]) -> Vec<&str> {
+        trials.iter().map(Trial::name).collect()
+    }
+
+    /// A factory that cannot open a store: enough to list the trials.
+    fn no_store() -> crate::Result<Arc<dyn SessionStore>> {
+        Err(Error::InvalidConfig {
+            setting: "test".to_owned(),
+            reason: "no store".to_owned(),
+        })
+    }
+
+    #[test]
+    fn shared_behaviours_run_only_in_shared_trials() {
+        let shared: Vec<_> = behaviour_names()
+            .into_iter()
+            .filter(|n| n.starts_with("shared::"))
+            .map(|n| format!("p::{n}"))
+            .collect();
+        assert!(shared.len() >= 9, "{shared:?}");
+        let listed = shared_trials("p::", || async { no_store() });
+        assert_eq!(names_of(&listed), shared);
+        for ordinary in [
+            trials(|| async { no_store() }),
+            expiry_trials("", || async { no_store() }),
+            all_ignored("unset"),
+        ] {
+            assert!(!ordinary.is_empty());
+            assert!(names_of(&ordinary).iter().all(|n| !n.contains("shared::")));
+        }
+        assert_eq!(
+            trials(|| async { no_store() }).len() + shared.len(),
+            behaviour_names().len()
+        );
     }
 }
