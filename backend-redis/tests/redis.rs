@@ -646,6 +646,19 @@ async fn cluster_failover_is_survived(cluster: RedisCluster) -> TestResult {
         ids.push(s.id().expose().to_owned());
         s.end().await?;
     }
+    // A near-cached reader holds a copy of the first session through the failover.
+    let near_config = Config::builder()
+        .url(cluster.url())
+        .application_name(app.clone())
+        .near_cache(true)
+        .build()?;
+    let near = RedisStore::connect(&near_config).await?;
+    let first = SessionKey::new(app.clone(), SessionId::parse(&ids[0])?);
+    for _ in 0..3 {
+        near.read(&first).await?;
+    }
+    let before = near.near_cache_stats().unwrap_or_default();
+    ensure!(before.hits >= 1, "the near reader keeps a copy: {before:?}");
     // The master that owns the first session's slot.
     let nodes = cluster.seeds().to_vec();
     let mut conn = redis::cluster::ClusterClient::new(nodes.clone())?
@@ -681,6 +694,28 @@ async fn cluster_failover_is_survived(cluster: RedisCluster) -> TestResult {
             );
             s.end().await?;
         }
+        // ... the near reader's copy went with the killed node's invalidation connection: a
+        // change made after the failover is what it reads ...
+        let mut s = manager.open(Some(&ids[0]), Access::Exclusive).await?;
+        s.insert("n", &1000u32)?;
+        s.end().await?;
+        let seen = match near.read(&first).await? {
+            ReadOutcome::Found(snapshot) => snapshot
+                .items
+                .get("n")
+                .map(|v| session_core::decode_value::<u32>("n", v))
+                .transpose()?,
+            other => return Err(test_support::fail(format!("near read: {other:?}"))),
+        };
+        ensure!(
+            seen == Some(1000),
+            "stale near read after failover: {seen:?}"
+        );
+        let after = near.near_cache_stats().unwrap_or_default();
+        ensure!(
+            after.flushes > before.flushes,
+            "the failover emptied the near cache: {after:?}"
+        );
         // ... and new operations succeed.
         let mut s = manager.open(None, Access::Exclusive).await?;
         s.insert("after", &true)?;

@@ -650,7 +650,9 @@ async fn a_near_cache_is_refused() {
         .near_cache(true)
         .build()
         .unwrap();
-    let err = SqlStore::connect(&config).await.err().expect("nearCache accepted");
+    let err = SqlStore::connect(&config)
+        .await
+        .expect_err("nearCache accepted");
     assert!(
         matches!(&err, Error::InvalidConfig { setting, .. } if *setting == "nearCache"),
         "{err:?}"

@@ -28,6 +28,9 @@ use super::resp::{self, Frame, ParseError};
 /// The most unparsed bytes kept: far more than any invalidation message; more means the stream is
 /// not what we think it is.
 const MAX_BUFFER: usize = 16 << 20;
+/// How long the background drain waits after data arrives, so that invalidations arrive in
+/// batches (lookups drain at once, whatever this is).
+const BATCH: Duration = Duration::from_millis(10);
 /// Reconnect backoff bounds.
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const LAST_RETRY: Duration = Duration::from_secs(2);
@@ -417,6 +420,14 @@ pub(super) async fn run(
                             node.go_down(&mut state, &cache, "the socket failed");
                         }
                         break;
+                    }
+                    // Every lookup drains the socket itself before it answers, so correctness
+                    // never waits for this task: it only keeps the socket from filling up and
+                    // notices a lost connection while nobody reads. A short pause turns a burst
+                    // of writes (each one an invalidation) into one read instead of a wake-up each.
+                    tokio::select! {
+                        () = tokio::time::sleep(BATCH) => {}
+                        () = node.down.notified() => {}
                     }
                 }
                 () = node.down.notified() => {}

@@ -57,7 +57,8 @@ pub struct NearCacheStats {
     pub hits: u64,
     /// Reads that went to the server (no copy, a copy that needed a slide, or no proof).
     pub misses: u64,
-    /// Copies dropped because the server reported a change by any client (this process included).
+    /// Copies dropped because the server reported a change by another client. (A write by this
+    /// process drops its own copy before it is sent, so its invalidation usually finds nothing.)
     pub invalidations: u64,
     /// Times the whole cache was emptied: a lost or reconnected invalidation connection, a
     /// `FLUSHALL`/`FLUSHDB`, a cluster topology change.
