@@ -1,15 +1,16 @@
 //! Criterion micro-benchmarks of single store operations: one `BenchmarkGroup` per operation,
 //! `BenchmarkId::new(backend, payload)`, `Throughput::Bytes`. Memory and SQLite (in-memory) always;
 //! Redis, Redis Cluster, Postgres and MySQL on the servers of the integration tests, where
-//! configured (`test-support` reads them from the environment; a missing one is left out). Every
-//! iteration checks its outcome, so a bench never times a failure path (a `Locked` acquire, an
-//! `AlreadyExists` create).
+//! configured (`test-support` reads them from the environment; a missing one is left out), and
+//! Redis and Redis Cluster once more with the near cache on (`redis-near`, `redis-cluster-near`).
+//! Every iteration checks its outcome, so a bench never times a failure path (a `Locked` acquire,
+//! an `AlreadyExists` create).
 
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use session_bench::workload::{LOCK_TTL, SESSION_TIMEOUT, make_items};
-use session_bench::{BackendSpec, Payload, connect_store};
+use session_bench::{BackendSpec, Payload, connect_near_store, connect_store};
 use session_core::{
     AcquireOutcome, AppName, CommitOutcome, CreateOutcome, Delta, ItemValue, LockToken,
     ReadOutcome, RemoveOutcome, SessionId, SessionKey, SessionStore, items_size,
@@ -44,6 +45,14 @@ fn store_ops(c: &mut Criterion) {
         match rt.block_on(connect_store(&spec, 4)) {
             Ok(store) => stores.push((spec.name(), store)),
             Err(err) => eprintln!("skipping {}: {err}", spec.name()),
+        }
+        // Redis again with its near cache on (`nearCache`), as the `-near` rows of session-bench.
+        let Some(near) = spec.near_name() else {
+            continue;
+        };
+        match rt.block_on(connect_near_store(&spec)) {
+            Ok(store) => stores.push((near, Arc::new(store))),
+            Err(err) => eprintln!("skipping {near}: {err}"),
         }
     }
     let session = |store: &Arc<dyn SessionStore>, payload: Payload| {

@@ -231,6 +231,26 @@ impl BackendSpec {
         }
     }
 
+    /// The name of the rows with the near cache on (`nearCache`), on Redis only:
+    /// [`BackendSpec::name`] with `-near` (`redis-near`, `redis-cluster-near`); `None` for the
+    /// stores that have no near cache.
+    ///
+    /// ```
+    /// use session_bench::BackendSpec;
+    ///
+    /// assert_eq!(BackendSpec::new("redis://h:6379")?.near_name(), Some("redis-near"));
+    /// assert_eq!(BackendSpec::new("redis+cluster://a:7000")?.near_name(), Some("redis-cluster-near"));
+    /// assert_eq!(BackendSpec::memory().near_name(), None);
+    /// # Ok::<(), session_bench::BenchError>(())
+    /// ```
+    pub fn near_name(&self) -> Option<&'static str> {
+        match self.name() {
+            "redis" => Some("redis-near"),
+            "redis-cluster" => Some("redis-cluster-near"),
+            _ => None,
+        }
+    }
+
     /// The URL, as given (print it through `redact_url`).
     pub fn url(&self) -> &str {
         &self.url
@@ -264,6 +284,10 @@ pub struct BenchConfig {
     /// Also run W1 and W2 with exact sliding (`w = 0`), in rows named `<backend>-exact`, next to
     /// the default refresh window's rows.
     pub exact_rows: bool,
+    /// Also run every workload on Redis (standalone and cluster) with the near cache on
+    /// (`nearCache`, every other setting at its default), in rows named `<backend>-near`, next to
+    /// the plain Redis rows.
+    pub near_rows: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -282,6 +306,7 @@ impl Default for BenchConfig {
             peers: Vec::new(),
             poll_interval: sessions::Config::default().poll_interval(),
             exact_rows: true,
+            near_rows: true,
             progress: false,
         }
     }
@@ -375,6 +400,12 @@ mod tests {
                 (backend, name, url)
             );
             assert_eq!(spec.is_standalone_redis(), name == "redis", "{url}");
+            let near = match name {
+                "redis" => Some("redis-near"),
+                "redis-cluster" => Some("redis-cluster-near"),
+                _ => None,
+            };
+            assert_eq!(spec.near_name(), near, "{url}");
         }
         assert_eq!(
             BackendSpec::new("memory://").unwrap(),

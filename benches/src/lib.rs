@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use sessions::redis::{RedisOptions, RedisStore};
 use sessions::sql::SqlOptions;
 use sessions::{Backend, Config, RefreshWindow, SessionStore, StoreOptions, redact_url};
 
@@ -36,7 +37,7 @@ pub use counting::{Counting, CountingStore};
 pub use error::BenchError;
 pub use floors::{Floor, Probe};
 pub use peers::PeerSpec;
-pub use report::{Report, Row};
+pub use report::{NearCacheCounters, Report, Row};
 pub use workload::Fixture;
 
 /// Connects the store for `spec` through the facade (`sessions::connect_with`), with
@@ -59,21 +60,55 @@ pub async fn connect_store(
 pub async fn connect_store_with(
     spec: &BackendSpec, connections: u32, window: RefreshWindow,
 ) -> Result<Arc<dyn SessionStore>, BenchError> {
-    let fail = |source: sessions::Error| BenchError::Connect {
-        backend: spec.name(),
-        url: redact_url(spec.url()),
-        source: source.into(),
-    };
-    let config = Config::builder()
-        .url(spec.url())
-        .connection_timeout(Some(Duration::from_secs(5)))
-        .refresh_window(window)
-        .build()
-        .map_err(fail)?;
+    let fail = connect_error(spec);
+    let config = store_config(spec, window).build().map_err(fail)?;
     let options = StoreOptions::new().with_sql(SqlOptions::new().with_max_connections(connections));
     sessions::connect_with(&config, &options)
         .await
-        .map_err(fail)
+        .map_err(connect_error(spec))
+}
+
+/// Connects our Redis store for `spec` (standalone or cluster) with its near cache on: the
+/// configuration of [`connect_store`] plus the one setting `nearCache`
+/// (`Config::builder().near_cache(true)`), and the Redis options the facade's dispatch passes
+/// (`RedisOptions::new()`: the default memory bound). Opened directly rather than through
+/// `sessions::connect_with` (which makes the same call) so that the caller keeps the concrete
+/// store for [`RedisStore::near_cache_stats`]; a clone shares its connections and its cache.
+///
+/// # Errors
+/// [`BenchError::Config`] when `spec` is not Redis; [`BenchError::Connect`] naming the backend.
+pub async fn connect_near_store(spec: &BackendSpec) -> Result<RedisStore, BenchError> {
+    if spec.backend() != Backend::Redis {
+        return Err(BenchError::Config(format!(
+            "{}: only the Redis store has a near cache",
+            spec.name()
+        )));
+    }
+    let config = store_config(spec, RefreshWindow::DEFAULT)
+        .near_cache(true)
+        .build()
+        .map_err(connect_error(spec))?;
+    RedisStore::connect_with(&config, RedisOptions::new())
+        .await
+        .map_err(connect_error(spec))
+}
+
+/// The settings every row's store is opened with: the URL, a 5 s connection timeout, `window`;
+/// everything else at its default.
+fn store_config(spec: &BackendSpec, window: RefreshWindow) -> sessions::ConfigBuilder {
+    Config::builder()
+        .url(spec.url())
+        .connection_timeout(Some(Duration::from_secs(5)))
+        .refresh_window(window)
+}
+
+/// A connect failure of `spec`'s store, naming the backend and the URL (password redacted).
+fn connect_error(spec: &BackendSpec) -> impl Fn(sessions::Error) -> BenchError + '_ {
+    move |source| BenchError::Connect {
+        backend: spec.name(),
+        url: redact_url(spec.url()),
+        source: source.into(),
+    }
 }
 
 type OpFn = Arc<
@@ -95,6 +130,12 @@ fn new_hist() -> Histogram<u64> {
 }
 
 /// Runs `op` on `tasks` tasks until `duration` has passed.
+///
+/// Each task spends one unit of tokio's cooperative budget per operation, so an operation that
+/// completes without waiting (a memory store, a near cache hit) still yields now and then (at the
+/// latest every 128 operations) and every task runs: without it, the first tasks on the worker threads would
+/// loop until the deadline and the others would never start. An operation that waits on I/O
+/// spends the budget anyway.
 async fn run_cell(op: OpFn, tasks: usize, duration: Duration) -> Result<CellResult, BenchError> {
     let start = Instant::now();
     let deadline = start + duration;
@@ -110,6 +151,7 @@ async fn run_cell(op: OpFn, tasks: usize, duration: Duration) -> Result<CellResu
                     u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1),
                 );
                 iter += 1;
+                tokio::task::coop::consume_budget().await;
             }
             Ok::<_, BenchError>((iter, hist))
         });
@@ -154,6 +196,7 @@ fn row(
         ratio_to_floor: None,
         peer_of: None,
         wire_bytes_per_op: None,
+        near_cache: None,
     }
 }
 
@@ -200,19 +243,25 @@ pub fn cell_count(config: &BenchConfig) -> u64 {
     } else {
         0
     };
+    let near = if config.near_rows {
+        near_backends(config).count() * config.workloads.len()
+    } else {
+        0
+    };
     let peer_workloads = config
         .workloads
         .iter()
         .filter(|w| PeerSpec::WORKLOADS.contains(w))
         .count();
-    ((ours + exact + config.peers.len() * peer_workloads) * config.concurrency.len()) as u64
+    ((ours + exact + near + config.peers.len() * peer_workloads) * config.concurrency.len()) as u64
 }
 
 /// Operations per wire-byte measurement round (three rounds, the smallest kept).
 const WIRE_OPS: u64 = 200;
 
 /// Runs the whole benchmark: for each backend, connects the store (and its floor), prepares the
-/// pools, then runs every workload (and the floors and probes) at every concurrency; each peer runs
+/// pools, then runs every workload (and the floors and probes) at every concurrency, then its
+/// `-exact` rows and, on Redis, its `-near` rows (each on a store of its own); each peer runs
 /// right after our backend of the same kind (or at the end, if that backend is not in the run).
 ///
 /// # Errors
@@ -246,6 +295,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         if config.exact_rows {
             run_exact(config, spec, connections, &bar, &mut rows).await?;
         }
+        if config.near_rows && spec.near_name().is_some() {
+            run_near(config, spec, &bar, &mut rows).await?;
+        }
         for peer in config.peers.iter().filter(|p| p.ours() == spec.name()) {
             run_peer(config, peer, connections, &bar, &mut rows).await?;
         }
@@ -271,12 +323,23 @@ async fn run_cells(
     config: &BenchConfig, bar: &ProgressBar, rows: &mut Vec<Row>, name: &'static str, label: &str,
     op: &TaskOp, counts: &(dyn Fn() -> (u64, u64) + Sync),
 ) -> Result<(), BenchError> {
+    run_cells_then(config, bar, rows, name, label, op, counts, &mut |_| ()).await
+}
+
+/// [`run_cells`], calling `then` on each row right after its cell (before the next one starts).
+#[allow(clippy::too_many_arguments)]
+async fn run_cells_then(
+    config: &BenchConfig, bar: &ProgressBar, rows: &mut Vec<Row>, name: &'static str, label: &str,
+    op: &TaskOp, counts: &(dyn Fn() -> (u64, u64) + Sync), then: &mut (dyn FnMut(&mut Row) + Send),
+) -> Result<(), BenchError> {
     for &tasks in &config.concurrency {
         bar.set_message(format!("{name} {label} x{tasks}"));
         let _ = counts();
         let cell = run_cell(with_tasks(op, tasks), tasks, config.duration).await?;
         let (calls, bytes) = counts();
-        rows.push(row(name, label.to_owned(), tasks, &cell, calls, bytes));
+        let mut row = row(name, label.to_owned(), tasks, &cell, calls, bytes);
+        then(&mut row);
+        rows.push(row);
         bar.inc(1);
     }
     Ok(())
@@ -476,6 +539,78 @@ async fn run_exact(
     measured
 }
 
+/// The backends of `config` that get `-near` rows (Redis standalone and cluster).
+fn near_backends(config: &BenchConfig) -> impl Iterator<Item = &BackendSpec> + '_ {
+    config.backends.iter().filter(|b| b.near_name().is_some())
+}
+
+/// Our Redis store with its near cache on (`nearCache`, every other setting at its default):
+/// every workload of `config`, rows named `redis-near` / `redis-cluster-near`, each with the near
+/// cache's counters over its cell ([`NearCacheCounters`]; none while the store reports none),
+/// plus wire bytes on standalone Redis as for the plain rows. Its own pool of sessions, removed
+/// at the end (also after a failure).
+async fn run_near(
+    config: &BenchConfig, spec: &BackendSpec, bar: &ProgressBar, rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let Some(name) = spec.near_name() else {
+        return Ok(());
+    };
+    bar.set_message(format!("{name}: connecting and filling the pools"));
+    let near = connect_near_store(spec).await?;
+    let raw: Arc<dyn SessionStore> = Arc::new(near.clone());
+    let counting = Arc::new(Counting::wrap(Arc::clone(&raw)));
+    let store: Arc<dyn SessionStore> = Arc::<CountingStore>::clone(&counting);
+    let fixture = Arc::new(Fixture::prepare(config, &store, &raw).await?);
+    let measured: Result<(), BenchError> = async {
+        let meter = if spec.is_standalone_redis() {
+            Some(wire::WireMeter::connect(name, spec.url()).await?)
+        } else {
+            None
+        };
+        let counts = || counting.layer().take_counts();
+        for &w in &config.workloads {
+            let op = workload_op(&fixture, &store, w);
+            let first = rows.len();
+            // Each row gets the counters of its own cell: read before the first cell and after
+            // each one (the setup and the wire-byte operations fall outside every cell).
+            let mut last = near.near_cache_stats();
+            let mut then = |r: &mut Row| {
+                let now = near.near_cache_stats();
+                r.near_cache = last
+                    .as_ref()
+                    .zip(now.as_ref())
+                    .map(|(before, after)| NearCacheCounters::between(before, after));
+                last = now;
+            };
+            run_cells_then(
+                config,
+                bar,
+                rows,
+                name,
+                &w.to_string(),
+                &op,
+                &counts,
+                &mut then,
+            )
+            .await?;
+            if let Some(meter) = meter.as_ref().filter(|_| w != Workload::W5) {
+                bar.set_message(format!("{name} {w} wire bytes"));
+                let wire = meter.per_op(WIRE_OPS, |i| op(0, 1, i)).await?;
+                let _ = counting.layer().take_counts();
+                for r in &mut rows[first..] {
+                    r.wire_bytes_per_op = Some(wire);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    bar.set_message(format!("{name}: cleaning up"));
+    let left = fixture.remove(&raw).await;
+    bar.suspend(|| left.warn(name));
+    measured
+}
+
 /// Workload `w` of `fixture` on `store`, as the operation of a cell.
 fn workload_op(fixture: &Arc<Fixture>, store: &Arc<dyn SessionStore>, w: Workload) -> TaskOp {
     let (fx, st) = (Arc::clone(fixture), Arc::clone(store));
@@ -554,11 +689,14 @@ fn set_ratios(rows: &mut [Row]) {
             "W2" => "floor-rw",
             _ => continue,
         };
-        // Peers and the `-exact` rows compare with the floor of the backend they run on.
-        let backend = r
-            .peer_of
-            .as_deref()
-            .unwrap_or_else(|| r.backend.strip_suffix("-exact").unwrap_or(&r.backend));
+        // Peers and the `-exact` and `-near` rows compare with the floor of the backend they run
+        // on.
+        let backend = r.peer_of.as_deref().unwrap_or_else(|| {
+            r.backend
+                .strip_suffix("-exact")
+                .or_else(|| r.backend.strip_suffix("-near"))
+                .unwrap_or(&r.backend)
+        });
         let floor = snapshot
             .iter()
             .find(|f| f.backend == backend && f.workload == label && f.concurrency == r.concurrency)
@@ -580,4 +718,63 @@ pub fn run_blocking(config: &BenchConfig) -> Result<Report, BenchError> {
         .build()
         .map_err(|e| BenchError::Config(format!("cannot start the tokio runtime: {e}")))?
         .block_on(run(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(backends: &[&str], near_rows: bool) -> BenchConfig {
+        BenchConfig {
+            backends: backends
+                .iter()
+                .map(|url| BackendSpec::new(*url).unwrap())
+                .collect(),
+            near_rows,
+            ..BenchConfig::default()
+        }
+    }
+
+    /// Redis standalone and cluster get `-near` rows on every workload; the other stores none,
+    /// and `near_rows: false` (`--no-near`) leaves them out.
+    #[test]
+    fn near_rows_are_planned_for_redis() {
+        let urls = ["redis://127.0.0.1:6379", "redis+cluster://127.0.0.1:7000"];
+        let near: Vec<&str> = near_backends(&config(&urls, true))
+            .filter_map(BackendSpec::near_name)
+            .collect();
+        assert_eq!(near, ["redis-near", "redis-cluster-near"]);
+        let embedded = config(&["memory://", "sqlite::memory:"], true);
+        assert_eq!(near_backends(&embedded).count(), 0);
+
+        // Per backend and concurrency: 6 workloads + 2 floors (+ 3 probes on standalone Redis)
+        // + 2 exact rows; with the near rows, 6 more on each Redis.
+        let with = cell_count(&config(&urls, true));
+        let without = cell_count(&config(&urls, false));
+        assert_eq!(without, 2 * ((6 + 2 + 2) * 2 + Probe::REDIS.len() as u64));
+        assert_eq!(with - without, 2 * 2 * 6);
+        assert_eq!(
+            cell_count(&config(&["memory://"], true)),
+            cell_count(&config(&["memory://"], false))
+        );
+    }
+
+    /// A `-near` row's ratio is to the plain row's floor.
+    #[test]
+    fn near_rows_compare_with_the_plain_floor() {
+        let cell = CellResult {
+            ops: 100,
+            elapsed: Duration::from_secs(1),
+            hist: new_hist(),
+        };
+        let mut rows = vec![
+            row("redis", "floor-read".into(), 1, &cell, 0, 0),
+            row("redis-near", "W1".into(), 1, &cell, 0, 0),
+            row("redis-cluster-near", "W1".into(), 1, &cell, 0, 0),
+        ];
+        rows[1].ops_per_sec = 300.0;
+        set_ratios(&mut rows);
+        assert_eq!(rows[1].ratio_to_floor, Some(3.0));
+        assert_eq!(rows[2].ratio_to_floor, None, "no redis-cluster floor here");
+    }
 }

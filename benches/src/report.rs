@@ -8,10 +8,56 @@ use serde::Serialize;
 
 use crate::error::BenchError;
 
+/// The near cache's counters for one `<backend>-near` row (`RedisStore::near_cache_stats`): the
+/// events of the row's cell (its measured time only), and what the cache held at the cell's end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NearCacheCounters {
+    /// Reads answered from process memory during the cell.
+    pub hits: u64,
+    /// Reads that went to the server during the cell.
+    pub misses: u64,
+    /// Copies dropped on the server's invalidations during the cell.
+    pub invalidations: u64,
+    /// Times the whole cache was emptied during the cell.
+    pub flushes: u64,
+    /// Copies evicted to stay within the memory bound during the cell.
+    pub evictions: u64,
+    /// Copies held at the cell's end.
+    pub entries: u64,
+    /// Bytes held at the cell's end.
+    pub bytes: u64,
+}
+
+impl NearCacheCounters {
+    /// The counters between two readings of the store's (cumulative) statistics: the events
+    /// counted from `before` to `after`, and what `after` holds.
+    pub fn between(
+        before: &sessions::redis::NearCacheStats, after: &sessions::redis::NearCacheStats,
+    ) -> Self {
+        Self {
+            hits: after.hits.saturating_sub(before.hits),
+            misses: after.misses.saturating_sub(before.misses),
+            invalidations: after.invalidations.saturating_sub(before.invalidations),
+            flushes: after.flushes.saturating_sub(before.flushes),
+            evictions: after.evictions.saturating_sub(before.evictions),
+            entries: after.entries,
+            bytes: after.bytes,
+        }
+    }
+
+    /// The share of reads answered from process memory, `hits / (hits + misses)`; `None` when
+    /// the cell made no read.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let reads = self.hits + self.misses;
+        (reads > 0).then(|| self.hits as f64 / reads as f64)
+    }
+}
+
 /// One measured cell.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// Backend name (`memory`, `sqlite`, `redis`...).
+    /// Backend name (`memory`, `sqlite`, `redis`...; `<backend>-exact` with exact sliding,
+    /// `redis-near` / `redis-cluster-near` with the near cache on).
     pub backend: String,
     /// `W1`..`W6`, or `floor-read` / `floor-rw` for the raw client.
     pub workload: String,
@@ -39,6 +85,10 @@ pub struct Row {
     /// Bytes the server received per operation (standalone Redis only: `INFO stats`
     /// `total_net_input_bytes`, measured at one task; see [`crate::wire`]).
     pub wire_bytes_per_op: Option<f64>,
+    /// For a `<backend>-near` row: the near cache's counters over the cell; absent for every
+    /// other row, and when the store reports none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub near_cache: Option<NearCacheCounters>,
 }
 
 /// A whole run.
@@ -72,10 +122,22 @@ const PEER_NOTE: &str = "\npeer:* rows are tower-sessions stores: W1 = load, W2 
 the whole record without any lock (last writer wins; ours acquire + commit under an exclusive \
 lock), W3 = create + delete. Their ratio is to the floors of our backend of the same kind.\n";
 
+/// Printed under a table with `-near` rows.
+const NEAR_NOTE: &str = "\n*-near rows are our Redis store with its near cache on (nearCache, \
+every other setting at its default); their ratio is to the floors of the plain Redis rows. \
+calls/op counts store calls: a read answered from the near cache makes no round trip (wire B/op \
+counts what reached the server).\n";
+
+/// Printed under [`NEAR_NOTE`] when the table has the near hit column.
+const NEAR_HIT_NOTE: &str = "near hit = reads answered from process memory / all reads, during \
+the cell.\n";
+
 impl Report {
     /// The aligned text table.
     pub fn table(&self) -> String {
-        let header = [
+        // The near hit column only when a row has the near cache's counters.
+        let near_hits = self.rows.iter().any(|r| r.near_cache.is_some());
+        let mut header = vec![
             "backend",
             "workload",
             "conc",
@@ -88,9 +150,12 @@ impl Report {
             "wire B/op",
             "ratio",
         ];
+        if near_hits {
+            header.push("near hit");
+        }
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
         for r in &self.rows {
-            lines.push(vec![
+            let mut line = vec![
                 r.backend.clone(),
                 r.workload.clone(),
                 r.concurrency.to_string(),
@@ -104,7 +169,15 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}")),
                 r.ratio_to_floor
                     .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
-            ]);
+            ];
+            if near_hits {
+                line.push(
+                    r.near_cache
+                        .and_then(|n| n.hit_ratio())
+                        .map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0)),
+                );
+            }
+            lines.push(line);
         }
         let widths: Vec<usize> = (0..header.len())
             .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
@@ -127,6 +200,12 @@ impl Report {
         }
         if self.rows.iter().any(|r| r.peer_of.is_some()) {
             out.push_str(PEER_NOTE);
+        }
+        if self.rows.iter().any(|r| r.backend.ends_with("-near")) {
+            out.push_str(NEAR_NOTE);
+            if near_hits {
+                out.push_str(NEAR_HIT_NOTE);
+            }
         }
         out
     }
@@ -292,4 +371,91 @@ fn si(v: f64) -> String {
     };
     let text = format!("{x:.1}");
     format!("{}{unit}", text.trim_end_matches(".0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(backend: &str, near_cache: Option<NearCacheCounters>) -> Row {
+        Row {
+            backend: backend.to_owned(),
+            workload: "W1".to_owned(),
+            concurrency: 1,
+            ops: 10,
+            ops_per_sec: 10.0,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            p999_us: 3.0,
+            calls_per_op: 1.0,
+            bytes_per_op: 0.0,
+            ratio_to_floor: None,
+            peer_of: None,
+            wire_bytes_per_op: None,
+            near_cache,
+        }
+    }
+
+    fn report(rows: Vec<Row>) -> Report {
+        Report {
+            duration_secs: 1.0,
+            payload: "10x150".to_owned(),
+            pool: 10,
+            refresh_window_percent: 10,
+            rows,
+        }
+    }
+
+    /// The counters are the events between two readings and the holdings of the second.
+    #[test]
+    fn counters_span_one_cell() {
+        let before = sessions::redis::NearCacheStats {
+            hits: 5,
+            misses: 5,
+            entries: 7,
+            ..Default::default()
+        };
+        let after = sessions::redis::NearCacheStats {
+            hits: 35,
+            misses: 15,
+            invalidations: 2,
+            entries: 9,
+            bytes: 900,
+            ..Default::default()
+        };
+        let c = NearCacheCounters::between(&before, &after);
+        assert_eq!((c.hits, c.misses, c.invalidations), (30, 10, 2));
+        assert_eq!((c.entries, c.bytes), (9, 900));
+        assert_eq!(c.hit_ratio(), Some(0.75));
+        assert_eq!(NearCacheCounters::default().hit_ratio(), None);
+    }
+
+    /// Near rows carry their counters in the JSON and a near hit column in the table; other rows
+    /// carry neither, and a table without counters has no such column.
+    #[test]
+    fn near_counters_in_json_and_table() {
+        let counters = NearCacheCounters {
+            hits: 3,
+            misses: 1,
+            ..Default::default()
+        };
+        let with = report(vec![row("redis", None), row("redis-near", Some(counters))]);
+        let json = serde_json::to_value(&with).unwrap();
+        assert!(json["rows"][0].get("near_cache").is_none());
+        assert_eq!(json["rows"][1]["near_cache"]["hits"], 3);
+        assert_eq!(json["rows"][1]["near_cache"]["bytes"], 0);
+        let table = with.table();
+        assert!(
+            table.lines().next().unwrap().ends_with("near hit"),
+            "{table}"
+        );
+        assert!(table.contains("75.0%"), "{table}");
+        assert!(table.contains("*-near rows"), "{table}");
+
+        let without = report(vec![row("redis", None), row("redis-near", None)]).table();
+        assert!(!without.contains("near hit"), "{without}");
+        assert!(without.contains("*-near rows"), "{without}");
+        let plain = report(vec![row("redis", None)]).table();
+        assert!(!plain.contains("near"), "{plain}");
+    }
 }

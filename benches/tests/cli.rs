@@ -180,13 +180,14 @@ fn networked_peers_run_next_to_our_stores() {
         .collect();
     let mut runs = order.clone();
     runs.dedup();
-    // Each peer runs right after our store of the same kind (and its exact-sliding rows); moka
-    // (no memory row here) last.
+    // Each peer runs right after our store of the same kind (and its exact-sliding and near cache
+    // rows); moka (no memory row here) last.
     assert_eq!(
         runs,
         [
             "redis",
             "redis-exact",
+            "redis-near",
             "peer:tower-sessions-redis",
             "postgres",
             "postgres-exact",
@@ -197,7 +198,8 @@ fn networked_peers_run_next_to_our_stores() {
     for r in rows {
         assert_eq!(r["ops"].as_u64().map(|n| n > 0), Some(true), "{r}");
         let backend = r["backend"].as_str().unwrap();
-        // Wire bytes are measured for the default window's rows (the exact rows only add ops/s).
+        // Wire bytes are measured for the default window's rows, the near cache's included (the
+        // exact rows only add ops/s).
         let redis_row = backend.contains("redis") && !backend.ends_with("-exact");
         // The server's own byte count: on standalone Redis only, and at least the item bytes.
         assert_eq!(r["wire_bytes_per_op"].is_number(), redis_row, "{r}");
@@ -210,6 +212,84 @@ fn networked_peers_run_next_to_our_stores() {
             assert_eq!(r["bytes_per_op"].as_f64(), Some(1550.0), "{r}");
         }
     }
+}
+
+/// With Redis and Redis Cluster, every workload also runs on the store with its near cache on, in
+/// rows `redis-near` and `redis-cluster-near`, each carrying the near cache's counters in the JSON
+/// when the store reports them (and no other row carrying any); `--no-near` leaves them out.
+#[test]
+fn near_rows_run_on_every_workload() {
+    let Some(redis) = configured(test_support::redis()) else {
+        return;
+    };
+    let Some(cluster) = configured(test_support::redis_cluster()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        succeed(
+            bench()
+                .args(["--quiet", "--no-embedded", "--no-floors", "--no-exact"])
+                .args(["--duration", "50ms", "--pool", "50", "--concurrency", "1,4"])
+                .args(["--redis", redis.url(), "--redis-cluster", cluster.url()])
+                .args(extra)
+                .arg("--json")
+                .arg(&json),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        report["rows"].as_array().unwrap().clone()
+    };
+    let rows = run(&[]);
+    let mut runs: Vec<&str> = rows
+        .iter()
+        .map(|r| r["backend"].as_str().unwrap())
+        .collect();
+    runs.dedup();
+    assert_eq!(
+        runs,
+        ["redis", "redis-near", "redis-cluster", "redis-cluster-near"]
+    );
+    for backend in ["redis-near", "redis-cluster-near"] {
+        for workload in ["W1", "W2", "W3", "W4", "W5", "W6"] {
+            for conc in [1, 4] {
+                let row = find_row(&rows, backend, workload, conc);
+                assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
+            }
+        }
+    }
+    for r in &rows {
+        let near = r["backend"].as_str().unwrap().ends_with("-near");
+        match r.get("near_cache") {
+            None => {}
+            Some(counters) => {
+                assert!(near, "counters on a row without the near cache: {r}");
+                for field in [
+                    "hits",
+                    "misses",
+                    "invalidations",
+                    "flushes",
+                    "evictions",
+                    "entries",
+                    "bytes",
+                ] {
+                    assert!(counters[field].is_u64(), "{field}: {r}");
+                }
+                // W1 reads each task's slice of 50 sessions over and over: once read, a session
+                // is answered from process memory.
+                if r["workload"] == "W1" {
+                    assert!(counters["hits"].as_u64().unwrap() > 0, "{r}");
+                }
+            }
+        }
+    }
+    let rows = run(&["--no-near", "--workloads", "W1"]);
+    assert!(
+        rows.iter()
+            .all(|r| !r["backend"].as_str().unwrap().ends_with("-near")),
+        "--no-near"
+    );
 }
 
 /// Runs the bench quietly with every workload, floors and peers, at 1 and 4 tasks, plus `args`;

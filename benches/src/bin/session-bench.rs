@@ -61,6 +61,11 @@ struct Args {
     /// Skip the `<backend>-exact` rows (W1 and W2 with exact sliding, w = 0).
     #[arg(long)]
     no_exact: bool,
+    /// Skip the redis-near and redis-cluster-near rows (every workload on the Redis store with its
+    /// near cache on, nearCache, every other setting at its default; run with --redis and
+    /// --redis-cluster, their JSON rows carry the near cache's counters).
+    #[arg(long)]
+    no_near: bool,
     /// Skip the raw-client floors (and the reference probes).
     #[arg(long)]
     no_floors: bool,
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         peers,
         poll_interval: args.poll_interval,
         exact_rows: !args.no_exact,
+        near_rows: !args.no_near,
         progress: !args.quiet,
         ..BenchConfig::default()
     };
