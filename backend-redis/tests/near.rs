@@ -226,7 +226,20 @@ async fn flush_empties_the_cache(redis: test_support::Redis) -> TestResult {
     let mut admin = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
+    let flushes = reader.near_cache_stats().unwrap_or_default().flushes;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut admin).await?;
+    // Redis sends the flush's `invalidate null` while running FLUSHDB, and writes the caller's
+    // reply first: the notice reaches this process a moment after the reply (backend-redis
+    // README, "Near cache"). Once it has, no read is answered from memory.
+    let mut noticed = false;
+    for _ in 0..200 {
+        if reader.near_cache_stats().unwrap_or_default().flushes > flushes {
+            noticed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ensure!(noticed, "the flush was never noticed");
     ensure!(
         matches!(reader.read(&key).await?, ReadOutcome::Missing),
         "a flushed session was answered from memory"
@@ -308,7 +321,8 @@ async fn cluster_instances_agree(url: String) -> TestResult {
     let mut keys = Vec::new();
     for _ in 0..12 {
         let key = first.with_id(SessionId::generate()?);
-        writer.create(&key, &items(1), LONG, false).await?;
+        // Initialized: the first read of an uninitialized session reports the flag, which writes.
+        writer.create(&key, &items(1), LONG, true).await?;
         keys.push(key);
     }
     for key in &keys {

@@ -250,7 +250,7 @@ impl Node {
         self.down.notify_one();
     }
 
-    fn go_up(
+    pub(super) fn go_up(
         &self, stream: TcpStream, client_id: u64, registered: HashSet<String>,
     ) -> Arc<TcpStream> {
         let stream = Arc::new(stream);
@@ -375,23 +375,21 @@ pub(super) async fn handshake(
 /// Brings `node` up with an established connection and keeps it up: drains whatever arrives,
 /// and reconnects (with backoff) when it goes down, until the node is retired or the cache is
 /// dropped.
-pub(super) async fn run(
-    cache: Weak<NearCache>, node: Arc<Node>, mut first: Option<(TcpStream, u64, HashSet<String>)>,
-) {
+pub(super) async fn run(cache: Weak<NearCache>, node: Arc<Node>, mut up: Option<Arc<TcpStream>>) {
     let mut retry = FIRST_RETRY;
     loop {
         if node.retired.load(Ordering::Acquire) {
             return;
         }
-        let established = match first.take() {
-            Some(established) => established,
+        let stream = match up.take() {
+            Some(stream) => stream,
             None => {
                 let prefixes = match cache.upgrade() {
                     Some(cache) => cache.prefixes(),
                     None => return,
                 };
                 match handshake(&node.endpoint, &prefixes).await {
-                    Ok(established) => established,
+                    Ok((stream, id, registered)) => node.go_up(stream, id, registered),
                     Err(HandshakeError(e)) => {
                         tracing::debug!(node = %node.endpoint.addr(), error = %e,
                             "near cache: reconnecting the invalidation connection failed");
@@ -403,8 +401,6 @@ pub(super) async fn run(
             }
         };
         retry = FIRST_RETRY;
-        let (stream, id, registered) = established;
-        let stream = node.go_up(stream, id, registered);
         if node.retired.load(Ordering::Acquire) {
             if let Some(cache) = cache.upgrade() {
                 node.retire(&cache);

@@ -24,7 +24,7 @@ mod resp;
 mod stats;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,10 @@ pub(crate) struct NearCache {
     tickets: AtomicU64,
     max_entries: usize,
     max_bytes: usize,
+    /// Slots held in all shards (copies and placeholders), and the bytes of the copies: the
+    /// bound is on these totals, so an unevenly filled shard costs nothing.
+    held: AtomicUsize,
+    held_bytes: AtomicUsize,
     window: RefreshWindow,
     counters: Counters,
     /// The invalidation connections, one per node.
@@ -175,8 +179,10 @@ impl NearCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             generation: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
-            max_entries: limits.max_entries().div_ceil(SHARDS),
-            max_bytes: limits.max_bytes().div_ceil(SHARDS),
+            max_entries: limits.max_entries(),
+            max_bytes: limits.max_bytes(),
+            held: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
             window,
             counters: Counters::default(),
             nodes: RwLock::new(Arc::new(Vec::new())),
@@ -223,6 +229,8 @@ impl NearCache {
             }
             Err(_) => None,
         };
+        // Up before the store is handed out, so that its first reads are already covered.
+        let first = first.map(|(stream, id, registered)| node.go_up(stream, id, registered));
         let task = tokio::spawn(channel::run(Arc::downgrade(self), Arc::clone(&node), first));
         lock(&self.tasks).push(task.abort_handle());
         let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
@@ -290,11 +298,12 @@ impl NearCache {
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         if !covered {
-            remove(&mut shard, key);
+            self.remove(&mut shard, key);
             return Lookup::Miss(None);
         }
         let id = self.tickets.fetch_add(1, Ordering::Relaxed);
-        remove(&mut shard, key);
+        self.remove(&mut shard, key);
+        self.held.fetch_add(1, Ordering::Relaxed);
         shard.map.insert(
             key.into(),
             Slot::Pending {
@@ -327,7 +336,7 @@ impl NearCache {
             _ => return,
         }
         if self.generation.load(Ordering::Acquire) != ticket.generation {
-            remove(&mut shard, key);
+            self.remove(&mut shard, key);
             return;
         }
         let (state, items) = match copy {
@@ -346,10 +355,11 @@ impl NearCache {
         };
         let bytes = ENTRY_OVERHEAD + key.len() + items;
         if bytes > self.max_bytes {
-            remove(&mut shard, key);
+            self.remove(&mut shard, key);
             return;
         }
         shard.bytes += bytes;
+        self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
         shard.map.insert(
             key.into(),
             Slot::Ready(Copy {
@@ -368,13 +378,13 @@ impl NearCache {
     pub(crate) fn abandon(&self, key: &str, ticket: Ticket) {
         let mut shard = self.shard(key.as_bytes());
         if matches!(shard.map.get(key), Some(Slot::Pending { ticket: t, .. }) if *t == ticket.id) {
-            remove(&mut shard, key);
+            self.remove(&mut shard, key);
         }
     }
 
     /// Drops this process's copy of `key` (before and after a write by this process).
     pub(crate) fn forget(&self, key: &str) {
-        remove(&mut self.shard(key.as_bytes()), key);
+        self.remove(&mut self.shard(key.as_bytes()), key);
     }
 
     /// The server reported a change of `key`.
@@ -382,7 +392,7 @@ impl NearCache {
         let Ok(key) = std::str::from_utf8(key) else {
             return;
         };
-        if remove(&mut self.shard(key.as_bytes()), key) {
+        if self.remove(&mut self.shard(key.as_bytes()), key) {
             self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -393,6 +403,8 @@ impl NearCache {
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
+            self.held.fetch_sub(shard.map.len(), Ordering::Relaxed);
+            self.held_bytes.fetch_sub(shard.bytes, Ordering::Relaxed);
             shard.map.clear();
             shard.clock.clear();
             shard.bytes = 0;
@@ -400,7 +412,11 @@ impl NearCache {
     }
 
     fn evict(&self, shard: &mut Shard) {
-        while shard.map.len() > self.max_entries || shard.bytes > self.max_bytes {
+        // The totals are over the bound: evict from this shard (it holds at least the slot just
+        // added), oldest unreferenced first.
+        while self.held.load(Ordering::Relaxed) > self.max_entries
+            || self.held_bytes.load(Ordering::Relaxed) > self.max_bytes
+        {
             let Some(key) = shard.clock.pop_front() else {
                 break;
             };
@@ -410,7 +426,7 @@ impl NearCache {
                     shard.clock.push_back(key);
                 }
                 Some(_) => {
-                    remove(shard, &key);
+                    self.remove(shard, &key);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {}
@@ -419,6 +435,22 @@ impl NearCache {
         if shard.clock.len() > 2 * shard.map.len() + 64 {
             let Shard { map, clock, .. } = shard;
             clock.retain(|k| map.contains_key(k));
+        }
+    }
+
+    /// Removes `key`'s slot; whether it held a copy.
+    fn remove(&self, shard: &mut Shard, key: &str) -> bool {
+        let Some(slot) = shard.map.remove(key) else {
+            return false;
+        };
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        match slot {
+            Slot::Ready(copy) => {
+                shard.bytes -= copy.bytes;
+                self.held_bytes.fetch_sub(copy.bytes, Ordering::Relaxed);
+                true
+            }
+            Slot::Pending { .. } => false,
         }
     }
 
@@ -457,17 +489,6 @@ impl NearCache {
         for node in self.nodes().iter() {
             node.drain(self);
         }
-    }
-}
-
-/// Removes `key`'s slot; whether it held a copy.
-fn remove(shard: &mut Shard, key: &str) -> bool {
-    match shard.map.remove(key) {
-        Some(Slot::Ready(copy)) => {
-            shard.bytes -= copy.bytes;
-            true
-        }
-        Some(Slot::Pending { .. }) | None => false,
     }
 }
 
