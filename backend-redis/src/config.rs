@@ -152,7 +152,8 @@ impl Settings {
         let (nodes, cluster) = match config.url() {
             Some(url) => {
                 let (url, near) = take_near_cache(url)?;
-                near_cache |= near;
+                // The URL's parameter, when given, decides (it is the more specific setting).
+                near_cache = near.unwrap_or(near_cache);
                 from_url(&url)?
             }
             None => (vec![from_attributes(config)?], false),
@@ -312,23 +313,23 @@ pub fn node_urls(url: &str) -> Result<Vec<String>> {
 }
 
 /// Takes the parameter `nearCache` (`true`/`false`, name case-insensitive) out of `url`'s query,
-/// which the driver would not know: the URL without it, and its value (`false` when absent).
-fn take_near_cache(url: &str) -> Result<(String, bool)> {
+/// which the driver would not know: the URL without it, and its value (`None` when absent).
+fn take_near_cache(url: &str) -> Result<(String, Option<bool>)> {
     let Some((base, rest)) = url.split_once('?') else {
-        return Ok((url.to_owned(), false));
+        return Ok((url.to_owned(), None));
     };
     let (query, fragment) = match rest.split_once('#') {
         Some((query, fragment)) => (query, Some(fragment)),
         None => (rest, None),
     };
-    let mut near = false;
+    let mut near = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if name.eq_ignore_ascii_case("nearcache") {
             near = match value.to_ascii_lowercase().as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
+                "true" | "1" => Some(true),
+                "false" | "0" => Some(false),
                 _ => return Err(Error::config("nearCache", "expected true or false")),
             };
         } else {
@@ -398,8 +399,14 @@ mod tests {
         assert!(err.to_string().contains("nearCache"), "{err}");
         assert_eq!(
             take_near_cache("redis://h:1?a=1&nearcache=0&b=2#f").unwrap(),
-            ("redis://h:1?a=1&b=2#f".to_owned(), false)
+            ("redis://h:1?a=1&b=2#f".to_owned(), Some(false))
         );
+        let off = Config::builder()
+            .url("redis://h:1?nearCache=false")
+            .near_cache(true)
+            .build()
+            .unwrap();
+        assert!(!settings(off).near_cache, "the URL's parameter decides");
     }
 
     #[test]

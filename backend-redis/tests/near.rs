@@ -342,6 +342,68 @@ async fn cluster_instances_agree(url: String) -> TestResult {
     Ok(())
 }
 
+/// The reader's runtime is blocked (its reactor not polled) while another thread writes, and while
+/// the reader's invalidation connection is killed: the next read still sees what reached this
+/// machine, because a lookup reads the invalidation socket itself, not the reactor's last word.
+fn blocked_reader_sees_what_arrived(url: String) -> TestResult {
+    let reader_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let writer_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let reader = reader_rt.block_on(near(&url, RedisOptions::new()))?;
+    let writer = writer_rt.block_on(test_support::open_redis(&url, RedisOptions::new()))?;
+    let key = key("blocked")?;
+    writer_rt.block_on(writer.create(&key, &items(1), LONG, true))?;
+    let settle = Duration::from_millis(50);
+    for n in 2..8u32 {
+        reader_rt.block_on(async {
+            reader.read(&key).await?;
+            ensure!(n_of(&reader.read(&key).await?) == Some(n - 1), "cached {n}");
+            Ok::<(), Failed>(())
+        })?;
+        if n % 2 == 0 {
+            // A change by another process (a plain store: its invalidation is broadcast).
+            writer_rt.block_on(commit_n(&writer, &key, n))?;
+        } else {
+            // The invalidation connection killed, then a change nobody will announce to us.
+            let ids = reader.near_cache_client_ids();
+            ensure!(ids.len() == 1, "ids {ids:?}");
+            writer_rt.block_on(async {
+                let mut admin = redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                let _: () = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(ids[0])
+                    .query_async(&mut admin)
+                    .await?;
+                commit_n(&writer, &key, n).await
+            })?;
+        }
+        // The reader's thread sleeps: nothing drives its reactor (blocking on purpose: this
+        // thread is outside every runtime here).
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(settle);
+        let seen = reader_rt.block_on(reader.read(&key))?;
+        ensure!(n_of(&seen) == Some(n), "round {n}: stale read {seen:?}");
+        // Let the killed connection come back before the next round.
+        reader_rt.block_on(async {
+            for _ in 0..100 {
+                if !reader.near_cache_client_ids().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    writer_rt.block_on(writer.delete(&key))?;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let mut args = libtest_mimic::Arguments::from_args();
     // One at a time: FLUSHDB and CLIENT KILL empty every near cache on the server.
@@ -366,6 +428,16 @@ fn main() -> std::process::ExitCode {
             "standalone::flush_empties_the_cache",
             redis(),
             flush_empties_the_cache,
+        ),
+        trial(
+            "standalone::blocked_reader_sees_what_arrived",
+            redis(),
+            move |r| async move {
+                let url = url(r);
+                tokio::task::spawn_blocking(move || blocked_reader_sees_what_arrived(url))
+                    .await
+                    .map_err(|e| failed!("{e}"))?
+            },
         ),
         trial("standalone::memory_is_bounded", redis(), move |r| {
             memory_is_bounded(url(r))

@@ -13,12 +13,13 @@
 //! time a writer has its reply, the invalidation is on its way to every reader's socket.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -31,6 +32,13 @@ const MAX_BUFFER: usize = 16 << 20;
 /// How long the background drain waits after data arrives, so that invalidations arrive in
 /// batches (lookups drain at once, whatever this is).
 const BATCH: Duration = Duration::from_millis(10);
+/// How often the background task sends `PING`, so that a connection that died without a word (a
+/// half-open connection behind a NAT or a load balancer) is noticed.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node not heard from (a reply, a push) for this long covers nothing: its copies are not used.
+const SILENCE: Duration = Duration::from_secs(3);
+/// A node not heard from for this long is reconnected.
+const DEAD: Duration = Duration::from_secs(10);
 /// Reconnect backoff bounds.
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const LAST_RETRY: Duration = Duration::from_secs(2);
@@ -72,8 +80,19 @@ struct NodeState {
     registered: HashSet<String>,
     /// Prefixes asked for (confirmed or not, or refused): asked once per connection.
     requested: HashSet<String>,
-    /// The replies still expected, in order: the prefix each registration asked for.
-    pending: VecDeque<String>,
+    /// The replies still expected, in order.
+    pending: VecDeque<Awaited>,
+    /// When the server last sent anything.
+    heard: Option<Instant>,
+}
+
+/// What a reply the connection still expects answers.
+#[derive(Debug)]
+enum Awaited {
+    /// `CLIENT TRACKING ON BCAST PREFIX <prefix>`.
+    Prefix(String),
+    /// A heartbeat `PING`.
+    Ping,
 }
 
 fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
@@ -110,6 +129,9 @@ impl Node {
         if !self.drain_locked(&mut state, cache) {
             return false;
         }
+        if state.heard.is_none_or(|at| at.elapsed() > SILENCE) {
+            return false;
+        }
         if state
             .registered
             .iter()
@@ -133,18 +155,22 @@ impl Node {
         let Some(stream) = state.stream.as_ref().map(Arc::clone) else {
             return false;
         };
+        // Straight from the socket, not through tokio's `try_read`: that one answers `WouldBlock`
+        // from the reactor's last readiness without asking the kernel, so data already on this
+        // machine would wait for the reactor's next turn.
+        let socket = SockRef::from(&*stream);
         let mut chunk = [0u8; 8192];
         loop {
-            match stream.try_read(&mut chunk) {
+            match (&*socket).read(&mut chunk) {
                 Ok(0) => {
                     self.go_down(state, cache, "the server closed it");
                     return false;
                 }
+                // Read on until the socket is empty: the end of the connection (a read of 0) may
+                // follow what was waiting, and must be seen by this drain.
                 Ok(n) => {
                     state.buf.extend_from_slice(&chunk[..n]);
-                    if n < chunk.len() {
-                        break;
-                    }
+                    state.heard = Some(Instant::now());
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -169,6 +195,10 @@ impl Node {
             }
         }
         state.buf.drain(..used);
+        if state.buf.is_empty() && state.buf.capacity() > 1 << 20 {
+            // Give back what a burst took.
+            state.buf = Vec::new();
+        }
         if state.buf.len() > MAX_BUFFER {
             self.go_down(state, cache, "an unparsable frame grew too large");
             return false;
@@ -193,10 +223,14 @@ impl Node {
                 _ => {}
             },
             reply => {
-                let Some(prefix) = state.pending.pop_front() else {
-                    // A reply nobody asked for: the stream is out of step with us.
-                    self.go_down(state, cache, "a reply arrived that was not asked for");
-                    return;
+                let prefix = match state.pending.pop_front() {
+                    Some(Awaited::Prefix(prefix)) => prefix,
+                    Some(Awaited::Ping) => return,
+                    None => {
+                        // A reply nobody asked for: the stream is out of step with us.
+                        self.go_down(state, cache, "a reply arrived that was not asked for");
+                        return;
+                    }
                 };
                 match reply {
                     Frame::Str(ok) if ok.as_slice() == b"OK" => {
@@ -225,11 +259,30 @@ impl Node {
         match stream.try_write(&command) {
             Ok(n) if n == command.len() => {
                 state.requested.insert(prefix.to_owned());
-                state.pending.push_back(prefix.to_owned());
+                state.pending.push_back(Awaited::Prefix(prefix.to_owned()));
             }
             Ok(_) => self.go_down(state, cache, "a command was cut short"),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => self.go_down(state, cache, &e.to_string()),
+        }
+    }
+
+    /// Sends a heartbeat `PING` (without waiting); goes down after [`DEAD`] without a word.
+    fn heartbeat(&self, cache: &NearCache) {
+        let mut state = lock(&self.state);
+        let Some(stream) = state.stream.as_ref().map(Arc::clone) else {
+            return;
+        };
+        if state.heard.is_none_or(|at| at.elapsed() > DEAD) {
+            self.go_down(&mut state, cache, "the server stopped answering");
+            return;
+        }
+        let ping = resp::command(&[b"PING"]);
+        match stream.try_write(&ping) {
+            Ok(n) if n == ping.len() => state.pending.push_back(Awaited::Ping),
+            Ok(_) => self.go_down(&mut state, cache, "a command was cut short"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => self.go_down(&mut state, cache, &e.to_string()),
         }
     }
 
@@ -242,6 +295,7 @@ impl Node {
             );
         }
         state.client_id = None;
+        state.heard = None;
         state.buf.clear();
         state.registered.clear();
         state.requested.clear();
@@ -257,6 +311,7 @@ impl Node {
         let mut state = lock(&self.state);
         state.stream = Some(Arc::clone(&stream));
         state.client_id = Some(client_id);
+        state.heard = Some(Instant::now());
         state.buf.clear();
         state.requested = registered.clone();
         state.registered = registered;
@@ -276,21 +331,50 @@ fn tracking(prefix: &str) -> Vec<u8> {
     ])
 }
 
+/// An open, prepared invalidation connection: the stream, its client id, the prefixes tracked.
+pub(super) type Established = (TcpStream, u64, HashSet<String>);
+
 /// Why a handshake failed.
 #[derive(Debug)]
-pub(super) struct HandshakeError(pub(super) String);
+pub(super) struct HandshakeError {
+    pub(super) message: String,
+    /// The server answered and refused (a wrong password, tracking not allowed or not known):
+    /// retrying will not help.
+    pub(super) refused: bool,
+}
+
+impl HandshakeError {
+    fn io(message: String) -> Self {
+        Self {
+            message,
+            refused: false,
+        }
+    }
+
+    fn refused(message: String) -> Self {
+        Self {
+            message,
+            refused: true,
+        }
+    }
+}
 
 /// Connects and prepares one invalidation connection: `HELLO 3` (with `AUTH`), a client name,
 /// its id, and tracking of every prefix in `prefixes`. Returns the stream, the id and the
 /// prefixes the server accepted.
 pub(super) async fn handshake(
     endpoint: &Endpoint, prefixes: &[String],
-) -> Result<(TcpStream, u64, HashSet<String>), HandshakeError> {
+) -> Result<Established, HandshakeError> {
     let work = async {
         let mut stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
-            .map_err(|e| HandshakeError(format!("cannot connect: {e}")))?;
+            .map_err(|e| HandshakeError::io(format!("cannot connect: {e}")))?;
         let _ = stream.set_nodelay(true);
+        // The heartbeat notices a silent connection; keepalive makes the kernel give up on it too.
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5));
+        let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let mut out = Vec::new();
         let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if let Some(password) = &endpoint.password {
@@ -311,7 +395,7 @@ pub(super) async fn handshake(
         stream
             .write_all(&out)
             .await
-            .map_err(|e| HandshakeError(format!("cannot write: {e}")))?;
+            .map_err(|e| HandshakeError::io(format!("cannot write: {e}")))?;
         let mut buf = Vec::new();
         let mut replies = Vec::new();
         while replies.len() < 3 + prefixes.len() {
@@ -323,16 +407,20 @@ pub(super) async fn handshake(
                     }
                 }
                 Err(ParseError::Invalid) => {
-                    return Err(HandshakeError("the server's reply is not RESP3".into()));
+                    return Err(HandshakeError::refused(
+                        "the server's reply is not RESP3".into(),
+                    ));
                 }
                 Err(ParseError::Incomplete) => {
                     let mut chunk = [0u8; 4096];
                     let n = stream
                         .read(&mut chunk)
                         .await
-                        .map_err(|e| HandshakeError(format!("cannot read: {e}")))?;
+                        .map_err(|e| HandshakeError::io(format!("cannot read: {e}")))?;
                     if n == 0 {
-                        return Err(HandshakeError("the server closed the connection".into()));
+                        return Err(HandshakeError::io(
+                            "the server closed the connection".into(),
+                        ));
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
@@ -343,11 +431,13 @@ pub(super) async fn handshake(
             .zip(&replies)
         {
             if let Frame::Error(e) = reply {
-                return Err(HandshakeError(format!("{what} failed: {e}")));
+                return Err(HandshakeError::refused(format!("{what} failed: {e}")));
             }
         }
         let Frame::Int(id) = replies[2] else {
-            return Err(HandshakeError("CLIENT ID did not answer a number".into()));
+            return Err(HandshakeError::refused(
+                "CLIENT ID did not answer a number".into(),
+            ));
         };
         let mut registered = HashSet::new();
         for (prefix, reply) in prefixes.iter().zip(&replies[3..]) {
@@ -356,7 +446,9 @@ pub(super) async fn handshake(
                     registered.insert(prefix.clone());
                 }
                 Frame::Error(e) if registered.is_empty() && prefix == &prefixes[0] => {
-                    return Err(HandshakeError(format!("CLIENT TRACKING failed: {e}")));
+                    return Err(HandshakeError::refused(format!(
+                        "CLIENT TRACKING failed: {e}"
+                    )));
                 }
                 _ => {}
             }
@@ -365,7 +457,7 @@ pub(super) async fn handshake(
     };
     match tokio::time::timeout(endpoint.connect_timeout * 2, work).await {
         Ok(result) => result,
-        Err(_) => Err(HandshakeError(format!(
+        Err(_) => Err(HandshakeError::io(format!(
             "no answer within {:?}",
             endpoint.connect_timeout * 2
         ))),
@@ -390,7 +482,7 @@ pub(super) async fn run(cache: Weak<NearCache>, node: Arc<Node>, mut up: Option<
                 };
                 match handshake(&node.endpoint, &prefixes).await {
                     Ok((stream, id, registered)) => node.go_up(stream, id, registered),
-                    Err(HandshakeError(e)) => {
+                    Err(HandshakeError { message: e, .. }) => {
                         tracing::debug!(node = %node.endpoint.addr(), error = %e,
                             "near cache: reconnecting the invalidation connection failed");
                         tokio::time::sleep(retry).await;
@@ -407,8 +499,16 @@ pub(super) async fn run(cache: Weak<NearCache>, node: Arc<Node>, mut up: Option<
             }
             return;
         }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                () = async { heartbeat.tick().await; } => {
+                    let Some(cache) = cache.upgrade() else {
+                        return;
+                    };
+                    node.heartbeat(&cache);
+                }
                 ready = stream.readable() => {
                     if ready.is_err() {
                         if let Some(cache) = cache.upgrade() {
@@ -431,7 +531,14 @@ pub(super) async fn run(cache: Weak<NearCache>, node: Arc<Node>, mut up: Option<
             let Some(cache) = cache.upgrade() else {
                 return;
             };
-            if !node.drain(&cache) {
+            // Drained inside `try_io`, whose `WouldBlock` clears the reactor's readiness (lookups
+            // read the socket directly and leave it set), unless new data arrived meanwhile.
+            let mut up = None;
+            let _ = stream.try_io(Interest::READABLE, || {
+                up = Some(node.drain(&cache));
+                Err::<(), _>(ErrorKind::WouldBlock.into())
+            });
+            if !up.unwrap_or_else(|| node.drain(&cache)) {
                 break;
             }
         }

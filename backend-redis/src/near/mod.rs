@@ -23,7 +23,7 @@ mod channel;
 mod resp;
 mod stats;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -128,8 +128,10 @@ pub(crate) struct NearCache {
     counters: Counters,
     /// The invalidation connections, one per node.
     nodes: RwLock<Arc<Vec<Arc<Node>>>>,
-    /// Every application prefix asked for, registered again on every new connection.
-    prefixes: Mutex<HashSet<String>>,
+    /// Every application prefix asked for, registered again on every new connection, in order: of
+    /// two that start alike the shorter goes first (Redis refuses overlapping prefixes; a longer
+    /// one that a registered one starts is covered by it).
+    prefixes: Mutex<BTreeSet<String>>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -186,7 +188,7 @@ impl NearCache {
             window,
             counters: Counters::default(),
             nodes: RwLock::new(Arc::new(Vec::new())),
-            prefixes: Mutex::new(HashSet::from([format!("{{{}_", app.as_str())])),
+            prefixes: Mutex::new(BTreeSet::from([format!("{{{}_", app.as_str())])),
             tasks: Mutex::new(Vec::new()),
         });
         let endpoints = match conn {
@@ -198,8 +200,47 @@ impl NearCache {
                 .collect(),
             Connection::Cluster(c) => cluster_endpoints(&mut c.clone(), settings).await?,
         };
+        // Every node at once (each handshake is bounded by twice the connect timeout). A node that
+        // refuses (a wrong password, tracking not allowed) fails the connect; one that cannot be
+        // reached now is retried in the background, and covers nothing until it is up.
+        let mut handshakes = tokio::task::JoinSet::new();
         for endpoint in endpoints {
-            cache.add_node(endpoint, true).await?;
+            let prefixes = cache.prefixes();
+            handshakes.spawn(async move {
+                let result = channel::handshake(&endpoint, &prefixes).await;
+                (endpoint, result)
+            });
+        }
+        while let Some(joined) = handshakes.join_next().await {
+            let Ok((endpoint, result)) = joined else {
+                continue;
+            };
+            match result {
+                Ok(established) => cache.start_node(endpoint, Some(established)),
+                Err(HandshakeError {
+                    message,
+                    refused: true,
+                }) => {
+                    return Err(Error::Unavailable {
+                        backend: crate::error::BACKEND,
+                        operation: session_core::Operation::Connect,
+                        source: format!(
+                            "the near cache's invalidation connection to {}: {message}",
+                            endpoint.addr()
+                        )
+                        .into(),
+                    });
+                }
+                Err(HandshakeError { message, .. }) => {
+                    tracing::warn!(
+                        node = %endpoint.addr(),
+                        error = %message,
+                        "near cache: no invalidation connection yet; reads go to the server until \
+                         it is up"
+                    );
+                    cache.start_node(endpoint, None);
+                }
+            }
         }
         if let Connection::Cluster(c) = conn {
             let task = tokio::spawn(watch_topology(
@@ -212,32 +253,20 @@ impl NearCache {
         Ok(cache)
     }
 
-    async fn add_node(self: &Arc<Self>, endpoint: Endpoint, strict: bool) -> Result<()> {
+    /// Adds the node of `endpoint`, up at once with `established` (so that the store's first
+    /// reads are covered) or connected by its task.
+    fn start_node(self: &Arc<Self>, endpoint: Endpoint, established: Option<channel::Established>) {
         let node = Node::new(endpoint);
-        let first = match channel::handshake(&node.endpoint, &self.prefixes()).await {
-            Ok(established) => Some(established),
-            Err(HandshakeError(e)) if strict => {
-                return Err(Error::Unavailable {
-                    backend: crate::error::BACKEND,
-                    operation: session_core::Operation::Connect,
-                    source: format!(
-                        "the near cache's invalidation connection to {}: {e}",
-                        node.endpoint.addr()
-                    )
-                    .into(),
-                });
-            }
-            Err(_) => None,
-        };
-        // Up before the store is handed out, so that its first reads are already covered.
-        let first = first.map(|(stream, id, registered)| node.go_up(stream, id, registered));
-        let task = tokio::spawn(channel::run(Arc::downgrade(self), Arc::clone(&node), first));
-        lock(&self.tasks).push(task.abort_handle());
+        let up = established.map(|(stream, id, registered)| node.go_up(stream, id, registered));
+        let task = tokio::spawn(channel::run(Arc::downgrade(self), Arc::clone(&node), up));
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task.abort_handle());
+        drop(tasks);
         let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
         let mut next = Vec::clone(&nodes);
         next.push(node);
         *nodes = Arc::new(next);
-        Ok(())
     }
 
     fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
@@ -301,6 +330,21 @@ impl NearCache {
             self.remove(&mut shard, key);
             return Lookup::Miss(None);
         }
+        if let Some(Slot::Pending {
+            ticket,
+            generation: g,
+        }) = shard.map.get(key)
+            && *g == generation
+        {
+            // Another read of this session is on its way: share its placeholder. Its survival
+            // proves that nothing changed since it was placed, before this read is sent; the
+            // first reply installs, the others find the copy there.
+            return Lookup::Miss(Some(Ticket {
+                id: *ticket,
+                generation,
+                sent: now,
+            }));
+        }
         let id = self.tickets.fetch_add(1, Ordering::Relaxed);
         self.remove(&mut shard, key);
         self.held.fetch_add(1, Ordering::Relaxed);
@@ -327,12 +371,7 @@ impl NearCache {
     ) {
         let mut shard = self.shard(key.as_bytes());
         match shard.map.get(key) {
-            Some(Slot::Pending {
-                ticket: t,
-                generation,
-            }) if *t == ticket.id => {
-                debug_assert_eq!(*generation, ticket.generation);
-            }
+            Some(Slot::Pending { ticket: t, .. }) if *t == ticket.id => {}
             _ => return,
         }
         if self.generation.load(Ordering::Acquire) != ticket.generation {
@@ -414,17 +453,21 @@ impl NearCache {
     fn evict(&self, shard: &mut Shard) {
         // The totals are over the bound: evict from this shard (it holds at least the slot just
         // added), oldest unreferenced first.
+        let mut spins = 2 * shard.clock.len() + 1;
         while self.held.load(Ordering::Relaxed) > self.max_entries
             || self.held_bytes.load(Ordering::Relaxed) > self.max_bytes
         {
             let Some(key) = shard.clock.pop_front() else {
                 break;
             };
+            spins = spins.saturating_sub(1);
             match shard.map.get_mut(&key) {
-                Some(Slot::Ready(copy)) if copy.referenced => {
+                Some(Slot::Ready(copy)) if copy.referenced && spins > 0 => {
                     copy.referenced = false;
                     shard.clock.push_back(key);
                 }
+                // A read on its way is passed over while there are copies to evict.
+                Some(Slot::Pending { .. }) if spins > 0 => shard.clock.push_back(key),
                 Some(_) => {
                     self.remove(shard, &key);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -552,7 +595,7 @@ fn cluster_nodes(text: &str) -> Vec<(String, u16)> {
             let (_id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
             if flags
                 .split(',')
-                .any(|f| matches!(f, "fail" | "noaddr" | "handshake"))
+                .any(|f| matches!(f, "fail" | "fail?" | "noaddr" | "handshake"))
             {
                 return None;
             }
@@ -603,7 +646,7 @@ async fn watch_topology(
         let have: HashSet<String> = known.iter().map(|n| n.endpoint.addr()).collect();
         for endpoint in endpoints {
             if !have.contains(&endpoint.addr()) {
-                let _ = cache.add_node(endpoint, false).await;
+                cache.start_node(endpoint, None);
                 changed = true;
             }
         }

@@ -112,13 +112,15 @@ fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Frame, ParseErro
             if n > buf.len().saturating_sub(*at) {
                 return Err(ParseError::Incomplete);
             }
-            let mut items = Vec::with_capacity(n);
+            // Capped: a hostile count must not allocate on every look at an incomplete frame.
+            let mut items = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
                 items.push(parse_at(buf, at, depth + 1)?);
             }
             if kind == b'|' {
-                // Attributes precede the frame they describe: return that frame.
-                return parse_at(buf, at, depth);
+                // Attributes precede the frame they describe: return that frame (one level
+                // deeper, so that a chain of attributes is bounded like any nesting).
+                return parse_at(buf, at, depth + 1);
             }
             Ok(if kind == b'>' {
                 Frame::Push(items)
@@ -193,6 +195,12 @@ mod tests {
         assert_eq!(parse(b"$3\r\nabcXY"), Err(ParseError::Invalid));
         let deep = "*1\r\n".repeat(20);
         assert_eq!(parse(deep.as_bytes()), Err(ParseError::Invalid));
+        let attributes = "|0\r\n".repeat(100_000);
+        assert_eq!(parse(attributes.as_bytes()), Err(ParseError::Invalid));
+        assert_eq!(
+            parse(b"|1\r\n+a\r\n+b\r\n+OK\r\n").unwrap().0,
+            Frame::Str(b"OK".to_vec())
+        );
     }
 
     #[test]

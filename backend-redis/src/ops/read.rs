@@ -23,7 +23,12 @@ pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<ReadOutcome> 
     let keys = Keys::new(key);
     if let Some(near) = &inner.near {
         return match near.lookup(&keys.session, keys.app_prefix()) {
-            Lookup::Hit(outcome) => Ok(outcome),
+            Lookup::Hit(outcome) => {
+                // A hit never waits: spend the task's budget as I/O would, so that a handler
+                // reading in a loop lets the worker's other tasks run.
+                tokio::task::coop::consume_budget().await;
+                Ok(outcome)
+            }
             Lookup::Miss(Some(ticket)) => through(inner, near, key, &keys, ticket).await,
             Lookup::Miss(None) => plain(inner, key, &keys).await,
         };
