@@ -64,6 +64,20 @@ async fn commit_n(store: &RedisStore, key: &SessionKey, n: u32) -> TestResult {
     Ok(())
 }
 
+/// `CLIENT KILL ID id`, from an admin connection of its own.
+async fn kill_client(url: &str, id: u64) -> TestResult {
+    let mut admin = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut admin)
+        .await?;
+    Ok(())
+}
+
 async fn evalsha_calls(url: &str) -> Result<u64, Failed> {
     let mut raw = redis::Client::open(url)?
         .get_multiplexed_async_connection()
@@ -173,15 +187,7 @@ async fn killed_channel_empties_the_cache(url: String) -> TestResult {
         );
         let ids = reader.near_cache_client_ids();
         ensure!(ids.len() == 1, "round {round}: ids {ids:?}");
-        let mut admin = redis::Client::open(url.as_str())?
-            .get_multiplexed_async_connection()
-            .await?;
-        let _: () = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(ids[0])
-            .query_async(&mut admin)
-            .await?;
+        kill_client(&url, ids[0]).await?;
         // Written by a store without a near cache: the killed connection would have carried the
         // invalidation, so only the lost connection itself can prevent a stale read.
         commit_n(&writer, &key, round + 2).await?;
@@ -372,15 +378,7 @@ fn blocked_reader_sees_what_arrived(url: String) -> TestResult {
             let ids = reader.near_cache_client_ids();
             ensure!(ids.len() == 1, "ids {ids:?}");
             writer_rt.block_on(async {
-                let mut admin = redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?;
-                let _: () = redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("ID")
-                    .arg(ids[0])
-                    .query_async(&mut admin)
-                    .await?;
+                kill_client(&url, ids[0]).await?;
                 commit_n(&writer, &key, n).await
             })?;
         }

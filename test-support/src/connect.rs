@@ -81,14 +81,7 @@ pub fn redis_factory(url: impl Into<String>, options: RedisOptions) -> impl Stor
 pub fn redis_factory_with(
     url: impl Into<String>, options: RedisOptions, window: RefreshWindow,
 ) -> impl StoreFactory {
-    let url = url.into();
-    move || {
-        let (url, options) = (url.clone(), options.clone());
-        async move {
-            let store = open_redis_with(&url, options, window).await?;
-            Ok(Arc::new(store) as Arc<dyn SessionStore>)
-        }
-    }
+    redis_factory_of(url.into(), options, window, false)
 }
 
 /// [`redis_factory_with`] with the near cache on: a conformance factory opening
@@ -97,11 +90,18 @@ pub fn redis_factory_with(
 pub fn redis_near_factory_with(
     url: impl Into<String>, options: RedisOptions, window: RefreshWindow,
 ) -> impl StoreFactory {
-    let url = url.into();
+    redis_factory_of(url.into(), options, window, true)
+}
+
+/// The Redis factories: each call opens a store for `url`, with the near cache on or off.
+fn redis_factory_of(
+    url: String, options: RedisOptions, window: RefreshWindow, near: bool,
+) -> impl StoreFactory {
     move || {
         let (url, options) = (url.clone(), options.clone());
         async move {
-            let store = open_redis_near_with(&url, options, window).await?;
+            let config = builder_with(&url, window).near_cache(near).build()?;
+            let store = RedisStore::connect_with(&config, options).await?;
             Ok(Arc::new(store) as Arc<dyn SessionStore>)
         }
     }
