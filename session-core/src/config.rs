@@ -55,6 +55,7 @@ pub struct Config {
     poll_interval: Duration,
     refresh_window: RefreshWindow,
     near_cache: bool,
+    keep_alive_when_unused: bool,
     max_waiters_per_session: usize,
     lock_wait_timeout: Duration,
     max_session_size: usize,
@@ -80,6 +81,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(500),
             refresh_window: RefreshWindow::DEFAULT,
             near_cache: false,
+            keep_alive_when_unused: true,
             max_waiters_per_session: 50,
             lock_wait_timeout: Duration::from_secs(120),
             max_session_size: 16 * 1024 * 1024,
@@ -122,6 +124,7 @@ impl Config {
     /// | `executionTimeout` (seconds) or `lockTtlInMilliseconds` | age at which a lock is stale | 110 s |
     /// | `refreshWindowPercent` | refresh window `w` in % of each session's timeout, 0 = exact sliding ([`RefreshWindow`]) | 10 |
     /// | `nearCache` | Redis only: answer reads of recently read, unchanged sessions from process memory, kept current by the server (`true`/`false`; docs/contract.md §2 near cache) | `false` |
+    /// | `skipKeepAliveWhenUnused` | `true`: a request that carries a session cookie but does not use the session does not slide its expiry (ASP.NET slides it, one `touch`) | `false` |
     /// | `pollIntervalInMilliseconds` | longest wait between looks at a lock where the store has no release signal (from 2 ms, doubling) | 500 |
     /// | `maxWaitersPerSession` or `requestQueueLimitPerSession` | waiters on one session | 50 |
     /// | `lockWaitTimeoutInMilliseconds` | how long a request waits for a lock | 120000 |
@@ -215,6 +218,13 @@ impl Config {
     pub fn near_cache(&self) -> bool {
         self.near_cache
     }
+    /// Whether a request that carries a session's cookie but never opens the session still slides
+    /// its expiry (one `touch`), as ASP.NET does: `true` unless the attribute
+    /// `skipKeepAliveWhenUnused` is `true`. Owned by the web layer (and
+    /// [`SessionManager`](crate::SessionManager) users in other frameworks).
+    pub fn keep_alive_when_unused(&self) -> bool {
+        self.keep_alive_when_unused
+    }
     /// How many requests may wait on one session at once.
     pub fn max_waiters_per_session(&self) -> usize {
         self.max_waiters_per_session
@@ -252,6 +262,7 @@ impl fmt::Debug for Config {
             .field("poll_interval", &self.poll_interval)
             .field("refresh_window", &self.refresh_window)
             .field("near_cache", &self.near_cache)
+            .field("keep_alive_when_unused", &self.keep_alive_when_unused)
             .field("max_waiters_per_session", &self.max_waiters_per_session)
             .field("lock_wait_timeout", &self.lock_wait_timeout)
             .field("max_session_size", &self.max_session_size)
@@ -395,6 +406,7 @@ impl ConfigBuilder {
                     .map_err(|_| Error::config(name, "at most 100 % of the timeout"))?;
             }
             "nearcache" => c.near_cache = parse_bool(name, value)?,
+            "skipkeepalivewhenunused" => c.keep_alive_when_unused = !parse_bool(name, value)?,
             "maxwaiterspersession" | "requestqueuelimitpersession" => {
                 c.max_waiters_per_session = at_least_1(name, parse_u64(name, value)?)?;
             }
@@ -530,6 +542,12 @@ impl ConfigBuilder {
     /// while the server proves it current (docs/contract.md §2). Redis only; owned by the store.
     pub fn near_cache(mut self, on: bool) -> Self {
         self.config.near_cache = on;
+        self
+    }
+    /// `skipKeepAliveWhenUnused`: `true` stops requests that carry a session cookie but do not use
+    /// the session from sliding its expiry (default `false`: they slide it, as in ASP.NET).
+    pub fn skip_keep_alive_when_unused(mut self, skip: bool) -> Self {
+        self.config.keep_alive_when_unused = !skip;
         self
     }
     /// `maxWaitersPerSession` / `requestQueueLimitPerSession`: how many requests may wait on one
