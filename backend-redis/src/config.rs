@@ -1,5 +1,6 @@
-//! From `session_core::Config` (the seed's attributes or a URL) and [`RedisOptions`] to what the
-//! driver needs: the nodes, TLS trust, database and timeouts. This crate parses its own schemes
+//! From `session_core::Config` (the seed's attributes, a URL or a StackExchange.Redis
+//! configuration string, read by `config_string`) and [`RedisOptions`] to what the driver needs:
+//! the nodes, TLS trust, database and timeouts. This crate parses its own schemes
 //! ([`SCHEMES`]; the `sessions` facade dispatches on [`accepts`]).
 
 use std::fmt;
@@ -11,6 +12,7 @@ use redis::{
 };
 use session_core::{Config, Error, Result, redact_url, url_scheme};
 
+use crate::config_string::{self, is_url};
 use crate::near::NearCacheLimits;
 
 /// The schemes of Redis URLs: one server (`redis://`, `rediss://` with TLS) or a cluster
@@ -133,38 +135,82 @@ impl fmt::Debug for RedisOptions {
 pub(crate) struct Settings {
     /// One node (standalone) or the cluster's seed nodes.
     pub(crate) nodes: Vec<ConnectionInfo>,
+    /// Whether the nodes are a cluster's. `false` until the server says so when the configuration
+    /// did not (`host`, `redis://`, a configuration string with one endpoint): the connect asks
+    /// the first node and then sets it (`Connection::open`, cluster detection).
     pub(crate) cluster: bool,
     pub(crate) tls: bool,
     pub(crate) ca_pem: Option<Vec<u8>>,
-    /// `connectionTimeoutInMilliseconds`, for each connection (TCP, TLS, `HELLO`/`AUTH`).
+    /// `connectionTimeoutInMilliseconds` (or a configuration string's `connectTimeout`), for
+    /// each connection (TCP, TLS, `HELLO`/`AUTH`).
     pub(crate) connection_timeout: Duration,
-    /// The driver's per-command timeout: [`response_timeout`] of the operation timeout.
+    /// The driver's per-command timeout: [`response_timeout`] of the operation timeout, or a
+    /// configuration string's `asyncTimeout`/`syncTimeout`.
     pub(crate) response_timeout: Duration,
     /// `host:port` of the first node, for error messages.
     pub(crate) addr: String,
     /// The near cache: attribute `nearCache` or URL parameter `nearCache=true`.
     pub(crate) near_cache: bool,
+    /// The setting that chose the database, for the error when a cluster has it non-zero
+    /// (`databaseId`, `defaultDatabase` or `url`).
+    pub(crate) database_setting: &'static str,
+}
+
+/// The nodes and what the configuration says about them, before the common checks.
+struct Source {
+    nodes: Vec<ConnectionInfo>,
+    /// The configuration says cluster (`+cluster` URL, several endpoints).
+    cluster: bool,
+    database_setting: &'static str,
+    connection_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+}
+
+impl Source {
+    fn of(nodes: Vec<ConnectionInfo>, cluster: bool, database_setting: &'static str) -> Self {
+        Self {
+            nodes,
+            cluster,
+            database_setting,
+            connection_timeout: None,
+            response_timeout: None,
+        }
+    }
 }
 
 impl Settings {
     pub(crate) fn resolve(config: &Config, options: &RedisOptions) -> Result<Self> {
         let mut near_cache = config.near_cache();
-        let (nodes, cluster) = match config.url() {
-            Some(url) => {
+        // A URL given where a configuration string is expected (`Config::url` without `://`) is
+        // read as one too: only `scheme://` makes a URL here.
+        let config_string = config
+            .redis_configuration()
+            .or(config.url().filter(|url| !is_url(url)));
+        let source = match (config_string, config.url()) {
+            (Some(text), _) => from_config_string(text, config)?,
+            (None, Some(url)) => {
                 let (url, near) = take_near_cache(url)?;
                 // The URL's parameter, when given, decides (it is the more specific setting).
                 near_cache = near.unwrap_or(near_cache);
-                from_url(&url)?
+                let (nodes, cluster) = from_url(&url)?;
+                Source::of(nodes, cluster, "url")
             }
-            None => (vec![from_attributes(config)?], false),
+            (None, None) => Source::of(vec![from_attributes(config)?], false, "databaseId"),
         };
+        let Source {
+            nodes,
+            cluster,
+            database_setting,
+            ..
+        } = source;
         let tls = nodes
             .iter()
             .any(|n| matches!(n.addr(), ConnectionAddr::TcpTls { .. }));
         if cluster && nodes.iter().any(|n| n.redis_settings().db() != 0) {
             return Err(Error::config(
-                "databaseId",
-                "Redis Cluster has only database 0",
+                database_setting,
+                "Redis Cluster has only database 0 (a cluster URL, or several endpoints, names a \
+                 cluster)",
             ));
         }
         if near_cache && tls {
@@ -180,28 +226,44 @@ impl Settings {
                 "a CA certificate was given but TLS is off (set ssl=true or use rediss://)",
             ));
         }
-        let addr = nodes
-            .first()
-            .map(|n| match n.addr() {
-                ConnectionAddr::Tcp(h, p)
-                | ConnectionAddr::TcpTls {
-                    host: h, port: p, ..
-                } => {
-                    format!("{h}:{p}")
-                }
-                other => other.to_string(),
-            })
-            .unwrap_or_default();
+        let addr = nodes.first().map(address).unwrap_or_default();
         Ok(Self {
             nodes,
             cluster,
             tls,
             ca_pem,
-            connection_timeout: config.connection_timeout(),
-            response_timeout: response_timeout(config.operation_timeout()),
+            connection_timeout: source
+                .connection_timeout
+                .unwrap_or_else(|| config.connection_timeout()),
+            response_timeout: source
+                .response_timeout
+                .unwrap_or_else(|| response_timeout(config.operation_timeout())),
             addr,
             near_cache,
+            database_setting,
         })
+    }
+
+    /// The database the nodes select.
+    pub(crate) fn database(&self) -> i64 {
+        self.nodes.first().map_or(0, |n| n.redis_settings().db())
+    }
+}
+
+/// `host:port` (`[v6]:port`) of a node, for messages.
+fn address(node: &ConnectionInfo) -> String {
+    match node.addr() {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            if h.contains(':') {
+                format!("[{h}]:{p}")
+            } else {
+                format!("{h}:{p}")
+            }
+        }
+        other => other.to_string(),
     }
 }
 
@@ -219,19 +281,9 @@ fn from_attributes(config: &Config) -> Result<ConnectionInfo> {
     let host = config.host().unwrap_or("127.0.0.1").to_owned();
     // Port 0: the default port, 6380 with TLS as on Azure Cache for Redis, else 6379.
     let port = match (config.port(), config.ssl()) {
-        (0, true) => 6380,
-        (0, false) => 6379,
+        (0, true) => config_string::DEFAULT_TLS_PORT,
+        (0, false) => config_string::DEFAULT_PORT,
         (p, _) => p,
-    };
-    let addr = if config.ssl() {
-        ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure: false,
-            tls_params: None,
-        }
-    } else {
-        ConnectionAddr::Tcp(host, port)
     };
     let db = i64::from(config.database_id());
     let mut redis = RedisConnectionInfo::default().set_db(db);
@@ -241,11 +293,70 @@ fn from_attributes(config: &Config) -> Result<ConnectionInfo> {
     if let Some(key) = config.access_key() {
         redis = redis.set_password(key);
     }
+    node(host, port, config.ssl(), redis, "host")
+}
+
+/// One node at `host:port`, with TLS or not, speaking RESP3 with `redis`'s credentials and
+/// database; a bad address is an error naming `setting`.
+fn node(
+    host: String, port: u16, tls: bool, redis: RedisConnectionInfo, setting: &str,
+) -> Result<ConnectionInfo> {
+    let addr = if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    };
     let info = addr
         .into_connection_info()
-        .map_err(|e| Error::config("host", e.to_string()))?
+        .map_err(|e| Error::config(setting, e.to_string()))?
         .set_redis_settings(redis);
     Ok(resp3(info))
+}
+
+/// A StackExchange.Redis configuration string (`crate::config_string`): one node per endpoint,
+/// each with the string's TLS, user and password, and the database `defaultDatabase`, else the
+/// attribute `databaseId` (the ASP.NET provider selects `DefaultDatabase ?? DatabaseId`). The
+/// attributes `host`, `port`, `accessKey`, `user` and `ssl` are not read, as the provider ignores
+/// them with a connection string. Several endpoints are a cluster's seed nodes; one endpoint
+/// leaves it to the server (cluster detection at connect).
+fn from_config_string(text: &str, config: &Config) -> Result<Source> {
+    let parsed = config_string::parse(text)?;
+    let (db, database_setting) = match parsed.database {
+        Some(db) => (db, "defaultDatabase"),
+        None => (config.database_id(), "databaseId"),
+    };
+    let mut redis = RedisConnectionInfo::default().set_db(i64::from(db));
+    if let Some(user) = &parsed.user {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &parsed.password {
+        redis = redis.set_password(password);
+    }
+    let nodes = parsed
+        .endpoints
+        .iter()
+        .map(|(host, port)| {
+            node(
+                host.clone(),
+                *port,
+                parsed.ssl,
+                redis.clone(),
+                "connectionString",
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Source {
+        cluster: nodes.len() > 1,
+        nodes,
+        database_setting,
+        connection_timeout: parsed.connect_timeout,
+        response_timeout: parsed.response_timeout,
+    })
 }
 
 /// The URL of each node that a Redis URL names, for clients that take one URL per node (the
@@ -371,6 +482,144 @@ mod tests {
 
     fn settings(config: Config) -> Settings {
         Settings::resolve(&config, &RedisOptions::new()).unwrap()
+    }
+
+    fn stackexchange(text: &str) -> Config {
+        Config::builder().redis_configuration(text).build().unwrap()
+    }
+
+    fn resolve_err(config: &Config) -> (String, String) {
+        match Settings::resolve(config, &RedisOptions::new()) {
+            Err(Error::InvalidConfig { setting, reason }) => (setting, reason),
+            Err(other) => panic!("not InvalidConfig: {other}"),
+            Ok(_) => panic!("{config:?} was accepted"),
+        }
+    }
+
+    /// The Azure form: one TLS node on 6380 with the password; not (yet) a cluster: the server
+    /// decides at connect.
+    #[test]
+    fn stackexchange_strings_describe_the_server() {
+        let s = settings(stackexchange(
+            "contoso.redis.cache.windows.net:6380,password=abc,ssl=True,abortConnect=False",
+        ));
+        assert!(s.tls && !s.cluster);
+        assert_eq!(s.addr, "contoso.redis.cache.windows.net:6380");
+        let r = s.nodes[0].redis_settings();
+        assert_eq!((r.db(), r.username(), r.password()), (0, None, Some("abc")));
+        assert_eq!(r.protocol(), ProtocolVersion::RESP3);
+        assert_eq!(
+            s.connection_timeout,
+            session_core::DEFAULT_CONNECTION_TIMEOUT
+        );
+        assert_eq!(s.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        let s = settings(stackexchange("[::1]:6379"));
+        assert_eq!((s.addr.as_str(), s.tls), ("[::1]:6379", false));
+        let s = settings(stackexchange("cache,ssl=true,user=app,password=pw"));
+        assert_eq!(s.addr, "cache:6380");
+        let r = s.nodes[0].redis_settings();
+        assert_eq!((r.username(), r.password()), (Some("app"), Some("pw")));
+    }
+
+    /// As in the ASP.NET provider: the string's `defaultDatabase` wins over `databaseId`, which
+    /// applies without it; `host`, `port`, `accessKey`, `user` and `ssl` are not read.
+    #[test]
+    fn stackexchange_strings_take_the_database_and_ignore_the_host_attributes() {
+        let with = |text: &str, extra: &[(&str, &str)]| {
+            let mut b = Config::builder().redis_configuration(text);
+            for (name, value) in extra {
+                b = b.attribute(name, value).unwrap();
+            }
+            settings(b.build().unwrap())
+        };
+        let db = |s: &Settings| s.nodes[0].redis_settings().db();
+        assert_eq!(db(&with("h,defaultDatabase=3", &[("databaseId", "5")])), 3);
+        assert_eq!(db(&with("h", &[("databaseId", "5")])), 5);
+        let s = with(
+            "h:1",
+            &[
+                ("host", "other"),
+                ("port", "2"),
+                ("accessKey", "k"),
+                ("user", "u"),
+                ("ssl", "true"),
+            ],
+        );
+        assert_eq!((s.addr.as_str(), s.tls), ("h:1", false));
+        let r = s.nodes[0].redis_settings();
+        assert_eq!((r.username(), r.password()), (None, None));
+    }
+
+    /// Several endpoints are a cluster's seeds, with database 0 only.
+    #[test]
+    fn several_endpoints_are_cluster_seeds() {
+        let s = settings(stackexchange("127.0.0.1:7000,127.0.0.1:7001,password=pw"));
+        assert!(s.cluster);
+        assert_eq!(s.nodes.len(), 2);
+        assert_eq!(s.nodes[1].redis_settings().password(), Some("pw"));
+        let (setting, reason) = resolve_err(&stackexchange("a:1,b:2,defaultDatabase=2"));
+        assert_eq!(setting, "defaultDatabase");
+        assert!(reason.contains("database 0"), "{reason}");
+        let databases = Config::builder()
+            .redis_configuration("a:1,b:2")
+            .database_id(1)
+            .build()
+            .unwrap();
+        assert_eq!(resolve_err(&databases).0, "databaseId");
+    }
+
+    /// `connectTimeout` is the connect timeout; `asyncTimeout` (else `syncTimeout`) the
+    /// driver's per-command timeout; 0 or absent leaves the attributes' values.
+    #[test]
+    fn stackexchange_timeouts_map_to_the_drivers() {
+        let s = settings(stackexchange("h,connectTimeout=1500,syncTimeout=2500"));
+        assert_eq!(s.connection_timeout, Duration::from_millis(1500));
+        assert_eq!(s.response_timeout, Duration::from_millis(2500));
+        let c = Config::builder()
+            .redis_configuration("h,connectTimeout=0")
+            .connection_timeout(Some(Duration::from_millis(700)))
+            .operation_timeout(Some(Duration::from_millis(300)))
+            .build()
+            .unwrap();
+        let s = settings(c);
+        assert_eq!(s.connection_timeout, Duration::from_millis(700));
+        assert_eq!(
+            s.response_timeout,
+            response_timeout(Some(Duration::from_millis(300)))
+        );
+    }
+
+    #[test]
+    fn stackexchange_errors_name_the_option_and_hide_the_password() {
+        for (config, setting) in [
+            (stackexchange("h,password=s3cret,bogus=1"), "bogus"),
+            (
+                stackexchange("h,password=s3cret,serviceName=m"),
+                "serviceName",
+            ),
+            (
+                stackexchange("10.0.0.1,ssl=true,sslHost=cache,password=s3cret"),
+                "sslHost",
+            ),
+            // A bad endpoint fails the core's shape check; as a "URL" without `//` it gets here.
+            (
+                Config::from_url("h:x,password=s3cret").unwrap(),
+                "connectionString",
+            ),
+        ] {
+            let (got, reason) = resolve_err(&config);
+            assert_eq!(got, setting, "{reason}");
+            assert!(!reason.contains("s3cret"), "{reason}");
+        }
+        // TLS and the near cache, the CA without TLS: the same checks as for URLs.
+        let near = Config::builder()
+            .redis_configuration("h,ssl=true")
+            .near_cache(true)
+            .build()
+            .unwrap();
+        assert_eq!(resolve_err(&near).0, "nearCache");
+        let ca = RedisOptions::new().with_ca_pem(b"x".to_vec());
+        assert!(Settings::resolve(&stackexchange("h"), &ca).is_err());
     }
 
     #[test]

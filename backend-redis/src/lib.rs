@@ -5,6 +5,8 @@
 //! - `config`: the URL schemes ([`SCHEMES`], [`accepts`]), a URL split into one URL per node
 //!   ([`node_urls`]), [`RedisOptions`] and the resolution of `session_core::Config` (attributes
 //!   or URL) into nodes, TLS trust, database and timeouts ([`response_timeout`]).
+//! - `config_string`: StackExchange.Redis configuration strings (`host:6380,password=...,ssl=true`),
+//!   read as a `connectionString` that is not a URL.
 //! - `connection`: `Connection`, a standalone `ConnectionManager` or a `ClusterConnection`, one code
 //!   path for every operation.
 //! - `keys`: the hash-tagged key layout.
@@ -19,6 +21,7 @@
 //! - `error`: driver errors classified into `session_core::Error`.
 
 mod config;
+mod config_string;
 mod connection;
 mod error;
 mod expiry;

@@ -12,7 +12,7 @@ use session_core::{
 };
 
 use crate::config::{RedisOptions, Settings};
-use crate::connection::Connection;
+use crate::connection::{Connection, OpenError};
 use crate::error::{BACKEND, ErrorContext};
 use crate::expiry::Expiry;
 use crate::keys::Keys;
@@ -59,16 +59,21 @@ pub(crate) struct Inner {
 
 impl RedisStore {
     /// Connects with the configuration's connection settings: its URL (`redis://`, `rediss://`,
-    /// `redis+cluster://`, `rediss+cluster://`) or else `host`, `port`, `accessKey`, `user`, `ssl`
-    /// and `databaseId`. `connectionTimeoutInMilliseconds` bounds each connection's connect; each
-    /// command is bounded by [`response_timeout`](crate::response_timeout), derived from
+    /// `redis+cluster://`, `rediss+cluster://`), a StackExchange.Redis configuration string
+    /// (`cache.example:6380,password=...,ssl=true`; the crate's README lists its options), or
+    /// else `host`, `port`, `accessKey`, `user`, `ssl` and `databaseId`. A configuration that
+    /// does not say cluster (anything but a `+cluster` URL or several endpoints) is opened as a
+    /// cluster when its server reports cluster mode (cluster detection).
+    /// `connectionTimeoutInMilliseconds` bounds each connection's connect; each command is
+    /// bounded by [`response_timeout`](crate::response_timeout), derived from
     /// `operationTimeoutInMilliseconds` (which the manager's retry decorator enforces).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for settings Redis cannot use; [`Error::Unavailable`] when no server
-    /// answers (the source names the address); [`Error::Backend`] for a wrong password or ACL user,
-    /// or a server certificate the configured CA does not trust (each with its own source);
-    /// [`Error::Timeout`] when the connect times out.
+    /// [`Error::InvalidConfig`] for settings Redis cannot use (also a database other than 0 on a
+    /// detected cluster); [`Error::Unavailable`] when no server answers (the source names the
+    /// address); [`Error::Backend`] for a wrong password or ACL user, or a server certificate the
+    /// configured CA does not trust (each with its own source); [`Error::Timeout`] when the
+    /// connect times out.
     pub async fn connect(config: &Config) -> Result<Self> {
         Self::connect_with(config, RedisOptions::new()).await
     }
@@ -78,16 +83,19 @@ impl RedisStore {
     /// # Errors
     /// As [`RedisStore::connect`]; [`Error::InvalidConfig`] for an unreadable CA file.
     pub async fn connect_with(config: &Config, options: RedisOptions) -> Result<Self> {
-        let settings = Settings::resolve(config, &options)?;
+        let mut settings = Settings::resolve(config, &options)?;
         let errors = ErrorContext {
             addr: settings.addr.clone(),
             response_timeout: settings.response_timeout,
         };
         let (pushes, received) = tokio::sync::mpsc::unbounded_channel();
-        let open = Connection::open(&settings, pushes);
-        let conn = match tokio::time::timeout(connect_budget(&settings), open).await {
+        let budget = connect_budget(&settings);
+        // Sets `settings.cluster` when the server turns out to be a cluster node (detection).
+        let open = Connection::open(&mut settings, pushes);
+        let conn = match tokio::time::timeout(budget, open).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
+            Ok(Err(OpenError::Config(e))) => return Err(e),
+            Ok(Err(OpenError::Driver(e))) => {
                 // A connect error is reported under the connect timeout, not the operation one.
                 let errors = ErrorContext {
                     response_timeout: settings.connection_timeout,
@@ -99,7 +107,7 @@ impl RedisStore {
                 return Err(Error::Timeout {
                     backend: BACKEND,
                     operation: Operation::Connect,
-                    after: connect_budget(&settings),
+                    after: budget,
                 });
             }
         };
@@ -175,9 +183,16 @@ impl RedisStore {
     }
 }
 
-/// The whole connect (TCP, TLS, HELLO/AUTH, and for a cluster the topology discovery).
+/// The whole connect: TCP, TLS, HELLO/AUTH, and for a cluster the topology discovery; when the
+/// configuration does not say cluster, also the standalone connect and `INFO cluster` that come
+/// first (cluster detection).
 fn connect_budget(settings: &Settings) -> Duration {
-    settings.connection_timeout * 2 + settings.response_timeout
+    let cluster = settings.connection_timeout * 2 + settings.response_timeout;
+    if settings.cluster {
+        cluster
+    } else {
+        cluster + settings.connection_timeout + settings.response_timeout * 2
+    }
 }
 
 fn unsupported(operation: Operation) -> Error {

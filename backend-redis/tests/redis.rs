@@ -1249,6 +1249,204 @@ async fn first_layout_is_not_found(redis: Redis) -> TestResult {
     Ok(())
 }
 
+/// `host:port` of a `redis://` or `rediss://` URL (without its userinfo and path).
+fn host_port(url: &str) -> Result<(String, String), Failed> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = hosts
+        .rsplit_once(':')
+        .ok_or_else(|| fail(format!("no port in {hosts:?}")))?;
+    Ok((host.to_owned(), port.to_owned()))
+}
+
+/// The store for `connectionString` (or the attributes), as an ASP.NET application gives them.
+async fn connect_attributes(
+    attributes: &[(&str, &str)], options: RedisOptions,
+) -> session_core::Result<RedisStore> {
+    let config = Config::from_attributes(attributes.iter().copied())?;
+    RedisStore::connect_with(&config, options).await
+}
+
+/// A store on a cluster declares no `change_id` (two ids, two slots); on one server it does.
+fn is_cluster(store: &RedisStore) -> bool {
+    !store.capabilities().change_id
+}
+
+/// Creates, reads, locks, commits and reads back `n` sessions (spread over every slot range),
+/// failing at the first error or unexpected outcome.
+async fn round_trips(store: &RedisStore, app: &AppName, n: u32) -> TestResult {
+    use session_core::CommitOutcome;
+    for i in 0..n {
+        let key = key(app)?;
+        let created = store.create(&key, &items(i), LONG, true).await;
+        ensure!(
+            matches!(created, Ok(CreateOutcome::Created)),
+            "session {i}: create: {created:?}"
+        );
+        match store.read(&key).await {
+            Ok(ReadOutcome::Found(s)) if s.items == Arc::new(items(i)) => {}
+            other => return Err(fail(format!("session {i}: read: {other:?}"))),
+        }
+        let token = LockToken::generate()?;
+        let acquired = store.acquire(&key, token, LONG).await;
+        ensure!(
+            matches!(acquired, Ok(AcquireOutcome::Acquired(_))),
+            "session {i}: acquire: {acquired:?}"
+        );
+        let delta = Delta::new().with_set("n", items(i + 1)["n"].clone());
+        let committed = store.commit(&key, token, &delta, LONG).await;
+        ensure!(
+            matches!(committed, Ok(CommitOutcome::Committed)),
+            "session {i}: commit: {committed:?}"
+        );
+        match store.read(&key).await {
+            Ok(ReadOutcome::Found(s)) if s.items == Arc::new(items(i + 1)) => {}
+            other => return Err(fail(format!("session {i}: read after commit: {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// `host` and `port` naming one node of a cluster (as a `web.config` names an Azure clustered
+/// cache) open the cluster: a few hundred sessions created, read, locked and committed without a
+/// single error (a standalone connection to the node fails about half of them with `MOVED`,
+/// reported as "the Redis cluster is changing topology"). No retries: the store is used bare.
+async fn cluster_found_from_host_and_port(cluster: RedisCluster) -> TestResult {
+    let seed = cluster
+        .seeds()
+        .first()
+        .ok_or_else(|| fail("no cluster seed"))?;
+    let (host, port) = host_port(seed)?;
+    let store =
+        connect_attributes(&[("host", &host), ("port", &port)], RedisOptions::new()).await?;
+    ensure!(
+        is_cluster(&store),
+        "host={host} port={port}: not opened as a cluster"
+    );
+    round_trips(&store, &app("host-cluster")?, 300).await?;
+    // A `redis://` URL naming the node is detected the same way.
+    let store = connect(seed).await?;
+    ensure!(is_cluster(&store), "{seed}: not opened as a cluster");
+    round_trips(&store, &app("url-cluster")?, 20).await?;
+    // A database other than 0 is refused at connect, naming the setting that chose it.
+    let db = [
+        ("host", host.as_str()),
+        ("port", &port),
+        ("databaseId", "1"),
+    ];
+    match connect_attributes(&db, RedisOptions::new()).await {
+        Err(Error::InvalidConfig { setting, reason }) => ensure!(
+            setting == "databaseId" && reason.contains("database 0"),
+            "databaseId=1 on a cluster: {setting}: {reason}"
+        ),
+        Err(e) => return Err(fail(format!("databaseId=1 on a cluster: {e:?}"))),
+        Ok(_) => return Err(fail("databaseId=1 on a cluster was accepted")),
+    }
+    Ok(())
+}
+
+/// StackExchange.Redis configuration strings open the cluster: several endpoints (the cluster's
+/// seeds) and one endpoint (detected); `defaultDatabase` other than 0 is refused.
+async fn cluster_from_stackexchange_strings(cluster: RedisCluster) -> TestResult {
+    let nodes = cluster
+        .seeds()
+        .iter()
+        .take(2)
+        .map(|seed| host_port(seed).map(|(h, p)| format!("{h}:{p}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let app = app("se-cluster")?;
+    for text in [
+        nodes.join(","),
+        nodes[0].clone(),
+        format!("{},abortConnect=False", nodes[0]),
+    ] {
+        let store = connect_attributes(&[("connectionString", &text)], RedisOptions::new()).await?;
+        ensure!(is_cluster(&store), "{text}: not opened as a cluster");
+        round_trips(&store, &app, 20).await?;
+    }
+    for text in [
+        format!("{},defaultDatabase=2", nodes[0]),
+        format!("{},defaultDatabase=2", nodes.join(",")),
+    ] {
+        match connect_attributes(&[("connectionString", &text)], RedisOptions::new()).await {
+            Err(Error::InvalidConfig { setting, .. }) => ensure!(
+                setting == "defaultDatabase",
+                "{text}: the error names {setting}"
+            ),
+            Err(e) => return Err(fail(format!("{text}: {e:?}"))),
+            Ok(_) => {
+                return Err(fail(format!(
+                    "{text}: database 2 on a cluster was accepted"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A StackExchange.Redis string for a standalone server: `defaultDatabase` selects the database
+/// (the session is in database 3, not in 0), and `host:port` alone is a standalone store.
+async fn stackexchange_string_selects_the_database(redis: Redis) -> TestResult {
+    let (host, port) = host_port(redis.url())?;
+    let text = format!("{host}:{port},defaultDatabase=3,abortConnect=false");
+    let store = connect_attributes(&[("connectionString", &text)], RedisOptions::new()).await?;
+    ensure!(
+        !is_cluster(&store),
+        "{text}: a standalone server opened as a cluster"
+    );
+    let app = app("se-db")?;
+    let key = key(&app)?;
+    store.create(&key, &items(3), LONG, true).await?;
+    let three = connect(&redis.database(3)).await?;
+    ensure!(
+        matches!(three.read(&key).await?, ReadOutcome::Found(_)),
+        "the session must be in database 3"
+    );
+    let zero = connect(&redis.database(0)).await?;
+    ensure!(
+        matches!(zero.read(&key).await?, ReadOutcome::Missing),
+        "the session must not be in database 0"
+    );
+    // `defaultDatabase` wins over the attribute `databaseId`, as in the ASP.NET provider.
+    let both = [("connectionString", text.as_str()), ("databaseId", "5")];
+    let store = connect_attributes(&both, RedisOptions::new()).await?;
+    ensure!(
+        matches!(store.read(&key).await?, ReadOutcome::Found(_)),
+        "defaultDatabase=3 must win over databaseId=5"
+    );
+    Ok(())
+}
+
+/// The TLS server with an ACL user through a StackExchange.Redis string (`ssl=true`, `user`,
+/// `password`) and the test CA; a wrong password is an authentication error that does not echo
+/// the password.
+async fn stackexchange_string_over_tls(server: RedisTls) -> TestResult {
+    let url = server.url();
+    let (host, port) = host_port(url)?;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (user, password) = rest
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .ok_or_else(|| fail("the TLS URL has no user:password"))?;
+    let text = format!("{host}:{port},ssl=true,user={user},password={password},abortConnect=False");
+    let store = connect_attributes(&[("connectionString", &text)], server.options()).await?;
+    let app = app("se-tls")?;
+    round_trips(&store, &app, 5).await?;
+    let wrong = format!("{host}:{port},ssl=true,user={user},password=n0t-th3-pw");
+    match connect_attributes(&[("connectionString", &wrong)], server.options()).await {
+        Err(e) => {
+            let text = chain(&e);
+            ensure!(
+                text.contains("authentication failed") && !text.contains("n0t-th3-pw"),
+                "wrong password: {text}"
+            );
+        }
+        Ok(_) => return Err(fail("a wrong password was accepted")),
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let mut args = libtest_mimic::Arguments::from_args();
     // One at a time: the failover and restart tests stop servers.
@@ -1340,6 +1538,26 @@ fn main() -> std::process::ExitCode {
             "tls::connect_errors_are_distinct",
             redis_tls(),
             connect_errors_are_distinct,
+        ),
+        trial(
+            "cluster::found_from_host_and_port",
+            redis_cluster(),
+            cluster_found_from_host_and_port,
+        ),
+        trial(
+            "cluster::from_stackexchange_strings",
+            redis_cluster(),
+            cluster_from_stackexchange_strings,
+        ),
+        trial(
+            "standalone::stackexchange_string_selects_the_database",
+            redis(),
+            stackexchange_string_selects_the_database,
+        ),
+        trial(
+            "tls::stackexchange_string_over_tls",
+            redis_tls(),
+            stackexchange_string_over_tls,
         ),
         trial(
             "cluster::zz_failover_is_survived",

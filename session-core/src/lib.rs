@@ -45,6 +45,7 @@
 //! `harness = false`; the `conformance` module's docs show the ten lines it takes.
 
 mod config;
+mod conn_string;
 mod conn_url;
 mod data;
 mod error;
@@ -68,7 +69,7 @@ pub use data::{SessionData, decode_value, encode_value};
 pub use error::{BoxError, Error, Operation, Result};
 pub use id::{LockToken, SessionId};
 pub use layer::{Call, Layered, Reply, StoreLayer};
-pub use manager::{Access, EndOutcome, Session, SessionManager};
+pub use manager::{Access, EndOutcome, EndReport, Session, SessionManager};
 pub use model::{
     AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, ItemValue, Items,
     LockInfo, ReadOutcome, ReleaseOutcome, RemoveOutcome, Snapshot, TouchOutcome, items_size,

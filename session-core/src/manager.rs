@@ -18,7 +18,7 @@ use crate::id::{LockToken, SessionId};
 use crate::layer::Layered;
 use crate::model::{
     AcquireOutcome, ChangeIdOutcome, CommitOutcome, CreateOutcome, Delta, Items, LockInfo,
-    ReadOutcome, ReleaseOutcome, RemoveOutcome, Snapshot,
+    ReadOutcome, ReleaseOutcome, RemoveOutcome, Snapshot, TouchOutcome,
 };
 use crate::names::{AppName, SessionKey};
 use crate::retry::{RetryLayer, RetryPolicy};
@@ -62,8 +62,31 @@ pub enum EndOutcome {
     /// The session was abandoned and deleted.
     Removed,
     /// The session was degraded, or the store failed with `throwOnError = false`: nothing was
-    /// stored; [`SessionManager::last_error`] holds the cause.
+    /// stored; [`EndReport::last_error`] holds the cause (see [`Session::end_report`]).
     NotSaved,
+}
+
+/// What [`Session::end_report`] answers: the row of the decision table that applied, and the
+/// store failure this request's session absorbed with `throwOnError = false`, if any (ASP.NET's
+/// per-request `LastException`).
+#[derive(Debug, Clone)]
+pub struct EndReport {
+    outcome: EndOutcome,
+    last_error: Option<Arc<Error>>,
+}
+
+impl EndReport {
+    /// What [`Session::end`] did.
+    pub fn outcome(&self) -> EndOutcome {
+        self.outcome
+    }
+
+    /// Why nothing was saved: the store failure that degraded the session when it was opened, or
+    /// the one that failed its end. `Some` exactly when the outcome is [`EndOutcome::NotSaved`];
+    /// it is this request's own error, never another request's.
+    pub fn last_error(&self) -> Option<&Arc<Error>> {
+        self.last_error.as_ref()
+    }
 }
 
 struct Inner {
@@ -76,6 +99,8 @@ struct Inner {
     wait_timeout: Duration,
     max_size: usize,
     throw_on_error: bool,
+    /// Whether [`SessionManager::keep_alive`] touches (`skipKeepAliveWhenUnused` is not set).
+    keep_alive: bool,
     /// Waiting requests per session, and how to wake them when a request of this manager lets the
     /// session's lock go. A std mutex: it is held only to bump a counter or to wake, never across an
     /// `.await`.
@@ -101,13 +126,15 @@ impl Inner {
         }
     }
 
-    /// Keeps `err` as the last error (docs/contract.md §4: with `throwOnError = false` this is how
-    /// the application learns the cause).
-    fn record(&self, err: Error) {
+    /// Keeps `err`, absorbed with `throwOnError = false`, as the manager's latest error, and
+    /// answers it for the request that absorbed it, whose own error it is (docs/contract.md §3).
+    fn record(&self, err: Error) -> Arc<Error> {
+        let err = Arc::new(err);
         *self
             .last_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(err));
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&err));
+        err
     }
 }
 
@@ -149,6 +176,7 @@ impl SessionManager {
                 wait_timeout: config.lock_wait_timeout(),
                 max_size: config.max_session_size(),
                 throw_on_error: config.throw_on_error(),
+                keep_alive: config.keep_alive_when_unused(),
                 waiters: Mutex::new(HashMap::new()),
                 last_error: Mutex::new(None),
             }),
@@ -165,9 +193,13 @@ impl SessionManager {
         &self.inner.app
     }
 
-    /// The most recent store failure that this manager absorbed instead of returning (with
-    /// `throwOnError = false`: a degraded session, or an [`EndOutcome::NotSaved`]), if any. It is
-    /// never cleared. Errors that were returned to the caller are not recorded here.
+    /// The latest store failure absorbed by **any** request of this manager instead of being
+    /// returned (with `throwOnError = false`: a degraded session, an [`EndOutcome::NotSaved`], a
+    /// failed [`keep_alive`](Self::keep_alive)), if any; it is never cleared. For health checks
+    /// and metrics only: with concurrent requests it may be another request's error. A request's
+    /// own error is on its session ([`Session::last_error`], [`EndReport::last_error`]), as
+    /// ASP.NET's `LastException` belongs to the request. Errors that were returned to the caller
+    /// are not recorded here.
     pub fn last_error(&self) -> Option<Arc<Error>> {
         self.inner
             .last_error
@@ -202,20 +234,58 @@ impl SessionManager {
     /// # Errors
     /// [`Error::TooManyWaiters`] when `max_waiters_per_session` requests already wait on this
     /// session; [`Error::WaitTimeout`] after the lock wait timeout; store failures, unless
-    /// `throwOnError = false`, in which case the session is [degraded](Session::is_degraded).
+    /// `throwOnError = false`, in which case the session is [degraded](Session::is_degraded) and
+    /// [`Session::last_error`] holds the cause.
     pub async fn open(&self, id: Option<&str>, access: Access) -> Result<Session> {
         let parsed = id.and_then(|text| SessionId::parse(text).ok());
         match self.open_inner(parsed, access).await {
             Ok(session) => Ok(session),
             Err(err) if err.is_store_failure() && !self.inner.throw_on_error => {
                 tracing::warn!(error = %err, "session store failed; handing out a degraded session");
-                self.inner.record(err);
+                let err = self.inner.record(err);
                 // Keep the client's id: a passing outage must not log the user out for good.
                 let id = match parsed {
                     Some(id) => id,
                     None => SessionId::generate()?,
                 };
-                Ok(self.session(id, State::Degraded(access), None))
+                let mut session = self.session(id, State::Degraded(access), None);
+                session.last_error = Some(err);
+                Ok(session)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Keeps session `id` alive for a request that carries its cookie but does not open it (a
+    /// route that never uses the session): one `touch`, which slides the session's expiry as
+    /// ASP.NET's session module does for such requests (`ResetItemTimeout`), so that a user busy
+    /// on session-less pages is not logged out. The store writes only when the slide is due (its
+    /// refresh window, docs/contract.md §1). Call it instead of [`open`](Self::open), never as
+    /// well: opening already slides the expiry. The axum layer of the `sessions` crate calls it
+    /// after every handler that took no session extractor; other frameworks call it likewise.
+    ///
+    /// Returns whether a live session's expiry was slid. `false`, with no store call, when the
+    /// configuration sets `skipKeepAliveWhenUnused` or `id` is malformed; `false` when no live
+    /// session has this id (nothing is created, and the client keeps its cookie); `false` for a
+    /// store failure absorbed with `throwOnError = false` (logged, and kept as the manager's
+    /// [`last_error`](Self::last_error)). Transient failures are retried as for every operation.
+    ///
+    /// # Errors
+    /// Store failures, with `throwOnError = true` (the default).
+    pub async fn keep_alive(&self, id: &str) -> Result<bool> {
+        if !self.inner.keep_alive {
+            return Ok(false);
+        }
+        let Ok(id) = SessionId::parse(id) else {
+            return Ok(false);
+        };
+        let key = SessionKey::new(self.inner.app.clone(), id);
+        match self.inner.store.touch(&key).await {
+            Ok(outcome) => Ok(outcome == TouchOutcome::Touched),
+            Err(err) if err.is_store_failure() && !self.inner.throw_on_error => {
+                tracing::warn!(error = %err, "session store failed; the session was not kept alive");
+                self.inner.record(err);
+                Ok(false)
             }
             Err(err) => Err(err),
         }
@@ -247,6 +317,7 @@ impl SessionManager {
             new_timeout: None,
             initial_access,
             abandoned: false,
+            last_error: None,
         }
     }
 
@@ -483,6 +554,9 @@ pub struct Session {
     initial_access: bool,
     /// The application asked for the session to be deleted at the end of the request.
     abandoned: bool,
+    /// The store failure that degraded the session (`Some` exactly when the state is
+    /// `Degraded`): this request's own, never another's.
+    last_error: Option<Arc<Error>>,
 }
 
 impl fmt::Debug for Session {
@@ -518,9 +592,17 @@ impl Session {
     }
 
     /// Whether the store failed with `throwOnError = false`: the session is empty and will not be
-    /// saved; [`SessionManager::last_error`] holds the cause.
+    /// saved; [`Session::last_error`] holds the cause.
     pub fn is_degraded(&self) -> bool {
         matches!(self.state, State::Degraded(_))
+    }
+
+    /// The store failure this request absorbed with `throwOnError = false` when it opened the
+    /// session: `Some` exactly when the session [is degraded](Self::is_degraded). It is this
+    /// request's own (ASP.NET's per-request `LastException`): concurrent requests never see each
+    /// other's. A failure while ending is reported by [`Session::end_report`].
+    pub fn last_error(&self) -> Option<&Arc<Error>> {
+        self.last_error.as_ref()
     }
 
     /// Whether this is the first access of a session created uninitialized (ASP.NET
@@ -804,8 +886,19 @@ impl Session {
     /// [`Error::LockLost`] if the commit or remove was rejected because this request's lock was lost:
     /// the write did not happen. [`Error::SessionGone`] if a lock-free write found the session gone.
     /// [`Error::IdCollision`]. Store failures, unless `throwOnError = false`, in which case the
-    /// outcome is [`EndOutcome::NotSaved`] and [`SessionManager::last_error`] holds the cause.
-    pub async fn end(mut self) -> Result<EndOutcome> {
+    /// outcome is [`EndOutcome::NotSaved`] (and [`Session::end_report`] tells the cause).
+    pub async fn end(self) -> Result<EndOutcome> {
+        self.end_report().await.map(|report| report.outcome)
+    }
+
+    /// [`Session::end`], also answering this request's absorbed store failure: with
+    /// `throwOnError = false`, an [`EndOutcome::NotSaved`] comes with its cause (the failure that
+    /// degraded the session at open, or the one that failed the end), in
+    /// [`EndReport::last_error`].
+    ///
+    /// # Errors
+    /// As [`Session::end`].
+    pub async fn end_report(mut self) -> Result<EndReport> {
         // The lock is given up (`Released`) only once the store has answered: if the store fails,
         // or this future is dropped half way, `Drop` still releases it (a release after a commit
         // that did happen is a harmless `LockLost`).
@@ -815,8 +908,11 @@ impl Session {
                     Err(err)
                 } else {
                     tracing::warn!(error = %err, "session store failed; the session was not saved");
-                    self.inner.record(err);
-                    Ok(EndOutcome::NotSaved)
+                    let err = self.inner.record(err);
+                    Ok(EndReport {
+                        outcome: EndOutcome::NotSaved,
+                        last_error: Some(err),
+                    })
                 }
             }
             other => {
@@ -824,7 +920,11 @@ impl Session {
                     self.state = State::Released;
                     self.inner.wake_local(&self.key);
                 }
-                other
+                other.map(|outcome| EndReport {
+                    outcome,
+                    // A degraded session's: its end is `NotSaved` because of it.
+                    last_error: self.last_error.take(),
+                })
             }
         }
     }
@@ -982,6 +1082,10 @@ mod tests {
         assert!(s.is_degraded());
         assert_eq!(*s.id(), id, "a degraded session keeps the client's id");
         s.insert("a", &1u8).unwrap();
+        assert!(
+            s.last_error().is_some(),
+            "a degraded session carries its cause"
+        );
         assert_eq!(s.end().await.unwrap(), EndOutcome::NotSaved);
         assert!(m.last_error().is_some());
         // A store failure while ending a normal session is recorded, not thrown.
@@ -989,6 +1093,88 @@ mod tests {
         assert!(!s.is_degraded());
         s.insert("a", &1u8).unwrap();
         assert_eq!(s.end().await.unwrap(), EndOutcome::NotSaved);
+    }
+
+    #[tokio::test]
+    async fn each_request_sees_only_its_own_error() {
+        use crate::test_store::unavailable;
+        let store = ScriptedStore::default();
+        // Popped from the end: the first acquire fails, the second succeeds, the create fails.
+        *store.script.lock().unwrap() = vec![
+            Some(unavailable(Operation::Create)),
+            None,
+            Some(unavailable(Operation::Acquire)),
+        ];
+        let (m, _) = manager(store, false);
+        let (a, b) = (
+            SessionId::generate().unwrap(),
+            SessionId::generate().unwrap(),
+        );
+        // Request 1's open fails; request 2, opened after it, is not degraded and has no error.
+        let first = m.open(Some(a.expose()), Access::Exclusive).await.unwrap();
+        let second = m.open(Some(b.expose()), Access::Exclusive).await.unwrap();
+        let cause = first.last_error().map(|e| e.operation());
+        assert_eq!(cause, Some(Some(Operation::Acquire)));
+        assert!(!second.is_degraded() && second.last_error().is_none());
+        // Request 3's end fails: its report has its own error; request 2's end, none.
+        let mut third = m.open(None, Access::Exclusive).await.unwrap();
+        third.insert("a", &1u8).unwrap();
+        let report = third.end_report().await.unwrap();
+        assert_eq!(report.outcome(), EndOutcome::NotSaved);
+        let cause = report.last_error().map(|e| e.operation());
+        assert_eq!(cause, Some(Some(Operation::Create)));
+        let report = second.end_report().await.unwrap();
+        assert!(report.outcome() == EndOutcome::Nothing && report.last_error().is_none());
+        // Request 1's report names its own cause, the one of its open.
+        let report = first.end_report().await.unwrap();
+        assert_eq!(report.outcome(), EndOutcome::NotSaved);
+        let cause = report.last_error().map(|e| e.operation());
+        assert_eq!(cause, Some(Some(Operation::Acquire)));
+        // The manager keeps the latest of any request.
+        let latest = m.last_error().map(|e| e.operation());
+        assert_eq!(latest, Some(Some(Operation::Create)));
+    }
+
+    fn touches(store: &ScriptedStore) -> usize {
+        let attempts = store.attempts.lock().unwrap();
+        attempts.iter().filter(|a| a.0 == Operation::Touch).count()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_touches_a_well_formed_id_once() {
+        let (m, store) = manager(ScriptedStore::default(), true);
+        let id = SessionId::generate().unwrap();
+        assert!(m.keep_alive(id.expose()).await.unwrap());
+        assert_eq!(touches(&store), 1);
+        assert!(!m.keep_alive("not-an-id").await.unwrap());
+        assert!(!m.keep_alive("").await.unwrap());
+        assert_eq!(store.attempts.lock().unwrap().len(), 1, "no store call");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_is_off_with_skip_keep_alive_when_unused() {
+        let store = Arc::new(ScriptedStore::default());
+        let config = Config::builder()
+            .skip_keep_alive_when_unused(true)
+            .build()
+            .unwrap();
+        let m = SessionManager::new(Arc::clone(&store) as Arc<dyn SessionStore>, &config);
+        let id = SessionId::generate().unwrap();
+        assert!(!m.keep_alive(id.expose()).await.unwrap());
+        assert!(store.attempts.lock().unwrap().is_empty(), "no store call");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_failures_follow_throw_on_error() {
+        let id = SessionId::generate().unwrap();
+        let (m, store) = manager(ScriptedStore::always_failing(), true);
+        let err = m.keep_alive(id.expose()).await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert!(m.last_error().is_none(), "returned, not recorded");
+        assert_eq!(touches(&store), 1);
+        let (m, _) = manager(ScriptedStore::always_failing(), false);
+        assert!(!m.keep_alive(id.expose()).await.unwrap());
+        assert!(m.last_error().is_some(), "absorbed and recorded");
     }
 
     #[tokio::test]

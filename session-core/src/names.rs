@@ -15,8 +15,17 @@ pub const MAX_ITEM_NAME_BYTES: usize = 256;
 /// An application: the namespace of a set of sessions (ASP.NET `applicationName`).
 ///
 /// Two applications never see each other's sessions, even with the same id. Valid names are
-/// 1..=128 bytes of printable ASCII without whitespace and without `{` or `}` (which would break
-/// Redis Cluster hash tags). The default is `"/"`.
+/// 1..=128 bytes (UTF-8) of printable characters, spaces included (ASP.NET's default name is the
+/// application's virtual path, which may hold them: `/my app`), except:
+/// - `{` and `}`, which would break Redis Cluster hash tags (every key of a session is tagged
+///   `{<app>_<id>}`);
+/// - control characters and whitespace other than the space (tab, newline, no-break space, line
+///   separators), which would make logs and keys ambiguous;
+/// - a space at either end (a name read from a file is trimmed; one written in code with such a
+///   space is almost certainly a mistake).
+///
+/// Backends store the name verbatim: a key part in Redis, a binary column value in SQL. The
+/// default is `"/"`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppName(Arc<str>);
 
@@ -36,14 +45,20 @@ impl AppName {
         if name.len() > MAX_APP_NAME_BYTES {
             return Err(invalid("must be at most 128 bytes"));
         }
-        for b in name.bytes() {
-            match b {
-                b'{' | b'}' => return Err(invalid("must not contain '{' or '}'")),
-                0x21..=0x7e => {}
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
-                    return Err(invalid("must not contain whitespace"));
+        if name.starts_with(' ') || name.ends_with(' ') {
+            return Err(invalid("must not start or end with a space"));
+        }
+        for c in name.chars() {
+            match c {
+                '{' | '}' => return Err(invalid("must not contain '{' or '}'")),
+                ' ' => {}
+                c if c.is_control() => {
+                    return Err(invalid("must not contain control characters"));
                 }
-                _ => return Err(invalid("must be printable ASCII")),
+                c if c.is_whitespace() => {
+                    return Err(invalid("must not contain whitespace other than spaces"));
+                }
+                _ => {}
             }
         }
         Ok(Self(Arc::from(name)))
@@ -144,20 +159,39 @@ mod tests {
 
     #[test]
     fn app_names() {
-        for ok in ["/", "/shop", "a", "x'\"%;--", &"a".repeat(128)] {
+        for ok in [
+            "/",
+            "/shop",
+            "a",
+            "x'\"%;--",
+            &"a".repeat(128),
+            "/my app",
+            "My Application (staging) #2",
+            "/café",
+            "/日本",
+            "a  b",
+            &format!("{}é", "a".repeat(126)),
+        ] {
             assert_eq!(AppName::new(ok).unwrap().as_str(), ok);
         }
         for bad in [
             "",
+            " ",
+            " /app",
+            "/app ",
             &"a".repeat(129),
+            &format!("{}é", "a".repeat(127)),
             "a{b",
             "a}b",
-            "a b",
+            "{tag}",
             "a\tb",
             "a\nb",
+            "a\rb",
             "a\0b",
-            "é",
             "a\u{7f}",
+            "a\u{85}b",
+            "a\u{a0}b",
+            "a\u{2028}b",
         ] {
             assert!(
                 matches!(AppName::new(bad), Err(Error::InvalidName { .. })),

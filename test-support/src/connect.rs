@@ -107,6 +107,26 @@ fn redis_factory_of(
     }
 }
 
+/// A conformance factory opening the Redis store for `attributes` (name/value pairs, as a
+/// `web.config` `<add .../>` gives them: `host`, `port`, a StackExchange `connectionString`, ...)
+/// with `options` and the refresh window `window`, for each behaviour. The configuration is
+/// checked when the factory is first called.
+pub fn redis_attributes_factory_with(
+    attributes: Vec<(String, String)>, options: RedisOptions, window: RefreshWindow,
+) -> impl StoreFactory {
+    move || {
+        let (attributes, options) = (attributes.clone(), options.clone());
+        async move {
+            let mut builder = Config::builder().refresh_window(window);
+            for (name, value) in &attributes {
+                builder = builder.attribute(name, value)?;
+            }
+            let store = RedisStore::connect_with(&builder.build()?, options).await?;
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        }
+    }
+}
+
 /// A conformance factory opening [`open_sql`]`(url)` for each behaviour (SQLite too).
 pub fn sql_factory(url: impl Into<String>) -> impl StoreFactory {
     sql_factory_with(url, RefreshWindow::DEFAULT)

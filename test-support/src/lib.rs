@@ -38,8 +38,8 @@ pub mod servers;
 
 pub use connect::{
     both_windows, both_windows_and_shared, conformance_trials, open_redis, open_redis_near_with,
-    open_redis_with, open_sql, open_sql_with, redis_factory, redis_factory_with,
-    redis_near_factory_with, sql_factory, sql_factory_with,
+    open_redis_with, open_sql, open_sql_with, redis_attributes_factory_with, redis_factory,
+    redis_factory_with, redis_near_factory_with, sql_factory, sql_factory_with,
 };
 pub use harness::{Failed, TestResult, block_on, fail, trial};
 pub use require::{Unconfigured, configured};

@@ -112,10 +112,13 @@ pub(super) async fn hostile_values_round_trip(h: Harness) -> Outcome {
 pub(super) async fn hostile_application_names_are_isolated(h: Harness) -> Outcome {
     let id = SessionId::generate()?;
     let base = h.app().as_str().to_owned();
-    let apps = ["'", "\"", "%", "_", "*", "?", "[a]", ";--", "\\", ":", "/"]
-        .iter()
-        .map(|s| AppName::new(&format!("{base}{s}")))
-        .collect::<crate::Result<Vec<_>>>()?;
+    // Spaces and non-ASCII letters too: ASP.NET application names (virtual paths) have them.
+    let apps = [
+        "'", "\"", "%", "_", "*", "?", "[a]", ";--", "\\", ":", "/", " a b", "é",
+    ]
+    .iter()
+    .map(|s| AppName::new(&format!("{base}{s}")))
+    .collect::<crate::Result<Vec<_>>>()?;
     for (i, app) in apps.iter().enumerate() {
         let key = SessionKey::new(app.clone(), id);
         let out = h

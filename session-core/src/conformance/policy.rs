@@ -116,9 +116,18 @@ pub(super) async fn degraded_session_when_not_throw_on_error(h: Harness) -> Outc
         s.id().expose() == id,
         "a degraded session keeps the client's id, so a passing outage does not log users out"
     );
+    check!(
+        s.last_error().is_some_and(|e| e.is_store_failure()),
+        "docs/contract.md §3: a degraded session carries its own cause"
+    );
     s.insert("n", &5u32)?;
     let what = "a degraded session is not saved";
-    expect(s.end().await?, EndOutcome::NotSaved, what)?;
+    let report = s.end_report().await?;
+    expect(report.outcome(), EndOutcome::NotSaved, what)?;
+    check!(
+        report.last_error().is_some(),
+        "docs/contract.md §3: the end report names the request's cause"
+    );
     let cause = m
         .last_error()
         .ok_or_else(|| Failed::new("last_error must hold the cause"))?;
@@ -193,7 +202,12 @@ pub(super) async fn lock_is_released_when_end_fails(h: Harness) -> Outcome {
     s.insert("n", &2u32)?;
     store.fail_before(1);
     let what = "a failed commit is NotSaved with throwOnError = false";
-    expect(s.end().await?, EndOutcome::NotSaved, what)?;
+    let report = s.end_report().await?;
+    expect(report.outcome(), EndOutcome::NotSaved, what)?;
+    check!(
+        report.last_error().is_some(),
+        "docs/contract.md §3: the end report holds the request's cause"
+    );
     check!(m.last_error().is_some(), "last_error holds the cause");
     let what = "a failed end must still release the lock";
     let again = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
