@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //!
-//! - `open`: the dispatch: [`Backend`] (which store a URL's scheme selects, and its cargo
-//!   feature), [`connect`], [`open`], [`open_url`], [`open_attributes`] and the `_with` forms that
-//!   take [`StoreOptions`]: from a configuration to a store or a manager, with a clear error for a
-//!   scheme no store serves or a backend whose feature is off.
+//! - `open`: the dispatch: [`Backend`] (which store a configuration selects: a URL's scheme, or
+//!   Redis for a StackExchange.Redis `connectionString` or a `host`; and its cargo feature),
+//!   [`connect`], [`open`], [`open_url`], [`open_attributes`] and the `_with` forms that take
+//!   [`StoreOptions`]: from a configuration to a store or a manager, with a clear error for a
+//!   configuration that names no store (never a silent in-memory one), a scheme no store serves,
+//!   or a backend whose feature is off.
 //! - `web` (feature `axum`): the tower layer, the extractors, the session cookie and the error
 //!   responses.
 //! - The re-exports: everything of `session_core` at the root, and each compiled-in backend crate
@@ -16,10 +18,12 @@ mod open;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
+mod web_config;
 
 pub use open::{
     Backend, StoreOptions, connect, connect_with, open, open_attributes, open_url, open_with,
 };
+pub use web_config::{SessionStateMode, WebConfig, open_web_config, open_web_config_with};
 
 #[doc(inline)]
 pub use session_core::*;

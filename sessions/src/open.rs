@@ -1,11 +1,13 @@
 //! One call from a configuration to a store or a manager. The facade owns the dispatch: the URL's
-//! scheme (or the seed's `host` attribute) picks the [`Backend`], and a backend whose cargo feature
-//! is off is a configuration error that names the feature to enable. Each backend crate parses
-//! and checks the rest of its URL itself, and lists its own schemes (`backend_redis::SCHEMES`,
-//! ...), which a test compares with [`Backend::schemes`].
+//! scheme, or a StackExchange.Redis `connectionString` or the seed's `host` attribute (Redis),
+//! picks the [`Backend`]; a configuration that names no store is an error, never a silent
+//! in-memory store; and a backend whose cargo feature is off is a configuration error that names
+//! the feature to enable. Each backend crate parses and checks the rest of its URL itself, and
+//! lists its own schemes (`backend_redis::SCHEMES`, ...), which a test compares with
+//! [`Backend::schemes`].
 //!
-//! Messages never print a URL as given: only its scheme, or the URL through
-//! [`redact_url`](session_core::redact_url).
+//! Messages never print a URL or a connection string as given: only a URL's scheme, or the URL
+//! through [`redact_url`](session_core::redact_url).
 
 use std::fmt;
 use std::sync::Arc;
@@ -113,17 +115,41 @@ impl Backend {
             })
     }
 
-    /// The backend `config` selects: its URL's ([`Backend::for_url`]), else Redis when the seed's
-    /// `host` attribute is set, else memory.
+    /// The backend `config` selects, in this order: its URL's ([`Backend::for_url`]); Redis for a
+    /// StackExchange.Redis configuration ([`Config::redis_configuration`], a `connectionString`
+    /// such as `cache:6380,password=...,ssl=True`); Redis when the seed's `host` attribute is set.
+    /// Nothing else selects a store: the in-process store is chosen by `memory://` (a `web.config`'s
+    /// `mode="InProc"`), never by default, so that settings that lost their server fail at start
+    /// rather than keep sessions in one process's memory.
+    ///
+    /// ```
+    /// use sessions::{Backend, Config};
+    ///
+    /// let azure = Config::from_attributes([(
+    ///     "connectionString",
+    ///     "contoso.redis.cache.windows.net:6380,password=k3y,ssl=True,abortConnect=False",
+    /// )])?;
+    /// assert_eq!(Backend::for_config(&azure)?, Backend::Redis);
+    /// let host = Config::from_attributes([("host", "cache.internal"), ("port", "")])?;
+    /// assert_eq!(Backend::for_config(&host)?, Backend::Redis);
+    /// assert_eq!(Backend::for_config(&Config::from_url("memory://")?)?, Backend::Memory);
+    /// // port, accessKey and ssl name no server: an error, not the memory store.
+    /// let no_host = Config::from_attributes([("port", "6380"), ("accessKey", "k3y"), ("ssl", "true")])?;
+    /// assert!(Backend::for_config(&no_host).unwrap_err().to_string().contains("no store"));
+    /// # Ok::<(), sessions::Error>(())
+    /// ```
     ///
     /// # Errors
-    /// As [`Backend::for_url`].
+    /// As [`Backend::for_url`]; [`Error::InvalidConfig`] naming `connectionString` when the
+    /// configuration names no store (the message says what to set).
     pub fn for_config(config: &Config) -> Result<Self> {
-        match config.url() {
-            Some(url) => Self::for_url(url),
-            None if config.host().is_some() => Ok(Self::Redis),
-            None => Ok(Self::Memory),
+        if let Some(url) = config.url() {
+            return Self::for_url(url);
         }
+        if config.redis_configuration().is_some() || config.host().is_some() {
+            return Ok(Self::Redis);
+        }
+        Err(no_store(config))
     }
 }
 
@@ -131,6 +157,34 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.feature())
     }
+}
+
+/// The error for a configuration that names no store: what to set, and, when Redis settings were
+/// given without a server (`port`, `accessKey`, `ssl`, ... and no `host`), which ones.
+fn no_store(config: &Config) -> Error {
+    let defaults = Config::default();
+    let orphans: Vec<&str> = [
+        ("port", config.port() != defaults.port()),
+        ("accessKey", config.access_key().is_some()),
+        ("user", config.user().is_some()),
+        ("ssl", config.ssl() != defaults.ssl()),
+        ("databaseId", config.database_id() != defaults.database_id()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    let mut reason = String::from(
+        "no store: set connectionString or host (Redis), a URL (postgres://, mysql://, \
+         sqlite:...), or memory:// (web.config: mode=\"InProc\") for the in-process store",
+    );
+    if !orphans.is_empty() {
+        reason.push_str(&format!(
+            "; {} {} given without host, and describe no server on their own",
+            orphans.join(", "),
+            if orphans.len() == 1 { "is" } else { "are" }
+        ));
+    }
+    Error::config("connectionString", reason)
 }
 
 /// Every scheme, for messages: `memory, redis, rediss, ...`.
@@ -199,7 +253,8 @@ impl StoreOptions {
 }
 
 /// Opens the store that `config` selects ([`Backend::for_config`]: its URL's scheme, else Redis
-/// when the seed's `host` attribute is set, else memory), with every backend's default options.
+/// for a StackExchange.Redis `connectionString` or the seed's `host` attribute; no store named is
+/// an error), with every backend's default options.
 /// Networked stores connect here (and the SQL stores run their migrations), so a wrong address or
 /// password fails now, not on the first request.
 ///
@@ -207,8 +262,9 @@ impl StoreOptions {
 /// of `config` (`retryTimeoutInMilliseconds`, `operationTimeoutInMilliseconds`).
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] for a scheme no backend serves, or naming the cargo feature to
-/// enable when the selected backend was not compiled in; the backend's own errors otherwise
+/// [`Error::InvalidConfig`] for a configuration that names no store or a scheme no backend
+/// serves, or naming the cargo feature to enable when the selected backend was not compiled in;
+/// the backend's own errors otherwise
 /// ([`Error::InvalidConfig`] for the rest of its URL, [`Error::Unavailable`],
 /// [`Error::Backend`], [`Error::Timeout`]).
 pub async fn connect(config: &Config) -> Result<Arc<dyn SessionStore>> {
@@ -281,11 +337,24 @@ pub async fn open_url(url: &str) -> Result<SessionManager> {
 }
 
 /// [`open`] with a configuration read from the seed provider's attributes (names
-/// case-insensitive, as copied from a `web.config` `<add .../>` element; see
-/// [`Config::from_attributes`]).
+/// case-insensitive, as copied from a `web.config` `<add .../>` element; empty values are the
+/// defaults, a `connectionString` may be a URL, a StackExchange.Redis configuration or the name
+/// of an environment variable holding one; see [`Config::from_attributes`]). The attributes must
+/// name a store: `connectionString`/`url`, or `host` for Redis.
+///
+/// ```no_run
+/// # async fn demo() -> sessions::Result<()> {
+/// let manager = sessions::open_attributes([
+///     ("connectionString", "contoso.redis.cache.windows.net:6380,password=...,ssl=True,abortConnect=False"),
+///     ("applicationName", "/my app"),
+/// ])
+/// .await?;
+/// # let _ = manager; Ok(()) }
+/// ```
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] naming a bad attribute; as [`connect`].
+/// [`Error::InvalidConfig`] naming a bad attribute, or `connectionString` when none names a
+/// store; as [`connect`].
 pub async fn open_attributes<'a, I>(attributes: I) -> Result<SessionManager>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
@@ -294,10 +363,15 @@ where
 }
 
 /// The error for `backend`, which `config` selects, compiled out. It names the setting that
-/// selected it: `url`, or the seed's `host` attribute when there is no URL (Redis).
+/// selected it: `url`, else `connectionString` (a StackExchange configuration) or the seed's
+/// `host` attribute (Redis).
 fn feature_off(config: &Config, backend: Backend) -> Error {
     let feature = backend.feature();
-    let setting = if config.url().is_none() && config.host().is_some() {
+    let setting = if config.url().is_some() {
+        "url"
+    } else if config.redis_configuration().is_some() {
+        "connectionString"
+    } else if config.host().is_some() {
         "host"
     } else {
         "url"
@@ -312,277 +386,4 @@ fn feature_off(config: &Config, backend: Backend) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The facade's scheme lists are the backend crates' own (the dev-dependencies have every
-    /// backend, whatever this build's features), and each crate accepts exactly its own.
-    #[test]
-    fn the_schemes_are_the_backend_crates_own() {
-        assert_eq!(Backend::Memory.schemes(), backend_memory::SCHEMES);
-        assert_eq!(Backend::Redis.schemes(), backend_redis::SCHEMES);
-        assert_eq!(Backend::Postgres.schemes(), backend_sql::POSTGRES_SCHEMES);
-        assert_eq!(Backend::Sqlite.schemes(), backend_sql::SQLITE_SCHEMES);
-        assert_eq!(Backend::Mysql.schemes(), backend_sql::MYSQL_SCHEMES);
-        for backend in Backend::ALL {
-            for scheme in backend.schemes() {
-                let url = format!("{}://h/x", scheme.to_ascii_uppercase());
-                assert_eq!(Backend::for_url(&url).unwrap(), backend, "{url}");
-                let accepted = [
-                    (Backend::Memory, backend_memory::accepts(&url)),
-                    (Backend::Redis, backend_redis::accepts(&url)),
-                    (
-                        backend,
-                        matches!(
-                            backend,
-                            Backend::Postgres | Backend::Sqlite | Backend::Mysql
-                        ) && backend_sql::accepts(&url),
-                    ),
-                ];
-                let takers: Vec<Backend> = accepted
-                    .into_iter()
-                    .filter_map(|(b, yes)| yes.then_some(b))
-                    .collect();
-                assert_eq!(takers, [backend], "{url}: taken by {takers:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn urls_select_backends() {
-        for (url, backend) in [
-            ("memory://", Backend::Memory),
-            ("redis://127.0.0.1:6379/0", Backend::Redis),
-            ("rediss://:pw@host:6380", Backend::Redis),
-            (
-                "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
-                Backend::Redis,
-            ),
-            ("Rediss+Cluster://:pw@a:1,b:2", Backend::Redis),
-            ("postgres://u:p@h/db", Backend::Postgres),
-            ("postgresql://h/db", Backend::Postgres),
-            ("sqlite::memory:", Backend::Sqlite),
-            ("mysql://u@h/db", Backend::Mysql),
-            ("MariaDB://u@h/db", Backend::Mysql),
-        ] {
-            assert_eq!(Backend::for_url(url).unwrap(), backend, "{url}");
-            let config = Config::from_url(url).unwrap();
-            assert_eq!(Backend::for_config(&config).unwrap(), backend, "{url}");
-        }
-        let by_host = Config::from_attributes([("host", "127.0.0.1")]).unwrap();
-        assert_eq!(Backend::for_config(&by_host).unwrap(), Backend::Redis);
-        assert_eq!(
-            Backend::for_config(&Config::default()).unwrap(),
-            Backend::Memory
-        );
-    }
-
-    #[test]
-    fn an_unknown_scheme_is_refused_without_echoing_the_url() {
-        for url in [
-            "gopher://u:topsecret@h",
-            "http://h?password=topsecret",
-            "nonsense",
-        ] {
-            let Err(Error::InvalidConfig { setting, reason }) = Backend::for_url(url) else {
-                panic!("{url} selected a backend");
-            };
-            assert_eq!(setting, "url");
-            assert!(!reason.contains("topsecret"), "{reason}");
-            assert!(reason.contains("redis+cluster"), "{reason}");
-        }
-    }
-
-    #[tokio::test]
-    async fn an_unknown_scheme_fails_at_open() {
-        let Err(err) = open_url("gopher://h").await else {
-            panic!("gopher:// opened");
-        };
-        assert!(
-            matches!(&err, Error::InvalidConfig { setting, .. } if setting == "url"),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("\"gopher\""), "{err}");
-    }
-
-    #[test]
-    fn every_backend_names_its_feature() {
-        assert_eq!(Backend::Memory.feature(), "memory");
-        assert_eq!(Backend::Redis.to_string(), "redis");
-        assert_eq!(Backend::Mysql.feature(), "mysql");
-        let postgres = Config::from_url("postgres://u:p@127.0.0.1/db").unwrap();
-        let message = feature_off(&postgres, Backend::Postgres).to_string();
-        assert!(
-            message.contains("enable the \"postgres\" feature of the sessions crate"),
-            "{message}"
-        );
-        assert_eq!(
-            Backend::ALL.map(Backend::is_compiled_in),
-            [
-                cfg!(feature = "memory"),
-                cfg!(feature = "redis"),
-                cfg!(feature = "postgres"),
-                cfg!(feature = "sqlite"),
-                cfg!(feature = "mysql"),
-            ]
-        );
-    }
-
-    #[test]
-    fn the_error_names_the_setting_that_selected_the_backend() {
-        let setting =
-            |config: &Config| match feature_off(config, Backend::for_config(config).unwrap()) {
-                Error::InvalidConfig { setting, .. } => setting,
-                other => panic!("{other:?}"),
-            };
-        let by_host = Config::from_attributes([("host", "127.0.0.1")]).unwrap();
-        assert_eq!(setting(&by_host), "host");
-        let by_url = Config::from_url("redis://127.0.0.1:6379").unwrap();
-        assert_eq!(setting(&by_url), "url");
-    }
-
-    /// Asserts that `url` is refused with a configuration error naming `feature`.
-    #[allow(dead_code)]
-    async fn refused(url: &str, feature: &str) {
-        let Err(err) = open_url(url).await else {
-            panic!("{url} opened although its feature is off");
-        };
-        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
-        let expected = format!("enable the \"{feature}\" feature of the sessions crate");
-        assert!(err.to_string().contains(&expected), "{err}");
-    }
-
-    #[cfg(not(feature = "redis"))]
-    #[tokio::test]
-    async fn redis_url_without_the_feature_names_it() {
-        refused("redis://127.0.0.1:6379", "redis").await;
-        refused("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "redis").await;
-        refused("rediss+cluster://:pw@127.0.0.1:7000", "redis").await;
-        // The seed's host attribute selects Redis too.
-        let Err(err) = open_attributes([("host", "127.0.0.1")]).await else {
-            panic!("host opened Redis although its feature is off");
-        };
-        assert!(err.to_string().contains("\"redis\" feature"), "{err}");
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    #[tokio::test]
-    async fn postgres_url_without_the_feature_names_it() {
-        refused("postgres://u:p@127.0.0.1/db", "postgres").await;
-    }
-
-    #[cfg(not(feature = "sqlite"))]
-    #[tokio::test]
-    async fn sqlite_url_without_the_feature_names_it() {
-        refused("sqlite::memory:", "sqlite").await;
-    }
-
-    #[cfg(not(feature = "mysql"))]
-    #[tokio::test]
-    async fn mysql_url_without_the_feature_names_it() {
-        refused("mysql://u@127.0.0.1/db", "mysql").await;
-        refused("mariadb://u@127.0.0.1/db", "mysql").await;
-    }
-
-    #[cfg(not(feature = "memory"))]
-    #[tokio::test]
-    async fn memory_url_without_the_feature_names_it() {
-        refused("memory://", "memory").await;
-    }
-
-    #[cfg(feature = "memory")]
-    #[tokio::test]
-    async fn memory_opens_from_a_url_and_from_attributes() {
-        let manager = open_url("memory://").await.unwrap();
-        assert_eq!(manager.store().backend(), "memory");
-        let manager = open_attributes([("applicationName", "/shop")])
-            .await
-            .unwrap();
-        assert_eq!(manager.application().as_str(), "/shop");
-        let mut s = manager
-            .open(None, session_core::Access::Exclusive)
-            .await
-            .unwrap();
-        s.insert("n", &1u8).unwrap();
-        s.end().await.unwrap();
-    }
-
-    /// The memory store checks its own URL: the facade passes it on.
-    #[cfg(feature = "memory")]
-    #[tokio::test]
-    async fn the_backend_checks_the_rest_of_its_url() {
-        let Err(err) = open_url("memory://cache-host:6379").await else {
-            panic!("memory:// with a host opened");
-        };
-        assert!(
-            matches!(&err, Error::InvalidConfig { setting, .. } if setting == "url"),
-            "{err:?}"
-        );
-    }
-
-    #[cfg(feature = "memory")]
-    #[tokio::test]
-    async fn options_reach_the_selected_backend() {
-        let options = StoreOptions::new()
-            .with_memory(backend_memory::MemoryOptions::new().with_max_sessions(1));
-        let store = connect_with(&Config::from_url("memory://").unwrap(), &options)
-            .await
-            .unwrap();
-        assert_eq!(store.backend(), "memory");
-    }
-
-    #[cfg(feature = "sqlite")]
-    #[tokio::test]
-    async fn sqlite_opens_from_a_url() {
-        let manager = open_url("sqlite::memory:").await.unwrap();
-        let mut s = manager
-            .open(None, session_core::Access::Exclusive)
-            .await
-            .unwrap();
-        s.insert("n", &1u8).unwrap();
-        let id = s.id().expose().to_owned();
-        s.end().await.unwrap();
-        let s = manager
-            .open(Some(&id), session_core::Access::ReadOnly)
-            .await
-            .unwrap();
-        assert_eq!(s.get::<u8>("n").unwrap(), Some(1));
-    }
-
-    /// The SQL options given to the facade are the ones the store runs with: its tables carry
-    /// the prefix given.
-    #[cfg(feature = "sqlite")]
-    #[tokio::test]
-    async fn sql_options_reach_the_sql_store() {
-        use backend_sql::{SqlOptions, SqlStore};
-        let path = std::env::temp_dir().join(format!("sessions-open-{}.db", std::process::id()));
-        let config = Config::from_url(&format!("sqlite:{}", path.display())).unwrap();
-        let options = |prefix: &str| {
-            SqlOptions::new()
-                .with_table_prefix(prefix)
-                .unwrap()
-                .with_sweeper(None)
-        };
-        let store = connect_with(&config, &StoreOptions::new().with_sql(options("facade_")))
-            .await
-            .unwrap();
-        store.purge_expired(100).await.unwrap();
-        let probe = |prefix: &'static str| {
-            let config = config.clone();
-            async move {
-                let store = SqlStore::connect_with(&config, options(prefix).with_migrate(false))
-                    .await
-                    .unwrap();
-                store.purge_expired(100).await
-            }
-        };
-        assert!(probe("facade_").await.is_ok(), "the tables have the prefix");
-        assert!(
-            probe("other_").await.is_err(),
-            "no tables under another prefix"
-        );
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
-    }
-}
+mod tests;

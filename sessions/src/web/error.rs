@@ -1,5 +1,7 @@
 //! [`SessionError`]: what the extractors and the layer answer when the session cannot be used or
-//! saved, as an HTTP response.
+//! saved, as an HTTP response; and [`LastError`], the store failure a request absorbed instead.
+
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -109,6 +111,27 @@ impl IntoResponse for SessionError {
             }
         };
         (status, body).into_response()
+    }
+}
+
+/// The store failure a request's session absorbed with `throwOnError = false` (ASP.NET's
+/// per-request `LastException`): [`SessionLayer`](super::SessionLayer) puts it into the
+/// response's extensions when the session the handler opened was degraded, or when saving it
+/// failed ([`EndOutcome::NotSaved`](session_core::EndOutcome::NotSaved)), so that a layer outside
+/// it (logging, metrics) can see it: `response.extensions().get::<LastError>()`. The response
+/// itself is the handler's. It is this request's own error, never another's. Handlers see the
+/// error of a degraded session through the extractors' `last_error`.
+#[derive(Debug, Clone)]
+pub struct LastError(Arc<Error>);
+
+impl LastError {
+    pub(super) fn new(error: Arc<Error>) -> Self {
+        Self(error)
+    }
+
+    /// The error.
+    pub fn error(&self) -> &Arc<Error> {
+        &self.0
     }
 }
 

@@ -1,7 +1,8 @@
 //! The extractors. Each route picks its access mode by the extractor it takes:
 //! [`ExclusiveSession`], [`ReadOnlySession`] or [`ConcurrentSession`]. The session is opened on
-//! the first extraction of the request (a route that takes none never touches the store), and the
-//! layer ends it after the handler.
+//! the first extraction of the request, and the layer ends it after the handler. A route that
+//! takes none never opens it: the layer only keeps the client's session alive (one `touch`, see
+//! [`SessionLayer`](super::SessionLayer)).
 //!
 //! Read-only is a type, not a convention: [`ReadOnlySession`] has no method that changes the
 //! session, and its [`ReadOnlyGuard`] only dereferences to `&Session`, so a change through it does
@@ -17,15 +18,19 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use session_core::{Access, SessionId, SessionManager};
+use session_core::{Access, Error, SessionId, SessionManager};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use super::error::SessionError;
 
 /// Where a request's session lives between the layer and the handler.
 pub(crate) enum State {
-    /// No extractor has run yet.
+    /// No extractor has run yet: after the handler, the layer keeps the client's session alive.
     Unopened,
+    /// An extractor tried to open the session and failed (its rejection went to the handler); a
+    /// later extractor of the request tries again. The route uses the session, so the layer does
+    /// not keep it alive.
+    OpenFailed,
     /// Opened by an extractor; the layer ends it after the handler.
     Open(session_core::Session),
     /// The layer has ended it (or the request finished without it).
@@ -68,11 +73,16 @@ async fn extract(parts: &Parts, wanted: Access) -> Result<Arc<Mutex<State>>, Ses
         .ok_or(SessionError::MissingLayer)?;
     let mut state = slot.state.lock().await;
     match &*state {
-        State::Unopened => {
+        State::Unopened | State::OpenFailed => {
             let id = slot.client_id.as_ref().map(SessionId::expose);
             // Waits here while another request holds the lock (Exclusive, ReadOnly).
-            let session = slot.manager.open(id, wanted).await?;
-            *state = State::Open(session);
+            match slot.manager.open(id, wanted).await {
+                Ok(session) => *state = State::Open(session),
+                Err(err) => {
+                    *state = State::OpenFailed;
+                    return Err(err.into());
+                }
+            }
         }
         State::Open(session) if !compatible(session.access(), wanted) => {
             return Err(SessionError::AccessConflict {
@@ -347,6 +357,30 @@ impl ReadOnlySession {
     /// [`SessionError::Ended`].
     pub async fn is_new(&self) -> Result<bool, SessionError> {
         Ok(self.lock().await?.is_new())
+    }
+
+    /// Whether the store failed with `throwOnError = false` when the session was opened: it is
+    /// empty and will not be saved; [`last_error`](Self::last_error) tells why.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`].
+    pub async fn is_degraded(&self) -> Result<bool, SessionError> {
+        Ok(self.lock().await?.is_degraded())
+    }
+
+    /// This request's own store failure, absorbed with `throwOnError = false` when the session was
+    /// opened (ASP.NET's per-request `LastException`): `Some` exactly when the session is
+    /// degraded. Concurrent requests never see each other's. A failure while the layer saves the
+    /// session, after the handler, reaches the layers outside [`SessionLayer`] as the response
+    /// extension [`LastError`].
+    ///
+    /// [`SessionLayer`]: super::SessionLayer
+    /// [`LastError`]: super::LastError
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`].
+    pub async fn last_error(&self) -> Result<Option<Arc<Error>>, SessionError> {
+        Ok(self.lock().await?.last_error().cloned())
     }
 
     /// The value of item `name` decoded as `T`, or `None`.

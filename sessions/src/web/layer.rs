@@ -1,5 +1,6 @@
 //! [`SessionLayer`]: the tower layer that runs the session manager around each request. It reads
-//! the cookie before the handler and, after it, ends the session and sets or clears the cookie.
+//! the cookie before the handler and, after it, ends the session and sets or clears the cookie, or
+//! keeps alive a session the handler did not use.
 
 use std::fmt;
 use std::future::Future;
@@ -11,12 +12,12 @@ use std::time::Duration;
 use axum::http::Request;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
-use session_core::{EndOutcome, SessionManager};
+use session_core::{EndOutcome, EndReport, SessionManager};
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
 use super::cookie::CookieOptions;
-use super::error::SessionError;
+use super::error::{LastError, SessionError};
 use super::extract::{RequestSlot, State};
 
 /// Runs ASP.NET's session module for every request of the router it wraps.
@@ -34,7 +35,18 @@ use super::extract::{RequestSlot, State};
 /// | the commit found the lock lost ([`session_core::Error::LockLost`]) | replaced by 409 Conflict: the changes were not saved |
 /// | any other failure to save | replaced by the [`SessionError`] response (503 or 500) |
 /// | the session was still in use after [`with_end_wait`](Self::with_end_wait) | replaced by 500 ([`SessionError::StillInUse`]): nothing saved |
+/// | nothing saved because of a store failure absorbed with `throwOnError = false` (the session was degraded, or saving it failed) | unchanged, with the failure as the extension [`LastError`](super::LastError) |
 /// | otherwise | unchanged |
+///
+/// **Keep-alive.** A request that carries a well-formed session cookie but whose handler took no
+/// session extractor (a route that never uses the session) still slides the session's expiry, as
+/// ASP.NET's session module does: after the handler the layer performs one `touch`
+/// ([`SessionManager::keep_alive`]; the store writes only when the slide is due, its refresh
+/// window). It is on by default and off with the setting `skipKeepAliveWhenUnused`. It sets no
+/// cookie, an unknown id changes nothing, and a failure is logged and never changes the response.
+/// A route that used the session does not touch as well: opening it slid the expiry. Each touch is
+/// one store round trip on an otherwise store-free route: put routes that never need a session
+/// (static files) outside the layer, or switch keep-alive off.
 ///
 /// A session is saved whatever the handler's status code, as ASP.NET does for a request that
 /// completes: a handler that returns an error response after changing the session keeps those
@@ -231,7 +243,7 @@ fn release_unsaved(state: Arc<Mutex<State>>) {
 
 /// Ends the request's session, if one was opened, and applies the cookie rules of the table on
 /// [`SessionLayer`].
-async fn finish(slot: &RequestSlot, shared: &Shared, response: Response) -> Response {
+async fn finish(slot: &RequestSlot, shared: &Shared, mut response: Response) -> Response {
     let cookie = &shared.cookie;
     // Waits for the handler's last use of the session (a guard it still holds in a spawned task
     // or in the response body), but not for ever: the response body cannot even start before
@@ -246,8 +258,13 @@ async fn finish(slot: &RequestSlot, shared: &Shared, response: Response) -> Resp
             .into_response();
         }
     };
-    let State::Open(session) = state else {
-        return response;
+    let session = match state {
+        State::Open(session) => session,
+        State::Unopened => {
+            keep_alive(slot).await;
+            return response;
+        }
+        State::OpenFailed | State::Ended => return response,
     };
     let id = *session.id();
     let ended = Ended {
@@ -257,12 +274,18 @@ async fn finish(slot: &RequestSlot, shared: &Shared, response: Response) -> Resp
         renewed: !session.is_new() && slot.client_id != Some(id),
         client_sent_id: slot.client_id.is_some(),
     };
-    let outcome = session.end().await;
-    let action = ended.cookie(outcome.as_ref().ok().copied());
-    let mut response = match outcome {
-        Ok(_) => response,
-        Err(err) => SessionError::from(err).into_response(),
-    };
+    let report = session.end_report().await;
+    let action = ended.cookie(report.as_ref().ok().map(EndReport::outcome));
+    match report {
+        Ok(report) => {
+            if let Some(err) = report.last_error() {
+                response
+                    .extensions_mut()
+                    .insert(LastError::new(Arc::clone(err)));
+            }
+        }
+        Err(err) => response = SessionError::from(err).into_response(),
+    }
     let header = match action {
         CookieAction::Issue => cookie.issue(&id),
         CookieAction::Clear => cookie.clear(),
@@ -272,6 +295,18 @@ async fn finish(slot: &RequestSlot, shared: &Shared, response: Response) -> Resp
         response.headers_mut().append(SET_COOKIE, header);
     }
     response
+}
+
+/// Keeps alive the session whose cookie the request carried, for a handler that did not use it
+/// (the keep-alive paragraph on [`SessionLayer`]). A failure is logged; the response stays the
+/// handler's.
+async fn keep_alive(slot: &RequestSlot) {
+    let Some(id) = slot.client_id else {
+        return;
+    };
+    if let Err(err) = slot.manager.keep_alive(id.expose()).await {
+        tracing::warn!(error = %err, "keeping an unused session alive failed; the response is unchanged");
+    }
 }
 
 /// What the response does with the session cookie.

@@ -8,7 +8,10 @@
 //! extractors dereference to [`SessionHandle`]; [`ReadOnlySession`] has only the reading methods,
 //! and its [`ReadOnlyGuard`] dereferences to `&Session`, so a read-only route cannot change the
 //! session: it does not compile. A panicking handler's session is released unsaved; see
-//! [`SessionLayer`] for the whole end-of-request table.
+//! [`SessionLayer`] for the whole end-of-request table. A route that takes no extractor still
+//! keeps the client's session alive (one `touch`, as ASP.NET does; off with
+//! `skipKeepAliveWhenUnused`). With `throwOnError = false` a store failure is the request's own:
+//! the extractors' `last_error`, and [`LastError`] in the response's extensions.
 //!
 //! Use the session within the handler. A handle may outlive it (in a spawned task), but its
 //! methods then answer [`SessionError::Ended`]; a [`SessionGuard`] or [`ReadOnlyGuard`] must not:
@@ -45,7 +48,7 @@ mod extract;
 mod layer;
 
 pub use cookie::CookieOptions;
-pub use error::SessionError;
+pub use error::{LastError, SessionError};
 pub use extract::{
     ConcurrentSession, ExclusiveSession, ReadOnlyGuard, ReadOnlySession, SessionGuard,
     SessionHandle,
