@@ -82,7 +82,13 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url,
     };
-    let rest = match rest.rfind('@') {
+    // In text without `://`, an `@` after a `name=` belongs to that parameter's value (a
+    // StackExchange.Redis configuration string, `h:6380,password=p@ss,ssl=True`), not to a
+    // userinfo.
+    let userinfo_at = rest
+        .rfind('@')
+        .filter(|&at| hierarchical.is_some() || !rest[..at].contains('='));
+    let rest = match userinfo_at {
         Some(at) => {
             redact_userinfo(&rest[..at], &mut out);
             out.push('@');
@@ -187,6 +193,13 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), redacted, "{url}");
         }
+    }
+
+    /// A StackExchange.Redis configuration string whose password holds an `@` is redacted whole.
+    #[test]
+    fn an_at_sign_in_a_stackexchange_password_stays_secret() {
+        let redacted = redact_url("h:6380,password=a@b,ssl=True");
+        assert_eq!(redacted, "h:6380,password=<redacted>,ssl=True");
     }
 
     /// Issue 10, bug 2: a user without a password was printed as `user:<redacted>`.
