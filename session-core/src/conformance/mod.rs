@@ -15,7 +15,9 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! session-core = { version = "0.1", features = ["conformance"] }
+//! # The crates are not on crates.io: depend on a checkout of this workspace by path (or on its
+//! # repository with `git = "<its URL>"` in place of `path`).
+//! session-core = { path = "../session-state/session-core", features = ["conformance"] }
 //! libtest-mimic = "0.8"
 //!
 //! [[test]]
