@@ -95,14 +95,27 @@ fn seed_sample_reads_as_the_azure_provider() {
 }
 
 /// The sample exactly as the documentation prints it has `host=""` (a placeholder for the cache's
-/// name). ASP.NET's provider would then connect to 127.0.0.1; here it names no store, and the
-/// message says what to give.
-fn the_sample_with_its_placeholders_names_no_store() {
+/// name) and `ssl="true"`. Its provider `type` names ASP.NET's Redis provider, whose code then
+/// connects to 127.0.0.1: so does this reader, saying so in a warning. A provider without that
+/// type and without a store names none, and the message says what to give.
+fn the_sample_with_its_placeholders_reads_as_the_provider() {
     let xml = text("seed-sample.config")
         .replace(r#"host="127.0.0.1""#, r#"host="""#)
         .replace(r#"ssl="false" />"#, r#"ssl="true" />"#);
+    let web = WebConfig::parse(&xml).expect("the sample as printed");
+    let c = web.config();
+    assert_eq!((c.host(), c.port(), c.ssl()), (Some("127.0.0.1"), 0, true));
+    assert!(
+        web.warnings().iter().any(|w| w.contains("127.0.0.1")),
+        "{:?}",
+        web.warnings()
+    );
+    let untyped = xml.replace(
+        r#"type="Microsoft.Web.Redis.RedisSessionStateProvider""#,
+        "",
+    );
     refuses(
-        &xml,
+        &untyped,
         r#"<add name="MySessionStateStore">"#,
         &["names no store", "connectionString", "host", "line 34"],
     );
@@ -693,8 +706,8 @@ fn main() -> std::process::ExitCode {
             seed_sample_reads_as_the_azure_provider,
         ),
         (
-            "read::the_sample_with_its_placeholders_names_no_store",
-            the_sample_with_its_placeholders_names_no_store,
+            "read::the_sample_with_its_placeholders_reads_as_the_provider",
+            the_sample_with_its_placeholders_reads_as_the_provider,
         ),
         (
             "read::in_proc_is_the_memory_store",

@@ -77,7 +77,9 @@ pub enum SessionStateMode {
 /// does not parse.
 /// A provider whose `type` is ASP.NET's SQL Server or Cosmos DB provider is an error naming what
 /// to use instead; other types are left to the attributes. A provider that names no store (no
-/// `connectionString` and no `host`) is an error, never the memory store. The provider may not
+/// `connectionString` and no `host`) is an error, never the memory store, except ASP.NET's Redis
+/// provider (`type="Microsoft.Web.Redis.RedisSessionStateProvider"`), which, as in ASP.NET,
+/// connects to 127.0.0.1 (with a warning in [`WebConfig::warnings`]). The provider may not
 /// set `timeout` or `executionTimeout` (or their millisecond forms) when `<sessionState>` or
 /// `<httpRuntime>` does.
 ///

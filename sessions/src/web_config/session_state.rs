@@ -152,26 +152,45 @@ pub(super) fn read(sections: &Sections) -> Result<WebConfig> {
             // The provider's attributes first, the module's after: a provider attribute left
             // empty ("the default") cannot undo `<sessionState timeout>`.
             let builder = apply(apply(Config::builder(), &settings)?, &module)?;
-            (builder, Some((name, element, add.origin.clone())))
+            let redis = provider_type_is_redis(add);
+            (builder, Some((name, element, add.origin.clone(), redis)))
         }
     };
-    let config = builder.clone().build().map_err(|e| match &provider {
-        Some((_, element, origin)) => explain_build(e, element, origin),
-        None => explain_build(e, "<sessionState>", &state.origin),
-    })?;
-    if let Some((_, element, origin)) = &provider
-        && config.url().is_none()
-        && config.redis_configuration().is_none()
-        && config.host().is_none()
+    let mut builder = builder;
+    let names_no_store = |config: &Config| {
+        config.url().is_none() && config.redis_configuration().is_none() && config.host().is_none()
+    };
+    let build = |builder: &ConfigBuilder| {
+        builder.clone().build().map_err(|e| match &provider {
+            Some((_, element, origin, _)) => explain_build(e, element, origin),
+            None => explain_build(e, "<sessionState>", &state.origin),
+        })
+    };
+    let mut config = build(&builder)?;
+    if let Some((_, element, origin, redis)) = &provider
+        && names_no_store(&config)
     {
-        return Err(error(
-            element.clone(),
-            "names no store: give it connectionString (a redis://, rediss://, postgres://, \
-             mysql:// or sqlite: URL, a StackExchange.Redis connection string, or the name of one \
-             in <appSettings> or <connectionStrings>) or host (a Redis server). ASP.NET's Redis \
-             provider would assume 127.0.0.1; nothing is assumed here",
-            origin,
-        ));
+        if *redis {
+            // The provider's type names the store: ASP.NET's Redis provider then connects to its
+            // default host, 127.0.0.1 (README, "Coming from ASP.NET"). That is a choice the file
+            // made, not a fallback to memory: said once as a warning.
+            builder = builder
+                .attribute("host", "127.0.0.1")
+                .map_err(|e| explain_build(e, element, origin))?;
+            config = build(&builder)?;
+            warnings.push(format!(
+                "{element} gives no host or connectionString: the Redis provider's default, \
+                 127.0.0.1, is used"
+            ));
+        } else {
+            return Err(error(
+                element.clone(),
+                "names no store: give it connectionString (a redis://, rediss://, postgres://, \
+                 mysql:// or sqlite: URL, a StackExchange.Redis connection string, or the name of \
+                 one in <appSettings> or <connectionStrings>) or host (a Redis server)",
+                origin,
+            ));
+        }
     }
     for warning in &warnings {
         tracing::warn!("web.config: {warning}");
@@ -180,7 +199,7 @@ pub(super) fn read(sections: &Sections) -> Result<WebConfig> {
         config,
         builder,
         mode,
-        provider: provider.map(|(name, _, _)| name),
+        provider: provider.map(|(name, _, _, _)| name),
         cookie_name: cookie_name(state)?,
         regenerate_expired_session_id,
         warnings,
@@ -432,6 +451,18 @@ fn provider(state: &Element) -> Result<(String, &Element)> {
     };
     refuse_provider_type(name, add)?;
     Ok((name.clone(), add))
+}
+
+/// Whether the provider's `type` is ASP.NET's Redis provider
+/// (`Microsoft.Web.Redis.RedisSessionStateProvider`, with or without its assembly name).
+fn provider_type_is_redis(add: &Element) -> bool {
+    add.non_empty("type").is_some_and(|t| {
+        t.split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("Microsoft.Web.Redis.RedisSessionStateProvider")
+    })
 }
 
 /// ASP.NET's providers for stores that have no backend here, refused by their `type` with what
