@@ -174,6 +174,20 @@ async fn standalone(
 /// `cluster_enabled:1`). A refused `INFO` counts as standalone; a broken connection or a timeout
 /// fails the connect.
 async fn is_cluster_node(conn: &mut impl ConnectionLike, settings: &Settings) -> RedisResult<bool> {
+    // `HELLO` first: the store speaks RESP3, so every user it runs as may send it, and its reply
+    // says `mode` (`cluster` or `standalone`); `INFO` is in `@dangerous`, which least-privilege
+    // ACLs leave out.
+    match redis::cmd("HELLO").arg(3).query_async::<Value>(conn).await {
+        Ok(reply) => {
+            if let Some(mode) = hello_mode(&reply) {
+                return Ok(mode.eq_ignore_ascii_case("cluster"));
+            }
+        }
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+            return Err(e);
+        }
+        Err(_) => {}
+    }
     let reply: RedisResult<String> = redis::cmd("INFO").arg("cluster").query_async(conn).await;
     match reply {
         Ok(info) => Ok(cluster_enabled(&info)),
@@ -187,6 +201,27 @@ async fn is_cluster_node(conn: &mut impl ConnectionLike, settings: &Settings) ->
             );
             Ok(false)
         }
+    }
+}
+
+/// The `mode` field of a `HELLO` reply (a map in RESP3, a flat list in RESP2).
+fn hello_mode(reply: &Value) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    };
+    match reply {
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k).is_some_and(|k| k.eq_ignore_ascii_case("mode")))
+            .and_then(|(_, v)| text(v)),
+        Value::Array(items) => items
+            .chunks(2)
+            .find(|kv| text(&kv[0]).is_some_and(|k| k.eq_ignore_ascii_case("mode")))
+            .and_then(|kv| kv.get(1).and_then(text)),
+        _ => None,
     }
 }
 

@@ -91,6 +91,10 @@ impl EndReport {
 
 struct Inner {
     store: Arc<dyn SessionStore>,
+    /// The same store for [`SessionManager::keep_alive`]: one attempt, bounded by the operation
+    /// timeout, never retried, so that a keep-alive never holds a response for the retry budget
+    /// during an outage.
+    keep_alive_store: Arc<dyn SessionStore>,
     app: AppName,
     session_timeout: Duration,
     lock_ttl: Duration,
@@ -158,6 +162,10 @@ impl SessionManager {
     /// A manager for `store` with the settings of `config`. The store is wrapped in a
     /// [`RetryLayer`] with the configured retry timeout and operation timeout.
     pub fn new(store: Arc<dyn SessionStore>, config: &Config) -> Self {
+        let keep_alive_store: Arc<dyn SessionStore> = Arc::new(Layered::new(
+            Arc::clone(&store),
+            RetryLayer::new(RetryPolicy::new(Duration::ZERO), config.operation_timeout()),
+        ));
         let store: Arc<dyn SessionStore> = Arc::new(Layered::new(
             store,
             RetryLayer::new(
@@ -168,6 +176,7 @@ impl SessionManager {
         Self {
             inner: Arc::new(Inner {
                 store,
+                keep_alive_store,
                 app: config.application_name().clone(),
                 session_timeout: config.session_timeout(),
                 lock_ttl: config.lock_ttl(),
@@ -268,7 +277,9 @@ impl SessionManager {
     /// configuration sets `skipKeepAliveWhenUnused` or `id` is malformed; `false` when no live
     /// session has this id (nothing is created, and the client keeps its cookie); `false` for a
     /// store failure absorbed with `throwOnError = false` (logged, and kept as the manager's
-    /// [`last_error`](Self::last_error)). Transient failures are retried as for every operation.
+    /// [`last_error`](Self::last_error)). One attempt, bounded by `operationTimeoutInMilliseconds`
+    /// and never retried, whatever `retryTimeoutInMilliseconds` says: a keep-alive is not worth
+    /// holding a response for the retry budget during an outage.
     ///
     /// # Errors
     /// Store failures, with `throwOnError = true` (the default).
@@ -280,7 +291,7 @@ impl SessionManager {
             return Ok(false);
         };
         let key = SessionKey::new(self.inner.app.clone(), id);
-        match self.inner.store.touch(&key).await {
+        match self.inner.keep_alive_store.touch(&key).await {
             Ok(outcome) => Ok(outcome == TouchOutcome::Touched),
             Err(err) if err.is_store_failure() && !self.inner.throw_on_error => {
                 tracing::warn!(error = %err, "session store failed; the session was not kept alive");
@@ -1162,6 +1173,27 @@ mod tests {
         let id = SessionId::generate().unwrap();
         assert!(!m.keep_alive(id.expose()).await.unwrap());
         assert!(store.attempts.lock().unwrap().is_empty(), "no store call");
+    }
+
+    /// A keep-alive is one attempt even with a retry budget: during an outage it never holds the
+    /// response for `retryTimeoutInMilliseconds`.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_is_never_retried() {
+        let store = Arc::new(ScriptedStore::always_failing());
+        let config = Config::builder()
+            .throw_on_error(false)
+            .retry_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let m = SessionManager::new(Arc::clone(&store) as Arc<dyn SessionStore>, &config);
+        let id = SessionId::generate().unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(!m.keep_alive(id.expose()).await.unwrap());
+        assert_eq!(touches(&store), 1, "one attempt");
+        assert!(
+            started.elapsed() < Duration::from_millis(20),
+            "no retry delay"
+        );
     }
 
     #[tokio::test]

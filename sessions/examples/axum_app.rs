@@ -96,9 +96,14 @@ fn sessions_from_args() -> Result<Sessions, String> {
         Some(url) => Ok(Sessions::Url(url)),
         None => Ok(match std::env::var("SESSION_WEB_CONFIG") {
             Ok(file) if !file.is_empty() => Sessions::WebConfig(file),
-            _ => Sessions::Url(
-                std::env::var("SESSION_STORE_URL").unwrap_or_else(|_| "memory://".to_owned()),
-            ),
+            _ => Sessions::Url(std::env::var("SESSION_STORE_URL").unwrap_or_else(|_| {
+                // The demo's choice, said aloud: a library call never picks memory by itself.
+                eprintln!(
+                    "no store given (a URL, --web-config FILE, SESSION_WEB_CONFIG or \
+                     SESSION_STORE_URL): this demo uses memory://, lost on restart"
+                );
+                "memory://".to_owned()
+            })),
         }),
     }
 }

@@ -128,11 +128,37 @@ impl Config {
         F: Fn(&str) -> Option<String>,
     {
         let mut b = Self::builder();
+        let mut redis_provider = false;
         for (name, value) in attributes {
+            if name.trim().eq_ignore_ascii_case("type") {
+                redis_provider = is_redis_provider(value);
+            }
             b = b.attribute_with(name, value, &lookup)?;
+        }
+        let c = &b.config;
+        if redis_provider && c.url.is_none() && c.redis_configuration.is_none() && c.host.is_none()
+        {
+            // The element names ASP.NET's Redis provider, whose default host is 127.0.0.1: a
+            // choice the settings made, not a fallback to memory.
+            tracing::warn!(
+                "the Redis provider's element gives no host or connectionString: its default host, \
+                 127.0.0.1, is used"
+            );
+            b = b.attribute_with("host", "127.0.0.1", &lookup)?;
         }
         b.build()
     }
+}
+
+/// Whether a provider element's `type` is ASP.NET's Redis provider
+/// (`Microsoft.Web.Redis.RedisSessionStateProvider`, with or without its assembly name).
+pub(crate) fn is_redis_provider(type_name: &str) -> bool {
+    type_name
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case("Microsoft.Web.Redis.RedisSessionStateProvider")
 }
 
 /// Every attribute name [`ConfigBuilder::attribute`] knows, lowercase: the settings, the provider
@@ -331,6 +357,24 @@ impl ConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redis_provider_type_means_its_default_host() {
+        let redis = "Microsoft.Web.Redis.RedisSessionStateProvider, Microsoft.Web.RedisSessionStateProvider";
+        let typed = Config::from_attributes([
+            ("type", redis),
+            ("port", ""),
+            ("accessKey", "k"),
+            ("ssl", "true"),
+        ])
+        .unwrap();
+        assert_eq!(typed.host(), Some("127.0.0.1"));
+        let untyped =
+            Config::from_attributes([("port", ""), ("accessKey", "k"), ("ssl", "true")]).unwrap();
+        assert_eq!(untyped.host(), None, "no provider type: no store named");
+        let given = Config::from_attributes([("type", redis), ("host", "cache.example")]).unwrap();
+        assert_eq!(given.host(), Some("cache.example"));
+    }
 
     fn attrs(pairs: &[(&'static str, &'static str)]) -> Result<Config> {
         Config::from_attributes(pairs.iter().copied())

@@ -183,10 +183,45 @@ fn decode(bytes: &[u8]) -> Option<String> {
 /// default): a `web.config` has none, and refusing them rules out entity expansion attacks.
 pub(super) fn parse(text: &str, source: &Source) -> Result<Element> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let document = roxmltree::Document::parse(text)
-        .map_err(|e| Error::config(&*source.name, format!("is not well-formed XML: {e}")))?;
-    Ok(owned(&document, document.root_element(), &source.name))
+    let document = roxmltree::Document::parse(text).map_err(|e| {
+        let message = match e {
+            // The one error that quotes text from a value (an attribute may hold a secret): the
+            // position only.
+            roxmltree::Error::UnknownEntityReference(_, pos) => format!(
+                "is not well-formed XML: an unknown entity reference at {pos} (write &amp; for a \
+                 literal &)"
+            ),
+            other => format!("is not well-formed XML: {other}"),
+        };
+        Error::config(&*source.name, message)
+    })?;
+    let root = document.root_element();
+    // The element path to each element in document order (amortized O(1) per element).
+    let mut path: Vec<roxmltree::Node<'_, '_>> = Vec::new();
+    for node in root.descendants().filter(roxmltree::Node::is_element) {
+        while path
+            .last()
+            .is_some_and(|top| Some(*top) != node.parent_element())
+        {
+            path.pop();
+        }
+        path.push(node);
+        if path.len() > MAX_DEPTH {
+            return Err(Error::config(
+                &*source.name,
+                format!(
+                    "nests elements more than {MAX_DEPTH} deep (line {}): not a web.config",
+                    document.text_pos_at(node.range().start).row
+                ),
+            ));
+        }
+    }
+    Ok(owned(&document, root, &source.name))
 }
+
+/// The deepest element nesting read. A web.config's sections are a handful of levels deep; the
+/// copy below is recursive, so a bound keeps a hostile file from exhausting the stack.
+const MAX_DEPTH: usize = 64;
 
 fn owned(
     document: &roxmltree::Document<'_>, node: roxmltree::Node<'_, '_>, file: &Arc<str>,
@@ -481,6 +516,27 @@ pub(super) fn collection<'a>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 100_000;
+        let xml = format!(
+            "<configuration>{}{}</configuration>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        let source = super::Source::text();
+        let err = super::parse(&xml, &source).expect_err("100,000 levels");
+        assert!(err.to_string().contains("deep"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_entity_in_a_value_is_not_echoed() {
+        let xml = r#"<configuration><x accessKey="Pa&ssw0rdSecret;x"/></configuration>"#;
+        let source = super::Source::text();
+        let err = super::parse(xml, &source).expect_err("bad entity");
+        assert!(!err.to_string().contains("ssw0rd"), "{err}");
+    }
+
     use super::*;
 
     fn root(xml: &str) -> Element {
