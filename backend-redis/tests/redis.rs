@@ -324,6 +324,74 @@ async fn server_down_gives_degraded_sessions() -> TestResult {
     Ok(())
 }
 
+/// Fast failure during an outage (issue 14): with the server killed, every operation fails with
+/// `Unavailable` within the connection timeout plus a margin (a bound on a timeout, not a speed
+/// claim), and once it is back an operation succeeds within one retry interval.
+async fn outage_fails_fast_and_recovers() -> TestResult {
+    let connect = Duration::from_secs(2);
+    let bound = connect + Duration::from_secs(1);
+    let mut server = Private::start().await?;
+    let config = Config::builder()
+        .url(server.url())
+        .application_name(app("outage")?)
+        .connection_timeout(Some(connect))
+        .build()?;
+    let store = RedisStore::connect(&config).await?;
+    let k = key(config.application_name())?;
+    let created = store.create(&k, &items(1), LONG, true).await?;
+    ensure!(created == CreateOutcome::Created, "created: {created:?}");
+    server.kill().await?;
+    let mut worst = Duration::ZERO;
+    // Each operation fails with `Unavailable`, within the bound.
+    macro_rules! fails_fast {
+        ($what:expr, $op:expr) => {{
+            let started = std::time::Instant::now();
+            let result = $op.await.map(drop);
+            let elapsed = started.elapsed();
+            ensure!(
+                matches!(result, Err(Error::Unavailable { .. })),
+                "{}: expected Unavailable, got {result:?} after {elapsed:?}",
+                $what
+            );
+            ensure!(elapsed < bound, "{}: failed after {elapsed:?}", $what);
+            worst = worst.max(elapsed);
+        }};
+    }
+    for round in 0..3 {
+        let fresh = key(config.application_name())?;
+        fails_fast!(format!("read #{round}"), store.read(&k));
+        fails_fast!(
+            format!("create #{round}"),
+            store.create(&fresh, &items(1), LONG, true)
+        );
+        fails_fast!(
+            format!("acquire #{round}"),
+            store.acquire(&k, LockToken::generate()?, LONG)
+        );
+        fails_fast!(format!("touch #{round}"), store.touch(&k));
+    }
+    eprintln!("redis: server down: worst failure {worst:?}");
+    server.spawn().await?;
+    let back = std::time::Instant::now();
+    loop {
+        match store.read(&k).await {
+            Ok(ReadOutcome::Found(_)) => break,
+            Ok(other) => return Err(fail(format!("after the restart: {other:?}"))),
+            Err(e) if e.is_transient() && back.elapsed() < session_core::RetryPolicy::INTERVAL => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                return Err(fail(format!(
+                    "not back {:?} after the restart: {e:?}",
+                    back.elapsed()
+                )));
+            }
+        }
+    }
+    eprintln!("redis: answered {:?} after the restart", back.elapsed());
+    Ok(())
+}
+
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut next = err.source();
@@ -1346,6 +1414,64 @@ async fn cluster_found_from_host_and_port(cluster: RedisCluster) -> TestResult {
     Ok(())
 }
 
+/// An ACL user without `INFO` (in `@dangerous`, which least-privilege users lack) still has the
+/// cluster detected (from `HELLO`'s `mode`), so its sessions never meet `MOVED`.
+async fn cluster_found_without_info(cluster: RedisCluster) -> TestResult {
+    let seed = cluster
+        .seeds()
+        .first()
+        .ok_or_else(|| fail("no cluster seed"))?;
+    let (host, port) = host_port(seed)?;
+    let nodes = (7000u16..7006).map(|p| format!("redis://127.0.0.1:{p}"));
+    let user = format!("noinfo{}", std::process::id());
+    for node in nodes.clone() {
+        let mut admin = redis::Client::open(node.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user)
+            .arg("on")
+            .arg(">noinfo-pw")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg("-info")
+            .query_async(&mut admin)
+            .await?;
+    }
+    let result = async {
+        let store = connect_attributes(
+            &[
+                ("host", &host),
+                ("port", &port),
+                ("user", &user),
+                ("accessKey", "noinfo-pw"),
+            ],
+            RedisOptions::new(),
+        )
+        .await?;
+        ensure!(
+            is_cluster(&store),
+            "a user without INFO: not opened as a cluster"
+        );
+        round_trips(&store, &app("noinfo-cluster")?, 60).await
+    }
+    .await;
+    for node in nodes {
+        if let Ok(client) = redis::Client::open(node.as_str())
+            && let Ok(mut admin) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<()> = redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&user)
+                .query_async(&mut admin)
+                .await;
+        }
+    }
+    result
+}
+
 /// StackExchange.Redis configuration strings open the cluster: several endpoints (the cluster's
 /// seeds) and one endpoint (detected); `defaultDatabase` other than 0 is refused.
 async fn cluster_from_stackexchange_strings(cluster: RedisCluster) -> TestResult {
@@ -1474,6 +1600,11 @@ fn main() -> std::process::ExitCode {
             |_| restart_within_retry_timeout_is_survived(),
         ),
         trial(
+            "standalone::outage_fails_fast_and_recovers",
+            redis(),
+            |_| outage_fails_fast_and_recovers(),
+        ),
+        trial(
             "standalone::server_down_gives_degraded_sessions",
             redis(),
             |_| server_down_gives_degraded_sessions(),
@@ -1543,6 +1674,11 @@ fn main() -> std::process::ExitCode {
             "cluster::found_from_host_and_port",
             redis_cluster(),
             cluster_found_from_host_and_port,
+        ),
+        trial(
+            "cluster::found_without_info",
+            redis_cluster(),
+            cluster_found_without_info,
         ),
         trial(
             "cluster::from_stackexchange_strings",

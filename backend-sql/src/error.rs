@@ -41,6 +41,38 @@ pub(crate) fn classify(backend: &'static str, operation: Operation, err: sqlx::E
     }
 }
 
+/// Whether `err`, an operation's failure on a connection, means that the connection is gone: an
+/// I/O failure (reset, broken pipe, end of stream), or the server closing it as it goes away
+/// ([`server_going_away`]). The server may be down: `health` probes it.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => server_going_away(db.as_ref()),
+        _ => false,
+    }
+}
+
+/// Whether the server says that it is going away or cannot take connections now, so that the
+/// connection (or the attempt) is over, sqlx having no `ErrorKind` for it. The documented codes:
+/// Postgres SQLSTATE class `08` (connection exception), `57P01` (admin shutdown), `57P02` (crash
+/// shutdown), `57P03` (cannot connect now: starting up or shutting down); MySQL/MariaDB 1053
+/// (server shutdown in progress) and 1927 (connection killed). Too many connections is not one:
+/// the server is up, and the connections already open still serve.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn server_going_away(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = pg.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    #[cfg(feature = "mysql")]
+    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(my.number(), 1053 | 1927);
+    }
+    false
+}
+
 /// Whether the database rolled the whole transaction back as the victim of a deadlock or a
 /// serialization failure, so that running it again is safe. sqlx classifies neither
 /// (`ErrorKind` has no such kind), so the documented codes are named here: Postgres SQLSTATE

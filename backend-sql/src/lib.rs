@@ -20,6 +20,10 @@
 //! - `migrate`: embedded migrations with the table prefix substituted, run under sqlx's migration
 //!   lock.
 //! - `sweeper`: the background task that purges expired sessions in batches.
+//! - `health`: fast failure during an outage on Postgres and MySQL: the server's health as the
+//!   operations see it (a lost connection, a probe connection within
+//!   `connectionTimeoutInMilliseconds`), so that an operation fails at once as `Unavailable`
+//!   while the server cannot be reached instead of waiting out the pool's acquire timeout.
 //! - `error`: how sqlx errors become [`session_core::Error`]s.
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mysql")))]
@@ -27,6 +31,8 @@ compile_error!("backend-sql needs at least one of the features `postgres`, `sqli
 
 mod dialect;
 mod error;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod health;
 mod migrate;
 #[cfg(feature = "mysql")]
 mod mysql;

@@ -90,11 +90,16 @@ impl SqlOptions {
     /// Default: [`DEFAULT_POOL_ACQUIRE_TIMEOUT`] (10 s) on Postgres and MySQL/MariaDB,
     /// [`DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT`] (30 s) on SQLite. At least 1 ms.
     ///
+    /// A server that cannot be reached does not make operations wait this long on Postgres and
+    /// MySQL/MariaDB: an operation that would wait probes the server with a connection of its own
+    /// within `connectionTimeoutInMilliseconds`, and fails with `Unavailable` as soon as that
+    /// probe is refused or times out; while the server stays down, each operation fails at once.
+    ///
     /// Not to be confused with `connectionTimeoutInMilliseconds`
     /// ([`Config::connection_timeout`](session_core::Config::connection_timeout)), which bounds
-    /// the first connection made at [`SqlStore::connect`](crate::SqlStore::connect), nor with
-    /// `operationTimeoutInMilliseconds`, which bounds a whole operation attempt (this wait
-    /// included) in the manager's retry decorator.
+    /// the first connection made at [`SqlStore::connect`](crate::SqlStore::connect) and those
+    /// probes, nor with `operationTimeoutInMilliseconds`, which bounds a whole operation attempt
+    /// (this wait included) in the manager's retry decorator.
     pub fn with_pool_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.pool_acquire_timeout = Some(timeout.max(Duration::from_millis(1)));
         self

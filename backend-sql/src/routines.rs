@@ -22,6 +22,7 @@ use sqlx::{AssertSqlSafe, Pool, Row};
 
 use crate::dialect::{Dialect, Key, Op, ReleaseSignal, Reply, Token};
 use crate::error::classify;
+use crate::health::Health;
 use crate::migrate::{self, Embedded};
 use crate::options::SqlOptions;
 
@@ -146,11 +147,13 @@ enum Answer {
     Count,
 }
 
-/// A database whose operations are stored routines: its pool, the prefixed calls, and the purge
-/// routine's leading argument.
+/// A database whose operations are stored routines: its pool, the server's health (`health`: fast
+/// failure while the server cannot be reached), the prefixed calls, and the purge routine's
+/// leading argument.
 #[derive(Debug)]
 pub(crate) struct RoutineDialect<DB: RoutineDb> {
     pool: Pool<DB>,
+    health: Health<DB>,
     sql: Calls<String>,
     purge_lock: Option<i64>,
     signal: Option<Box<dyn ReleaseSignal>>,
@@ -158,8 +161,8 @@ pub(crate) struct RoutineDialect<DB: RoutineDb> {
 
 impl<DB: RoutineDb> RoutineDialect<DB> {
     /// Connects to the database `url` names: checks that one connection can be made within the
-    /// connect timeout, builds the pool (which opens its own connections lazily) and runs the
-    /// migrations.
+    /// connect timeout, builds the pool (which opens its own connections lazily) and its health
+    /// (probes connect with the same options, within the same timeout), and runs the migrations.
     pub(crate) async fn connect(url: &str, config: &Config, options: &SqlOptions) -> Result<Self> {
         let err = |e| classify(DB::BACKEND, Operation::Connect, e);
         let url = DB::url(url);
@@ -173,11 +176,13 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
             .max_connections(options.max_connections())
             // No ping before each operation: it would be a second round trip on the operation's
             // path. A connection that died while idle fails its next operation as `Unavailable`
-            // (transient: retried). (sqlx still pings once when a connection returns to the pool,
-            // in the background, after the operation has its reply.)
+            // (transient: retried), and `health` then closes the other idle ones. (sqlx still
+            // pings once when a connection returns to the pool, in the background, after the
+            // operation has its reply.)
             .test_before_acquire(false)
             .acquire_timeout(options.pool_acquire_timeout_for(false))
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
+        let health = Health::new(pool.clone(), connect, config.connection_timeout());
         if options.migrate() {
             migrate::on_pool(&pool, DB::MIGRATIONS, options.table_prefix())
                 .await
@@ -185,6 +190,7 @@ impl<DB: RoutineDb> RoutineDialect<DB> {
         }
         Ok(Self {
             pool,
+            health,
             sql: DB::CALLS.with_prefix(options.table_prefix()),
             purge_lock: DB::purge_lock(options.table_prefix()),
             signal,
@@ -327,7 +333,12 @@ where
                 }
             };
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        // The connection through `health`: while the server cannot be reached, this fails at
+        // once rather than after the pool's acquire timeout.
+        let mut conn = self.health.connection().await?;
+        let rows = query.fetch_all(&mut *conn).await;
+        self.health.after(conn, &rows);
+        let rows = rows?;
         if answer == Answer::Session {
             return DB::session(rows);
         }

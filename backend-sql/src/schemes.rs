@@ -73,7 +73,8 @@ impl Database {
 /// within `timeout` (`connectionTimeoutInMilliseconds`), else [`Error::Timeout`]. Later
 /// connections are opened by the pool, within its acquire timeout
 /// ([`SqlOptions::with_pool_acquire_timeout`](crate::SqlOptions::with_pool_acquire_timeout)):
-/// sqlx has no connect timeout of its own.
+/// sqlx has no connect timeout of its own; `health` bounds by `timeout` how long an operation
+/// waits for them when the server does not answer.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn check_connect<O>(
     options: &O, timeout: std::time::Duration, backend: &'static str,
