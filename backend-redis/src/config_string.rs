@@ -487,3 +487,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -338,3 +338,6 @@ mod tests {
         assert!(consts.contains(&line), "consts.lua must declare {line}");
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -232,7 +232,14 @@ impl SqlStore {
         for (name, value) in reply.items {
             let name = String::from_utf8(name)
                 .map_err(|_| corrupt(self.inner.backend, key, "item name is not UTF-8"))?;
-            items.insert(name, ItemValue::from_bytes(value));
+            // Names the application could never have stored (docs/contract.md §1: 1..=256 bytes),
+            // and a name stored twice, whose first value would be dropped silently (issue 14,
+            // `tests/fuzz_stored.rs`).
+            session_core::validate_item_name(&name)
+                .map_err(|_| corrupt(self.inner.backend, key, "item name is empty or too long"))?;
+            if items.insert(name, ItemValue::from_bytes(value)).is_some() {
+                return Err(corrupt(self.inner.backend, key, "item name appears twice"));
+            }
         }
         let timeout = reply
             .timeout_ms

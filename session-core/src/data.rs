@@ -24,12 +24,21 @@ pub fn encode_value<T: Serialize + ?Sized>(item: &str, value: &T) -> Result<Item
         })
 }
 
+/// How deeply nested a stored value may be (arrays and maps in arrays and maps), as serde_json's
+/// default recursion limit. rmp-serde's own limit (1024) is deeper than a 2 MiB thread stack
+/// reaches in a debug build: 800 nested one-element arrays, decoded into a self-describing type,
+/// overflowed it and aborted the process (issue 14, `session-core/tests/fuzz_parsers.rs`).
+const MAX_VALUE_DEPTH: usize = 128;
+
 /// Decodes a value stored by [`encode_value`].
 ///
 /// # Errors
-/// [`Error::Decode`] naming `item` if the bytes do not decode into `T`.
+/// [`Error::Decode`] naming `item` if the bytes do not decode into `T`, or nest deeper than 128
+/// arrays and maps.
 pub fn decode_value<T: DeserializeOwned>(item: &str, value: &ItemValue) -> Result<T> {
-    rmp_serde::from_slice(value.as_bytes()).map_err(|source| Error::Decode {
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(value.as_bytes());
+    decoder.set_max_depth(MAX_VALUE_DEPTH);
+    T::deserialize(&mut decoder).map_err(|source| Error::Decode {
         item: item.to_owned(),
         source,
     })

@@ -119,8 +119,17 @@ impl RoutineDb for Postgres {
         let Some(row) = rows.first() else {
             return Ok(Reply::default());
         };
-        let names: Option<Vec<Vec<u8>>> = row.try_get(5)?;
-        let values: Option<Vec<Vec<u8>>> = row.try_get(6)?;
+        // Arrays with a NULL element (or more than one dimension) are stored data that does not
+        // decode: `Corrupt` naming the session, like a length mismatch (issue 14,
+        // `tests/fuzz_stored.rs`), not a driver error.
+        let undecodable = |e| match e {
+            sqlx::Error::ColumnDecode { .. } => crate::dialect::corrupt_data(
+                "item names or values are not arrays of byte strings (a NULL element?)",
+            ),
+            other => other,
+        };
+        let names: Option<Vec<Vec<u8>>> = row.try_get(5).map_err(undecodable)?;
+        let values: Option<Vec<Vec<u8>>> = row.try_get(6).map_err(undecodable)?;
         let (names, values) = (names.unwrap_or_default(), values.unwrap_or_default());
         if names.len() != values.len() {
             return Err(crate::dialect::corrupt_data(

@@ -780,3 +780,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -349,3 +349,6 @@ mod tests {
         assert!(CookieOptions::new().with_domain(None).is_ok());
     }
 }
+
+#[cfg(test)]
+mod fuzz;
