@@ -507,7 +507,7 @@ fn latest_migration(db: Db) -> i64 {
     match db {
         Db::Sqlite => 2,
         Db::Mysql => 3,
-        Db::Postgres => 6,
+        Db::Postgres => 7,
     }
 }
 

@@ -55,6 +55,11 @@ impl RoutineDb for Postgres {
             "review fixes",
             include_str!("../../migrations/postgres/0006_review_fixes.sql"),
         ),
+        (
+            7,
+            "release signal hides ids",
+            include_str!("../../migrations/postgres/0007_release_signal_hides_ids.sql"),
+        ),
     ];
 
     const CALLS: Calls<&'static str> = Calls {

@@ -1,6 +1,6 @@
 //! The Postgres release signal (docs/contract.md §3, "Waiting"): every routine that ends a lock
 //! (commit, release, remove, delete of a locked session, change_id) sends
-//! `pg_notify('<prefix>release', hex(app) || ':' || hex(sid))` (migration 0003), delivered when
+//! `pg_notify('<prefix>release', <hash of app and sid>)` (migrations 0003 and 0007), delivered when
 //! its transaction commits. Each store holds one `LISTEN` connection of its own (not from the
 //! operations' pool), opened on the first [`watch`](ReleaseSignal::watch), and fans each
 //! notification out to the waiters of that session.
@@ -123,10 +123,18 @@ fn channel(prefix: &str) -> String {
     format!("{prefix}release")
 }
 
-/// A session's notification payload: `hex(app) || ':' || hex(sid)`, as the routines write it.
+/// A session's notification payload, as the routines write it (migration 0007): the SHA-256 of
+/// `length(app)` (4 bytes, big-endian), `app`, `sid`, in hex. Not the id itself: any role that can
+/// connect may `LISTEN` (docs/security.md).
 fn payload(app: &[u8], sid: &[u8]) -> String {
-    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("{}:{}", hex(app), hex(sid))
+    use sha2::{Digest, Sha256};
+    let len = u32::try_from(app.len()).unwrap_or(u32::MAX);
+    let digest = Sha256::new()
+        .chain_update(len.to_be_bytes())
+        .chain_update(app)
+        .chain_update(sid)
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One waiter: completes when woken, or when the signal is gone (a spurious wake-up). Dropped
@@ -217,8 +225,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payload_is_hex_of_app_and_sid() {
-        assert_eq!(payload(b"/a", b"Z9"), "2f61:5a39");
+    fn payload_is_a_hash_of_the_key_not_the_id() {
+        // sha256(00000002 || "/a" || "Z9"), as `encode(sha256(int4send(2) || '/a' || 'Z9'), 'hex')`.
+        // The value Postgres 15 computes for it (psql).
+        assert_eq!(
+            payload(b"/a", b"Z9"),
+            "7ccb0fa093a6601ba963788af04bf8abc3ed214a26a69e1fffb6f0840cc6448e"
+        );
+        assert_ne!(payload(b"/a", b"Z9"), payload(b"/aZ", b"9"), "unambiguous");
         assert_eq!(channel("sess_"), "sess_release");
     }
 }
