@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `{<app>_<id>}:v2` | string | the session: a fixed header (lock, timeout, flags, the last commit) and the items (`layout.rs`) |
 //! | `{<app>_<id>}:v2:alive` | string (empty) | only for sessions with expiry events: expires exactly when the session ends |
-//! | `{<app>_<id>}:released` | pub/sub channel | a message when the session's lock ends and a waiter marked it |
+//! | `{<sha256 of <app>_<id>>}:released` | pub/sub channel | a message when the session's lock ends and a waiter marked it; named by a hash, not the id: any client allowed to subscribe could otherwise learn live ids (docs/security.md) |
 //! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period |
 //!
 //! A session exists while its value exists and has not reached its end: without expiry events the
@@ -69,9 +69,21 @@ impl Keys {
         &self.session[..self.tag_len]
     }
 
-    /// The release channel, `{<app>_<id>}:released`.
+    /// The release channel, `{<h>}:released` where `<h>` is the SHA-256 (hex) of `<app>_<id>`:
+    /// not the id itself, since channel names are visible to every subscriber (`PUBSUB CHANNELS`,
+    /// pattern subscriptions).
     pub(crate) fn channel(&self) -> String {
-        with_suffix(self.tag(), ":released")
+        use sha2::{Digest, Sha256};
+        use std::fmt::Write as _;
+        let tag = self.tag();
+        let digest = Sha256::digest(tag[1..tag.len() - 1].as_bytes());
+        let mut name = String::with_capacity(2 + 64 + ":released".len());
+        name.push('{');
+        for b in digest {
+            let _ = write!(name, "{b:02x}");
+        }
+        name.push_str("}:released");
+        name
     }
 
     /// The claim of an expired session's end (expiry events), `{<app>_<id>}:ended`.
@@ -125,7 +137,14 @@ mod tests {
         let tag = "{/shop_0123456789abcdef0123456789abcdef}";
         assert_eq!(keys.session, format!("{tag}:v2"));
         assert_eq!(keys.alive, format!("{tag}:v2:alive"));
-        assert_eq!(keys.channel(), format!("{tag}:released"));
+        // sha256("/shop_0123456789abcdef0123456789abcdef"): the id is not in the channel's name.
+        let channel = keys.channel();
+        assert!(
+            channel.starts_with('{') && channel.ends_with("}:released"),
+            "{channel}"
+        );
+        assert_eq!(channel.len(), 1 + 64 + "}:released".len());
+        assert!(!channel.contains("0123456789abcdef"), "{channel}");
         assert_eq!(keys.ended(), format!("{tag}:ended"));
         assert_eq!(keys.tag(), tag);
         assert_eq!(keys.app_prefix(), "{/shop_");

@@ -1,5 +1,5 @@
 //! The release signal: scripts that end a lock `PUBLISH` on the session's channel
-//! (`{<app>_<id>}:released`); [`Signals`] subscribes on the store's own RESP3 connection and wakes
+//! (`{<sha256 of <app>_<id>>}:released`, keys.rs); [`Signals`] subscribes on the store's own RESP3 connection and wakes
 //! the watches of that channel.
 //!
 //! Regular (not sharded) pub/sub: on a cluster, `PUBLISH` is forwarded to every node, so a
