@@ -76,7 +76,7 @@ impl Keys {
         use sha2::{Digest, Sha256};
         use std::fmt::Write as _;
         let tag = self.tag();
-        let digest = Sha256::digest(tag[1..tag.len() - 1].as_bytes());
+        let digest = Sha256::digest(&tag.as_bytes()[1..tag.len() - 1]);
         let mut name = String::with_capacity(2 + 64 + ":released".len());
         name.push('{');
         for b in digest {
