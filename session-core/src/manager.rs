@@ -91,9 +91,9 @@ impl EndReport {
 
 struct Inner {
     store: Arc<dyn SessionStore>,
-    /// The same store for [`SessionManager::keep_alive`]: one attempt, bounded by the operation
-    /// timeout, never retried, so that a keep-alive never holds a response for the retry budget
-    /// during an outage.
+    /// The same store, one attempt at a time, bounded by the operation timeout, never retried: for
+    /// [`SessionManager::keep_alive`] (a keep-alive never holds a response for the retry budget
+    /// during an outage) and for releasing orphaned locks on a schedule of its own.
     keep_alive_store: Arc<dyn SessionStore>,
     app: AppName,
     session_timeout: Duration,
@@ -361,7 +361,15 @@ impl SessionManager {
     ) -> Result<std::result::Result<Option<Snapshot>, LockInfo>> {
         let store = &self.inner.store;
         Ok(match access {
-            Access::Exclusive => match store.acquire(key, token, self.inner.lock_ttl).await? {
+            Access::Exclusive => match store
+                .acquire(key, token, self.inner.lock_ttl)
+                .await
+                .inspect_err(|err| {
+                    if err.is_store_failure() {
+                        // The store may have applied it: that lock must not outlive the outage.
+                        release_orphan(&self.inner, key.clone(), token, Operation::Acquire);
+                    }
+                })? {
                 AcquireOutcome::Acquired(s) => Ok(Some(s)),
                 AcquireOutcome::Locked(info) => Err(info),
                 _ => Ok(None),
@@ -1014,24 +1022,62 @@ impl Drop for Session {
         let State::Locked(token) = self.state else {
             return;
         };
-        let inner = Arc::clone(&self.inner);
-        let key = self.key.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    match inner.store.release(&key, token).await {
-                        Ok(_) => inner.wake_local(&key),
-                        Err(err) => {
-                            tracing::warn!(error = %err, "releasing the lock of a dropped session failed");
-                        }
-                    }
-                });
-            }
-            Err(_) => tracing::warn!(
-                "session dropped outside a tokio runtime; its lock will be taken over once stale"
-            ),
-        }
+        release_orphan(&self.inner, self.key.clone(), token, Operation::Release);
     }
+}
+
+/// Makes sure the lock `token` may hold on `key` ends, in the background: after an operation on it
+/// ended ambiguously (an acquire whose reply was lost, a failed end) or a session was dropped
+/// holding it. The caller chose the token, so releasing it is always safe: it frees the lock only
+/// if that token holds it. One attempt at a time on the retry policy's schedule (after 20 ms, then
+/// every second), without the retry layer, until the store answers or the lock TTL has passed (the
+/// lock is stale by then and taken over anyway); a lock this frees is said in a log line.
+fn release_orphan(inner: &Arc<Inner>, key: SessionKey, token: LockToken, after: Operation) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(
+            "outside a tokio runtime: a lock that may be held is left to be taken over once stale"
+        );
+        return;
+    };
+    let inner = Arc::clone(inner);
+    handle.spawn(async move {
+        let give_up = tokio::time::Instant::now() + inner.lock_ttl;
+        // A dropped session's release is a first attempt; after an ambiguous operation it is a
+        // retry, on the retry policy's schedule.
+        let mut wait = if after == Operation::Release {
+            Duration::ZERO
+        } else {
+            RetryPolicy::FIRST_DELAY
+        };
+        loop {
+            tokio::time::sleep(wait).await;
+            match inner.keep_alive_store.release(&key, token).await {
+                Ok(outcome) => {
+                    if outcome == ReleaseOutcome::Released {
+                        if after != Operation::Release {
+                            tracing::info!(
+                                session = %key.id(),
+                                after = ?after,
+                                "released a lock left by an operation that ended without an answer"
+                            );
+                        }
+                        inner.wake_local(&key);
+                    }
+                    return;
+                }
+                Err(err) if err.is_store_failure() && tokio::time::Instant::now() < give_up => {
+                    wait = RetryPolicy::INTERVAL;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        "a lock that may be held could not be released; it is taken over once stale"
+                    );
+                    return;
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

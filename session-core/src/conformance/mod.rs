@@ -466,6 +466,7 @@ fn behaviours() -> Vec<Behaviour> {
         policy::corrupt_value_is_a_typed_error,
         policy::operation_timeout_applies,
         policy::lost_acquire_reply_keeps_session_usable,
+        policy::lost_acquire_reply_without_retries_leaves_no_lock,
         policy::lock_is_released_when_end_fails,
         policy::renew_id_survives_lost_remove_reply,
         policy::renew_id_keeps_original_when_remove_fails,

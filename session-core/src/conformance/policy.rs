@@ -195,6 +195,28 @@ pub(super) async fn lost_acquire_reply_keeps_session_usable(h: Harness) -> Outco
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
+/// Without retries, an acquire whose reply was lost is an error for its request, and the lock the
+/// store took for it is released in the background (docs/contract.md §3): the next request gets
+/// the session within a retry interval, not after the lock TTL.
+pub(super) async fn lost_acquire_reply_without_retries_leaves_no_lock(h: Harness) -> Outcome {
+    let what = "docs/contract.md §3: the lock of an acquire whose reply was lost is released";
+    let (store, m) = faulty_manager(&h, |c| {
+        c.retry_timeout(Duration::ZERO)
+            .lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(10))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    store.lose_reply(1);
+    check!(
+        reopen(&m, &id).await.is_err(),
+        "without retries, a lost acquire reply is the request's error"
+    );
+    // Without the background release the session would stay locked for the 60 s lock TTL.
+    let s = within(Duration::from_secs(3), what, reopen(&m, &id)).await??;
+    expect_stored(&s, "the next request gets the session")?;
+    expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
 pub(super) async fn lock_is_released_when_end_fails(h: Harness) -> Outcome {
     let (store, m) = faulty_manager(&h, |c| c.throw_on_error(false))?;
     let (id, _) = store_n1(&m).await?;
