@@ -233,8 +233,8 @@ impl SqlStore {
             let name = String::from_utf8(name)
                 .map_err(|_| corrupt(self.inner.backend, key, "item name is not UTF-8"))?;
             // Names the application could never have stored (docs/contract.md §1: 1..=256 bytes),
-            // and a name stored twice, whose first value would be dropped silently (issue 14,
-            // `tests/fuzz_stored.rs`).
+            // and a name stored twice, whose first value would be dropped silently
+            // (docs/contract.md §4, bad stored data; `tests/fuzz_stored.rs`).
             session_core::validate_item_name(&name)
                 .map_err(|_| corrupt(self.inner.backend, key, "item name is empty or too long"))?;
             if items.insert(name, ItemValue::from_bytes(value)).is_some() {

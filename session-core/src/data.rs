@@ -27,7 +27,7 @@ pub fn encode_value<T: Serialize + ?Sized>(item: &str, value: &T) -> Result<Item
 /// How deeply nested a stored value may be (arrays and maps in arrays and maps), as serde_json's
 /// default recursion limit. rmp-serde's own limit (1024) is deeper than a 2 MiB thread stack
 /// reaches in a debug build: 800 nested one-element arrays, decoded into a self-describing type,
-/// overflowed it and aborted the process (issue 14, `session-core/tests/fuzz_parsers.rs`).
+/// overflowed it and aborted the process (docs/security.md §2.5; `tests/fuzz_parsers.rs`).
 const MAX_VALUE_DEPTH: usize = 128;
 
 /// Decodes a value stored by [`encode_value`].

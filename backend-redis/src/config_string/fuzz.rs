@@ -1,4 +1,4 @@
-//! Fuzzing on stable Rust (issue 14): property tests of the Redis configuration readers that run
+//! Fuzzing on stable Rust (docs/security.md): property tests of the Redis configuration readers that run
 //! before any connection: the StackExchange.Redis string parser ([`parse`]), the resolution of a
 //! whole `Config` into the driver's settings (`Settings::resolve`: URLs, configuration strings,
 //! `host`/`port` attributes) and [`node_urls`](crate::node_urls). Whatever the text, the result is

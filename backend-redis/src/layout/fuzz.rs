@@ -1,4 +1,4 @@
-//! Fuzzing on stable Rust (issue 14): property tests of the one-string layout's decoders
+//! Fuzzing on stable Rust (docs/security.md): property tests of the one-string layout's decoders
 //! ([`header`], [`items`], [`snapshot`], [`lock_info`]) on arbitrary stored bytes. Whatever a
 //! session's value holds, decoding it gives the session's data or `Error::Corrupt` naming the
 //! session: never a panic, and never a session with fewer items than its bytes hold (a silently

@@ -125,8 +125,8 @@ impl RoutineDb for Postgres {
             return Ok(Reply::default());
         };
         // Arrays with a NULL element (or more than one dimension) are stored data that does not
-        // decode: `Corrupt` naming the session, like a length mismatch (issue 14,
-        // `tests/fuzz_stored.rs`), not a driver error.
+        // decode: `Corrupt` naming the session, like a length mismatch (docs/contract.md §4,
+        // bad stored data; `tests/fuzz_stored.rs`), not a driver error.
         let undecodable = |e| match e {
             sqlx::Error::ColumnDecode { .. } => crate::dialect::corrupt_data(
                 "item names or values are not arrays of byte strings (a NULL element?)",

@@ -1,4 +1,4 @@
-//! Fuzzing on stable Rust (issue 14): property tests of the SQLite `items` column's decoder
+//! Fuzzing on stable Rust (docs/security.md): property tests of the SQLite `items` column's decoder
 //! ([`unpack`]) and of the commit's merge ([`merge`]) on arbitrary stored bytes. A blob either
 //! decodes into items that pack back into exactly the same bytes (nothing skipped or dropped), or
 //! is an error that the store turns into `Error::Corrupt` naming the session (`CorruptData`);

@@ -503,3 +503,33 @@ pub(super) async fn waiter_wakes_when_this_manager_releases(h: Harness) -> Outco
     check!(!is_new, "the waiter gets the stored session");
     Ok(())
 }
+
+/// docs/contract.md §3 (keep-alive): a request that carries a session's cookie but does not use
+/// the session slides its expiry through [`SessionManager::keep_alive`]: kept alive every half
+/// timeout, an unused session outlives its timeout; left alone, it expires; an expired, unknown or
+/// malformed id is kept alive as nothing, and nothing is created.
+pub(super) async fn keep_alive_slides_expiry_of_unused_session(h: Harness) -> Outcome {
+    let m = h.manager(|c| c)?;
+    let key = seed_a1(&h, SHORT).await?;
+    let id = key.id().expose().to_owned();
+    for _ in 0..4 {
+        sleep(SHORT / 2).await;
+        check!(
+            m.keep_alive(&id).await?,
+            "docs/contract.md §3: a live session is kept alive"
+        );
+    }
+    expect_found_item(&h, &key, "a", 1, "kept alive past its timeout").await?;
+    sleep(EXPIRE_WAIT).await;
+    expect_missing(&h, &key, "left alone, it expires").await?;
+    check!(
+        !m.keep_alive(&id).await?,
+        "an expired session is not kept alive"
+    );
+    expect_missing(&h, &key, "a keep-alive creates nothing").await?;
+    check!(
+        !m.keep_alive("not-an-id").await?,
+        "a malformed id is no session"
+    );
+    Ok(())
+}

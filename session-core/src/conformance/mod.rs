@@ -438,6 +438,7 @@ fn behaviours() -> Vec<Behaviour> {
         manager::unchanged_session_releases,
         manager::timeout_change_commits,
         manager::abandon_removes,
+        manager::keep_alive_slides_expiry_of_unused_session,
         manager::read_only_never_writes,
         manager::read_only_waits_for_writer,
         manager::exclusive_waits_for_lock,

@@ -492,7 +492,7 @@ fn refuse_provider_type(name: &str, add: &Element) -> Result<()> {
     ))
 }
 
-/// How the Redis provider reads an attribute (R5 `ProviderConfiguration`): strings are first
+/// How the Redis provider reads an attribute (README, "Coming from ASP.NET"): strings are first
 /// looked up as an `<appSettings>` key; `connectionString` then as a `<connectionStrings>` name;
 /// numbers and booleans are looked up only when they do not parse.
 enum Lookup {

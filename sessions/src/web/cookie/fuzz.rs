@@ -1,4 +1,4 @@
-//! Fuzzing on stable Rust (issue 14): property tests of [`CookieOptions::read`], the parser of the
+//! Fuzzing on stable Rust (docs/security.md): property tests of [`CookieOptions::read`], the parser of the
 //! client's `Cookie` headers. CI runs the case counts below; `PROPTEST_CASES` runs more
 //! (`PROPTEST_CASES=100000 cargo test -p sessions --features axum --lib cookie::fuzz`).
 
