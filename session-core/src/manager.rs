@@ -2,8 +2,9 @@
 //! session per request with the chosen access mode, waits for locks, and ends the request with
 //! exactly one store operation from the decision table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -105,17 +106,40 @@ struct Inner {
     throw_on_error: bool,
     /// Whether [`SessionManager::keep_alive`] touches (`skipKeepAliveWhenUnused` is not set).
     keep_alive: bool,
-    /// Waiting requests per session, and how to wake them when a request of this manager lets the
-    /// session's lock go. A std mutex: it is held only to bump a counter or to wake, never across an
-    /// `.await`.
+    /// Waiting requests per session, in arrival order, and how to wake them when a request of this
+    /// manager lets the session's lock go or leaves the queue. A std mutex: it is held only to
+    /// queue, dequeue, check a turn or wake, never across an `.await`.
     waiters: Mutex<HashMap<SessionKey, LocalWaiters>>,
+    /// How many requests wait on any session: while none does, `open` skips the queue's mutex.
+    queued: AtomicUsize,
     last_error: Mutex<Option<Arc<Error>>>,
 }
 
-/// The requests of one manager waiting on one session.
+/// The requests of one manager waiting on one session, in arrival order (docs/contract.md §3,
+/// fair waiting).
 struct LocalWaiters {
-    count: usize,
+    /// The waiting requests' tickets, oldest first, with whether each wants the lock.
+    queue: VecDeque<(u64, Access)>,
+    /// The ticket of the next request to arrive.
+    next_ticket: u64,
     wake: Arc<tokio::sync::Notify>,
+}
+
+impl LocalWaiters {
+    /// Whether the request holding `ticket` may look at the store now: every request ahead of it
+    /// has been served or has given up, or (for a request without the lock) only requests without
+    /// the lock are ahead of it, which it may join: readers do not exclude each other.
+    fn turn_of(&self, ticket: u64, access: Access) -> bool {
+        for &(t, a) in &self.queue {
+            if t == ticket {
+                return true;
+            }
+            if access == Access::Exclusive || a == Access::Exclusive {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl Inner {
@@ -187,6 +211,7 @@ impl SessionManager {
                 throw_on_error: config.throw_on_error(),
                 keep_alive: config.keep_alive_when_unused(),
                 waiters: Mutex::new(HashMap::new()),
+                queued: AtomicUsize::new(0),
                 last_error: Mutex::new(None),
             }),
         }
@@ -229,7 +254,7 @@ impl SessionManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
-            .map_or(0, |w| w.count)
+            .map_or(0, |w| w.queue.len())
     }
 
     /// Opens the session for one request.
@@ -389,27 +414,46 @@ impl SessionManager {
         let start = Instant::now();
         let deadline = start + inner.wait_timeout;
         let signal = inner.store.capabilities().release_signal;
-        let mut waiter: Option<WaiterGuard> = None;
+        // A request that arrives while others of this manager wait on the session queues behind
+        // them before it looks: it must not take the session from under them (fair waiting,
+        // docs/contract.md §3).
+        let mut waiter = WaiterGuard::join_if_queued(inner, key, access)?;
         let mut watch = None;
         let mut backoff = FIRST_POLL;
         loop {
-            // Subscribe before looking, so that a release between the look and the wait wakes us.
-            if signal && waiter.is_some() && watch.is_none() {
-                watch = Some(inner.store.watch_release(key).await?);
-            }
-            // Likewise for this manager's own requests letting the lock go.
+            // Listen before looking, so that this manager's own requests letting the lock go (or
+            // leaving the queue) between the look and the wait wake us.
             let local = waiter.as_ref().map(|w| Arc::clone(&w.wake));
             let mut released_here = local.as_deref().map(|wake| Box::pin(wake.notified()));
             if let Some(n) = released_here.as_mut() {
                 n.as_mut().enable();
+            }
+            if waiter.as_ref().is_some_and(|w| !w.has_turn()) {
+                // Requests that came first are still waiting: this one does not look until they
+                // have been served (or have given up). The poll interval is only a safety net.
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::WaitTimeout {
+                        waited: now - start,
+                    });
+                }
+                let nap = inner.poll_interval.min(deadline - now);
+                if let Some(n) = released_here {
+                    let _ = tokio::time::timeout(nap, n).await;
+                }
+                continue;
+            }
+            // Likewise, subscribe to the store's signal before looking.
+            if signal && waiter.is_some() && watch.is_none() {
+                watch = Some(inner.store.watch_release(key).await?);
             }
             let info = match self.attempt(key, access, token).await? {
                 Ok(found) => return Ok(found),
                 Err(info) => info,
             };
             if waiter.is_none() {
-                // Registered (and subscribed) after the first look: look once more before waiting.
-                waiter = Some(WaiterGuard::register(inner, key)?);
+                // Queued (and subscribed) after the first look: look once more before waiting.
+                waiter = Some(WaiterGuard::register(inner, key, access)?);
                 continue;
             }
             if access != Access::Exclusive && info.age >= inner.lock_ttl {
@@ -460,31 +504,75 @@ impl SessionManager {
     }
 }
 
-/// Counts one waiting request on a session; the count drops when the guard does.
+/// One waiting request in its session's queue (docs/contract.md §3, fair waiting); it leaves the
+/// queue, and lets the next in line look, when the guard drops: served, failed or gone.
 struct WaiterGuard {
     inner: Arc<Inner>,
     key: SessionKey,
+    ticket: u64,
+    access: Access,
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl WaiterGuard {
-    fn register(inner: &Arc<Inner>, key: &SessionKey) -> Result<Self> {
+    /// Queues a request on `key`, last in line, or fails with [`Error::TooManyWaiters`].
+    fn register(inner: &Arc<Inner>, key: &SessionKey, access: Access) -> Result<Self> {
         let mut waiters = inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::join(inner, &mut waiters, key, access)
+    }
+
+    /// Queues a request on `key` only if requests of this manager already wait on it. While no
+    /// request waits on any session, this costs one atomic load.
+    fn join_if_queued(
+        inner: &Arc<Inner>, key: &SessionKey, access: Access,
+    ) -> Result<Option<Self>> {
+        if inner.queued.load(Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
+        let mut waiters = inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if !waiters.contains_key(key) {
+            return Ok(None);
+        }
+        Self::join(inner, &mut waiters, key, access).map(Some)
+    }
+
+    fn join(
+        inner: &Arc<Inner>, waiters: &mut HashMap<SessionKey, LocalWaiters>, key: &SessionKey,
+        access: Access,
+    ) -> Result<Self> {
         let entry = waiters.entry(key.clone()).or_insert_with(|| LocalWaiters {
-            count: 0,
+            queue: VecDeque::new(),
+            next_ticket: 0,
             wake: Arc::new(tokio::sync::Notify::new()),
         });
-        if entry.count >= inner.max_waiters {
+        if entry.queue.len() >= inner.max_waiters {
             return Err(Error::TooManyWaiters {
                 limit: inner.max_waiters,
             });
         }
-        entry.count += 1;
+        let ticket = entry.next_ticket;
+        entry.next_ticket += 1;
+        entry.queue.push_back((ticket, access));
+        inner.queued.fetch_add(1, Ordering::AcqRel);
         Ok(Self {
             inner: Arc::clone(inner),
             key: key.clone(),
+            ticket,
+            access,
             wake: Arc::clone(&entry.wake),
         })
+    }
+
+    /// Whether this request may look at the store now ([`LocalWaiters::turn_of`]).
+    fn has_turn(&self) -> bool {
+        let waiters = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        waiters
+            .get(&self.key)
+            .is_none_or(|w| w.turn_of(self.ticket, self.access))
     }
 }
 
@@ -496,9 +584,15 @@ impl Drop for WaiterGuard {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(w) = waiters.get_mut(&self.key) {
-            w.count -= 1;
-            if w.count == 0 {
+            if let Some(at) = w.queue.iter().position(|&(t, _)| t == self.ticket) {
+                w.queue.remove(at);
+                self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            if w.queue.is_empty() {
                 waiters.remove(&self.key);
+            } else {
+                // The next in line may look now.
+                w.wake.notify_waiters();
             }
         }
     }

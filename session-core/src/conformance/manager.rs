@@ -1,6 +1,6 @@
 //! The session manager on this store: the decision table and waiting rules of docs/contract.md §3.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -248,6 +248,19 @@ pub(super) async fn stale_lock_is_taken_over(h: Harness) -> Outcome {
     expect_stored_n(&h, &id, 2, "the new holder's write stands").await
 }
 
+/// Waits (bounded) until `n` requests of `m` wait on session `id`, so that a count or an order is
+/// exact.
+async fn until_waiting(m: &SessionManager, id: &str, n: usize) -> Outcome {
+    for _ in 0..250 {
+        if m.waiting_on(id) >= n {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let what = format!("expected {n} waiting requests");
+    expect(m.waiting_on(id), n, &what)
+}
+
 pub(super) async fn waiter_limit_fails_fast(h: Harness) -> Outcome {
     let (_, id) = stored_session(&h).await?;
     let m = h.manager(|c| c.max_waiters_per_session(2))?;
@@ -256,15 +269,7 @@ pub(super) async fn waiter_limit_fails_fast(h: Harness) -> Outcome {
     for n in 1..=2 {
         let open = open_later(&m, &id, Access::Exclusive);
         waiters.push(tokio::spawn(async move { open.await.map(|_| ()) }));
-        // Wait (bounded) until this waiter has registered, so the count is exact.
-        for _ in 0..250 {
-            if m.waiting_on(&id) >= n {
-                break;
-            }
-            sleep(Duration::from_millis(20)).await;
-        }
-        let what = format!("expected {n} waiting requests");
-        expect(m.waiting_on(&id), n, &what)?;
+        until_waiting(&m, &id, n).await?;
     }
     let what = "the waiter over the limit must fail fast, not wait";
     let third = within(Duration::from_secs(2), what, reopen(&m, &id)).await?;
@@ -532,4 +537,95 @@ pub(super) async fn keep_alive_slides_expiry_of_unused_session(h: Harness) -> Ou
         "a malformed id is no session"
     );
     Ok(())
+}
+
+/// The order in which requests got their sessions, by name.
+type Served = Arc<Mutex<Vec<&'static str>>>;
+
+/// Opens `id` with `access` on `m` as another request, notes `name` in `served` as soon as the
+/// session is open, keeps it for `hold` (a writer at work) and ends it.
+fn serve(
+    m: &SessionManager, id: &str, access: Access, name: &'static str, served: &Served,
+    hold: Duration,
+) -> JoinHandle<crate::Result<()>> {
+    let open = open_later(m, id, access);
+    let served = Arc::clone(served);
+    tokio::spawn(async move {
+        let s = open.await?;
+        served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(name);
+        sleep(hold).await;
+        s.end().await.map(|_| ())
+    })
+}
+
+/// Queues `waiters` (name, access) on the session `id` of `m` one after the other, each
+/// registered before the next arrives, while `holder` (a request of another manager) holds the
+/// lock, `settle` apart; then lets `holder` go at once and answers the order in which the waiters
+/// got the session.
+async fn arrival_order(
+    m: &SessionManager, id: &str, holder: Session, waiters: &[(&'static str, Access)],
+    settle: Duration,
+) -> Result<Vec<&'static str>, Failed> {
+    let served = Served::default();
+    let mut tasks = Vec::new();
+    for (n, &(name, access)) in waiters.iter().enumerate() {
+        let hold = Duration::from_millis(if access == Access::Exclusive { 100 } else { 0 });
+        tasks.push(serve(m, id, access, name, &served, hold));
+        until_waiting(m, id, n + 1).await?;
+        if n + 1 < waiters.len() {
+            sleep(settle).await;
+        }
+    }
+    holder.end().await?;
+    let what = "every waiter gets the session once the holder lets it go";
+    for task in tasks {
+        within(Duration::from_secs(20), what, joined(task)).await???;
+    }
+    Ok(served
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone())
+}
+
+/// docs/contract.md §3 (fair waiting): the waiters of one manager on one session are served in
+/// arrival order, a reader that arrived before a writer included. Here they poll (no release
+/// signal, a 10 s poll interval) and the holder is a request of another manager: the reader that
+/// arrived first is in a nap of about a second when the lock goes, while the writer that came a
+/// second later still looks every few milliseconds. Without a queue, the writer gets the session
+/// first.
+pub(super) async fn waiters_are_served_in_arrival_order(h: Harness) -> Outcome {
+    let store = HideCapabilities::wrap(Arc::clone(h.store()));
+    let config = h.config().poll_interval(Duration::from_secs(10)).build()?;
+    let m = SessionManager::new(Arc::new(store), &config);
+    let (other, id) = stored_session(&h).await?;
+    let holder = reopen(&other, &id).await?;
+    let waiters = [("reader", Access::ReadOnly), ("writer", Access::Exclusive)];
+    let order = arrival_order(&m, &id, holder, &waiters, Duration::from_millis(1200)).await?;
+    let what = "docs/contract.md §3: waiters are served in arrival order";
+    expect(order, vec!["reader", "writer"], what)
+}
+
+/// docs/contract.md §3 (fair waiting), woken by the store's release signal: the signal wakes every
+/// waiter at once, and still a reader and three writers get the session in the order they came.
+pub(super) async fn waiters_woken_by_the_release_signal_keep_arrival_order(h: Harness) -> Outcome {
+    let config = h.config().poll_interval(Duration::from_secs(10)).build()?;
+    let m = SessionManager::new(Arc::clone(h.store()), &config);
+    let (other, id) = stored_session(&h).await?;
+    let holder = reopen(&other, &id).await?;
+    let waiters = [
+        ("writer 1", Access::Exclusive),
+        ("reader", Access::ReadOnly),
+        ("writer 2", Access::Exclusive),
+        ("writer 3", Access::Exclusive),
+    ];
+    let order = arrival_order(&m, &id, holder, &waiters, Duration::from_millis(50)).await?;
+    let what = "docs/contract.md §3: waiters are served in arrival order";
+    expect(
+        order,
+        vec!["writer 1", "reader", "writer 2", "writer 3"],
+        what,
+    )
 }

@@ -4,13 +4,15 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::support::*;
 use super::{
     Failed, Faults, FaultyStore, Harness, HideCapabilities, Outcome, WithoutCapabilities, check,
 };
 use crate::{
     Call, Config, ConfigBuilder, EndOutcome, Error, ItemValue, Items, Layered, Operation, Reply,
-    Session, SessionKey, SessionManager, SessionStore, StoreLayer,
+    RetryPolicy, Session, SessionKey, SessionManager, SessionStore, StoreLayer,
 };
 
 /// A manager on `store` with [`Harness::config`] adjusted by `adjust`.
@@ -215,6 +217,71 @@ pub(super) async fn lost_acquire_reply_without_retries_leaves_no_lock(h: Harness
     let s = within(Duration::from_secs(3), what, reopen(&m, &id)).await??;
     expect_stored(&s, "the next request gets the session")?;
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
+/// How long the store stays down in the `store_down_then_back_*` behaviours.
+const DOWN: Duration = Duration::from_secs(2);
+
+/// The store goes down while one request holds a session's lock (its commit then fails) and another
+/// request was handed a session a moment before (it is dropped during the outage), and comes back
+/// [`DOWN`] later. During the outage a new request fails within the retry budget instead of waiting;
+/// once the store is back, both sessions are usable again within one retry interval (the background
+/// release of docs/contract.md §3 runs on the retry policy's schedule), with their stored data: the
+/// failed commit wrote nothing. Without that release, both would stay locked for the 60 s lock TTL.
+async fn store_down_then_back(h: &Harness, retry_timeout: Duration) -> Outcome {
+    let (store, m) = faulty_manager(h, |c| {
+        c.retry_timeout(retry_timeout)
+            .lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(10))
+    })?;
+    let (held, _) = store_n1(&m).await?;
+    let (dropped, _) = store_n1(&m).await?;
+    let mut holder = reopen(&m, &held).await?;
+    holder.insert("n", &2u32)?;
+    let gone = reopen(&m, &dropped).await?;
+    store.set_down(true);
+    let down_at = Instant::now();
+    drop(gone);
+    // Each failure comes within the retry budget (plus a margin for a loaded machine).
+    let bound = retry_timeout + Duration::from_secs(1);
+    let what = "a commit during an outage fails within the retry budget";
+    let end = within(bound, what, holder.end()).await?;
+    check!(
+        end.is_err(),
+        "a commit during an outage is an error, got {end:?}"
+    );
+    let what = "a request during an outage fails within the retry budget, it does not wait";
+    let during = within(bound, what, reopen(&m, &held)).await?;
+    check!(during.is_err(), "a request during an outage is an error");
+    sleep(DOWN.saturating_sub(down_at.elapsed())).await;
+    store.set_down(false);
+    let within_interval = RetryPolicy::INTERVAL + Duration::from_secs(1);
+    for (id, what) in [
+        (&held, "the session whose commit failed in the outage"),
+        (&dropped, "the session dropped in the outage"),
+    ] {
+        let why = format!(
+            "docs/contract.md §3: {what} is usable within one retry interval of the store's return"
+        );
+        let s = within(within_interval, &why, reopen(&m, id)).await??;
+        expect_stored(&s, &format!("{what} keeps its stored data"))?;
+        expect(
+            s.end().await?,
+            EndOutcome::Released,
+            "and its lock is this request's",
+        )?;
+    }
+    Ok(())
+}
+
+/// [`store_down_then_back`] without retries (the default).
+pub(super) async fn store_down_then_back_without_retries_leaves_no_lock(h: Harness) -> Outcome {
+    store_down_then_back(&h, Duration::ZERO).await
+}
+
+/// [`store_down_then_back`] with retries for 1 s: shorter than the outage, so they run out.
+pub(super) async fn store_down_then_back_with_retries_leaves_no_lock(h: Harness) -> Outcome {
+    store_down_then_back(&h, Duration::from_secs(1)).await
 }
 
 pub(super) async fn lock_is_released_when_end_fails(h: Harness) -> Outcome {

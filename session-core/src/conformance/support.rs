@@ -9,7 +9,7 @@
 //! which cites the contract rule; a check of an outcome or a value appends `, got <what it got>`.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -380,9 +380,12 @@ pub(super) fn open_later(
 /// store (`fail_before_on(op, n)`: the next `n` calls of operation `op`); `lose_reply(n)` lets the
 /// next `n` operations reach the store and then reports a transient failure, as when a reply is
 /// lost on the wire (`lose_reply_on(op, n)`: the next `n` calls of `op`); `delay(n, by)` makes the
-/// next `n` operations slow. Injected failures are [`Error::Unavailable`] from backend `"faulty"`.
+/// next `n` operations slow; `set_down(true)` fails every operation until `set_down(false)` (a
+/// server that is down for a while, then back). Injected failures are [`Error::Unavailable`] from
+/// backend `"faulty"`.
 #[derive(Debug, Default)]
 pub struct Faults {
+    down: AtomicBool,
     fail_before: AtomicU32,
     fail_before_on: PerOperation,
     lose_reply: AtomicU32,
@@ -436,7 +439,10 @@ impl StoreLayer for Faults {
             operation,
             source: "injected transient failure".into(),
         };
-        if Self::take(&self.fail_before) || Self::take_on(&self.fail_before_on, operation) {
+        if self.down.load(Ordering::SeqCst)
+            || Self::take(&self.fail_before)
+            || Self::take_on(&self.fail_before_on, operation)
+        {
             return Err(fail());
         }
         if Self::take(&self.delay) {
@@ -452,6 +458,11 @@ impl StoreLayer for Faults {
 }
 
 impl<S: SessionStore> Layered<S, Faults> {
+    /// Takes the store down (`true`: every operation fails without reaching it) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.layer().down.store(down, Ordering::SeqCst);
+    }
+
     /// Fails the next `n` operations without reaching the store.
     pub fn fail_before(&self, n: u32) {
         self.layer().fail_before.store(n, Ordering::SeqCst);
