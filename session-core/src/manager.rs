@@ -1302,6 +1302,51 @@ mod tests {
         assert_eq!(store.attempts.lock().unwrap().len(), 1, "no store call");
     }
 
+    /// A malformed cookie costs no store call: the open parses the id first and answers a new
+    /// session (docs/security.md §2.6).
+    #[tokio::test]
+    async fn a_malformed_id_opens_a_new_session_without_a_store_call() {
+        let (m, store) = manager(ScriptedStore::default(), true);
+        for hostile in [
+            "not-an-id",
+            "",
+            "../../etc/passwd",
+            &"a".repeat(8192),
+            "ABCDEF0123456789ABCDEF0123456789",
+        ] {
+            for access in [Access::Exclusive, Access::ReadOnly, Access::Concurrent] {
+                let s = m.open(Some(hostile), access).await.unwrap();
+                assert!(s.is_new());
+                assert_ne!(s.id().expose(), hostile);
+            }
+        }
+        assert_eq!(store.attempts.lock().unwrap().len(), 0, "no store call");
+    }
+
+    /// What `Debug` prints of a session, its key, a lock token, an item value and a manager holds
+    /// neither a whole id nor a whole token nor an item's bytes (docs/security.md §2.4).
+    #[tokio::test]
+    async fn debug_prints_no_whole_id_token_or_value() {
+        let (m, _) = manager(ScriptedStore::default(), true);
+        let mut s = m.open(None, Access::Exclusive).await.unwrap();
+        s.insert("password", "hunter2").unwrap();
+        let id = s.id().expose().to_owned();
+        let printed = format!("{s:?} {:?} {m:?}", s.key());
+        assert!(!printed.contains(&id), "{printed}");
+        assert!(printed.contains(&id[..6]), "the prefix names it: {printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let token = LockToken::generate().unwrap();
+        let printed = format!("{token:?}");
+        assert!(!printed.contains(&token.to_hex()), "{printed}");
+        assert!(printed.contains(&token.to_hex()[..8]), "{printed}");
+        let value = crate::ItemValue::from_bytes(b"hunter2".to_vec());
+        let printed = format!("{value:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("104, 117"),
+            "{printed}"
+        );
+    }
+
     #[tokio::test]
     async fn keep_alive_is_off_with_skip_keep_alive_when_unused() {
         let store = Arc::new(ScriptedStore::default());

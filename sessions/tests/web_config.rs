@@ -139,6 +139,23 @@ fn in_proc_is_the_memory_store() {
     assert_eq!(web.cookie_name(), "MyApp.Session");
     #[cfg(feature = "axum")]
     assert_eq!(web.cookie_options().name(), "MyApp.Session");
+    #[cfg(feature = "axum")]
+    {
+        // Only the name comes from the file: `<httpCookies>` cannot weaken the cookie
+        // (docs/security.md §2.3).
+        let web = WebConfig::parse(
+            r#"<configuration><system.web>
+                 <httpCookies domain="evil.example" requireSSL="false" httpOnlyCookies="false"/>
+                 <sessionState mode="InProc" cookieName="MyApp.Session"/>
+               </system.web></configuration>"#,
+        )
+        .unwrap();
+        let options = web.cookie_options();
+        assert_eq!(options.name(), "MyApp.Session");
+        assert_eq!(options.path(), "/");
+        assert_eq!(options.domain(), None);
+        assert!(options.secure());
+    }
 }
 
 fn custom_with_every_attribute() {
@@ -269,6 +286,12 @@ fn sections_in_files_of_their_own() {
     );
     assert_eq!(c.host(), Some("127.0.0.1"), "appSettings file wins");
     assert_eq!(c.session_timeout(), Duration::from_secs(15 * 60));
+    // Written on Windows, with `\` between the directory and the file.
+    let windows = read("config-source-windows.config");
+    assert_eq!(
+        windows.config().session_timeout(),
+        Duration::from_secs(15 * 60)
+    );
     // Given as text, there is no directory to find them in.
     refuses(
         &text("config-source.config"),
@@ -285,6 +308,22 @@ fn sections_in_files_of_their_own() {
         "<sessionState> configSource",
         &["relative path in the web.config's directory or below"],
     );
+    for absolute in [
+        "/etc/session.config",
+        r"C:\inetpub\session.config",
+        "C:session.config",
+        r"\\server\share\s.config",
+        r"..\outside.config",
+        r"sub\..\..\outside.config",
+    ] {
+        refuses(
+            &format!(
+                r#"<configuration><system.web><sessionState configSource="{absolute}"/></system.web></configuration>"#
+            ),
+            "<sessionState> configSource",
+            &["relative path in the web.config's directory or below"],
+        );
+    }
     refuses(
         r#"<configuration><connectionStrings configProtectionProvider="RsaProtectedConfigurationProvider"><EncryptedData/></connectionStrings></configuration>"#,
         "<connectionStrings>",

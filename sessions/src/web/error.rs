@@ -177,4 +177,63 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }
+
+    /// The body is one of four fixed texts whatever the error holds: no driver message, host,
+    /// password, application or id prefix reaches the client (docs/security.md §2.4).
+    #[tokio::test]
+    async fn bodies_are_fixed_and_name_no_internals() {
+        use http_body_util::BodyExt;
+
+        const SECRET: &str = "host=db.internal password=hunter2 app=shop id=0123456789abcdef";
+        let fixed = [
+            "the session was taken over by another request; this request's changes were not saved",
+            "the session is busy or its store is unavailable; try again",
+            "the session would be too large",
+            "session error",
+        ];
+        let errors = [
+            Error::Unavailable {
+                backend: "postgres",
+                operation: Operation::Acquire,
+                source: SECRET.into(),
+            },
+            Error::Backend {
+                backend: "redis",
+                operation: Operation::Commit,
+                source: SECRET.into(),
+            },
+            Error::Corrupt {
+                backend: "mysql",
+                app: SECRET.to_owned(),
+                id_prefix: "012345".to_owned(),
+                source: SECRET.into(),
+            },
+            Error::LockLost {
+                operation: Operation::Commit,
+            },
+            Error::SessionTooLarge { size: 2, limit: 1 },
+        ];
+        for error in errors {
+            let shown = error.to_string();
+            let response = SessionError::from(error).into_response();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("a fixed body")
+                .to_bytes();
+            let body = std::str::from_utf8(&bytes).expect("UTF-8");
+            assert!(fixed.contains(&body), "{shown}: unexpected body {body:?}");
+            for secret in [
+                "hunter2",
+                "db.internal",
+                "shop",
+                "012345",
+                "postgres",
+                "redis",
+            ] {
+                assert!(!body.contains(secret), "{shown}: the body names {secret:?}");
+            }
+        }
+    }
 }

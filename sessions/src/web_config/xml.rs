@@ -374,10 +374,14 @@ fn config_source(section: Element, source: &Source) -> Result<Element> {
         return Ok(section);
     };
     let setting = format!("{setting} configSource");
-    let path = Path::new(relative.trim());
-    if !path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    // A web.config written on Windows separates with `\`: read it as `/`, so that `..\x` and
+    // `\\server\x` are seen for what they are. A drive letter (`C:`) is never relative.
+    let relative = relative.trim().replace('\\', "/");
+    let path = Path::new(&relative);
+    if relative.contains(':')
+        || !path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
     {
         return Err(error(
             setting,
@@ -385,7 +389,7 @@ fn config_source(section: Element, source: &Source) -> Result<Element> {
             &section.origin,
         ));
     }
-    let file = source.sibling(relative.trim(), &setting, &section.origin)?;
+    let file = source.sibling(&relative, &setting, &section.origin)?;
     let root = parse(&read_file(&file)?, &Source::file(&file))?;
     if root.name != section.name {
         return Err(error(
