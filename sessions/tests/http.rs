@@ -4,9 +4,7 @@
 //! unless it is required, in which case it fails (docs/style.md H10).
 //! Each trial uses its own application name, so runs cannot see each other's sessions.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +24,11 @@ use sessions::web::{
     ConcurrentSession, CookieOptions, ExclusiveSession, ReadOnlySession, SessionError, SessionLayer,
 };
 use sessions::{Access, AppName, Config, ConfigBuilder, SessionId, SessionManager, SessionStore};
-use test_support::{Failed, TestResult, Unconfigured, block_on, ensure, fail};
+use test_support::{
+    Failed, TestResult, Unconfigured, UrlBehaviour, ensure, fail, url_behaviours, url_trials,
+};
 use tokio::sync::oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
-
-type Body = Pin<Box<dyn Future<Output = TestResult> + Send>>;
 
 // ---------------------------------------------------------------------------------------------
 // The application under test.
@@ -876,16 +874,8 @@ async fn concurrent_routes_neither_wait_nor_lose_items(url: String) -> TestResul
 // ---------------------------------------------------------------------------------------------
 // Runner.
 
-type Behaviour = fn(String) -> Body;
-
-macro_rules! behaviours {
-    ($($f:ident),* $(,)?) => {
-        [$((stringify!($f), (|url| Box::pin($f(url))) as Behaviour)),*]
-    };
-}
-
-fn behaviours() -> Vec<(&'static str, Behaviour)> {
-    behaviours![
+fn behaviours() -> Vec<(&'static str, UrlBehaviour)> {
+    url_behaviours![
         exclusive_counter_loses_no_update,
         read_only_never_sees_half_a_change,
         unknown_session_id_is_replaced,
@@ -900,33 +890,12 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         lock_lost_commit_becomes_409,
         concurrent_routes_neither_wait_nor_lose_items,
     ]
-    .to_vec()
-}
-
-fn run(body: Body) -> TestResult {
-    block_on(async {
-        match tokio::time::timeout(Duration::from_secs(180), body).await {
-            Ok(result) => result,
-            Err(_) => Err(fail("the trial did not finish within 180 s")),
-        }
-    })
 }
 
 /// The trials of one store, `<prefix>::<behaviour>`: every behaviour on `url`, or, without its
 /// server, as test-support's require-or-ignore rule says.
 fn store(prefix: &str, url: Result<String, Unconfigured>) -> Vec<Trial> {
-    let names = behaviours()
-        .into_iter()
-        .map(|(name, f)| (format!("{prefix}::{name}"), f));
-    match url {
-        Ok(url) => names
-            .map(|(name, f)| {
-                let url = url.clone();
-                Trial::test(name, move || run(f(url)))
-            })
-            .collect(),
-        Err(unconfigured) => unconfigured.trials(names.map(|(name, _)| name)),
-    }
+    url_trials(prefix, url, behaviours(), Duration::from_secs(180))
 }
 
 fn main() -> std::process::ExitCode {

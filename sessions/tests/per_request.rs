@@ -6,7 +6,6 @@
 //! visible. Each trial uses its own application name.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,11 @@ use sessions::{
     AppName, Config, ConfigBuilder, Operation, RefreshWindow, SessionId, SessionManager,
     SessionStore,
 };
-use test_support::{Failed, TestResult, Unconfigured, block_on, ensure, fail};
+use test_support::{
+    Failed, TestResult, Unconfigured, UrlBehaviour, ensure, fail, url_behaviours, url_trials,
+};
 use tokio::sync::Barrier;
 use tower::ServiceExt;
-
-type TrialFuture = Pin<Box<dyn Future<Output = TestResult> + Send>>;
 
 /// The session cookie's name (the layer's default).
 const COOKIE_NAME: &str = "session_id";
@@ -374,16 +373,8 @@ async fn failed_save_reaches_the_response_as_last_error(url: String) -> TestResu
 // ---------------------------------------------------------------------------------------------
 // Runner.
 
-type Behaviour = fn(String) -> TrialFuture;
-
-macro_rules! behaviours {
-    ($($f:ident),* $(,)?) => {
-        [$((stringify!($f), (|url| Box::pin($f(url))) as Behaviour)),*]
-    };
-}
-
-fn behaviours() -> Vec<(&'static str, Behaviour)> {
-    behaviours![
+fn behaviours() -> Vec<(&'static str, UrlBehaviour)> {
+    url_behaviours![
         unused_session_is_touched_once,
         skip_keep_alive_when_unused_touches_nothing,
         keep_alive_slides_the_expiry,
@@ -391,33 +382,12 @@ fn behaviours() -> Vec<(&'static str, Behaviour)> {
         concurrent_requests_see_only_their_own_error,
         failed_save_reaches_the_response_as_last_error,
     ]
-    .to_vec()
-}
-
-fn run(body: TrialFuture) -> TestResult {
-    block_on(async {
-        match tokio::time::timeout(Duration::from_secs(60), body).await {
-            Ok(result) => result,
-            Err(_) => Err(fail("the trial did not finish within 60 s")),
-        }
-    })
 }
 
 /// The trials of one store, `<prefix>::<behaviour>`: every behaviour on `url`, or, without its
 /// server, as test-support's require-or-ignore rule says.
 fn store(prefix: &str, url: Result<String, Unconfigured>) -> Vec<Trial> {
-    let names = behaviours()
-        .into_iter()
-        .map(|(name, f)| (format!("{prefix}::{name}"), f));
-    match url {
-        Ok(url) => names
-            .map(|(name, f)| {
-                let url = url.clone();
-                Trial::test(name, move || run(f(url)))
-            })
-            .collect(),
-        Err(unconfigured) => unconfigured.trials(names.map(|(name, _)| name)),
-    }
+    url_trials(prefix, url, behaviours(), Duration::from_secs(60))
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,8 +1,11 @@
 //! Helpers for `libtest-mimic` harnesses: failing with a message (`ensure!`, [`fail`]), running
-//! an async body on a runtime of its own ([`block_on`]), and a trial that needs a server
-//! ([`trial()`]).
+//! an async body on a runtime of its own ([`block_on`]), a trial that needs a server
+//! ([`trial()`]), and the trials of a list of behaviours on one store URL ([`url_trials`],
+//! [`url_behaviours!`](crate::url_behaviours)).
 
 use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use libtest_mimic::Trial;
 
@@ -67,6 +70,52 @@ where
     match server {
         Ok(server) => Trial::test(name, move || block_on(body(server))),
         Err(unconfigured) => unconfigured.trial(name),
+    }
+}
+
+/// What a behaviour run on a store URL returns: its body, boxed.
+pub type UrlBody = Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+/// A behaviour run on a store URL (`memory://`, a Redis or Postgres URL...).
+pub type UrlBehaviour = fn(String) -> UrlBody;
+
+/// `[(name, behaviour)]` for the `async fn(String) -> TestResult` behaviours named, for
+/// [`url_trials`]: `url_behaviours![counts, renews]`.
+#[macro_export]
+macro_rules! url_behaviours {
+    ($($f:ident),* $(,)?) => {
+        vec![$((stringify!($f), (|url| Box::pin($f(url))) as $crate::UrlBehaviour)),*]
+    };
+}
+
+/// The trials of one store, `<prefix>::<name>`: each behaviour on `url` with [`block_on`], failing
+/// if it has not finished within `limit`; or, when `url` is [`Unconfigured`], each as
+/// [`Unconfigured::trials`] says (ignored with the reason, or failing when the variant is
+/// required).
+pub fn url_trials(
+    prefix: &str, url: Result<String, Unconfigured>, behaviours: Vec<(&'static str, UrlBehaviour)>,
+    limit: Duration,
+) -> Vec<Trial> {
+    let named = behaviours
+        .into_iter()
+        .map(|(name, f)| (format!("{prefix}::{name}"), f));
+    match url {
+        Ok(url) => named
+            .map(|(name, f)| {
+                let url = url.clone();
+                Trial::test(name, move || {
+                    block_on(async move {
+                        match tokio::time::timeout(limit, f(url)).await {
+                            Ok(result) => result,
+                            Err(_) => {
+                                Err(fail(format!("the trial did not finish within {limit:?}")))
+                            }
+                        }
+                    })
+                })
+            })
+            .collect(),
+        Err(unconfigured) => unconfigured.trials(named.map(|(name, _)| name)),
     }
 }
 

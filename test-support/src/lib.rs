@@ -10,7 +10,8 @@
 //!   fail, so a required backend can never pass by being skipped.
 //! - [`connect`]: opening the stores as the tests do, and the conformance suite's trials for a
 //!   variant ([`conformance_trials`]).
-//! - [`harness`]: `ensure!`, [`fail`] and [`trial()`] for `libtest-mimic` harnesses.
+//! - [`harness`]: `ensure!`, [`fail`], [`trial()`] and [`url_trials`] for `libtest-mimic` harnesses.
+//! - [`private`]: servers a test starts, crashes and restarts itself on free ports (fault tests).
 //!
 //! # The variables
 //!
@@ -33,6 +34,7 @@
 
 pub mod connect;
 pub mod harness;
+pub mod private;
 pub mod require;
 pub mod servers;
 
@@ -41,7 +43,7 @@ pub use connect::{
     open_redis_with, open_sql, open_sql_with, redis_attributes_factory_with, redis_factory,
     redis_factory_with, redis_near_factory_with, sql_factory, sql_factory_with,
 };
-pub use harness::{Failed, TestResult, block_on, fail, trial};
+pub use harness::{Failed, TestResult, UrlBehaviour, UrlBody, block_on, fail, trial, url_trials};
 pub use require::{Unconfigured, configured};
 pub use servers::{
     PostgresCluster, Redis, RedisCluster, RedisTls, Server, SqlServer, SqlTls, Variant,
