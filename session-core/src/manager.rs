@@ -824,11 +824,14 @@ impl Session {
     /// # Errors
     /// [`Error::NotWritable`] for a read-only or lock-free stored session; [`Error::LockLost`] if
     /// this request no longer holds the lock, or the session was deleted meanwhile;
-    /// [`Error::IdCollision`]; store failures. On error the session keeps its old id, with one
-    /// exception: on a store without `change_id`, if the store fails both to confirm the removal of
-    /// the old id and to say whether the old id still exists, the session continues under the new
-    /// id (the one copy known to exist, locked by this request) and the error is still returned:
-    /// the old id may then survive until it expires.
+    /// [`Error::IdCollision`]; store failures. A `change_id` whose reply was lost is settled by
+    /// looking at the new id: under this request's lock there, the move happened and `renew_id`
+    /// succeeds. On error the session keeps its old id, with two exceptions: if that look fails
+    /// too, the session may have moved to the new id, whose lock is then released in the
+    /// background (docs/contract.md §3); and on a store without `change_id`, if the store fails both
+    /// to confirm the removal of the old id and to say whether the old id still exists, the session
+    /// continues under the new id (the one copy known to exist, locked by this request) and the
+    /// error is still returned: the old id may then survive until it expires.
     pub async fn renew_id(&mut self) -> Result<SessionId> {
         self.writable()?;
         let new_id = SessionId::generate()?;
@@ -852,7 +855,25 @@ impl Session {
         if !store.capabilities().change_id {
             return self.renew_by_copy(&*store, new_key, token).await;
         }
-        match store.change_id(&self.key, new_id, token).await? {
+        let changed = match store.change_id(&self.key, new_id, token).await {
+            Err(err) if err.is_store_failure() => {
+                // The move may have been applied and its reply lost: the new id tells. Under this
+                // request's lock there, it moved; missing there, it did not.
+                match store.read(&new_key).await {
+                    Ok(ReadOutcome::Locked(info)) if info.token == token => {
+                        ChangeIdOutcome::Changed
+                    }
+                    Ok(_) => return Err(err),
+                    Err(_) => {
+                        // Unknown: if it moved, the lock under the new id must not outlive this.
+                        release_orphan(&self.inner, new_key, token, Operation::ChangeId);
+                        return Err(err);
+                    }
+                }
+            }
+            other => other?,
+        };
+        match changed {
             ChangeIdOutcome::Changed => {
                 self.key = new_key;
                 Ok(())

@@ -7,7 +7,9 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::layer::{Call, Layered, Reply, StoreLayer};
-use crate::model::{CreateOutcome, ReleaseOutcome, RemoveOutcome};
+use crate::model::{
+    ChangeIdOutcome, CommitOutcome, CreateOutcome, ReadOutcome, ReleaseOutcome, RemoveOutcome,
+};
 use crate::store::SessionStore;
 
 /// The ASP.NET Redis provider's retry schedule: the first retry 20 ms after a transient failure,
@@ -80,6 +82,13 @@ impl RetryPolicy {
 ///   finds the session is `Created` (fresh ids do not collide), a retried `remove` or `delete` that
 ///   finds nothing is `Removed`. (The price: a lock lost by other means while a release was being
 ///   retried is reported `Released`; nothing is written either way.)
+/// - a retried `commit` that answers `LockLost` may have been applied by an earlier attempt whose
+///   reply was lost, before the next request took the lock and committed (the store's memory of a
+///   commit ends there, docs/contract.md §2): it is the earlier attempt's transient error, not
+///   `LockLost`, which would say that nothing was written;
+/// - a retried `change_id` that answers `LockLost` is `Changed` when the new id holds the session
+///   under this request's lock (an earlier attempt moved it); if that cannot be read, it is the
+///   earlier attempt's transient error.
 /// - `write_concurrent` is not retried, since repeating it could overwrite a newer value.
 ///
 /// The operation timeout is this layer's: it bounds each attempt, and a timed-out attempt is a
@@ -113,13 +122,15 @@ impl RetryLayer {
         self.operation_timeout
     }
 
-    /// Runs `call` under `policy`; returns the reply and whether it came from a retry.
+    /// Runs `call` under `policy`; returns the reply and, when it came from a retry, the transient
+    /// error of the attempt before it.
     async fn attempts(
         &self, policy: RetryPolicy, call: Call<'_>, inner: &dyn SessionStore,
-    ) -> Result<(Reply, bool)> {
+    ) -> Result<(Reply, Option<Error>)> {
         let (backend, operation) = (inner.backend(), call.operation());
         let start = tokio::time::Instant::now();
         let mut failed = 0u32;
+        let mut last_failure = None;
         loop {
             let result = match self.operation_timeout {
                 Some(after) => tokio::time::timeout(after, call.run(inner))
@@ -136,12 +147,13 @@ impl RetryLayer {
                 Ok(reply) => {
                     span.record("outcome", reply.outcome_name());
                     span.record("attempts", failed + 1);
-                    return Ok((reply, failed > 0));
+                    return Ok((reply, last_failure));
                 }
                 Err(err) if err.is_transient() => {
                     failed += 1;
                     if let Some(delay) = policy.next_delay(failed, start.elapsed()) {
                         tracing::debug!(error = %err, ?delay, "transient failure, retrying");
+                        last_failure = Some(err);
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -178,16 +190,28 @@ impl StoreLayer for RetryLayer {
             Call::WriteConcurrent { .. } => RetryPolicy::none(),
             _ => self.policy,
         };
-        let (reply, retried) = self.attempts(policy, call, inner).instrument(span).await?;
-        Ok(match (reply, retried) {
-            (Reply::Release(ReleaseOutcome::LockLost), true) => {
-                Reply::Release(ReleaseOutcome::Released)
+        let (reply, earlier) = self.attempts(policy, call, inner).instrument(span).await?;
+        let Some(earlier) = earlier else {
+            return Ok(reply);
+        };
+        Ok(match reply {
+            Reply::Release(ReleaseOutcome::LockLost) => Reply::Release(ReleaseOutcome::Released),
+            Reply::Create(CreateOutcome::AlreadyExists) => Reply::Create(CreateOutcome::Created),
+            Reply::Remove(RemoveOutcome::Missing) => Reply::Remove(RemoveOutcome::Removed),
+            Reply::Commit(CommitOutcome::LockLost) => return Err(earlier),
+            Reply::ChangeId(ChangeIdOutcome::LockLost) => {
+                let Call::ChangeId { key, new_id, token } = call else {
+                    return Ok(reply);
+                };
+                match inner.read(&key.with_id(new_id)).await {
+                    Ok(ReadOutcome::Locked(info)) if info.token == token => {
+                        Reply::ChangeId(ChangeIdOutcome::Changed)
+                    }
+                    Ok(_) => reply,
+                    Err(_) => return Err(earlier),
+                }
             }
-            (Reply::Create(CreateOutcome::AlreadyExists), true) => {
-                Reply::Create(CreateOutcome::Created)
-            }
-            (Reply::Remove(RemoveOutcome::Missing), true) => Reply::Remove(RemoveOutcome::Removed),
-            (reply, _) => reply,
+            reply => reply,
         })
     }
 }

@@ -474,6 +474,9 @@ fn behaviours() -> Vec<Behaviour> {
         policy::store_down_then_back_with_retries_leaves_no_lock,
         policy::lock_is_released_when_end_fails,
         policy::renew_id_survives_lost_remove_reply,
+        policy::lost_change_id_reply_keeps_the_new_id_without_retries if needs(change_id),
+        policy::lost_change_id_reply_keeps_the_new_id_with_retries if needs(change_id),
+        policy::retried_commit_after_the_next_holder_is_not_lock_lost,
         policy::renew_id_keeps_original_when_remove_fails,
         policy::renew_id_keeps_copy_when_store_cannot_tell,
         // Two instances sharing one server: run by `shared_trials` only.

@@ -438,3 +438,96 @@ pub(super) async fn renew_id_keeps_copy_when_store_cannot_tell(h: Harness) -> Ou
     expect_missing(&h, &old, what).await?;
     commits_whole(&h, s, &copy).await
 }
+
+/// A session whose `change_id` reply is lost after the store applied it: `renew_id` still answers
+/// the new id, and the session goes on under it with its data and its lock; the old id is gone.
+async fn lost_change_id_reply(h: &Harness, retry_timeout: Duration) -> Outcome {
+    let (store, m) = faulty_manager(h, |c| c.retry_timeout(retry_timeout))?;
+    let (mut s, old) = renew_candidate(&m).await?;
+    store.lose_reply_on(Operation::ChangeId, 1);
+    let what = "docs/contract.md §3: a renew_id whose change_id reply was lost after the store \
+                applied it answers the new id";
+    let new_id = expect_ok(s.renew_id().await, what)?;
+    expect(*s.id(), new_id, "the session goes on under the new id")?;
+    let new_key = s.key().clone();
+    commits_whole(h, s, &new_key).await?;
+    expect_missing(h, &old, "the old id is gone").await
+}
+
+fn expect_ok<T, E: std::fmt::Debug>(result: Result<T, E>, what: &str) -> Result<T, Failed> {
+    result.map_err(|err| Failed::new(format!("{what}, got {err:?}")))
+}
+
+/// [`lost_change_id_reply`] without retries: the manager asks the new id.
+pub(super) async fn lost_change_id_reply_keeps_the_new_id_without_retries(h: Harness) -> Outcome {
+    lost_change_id_reply(&h, Duration::ZERO).await
+}
+
+/// [`lost_change_id_reply`] with retries: the retry finds the old id gone, and the retry layer
+/// asks the new id.
+pub(super) async fn lost_change_id_reply_keeps_the_new_id_with_retries(h: Harness) -> Outcome {
+    lost_change_id_reply(&h, Duration::from_secs(3)).await
+}
+
+/// Once armed, lets the next `commit` through, then has another request take the lock and commit
+/// `a = 99` before it reports the commit failed (its reply lost).
+#[derive(Debug, Default)]
+struct NextHolderCommitsFirst {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl StoreLayer for NextHolderCommitsFirst {
+    async fn around(&self, call: Call<'_>, inner: &dyn SessionStore) -> crate::Result<Reply> {
+        let reply = call.run(inner).await?;
+        let Call::Commit { key, .. } = call else {
+            return Ok(reply);
+        };
+        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(reply);
+        }
+        let next = crate::LockToken::generate()?;
+        inner.acquire(key, next, LONG_TTL).await?;
+        inner.commit(key, next, &set_a(99), LONG).await?;
+        Err(Error::Unavailable {
+            backend: "faulty",
+            operation: Operation::Commit,
+            source: "reply lost after the commit was applied".into(),
+        })
+    }
+}
+
+/// A commit whose reply was lost after the store applied it, and whose retry comes after the next
+/// request took the lock and committed: the retry cannot tell that it was applied (the store's
+/// memory of a commit ends at the next holder's, docs/contract.md §2), and `LockLost` would say
+/// that nothing was written. The end fails with a store failure instead, and both commits stand.
+pub(super) async fn retried_commit_after_the_next_holder_is_not_lock_lost(h: Harness) -> Outcome {
+    let store = Arc::new(Layered::new(
+        Arc::clone(h.store()),
+        NextHolderCommitsFirst::default(),
+    ));
+    let config = h.config().retry_timeout(Duration::from_secs(3)).build()?;
+    let m = SessionManager::new(Arc::clone(&store) as Arc<dyn SessionStore>, &config);
+    let (id, _) = store_n1(&m).await?;
+    let mut s = reopen(&m, &id).await?;
+    s.insert("n", &2u32)?;
+    store
+        .layer()
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let end = s.end().await;
+    check!(
+        !matches!(end, Err(Error::LockLost { .. })),
+        "docs/contract.md §4: a retried commit that may have been applied is not LockLost \
+         (nothing written), got {end:?}"
+    );
+    check!(
+        end.as_ref().is_err_and(Error::is_store_failure),
+        "the end fails as a store failure (the commit's fate is unknown to it), got {end:?}"
+    );
+    let snap = found(&h, &key_of(&h, &id)?).await?;
+    check!(
+        get::<u32>(&snap.items, "n")? == Some(2) && get::<u32>(&snap.items, "a")? == Some(99),
+        "both commits stand"
+    );
+    Ok(())
+}
