@@ -168,6 +168,22 @@ impl ErrorContext {
             }
         }
     }
+
+    /// Maps a driver error of `operation` on `key`'s session: as [`ErrorContext::map`], but a
+    /// `WRONGTYPE` reply (the session's key holds a list, a hash or any other type than the string
+    /// this layout writes, so the script's first read of it failed) is `Error::Corrupt` naming the
+    /// session (docs/contract.md §2): not this layout's bytes, like any other value it did not
+    /// write. Classified by the reply's error code, which Redis 7 keeps for an error raised inside a
+    /// script (Redis 6 reports such an error as `ERR`, and it stays `Error::Backend` there).
+    pub(crate) fn map_on(&self, operation: Operation, key: &SessionKey, err: RedisError) -> Error {
+        if err.code() == Some("WRONGTYPE") {
+            return corrupt(
+                key,
+                "the session's key holds another Redis type than a string",
+            );
+        }
+        self.map(operation, err)
+    }
 }
 
 /// A reply of the wrong shape: a bug or a foreign script with our SHA, never retried.

@@ -18,9 +18,10 @@ use backend_redis::redis::{self, AsyncCommands};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use session_core::{
-    AcquireOutcome, AppName, CommitOutcome, Delta, Error, ItemValue, LockToken, ReadOutcome,
-    SessionId, SessionKey, SessionStore, TouchOutcome,
+    AcquireOutcome, AppName, ChangeIdOutcome, CreateOutcome, Delta, Error, ItemValue, Items,
+    LockToken, ReadOutcome, RemoveOutcome, SessionId, SessionKey, SessionStore, TouchOutcome,
 };
+use test_support::stored::{self, plain};
 
 /// The layout's header length and field offsets (`src/layout.rs`).
 const HEADER: usize = 56;
@@ -108,14 +109,6 @@ fn reference(value: &[u8]) -> Reference {
     }
     r.items = Some(items);
     r
-}
-
-/// A value's items as the store hands them out, for comparing with the reference.
-fn plain(items: &session_core::Items) -> BTreeMap<String, Vec<u8>> {
-    items
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
-        .collect()
 }
 
 /// Items the contract allows.
@@ -224,20 +217,7 @@ fn stored(now: u64) -> impl Strategy<Value = Vec<u8>> {
 
 /// `Error::Corrupt` naming `key`'s session.
 fn names_the_session(e: &Error, key: &SessionKey) -> Result<(), TestCaseError> {
-    match e {
-        Error::Corrupt {
-            backend,
-            app,
-            id_prefix,
-            ..
-        } => {
-            prop_assert_eq!(*backend, "redis");
-            prop_assert_eq!(app.as_str(), key.app().as_str());
-            prop_assert_eq!(id_prefix.as_str(), key.id().prefix());
-            Ok(())
-        }
-        other => Err(TestCaseError::fail(format!("not Corrupt: {other:?}"))),
-    }
+    stored::names_the_session(e, key, "redis").map_err(TestCaseError::fail)
 }
 
 struct Fixture {
@@ -247,15 +227,16 @@ struct Fixture {
     app: AppName,
 }
 
-impl Fixture {
-    fn key_name(&self, key: &SessionKey) -> String {
-        format!("{{{}_{}}}:v2", key.app().as_str(), key.id().expose())
-    }
+/// The Redis key of `key`'s value (`src/keys.rs`).
+fn value_key(key: &SessionKey) -> String {
+    format!("{{{}_{}}}:v2", key.app().as_str(), key.id().expose())
+}
 
+impl Fixture {
     /// One case: `value` stored under a fresh session, then every reading operation.
     async fn case(&self, value: Vec<u8>) -> Result<(), TestCaseError> {
         let key = SessionKey::new(self.app.clone(), SessionId::generate().expect("an id"));
-        let name = self.key_name(&key);
+        let name = value_key(&key);
         let mut raw = self.raw.clone();
         let fail = |e: redis::RedisError| TestCaseError::fail(e.to_string());
         let () = raw.pset_ex(&name, &value, PX_MS).await.map_err(fail)?;
@@ -271,13 +252,9 @@ impl Fixture {
         let r = reference(value);
         let store = &self.store;
 
-        // touch reads the header only. Like release, remove, delete and change_id, its script
-        // reads the header with GETRANGE, which answers the same for an empty value as for no
-        // value: a session whose value is empty is missing to them (read and acquire, which GET
-        // the whole value, call it corrupt).
+        // touch reads the header only (GETRANGE; an empty value is corrupt, not missing).
         match store.touch(key).await {
             Ok(TouchOutcome::Touched) => prop_assert!(r.header_ok, "touched a bad header"),
-            Ok(TouchOutcome::Missing) if value.is_empty() => {}
             Ok(other) => prop_assert!(false, "touch: {other:?}"),
             Err(e) => {
                 prop_assert!(!r.header_ok, "touch refused a good header: {e:?}");
@@ -381,22 +358,39 @@ impl Fixture {
                     items.insert("fuzz".into(), vec![1, 2, 3]);
                 }
             }
-            let committed = store
-                .commit(key, token, &delta, Duration::from_secs(60))
-                .await;
-            prop_assert!(
-                matches!(committed, Ok(CommitOutcome::Committed)),
-                "commit: {committed:?}"
-            );
-            match store.read(key).await {
-                Ok(ReadOutcome::Found(snap)) => {
-                    prop_assert_eq!(&plain(&snap.items), &items, "the commit lost items");
-                }
-                other => prop_assert!(false, "read after commit: {other:?}"),
-            }
+            stored::commit_reads_back(store, key, token, &delta, &items)
+                .await
+                .map_err(TestCaseError::fail)?;
         }
         Ok(())
     }
+}
+
+/// A store on `url`, with the near cache when `near`.
+async fn open(url: &str, near: bool) -> RedisStore {
+    let options = backend_redis::RedisOptions::new();
+    let store = if near {
+        test_support::open_redis_near_with(url, options, Default::default()).await
+    } else {
+        test_support::open_redis(url, options).await
+    };
+    store.expect("the store")
+}
+
+/// A raw connection to the standalone server at `url`.
+async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a raw connection")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }
 
 /// Arbitrary stored values through the store's scripts (300 cases; each writes one value).
@@ -405,25 +399,19 @@ fn stored_bytes_through_the_store() {
     let Some(server) = test_support::configured(test_support::redis()) else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let (store, raw, now) = runtime.block_on(async {
-        let store = test_support::open_redis(server.url(), backend_redis::RedisOptions::new())
-            .await
-            .expect("the store");
-        let mut raw = redis::Client::open(server.url())
-            .expect("a client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("a raw connection");
+        let mut raw = raw_connection(server.url()).await;
         // The server's clock, which lock ages are measured on.
         let (seconds, micros): (u64, u64) = redis::cmd("TIME")
             .query_async(&mut raw)
             .await
             .expect("TIME");
-        (store, raw, seconds * 1000 + micros / 1000)
+        (
+            open(server.url(), false).await,
+            raw,
+            seconds * 1000 + micros / 1000,
+        )
     });
     let app = AppName::new(&format!(
         "/fuzz-stored/{}",
@@ -437,7 +425,8 @@ fn stored_bytes_through_the_store() {
         app,
     };
     let mut config = cases(300);
-    // Failures are saved beside this file (`proptest-regressions/fuzz_stored.txt`).
+    // Failures are saved beside this file (`fuzz_stored.proptest-regressions`, committed: it
+    // holds the empty value, always run first).
     config.source_file = Some(file!());
     let mut runner = TestRunner::new(config);
     runner
@@ -447,48 +436,220 @@ fn stored_bytes_through_the_store() {
         .expect("every stored value reads back or is corrupt");
 }
 
-/// A session key holding another type than a string (here a hash): every operation is a
-/// permanent error, never a panic nor a session.
+/// What a session's key may hold that this layout never writes, beyond bytes: an empty string
+/// (the scripts that read only the header use GETRANGE, which answers the same for an empty value
+/// as for none) and keys of other types (the scripts' reads of them fail with `WRONGTYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Foreign {
+    Empty,
+    List,
+    Hash,
+    Set,
+}
+
+impl Foreign {
+    const ALL: [Self; 4] = [Self::Empty, Self::List, Self::Hash, Self::Set];
+
+    /// Writes it at `name`, expiring like a session's value.
+    async fn plant<C: redis::aio::ConnectionLike>(
+        self, raw: &mut C, name: &str,
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        match self {
+            Self::Empty => pipe.cmd("SET").arg(name).arg(""),
+            Self::List => pipe.cmd("RPUSH").arg(name).arg("x"),
+            Self::Hash => pipe.cmd("HSET").arg(name).arg("f").arg("v"),
+            Self::Set => pipe.cmd("SADD").arg(name).arg("x"),
+        };
+        pipe.cmd("PEXPIRE").arg(name).arg(PX_MS);
+        pipe.exec_async(raw).await
+    }
+}
+
+/// What a raw connection says `name` holds (`DUMP`: type and contents), to check that nothing
+/// was written to it.
+async fn dump<C: redis::aio::ConnectionLike>(
+    raw: &mut C, name: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    redis::cmd("DUMP")
+        .arg(name)
+        .query_async(raw)
+        .await
+        .map_err(|e| format!("DUMP: {e}"))
+}
+
+/// `Ok` when `result` is `Error::Corrupt` naming `key`'s session.
+fn corrupt<T: std::fmt::Debug>(
+    what: &str, key: &SessionKey, result: session_core::Result<T>,
+) -> Result<(), String> {
+    match result {
+        Err(e) => stored::names_the_session(&e, key, "redis").map_err(|m| format!("{what}: {m}")),
+        Ok(outcome) => Err(format!("{what}: {outcome:?}, expected Error::Corrupt")),
+    }
+}
+
+/// Every operation on a session whose key holds `foreign`: `Error::Corrupt` naming the session,
+/// never `Missing`, `LockLost` or a driver error, and nothing written to the key; `create` does
+/// not overwrite it (an empty value: `AlreadyExists`, as for any value this layout did not write;
+/// another type: `Corrupt`); `delete` removes it; `change_id` neither moves it nor moves a session
+/// onto it. Each wrong outcome is added to `failures`; `Err` when the test itself cannot go on.
+async fn foreign_key<C>(
+    store: &RedisStore, raw: &mut C, app: &AppName, foreign: Foreign, failures: &mut Vec<String>,
+) -> Result<(), String>
+where
+    C: redis::aio::ConnectionLike + Send,
+{
+    let delta = Delta::new().with_set("n", ItemValue::from_bytes(vec![1]));
+    let items: Items = [("n".to_owned(), ItemValue::from_bytes(vec![0]))].into();
+    let long = Duration::from_secs(60);
+    let id = || SessionId::generate().map_err(|e| e.to_string());
+    let token = LockToken::generate().map_err(|e| e.to_string())?;
+    let key = SessionKey::new(app.clone(), id()?);
+    let name = value_key(&key);
+    foreign.plant(raw, &name).await.map_err(|e| e.to_string())?;
+    let before = dump(raw, &name).await?;
+    let mut check = |result: Result<(), String>| {
+        if let Err(e) = result {
+            failures.push(format!("{foreign:?}: {e}"));
+        }
+    };
+    check(corrupt("read", &key, store.read(&key).await));
+    // Again: the first read left no copy in a near cache.
+    check(corrupt("read again", &key, store.read(&key).await));
+    check(corrupt(
+        "acquire",
+        &key,
+        store.acquire(&key, token, long).await,
+    ));
+    let committed = store.commit(&key, token, &delta, long).await;
+    check(corrupt("commit", &key, committed));
+    check(corrupt("release", &key, store.release(&key, token).await));
+    check(corrupt("touch", &key, store.touch(&key).await));
+    let written = store.write_concurrent(&key, &delta, long).await;
+    check(corrupt("write_concurrent", &key, written));
+    check(corrupt("remove", &key, store.remove(&key, token).await));
+    let created = store.create(&key, &items, long, true).await;
+    check(match (foreign, created) {
+        (Foreign::Empty, Ok(CreateOutcome::AlreadyExists)) => Ok(()),
+        (Foreign::Empty, other) => Err(format!("create: {other:?}, expected AlreadyExists")),
+        (_, other) => corrupt("create", &key, other),
+    });
+    // An empty value holds no lock to wait for: the watch ends at once, and the waiter's next
+    // look reports the error. Another type is reported at once.
+    let watch = store.watch_release(&key).await;
+    check(match (foreign, watch) {
+        (Foreign::Empty, Ok(watch)) => tokio::time::timeout(Duration::from_secs(1), watch)
+            .await
+            .map_err(|_| "the watch on an empty value does not end at once".to_owned()),
+        (Foreign::Empty, Err(e)) => Err(format!("watch_release: {e:?}")),
+        (_, other) => corrupt("watch_release", &key, other.map(drop)),
+    });
+    if store.capabilities().change_id {
+        let renamed = store.change_id(&key, id()?, token).await;
+        check(corrupt("change_id", &key, renamed));
+    }
+    if dump(raw, &name).await? != before {
+        check(Err("an operation wrote to the key".into()));
+    }
+    if store.capabilities().change_id {
+        // A live, locked session is never moved onto an id whose key holds a foreign value.
+        let moved = SessionKey::new(app.clone(), id()?);
+        store
+            .create(&moved, &items, long, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let holder = LockToken::generate().map_err(|e| e.to_string())?;
+        let acquired = store.acquire(&moved, holder, long).await;
+        if !matches!(acquired, Ok(AcquireOutcome::Acquired(_))) {
+            return Err(format!("acquire a good session: {acquired:?}"));
+        }
+        let renamed = store.change_id(&moved, *key.id(), holder).await;
+        if !matches!(renamed, Ok(ChangeIdOutcome::AlreadyExists)) {
+            check(Err(format!(
+                "change_id onto it: {renamed:?}, expected AlreadyExists"
+            )));
+        }
+        if dump(raw, &name).await? != before {
+            check(Err("change_id onto it wrote to the key".into()));
+        }
+        store.delete(&moved).await.map_err(|e| e.to_string())?;
+    }
+    // An administrative delete removes it.
+    let deleted = store.delete(&key).await;
+    if !matches!(deleted, Ok(RemoveOutcome::Removed)) {
+        check(Err(format!("delete: {deleted:?}, expected Removed")));
+    }
+    if dump(raw, &name).await?.is_some() {
+        check(Err("still there after delete".into()));
+        let () = redis::cmd("DEL")
+            .arg(&name)
+            .query_async(raw)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let read = store.read(&key).await;
+    if !matches!(read, Ok(ReadOutcome::Missing)) {
+        check(Err(format!("read after delete: {read:?}")));
+    }
+    Ok(())
+}
+
+/// [`foreign_key`] for every [`Foreign`] value, through two stores on `url`: one without near
+/// cache nor subscriber, one with the near cache and subscribed to expiry events where the server
+/// reports them (`remove` and `delete` then read the whole value, GET, rather than its header,
+/// GETRANGE). `raw` writes the values. Panics with every wrong outcome.
+async fn foreign_keys<C>(url: &str, mut raw: C, label: &str)
+where
+    C: redis::aio::ConnectionLike + Send,
+{
+    let (plain, near) = (open(url, false).await, open(url, true).await);
+    let app = AppName::new(&format!(
+        "/fuzz-stored/foreign/{label}/{}",
+        &SessionId::generate().expect("an id").expose()[..8]
+    ))
+    .expect("a name");
+    let _events = if near.capabilities().expiry_events {
+        Some(near.expiry_events().await.expect("expiry events"))
+    } else {
+        None
+    };
+    let mut failures = Vec::new();
+    for (store, which) in [(&plain, "plain"), (&near, "near cache, subscriber")] {
+        let mut found = Vec::new();
+        for foreign in Foreign::ALL {
+            if let Err(e) = foreign_key(store, &mut raw, &app, foreign, &mut found).await {
+                found.push(format!("{foreign:?}: {e}"));
+            }
+        }
+        failures.extend(found.into_iter().map(|f| format!("{label} ({which}): {f}")));
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A standalone server: every operation on an empty value or a key of another type.
 #[test]
-fn a_key_of_another_type_is_an_error() {
+fn foreign_keys_are_corrupt_standalone() {
     let Some(server) = test_support::configured(test_support::redis()) else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let store = test_support::open_redis(server.url(), backend_redis::RedisOptions::new())
+    runtime().block_on(async {
+        let raw = raw_connection(server.url()).await;
+        foreign_keys(server.url(), raw, "standalone").await;
+    });
+}
+
+/// A cluster (its own slot routing, no `change_id`): the same.
+#[test]
+fn foreign_keys_are_corrupt_cluster() {
+    let Some(cluster) = test_support::configured(test_support::redis_cluster()) else {
+        return;
+    };
+    runtime().block_on(async {
+        let raw = redis::cluster::ClusterClient::new(cluster.seeds().to_vec())
+            .expect("a cluster client")
+            .get_async_connection()
             .await
-            .expect("the store");
-        let mut raw = redis::Client::open(server.url())
-            .expect("a client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("a raw connection");
-        let app = AppName::new("/fuzz-stored/types").expect("a name");
-        let key = SessionKey::new(app, SessionId::generate().expect("an id"));
-        let name = format!("{{{}_{}}}:v2", key.app().as_str(), key.id().expose());
-        let () = raw.hset(&name, "f", "v").await.expect("HSET");
-        let read = store.read(&key).await;
-        let acquired = store
-            .acquire(
-                &key,
-                LockToken::generate().expect("a token"),
-                Duration::from_secs(1),
-            )
-            .await;
-        let touched = store.touch(&key).await;
-        let () = raw.del(&name).await.expect("DEL");
-        // WRONGTYPE: a permanent `Error::Backend` (the server's error names the command), not
-        // retried; not `Corrupt`, as the value is not this layout's bytes but no string at all.
-        for result in [read.map(drop), acquired.map(drop), touched.map(drop)] {
-            let err = result.expect_err("an error");
-            assert!(
-                matches!(err, Error::Backend { .. } | Error::Corrupt { .. }) && !err.is_transient(),
-                "{err:?}"
-            );
-        }
+            .expect("a raw cluster connection");
+        foreign_keys(cluster.url(), raw, "cluster").await;
     });
 }

@@ -1328,6 +1328,16 @@ fn host_port(url: &str) -> Result<(String, String), Failed> {
     Ok((host.to_owned(), port.to_owned()))
 }
 
+/// The first seed node of `cluster`: its URL, host and port.
+fn first_seed(cluster: &RedisCluster) -> Result<(&str, String, String), Failed> {
+    let seed = cluster
+        .seeds()
+        .first()
+        .ok_or_else(|| fail("no cluster seed"))?;
+    let (host, port) = host_port(seed)?;
+    Ok((seed, host, port))
+}
+
 /// The store for `connectionString` (or the attributes), as an ASP.NET application gives them.
 async fn connect_attributes(
     attributes: &[(&str, &str)], options: RedisOptions,
@@ -1381,11 +1391,7 @@ async fn round_trips(store: &RedisStore, app: &AppName, n: u32) -> TestResult {
 /// single error (a standalone connection to the node fails about half of them with `MOVED`,
 /// reported as "the Redis cluster is changing topology"). No retries: the store is used bare.
 async fn cluster_found_from_host_and_port(cluster: RedisCluster) -> TestResult {
-    let seed = cluster
-        .seeds()
-        .first()
-        .ok_or_else(|| fail("no cluster seed"))?;
-    let (host, port) = host_port(seed)?;
+    let (seed, host, port) = first_seed(&cluster)?;
     let store =
         connect_attributes(&[("host", &host), ("port", &port)], RedisOptions::new()).await?;
     ensure!(
@@ -1417,11 +1423,7 @@ async fn cluster_found_from_host_and_port(cluster: RedisCluster) -> TestResult {
 /// An ACL user without `INFO` (in `@dangerous`, which least-privilege users lack) still has the
 /// cluster detected (from `HELLO`'s `mode`), so its sessions never meet `MOVED`.
 async fn cluster_found_without_info(cluster: RedisCluster) -> TestResult {
-    let seed = cluster
-        .seeds()
-        .first()
-        .ok_or_else(|| fail("no cluster seed"))?;
-    let (host, port) = host_port(seed)?;
+    let (_, host, port) = first_seed(&cluster)?;
     let nodes = (7000u16..7006).map(|p| format!("redis://127.0.0.1:{p}"));
     let user = format!("noinfo{}", std::process::id());
     for node in nodes.clone() {

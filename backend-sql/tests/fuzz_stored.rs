@@ -20,10 +20,11 @@ use backend_sql::{SqlOptions, SqlStore};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use session_core::{
-    AcquireOutcome, AppName, CommitOutcome, Config, CreateOutcome, Delta, Error, ItemValue, Items,
-    LockToken, ReadOutcome, SessionId, SessionKey, SessionStore,
+    AcquireOutcome, AppName, Config, CreateOutcome, Delta, Error, ItemValue, Items, LockToken,
+    ReadOutcome, SessionId, SessionKey, SessionStore,
 };
 use sqlx::AssertSqlSafe;
+use test_support::stored::{self, plain};
 
 /// `default` cases, unless `PROPTEST_CASES` says otherwise (`ProptestConfig::default` reads it);
 /// failures are saved beside this file.
@@ -49,13 +50,6 @@ fn decoded(raw: &[(Vec<u8>, Vec<u8>)]) -> Option<BTreeMap<String, Vec<u8>>> {
     Some(items)
 }
 
-fn plain(items: &Items) -> BTreeMap<String, Vec<u8>> {
-    items
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
-        .collect()
-}
-
 /// Raw items: names that are mostly valid (a few letters, so that they repeat sometimes), or
 /// empty, long, not UTF-8; values of any bytes.
 fn raw_items() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
@@ -71,20 +65,7 @@ fn raw_items() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// `Error::Corrupt` naming `key`'s session.
 fn names_the_session(e: &Error, key: &SessionKey, backend: &str) -> Result<(), TestCaseError> {
-    match e {
-        Error::Corrupt {
-            backend: b,
-            app,
-            id_prefix,
-            ..
-        } => {
-            prop_assert_eq!(*b, backend);
-            prop_assert_eq!(app.as_str(), key.app().as_str());
-            prop_assert_eq!(id_prefix.as_str(), key.id().prefix());
-            Ok(())
-        }
-        other => Err(TestCaseError::fail(format!("not Corrupt: {other:?}"))),
-    }
+    stored::names_the_session(e, key, backend).map_err(TestCaseError::fail)
 }
 
 /// Reads, acquires and (when acquired) commits `key`, whose row now holds `raw` (`None`: items
@@ -147,19 +128,9 @@ async fn check(
             .set
             .insert("zz".into(), ItemValue::from_bytes(vec![1, 2]));
         items.insert("zz".into(), vec![1, 2]);
-        let committed = store
-            .commit(key, token, &delta, Duration::from_secs(60))
-            .await;
-        prop_assert!(
-            matches!(committed, Ok(CommitOutcome::Committed)),
-            "commit: {committed:?}"
-        );
-        match store.read(key).await {
-            Ok(ReadOutcome::Found(snap)) => {
-                prop_assert_eq!(&plain(&snap.items), &items, "the commit lost items");
-            }
-            other => prop_assert!(false, "read after commit: {other:?}"),
-        }
+        stored::commit_reads_back(store, key, token, &delta, &items)
+            .await
+            .map_err(TestCaseError::fail)?;
     }
     Ok(())
 }
@@ -244,6 +215,24 @@ async fn open(url: &str, prefix: &str) -> SqlStore {
         .expect("the store")
 }
 
+/// A runtime, a table prefix of this run's own, the store on the server at `url` with its
+/// tables under that prefix, and a raw pool on the same server.
+fn on_server<DB: sqlx::Database>(
+    url: &str,
+) -> (tokio::runtime::Runtime, String, SqlStore, sqlx::Pool<DB>) {
+    let runtime = runtime();
+    let prefix = format!(
+        "fz{}_",
+        &SessionId::generate().expect("an id").expose()[..8]
+    );
+    let (store, raw) = runtime.block_on(async {
+        let store = open(url, &prefix).await;
+        let raw = sqlx::Pool::<DB>::connect(url).await.expect("a raw pool");
+        (store, raw)
+    });
+    (runtime, prefix, store, raw)
+}
+
 fn app() -> AppName {
     AppName::new(&format!(
         "/fuzz-stored/{}",
@@ -303,18 +292,7 @@ fn postgres_rows_with_garbage() {
     let Some(server) = test_support::configured(test_support::postgres()) else {
         return;
     };
-    let runtime = runtime();
-    let prefix = format!(
-        "fz{}_",
-        &SessionId::generate().expect("an id").expose()[..8]
-    );
-    let (store, raw) = runtime.block_on(async {
-        let store = open(server.url(), &prefix).await;
-        let raw = sqlx::PgPool::connect(server.url())
-            .await
-            .expect("a raw pool");
-        (store, raw)
-    });
+    let (runtime, prefix, store, raw) = on_server::<sqlx::Postgres>(server.url());
     let app = app();
     let strategy = (
         raw_items(),
@@ -365,18 +343,7 @@ fn mysql_rows_with_garbage() {
     let Some(server) = test_support::configured(test_support::mysql()) else {
         return;
     };
-    let runtime = runtime();
-    let prefix = format!(
-        "fz{}_",
-        &SessionId::generate().expect("an id").expose()[..8]
-    );
-    let (store, raw) = runtime.block_on(async {
-        let store = open(server.url(), &prefix).await;
-        let raw = sqlx::MySqlPool::connect(server.url())
-            .await
-            .expect("a raw pool");
-        (store, raw)
-    });
+    let (runtime, prefix, store, raw) = on_server::<sqlx::MySql>(server.url());
     let app = app();
     let items = raw_items().prop_map(|items| {
         // The rows as the table can hold them: names up to 256 bytes, each once.

@@ -37,6 +37,7 @@ pub mod harness;
 pub mod private;
 pub mod require;
 pub mod servers;
+pub mod stored;
 
 pub use connect::{
     both_windows, both_windows_and_shared, conformance_trials, open_redis, open_redis_near_with,

@@ -24,7 +24,7 @@ pub(crate) async fn run(
         .arg(millis(lock_ttl))
         .arg(inner.window.percent())
         .arg(keys.channel());
-    let reply = invoke(inner, Operation::Acquire, &invocation).await?;
+    let reply = invoke(inner, key, Operation::Acquire, &invocation).await?;
     Ok(match opened(key, Operation::Acquire, reply)? {
         Opened::Missing => AcquireOutcome::Missing,
         Opened::Locked(info) => AcquireOutcome::Locked(info),

@@ -7,9 +7,10 @@
 --       id is gone).
 -- Returns: 1 changed | 0 lock lost (nothing changed) | 2 the new id is taken (nothing changed) |
 --          -1 corrupt header.
--- Atomic: check and both RENAMEs in one script (RENAME keeps each key's TTL). Round trips: 1.
+-- Atomic: check and both RENAMEs in one script (RENAME keeps each key's TTL). An empty value is
+-- corrupt, not missing (EXISTS, only when GETRANGE answers ''). Round trips: 1.
 local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
-if h == '' then
+if h == '' and redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local s, missing = open(h)
@@ -19,7 +20,12 @@ end
 if s.locked ~= 1 or string.sub(h, 5, 20) ~= ARGV[1] then
   return 0
 end
-local taken = redis.call('GETRANGE', KEYS[3], 0, HEADER - 1)
+-- Whatever the new id holds that this layout did not write (an empty value, a key of another
+-- type: its read fails, hence pcall) is never overwritten.
+local taken = redis.pcall('GETRANGE', KEYS[3], 0, HEADER - 1)
+if type(taken) == 'table' or (taken == '' and redis.call('EXISTS', KEYS[3]) == 1) then
+  return 2
+end
 if taken ~= '' then
   local t, gone = open(taken, KEYS[3])
   if t or gone == -1 then

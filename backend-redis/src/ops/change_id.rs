@@ -25,7 +25,7 @@ pub(crate) async fn run(
         .key(&new.alive)
         .arg(&layout::token_bytes(token)[..])
         .arg(old.channel());
-    match int(&invoke(inner, Operation::ChangeId, &invocation).await?) {
+    match int(&invoke(inner, key, Operation::ChangeId, &invocation).await?) {
         Some(1) => Ok(ChangeIdOutcome::Changed),
         Some(0) => Ok(ChangeIdOutcome::LockLost),
         Some(2) => Ok(ChangeIdOutcome::AlreadyExists),

@@ -28,7 +28,7 @@ pub(crate) async fn run(
         .arg(keys.channel())
         .arg(inner.window.percent());
     push_delta(&mut invocation, delta)?;
-    match int(&invoke(inner, Operation::Commit, &invocation).await?) {
+    match int(&invoke(inner, key, Operation::Commit, &invocation).await?) {
         Some(1) => Ok(CommitOutcome::Committed),
         Some(0) => Ok(CommitOutcome::LockLost),
         Some(-1) => Err(corrupt_header(key)),

@@ -5,10 +5,11 @@
 --       (timeout + w) or '0' without the EVENTS flag.
 -- Returns: 1 created | 0 already exists (untouched, lock included: docs/contract.md §2 rule 2).
 -- Atomic: insert-if-absent in one script, never check-then-act across round trips. An ended
--- session's value still in its grace period is not a session: it is replaced. Round trips: 1.
-local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
-if h ~= '' then
-  local s, missing = open(h)
+-- session's value still in its grace period is not a session: it is replaced. EXISTS first: a new
+-- id (the usual case) costs no read, and an empty value, for which GETRANGE answers as for no
+-- value, is found to exist (and, like any value this layout did not write, kept). Round trips: 1.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local s, missing = open(redis.call('GETRANGE', KEYS[1], 0, HEADER - 1))
   if s or missing == -1 then
     -- A live session, or a value this layout did not write: never overwritten.
     return 0

@@ -45,7 +45,7 @@ pub(crate) async fn run(
         .arg(value)
         .arg(to + grace)
         .arg(if events { to } else { 0 });
-    match int(&invoke(inner, Operation::Create, &invocation).await?) {
+    match int(&invoke(inner, key, Operation::Create, &invocation).await?) {
         Some(1) => Ok(CreateOutcome::Created),
         Some(0) => Ok(CreateOutcome::AlreadyExists),
         _ => Err(bad_reply(Operation::Create, "unknown create outcome")),

@@ -20,7 +20,7 @@ pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<RemoveOutcome
     invocation
         .arg(keys.channel())
         .arg(if wanted { "1" } else { "0" });
-    match invoke(inner, Operation::Delete, &invocation).await? {
+    match invoke(inner, key, Operation::Delete, &invocation).await? {
         reply @ Value::Array(_) => {
             removed_with_items(inner, key, Operation::Delete, reply)?;
             Ok(RemoveOutcome::Removed)

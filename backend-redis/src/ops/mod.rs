@@ -52,16 +52,17 @@ pub(crate) fn on_session<'a>(script: &'a Script, keys: &Keys) -> ScriptInvocatio
     invocation
 }
 
-/// Runs a prepared invocation: one `EVALSHA` (plus `SCRIPT LOAD` and a second `EVALSHA` once after
-/// the server lost its script cache).
+/// Runs a prepared invocation on `key`'s session: one `EVALSHA` (plus `SCRIPT LOAD` and a second
+/// `EVALSHA` once after the server lost its script cache). A key of another type than a string
+/// is `Error::Corrupt` naming the session (`ErrorContext::map_on`), found on the error path only.
 pub(crate) async fn invoke(
-    inner: &Inner, operation: Operation, invocation: &ScriptInvocation<'_>,
+    inner: &Inner, key: &SessionKey, operation: Operation, invocation: &ScriptInvocation<'_>,
 ) -> Result<Value> {
     let mut conn = inner.conn.clone();
     invocation
         .invoke_async::<Value>(&mut conn)
         .await
-        .map_err(|e| inner.errors.map(operation, e))
+        .map_err(|e| inner.errors.map_on(operation, key, e))
 }
 
 /// Milliseconds for a script argument (durations are validated to ≥ 1 ms by the core).

@@ -39,7 +39,7 @@ pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<ReadOutcome> 
 async fn plain(inner: &Inner, key: &SessionKey, keys: &Keys) -> Result<ReadOutcome> {
     let mut invocation = on_session(&SCRIPT, keys);
     invocation.arg(inner.window.percent());
-    let reply = invoke(inner, Operation::Read, &invocation).await?;
+    let reply = invoke(inner, key, Operation::Read, &invocation).await?;
     Ok(match opened(key, Operation::Read, reply)? {
         Opened::Missing => ReadOutcome::Missing,
         Opened::Locked(info) => ReadOutcome::Locked(info),
@@ -53,7 +53,7 @@ async fn through(
 ) -> Result<ReadOutcome> {
     let mut invocation = on_session(&NEAR, keys);
     invocation.arg(inner.window.percent());
-    let decoded = match invoke(inner, Operation::Read, &invocation).await {
+    let decoded = match invoke(inner, key, Operation::Read, &invocation).await {
         Ok(reply) => decode(key, reply),
         Err(e) => Err(e),
     };

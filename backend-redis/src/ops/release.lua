@@ -5,9 +5,10 @@
 -- Returns: 1 released | 0 lock lost (nothing changed) | -1 corrupt header.
 -- Atomic: one script. Records nothing: a repeat of this release (its reply was lost) finds the lock
 -- gone and gets 0, which the retry layer reads as released; the last commit's settled record
--- stays (docs/contract.md §2, "Repeated calls"). Round trips: 1.
+-- stays (docs/contract.md §2, "Repeated calls"). An empty value is corrupt, not missing (EXISTS,
+-- only when GETRANGE answers ''). Round trips: 1.
 local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
-if h == '' then
+if h == '' and redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local s, missing = open(h)

@@ -23,7 +23,7 @@ pub(crate) async fn run(
         .arg(&layout::token_bytes(token)[..])
         .arg(keys.channel())
         .arg(inner.window.percent());
-    match int(&invoke(inner, Operation::Release, &invocation).await?) {
+    match int(&invoke(inner, key, Operation::Release, &invocation).await?) {
         Some(1) => Ok(ReleaseOutcome::Released),
         Some(0) => Ok(ReleaseOutcome::LockLost),
         Some(-1) => Err(corrupt_header(key)),

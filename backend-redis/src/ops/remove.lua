@@ -4,13 +4,14 @@
 --       expiry event of the process that removes; only it reports the end) else '0'.
 -- Returns: 1 removed | {1, final value} removed, with the final items | 0 missing |
 --          2 lock lost (nothing changed) | -1 corrupt header.
--- Atomic: token check, reading the final items and delete in one script. Round trips: 1.
+-- Atomic: token check, reading the final items and delete in one script. An empty value is
+-- corrupt, not missing (EXISTS, only when GETRANGE answers ''). Round trips: 1.
 local v
 if ARGV[3] == '1' then
   v = redis.call('GET', KEYS[1])
 else
   v = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
-  if v == '' then
+  if v == '' and redis.call('EXISTS', KEYS[1]) == 0 then
     v = false
   end
 end

@@ -24,7 +24,7 @@ pub(crate) async fn run(
         .arg(&layout::token_bytes(token)[..])
         .arg(keys.channel())
         .arg(if wanted { "1" } else { "0" });
-    match invoke(inner, Operation::Remove, &invocation).await? {
+    match invoke(inner, key, Operation::Remove, &invocation).await? {
         reply @ Value::Array(_) => {
             removed_with_items(inner, key, Operation::Remove, reply)?;
             Ok(RemoveOutcome::Removed)

@@ -24,7 +24,7 @@ pub(crate) async fn run(
     let reply: Value = invocation
         .invoke_async(conn)
         .await
-        .map_err(|e| errors.map(Operation::ExpiryEvents, e))?;
+        .map_err(|e| errors.map_on(Operation::ExpiryEvents, key, e))?;
     if reply == Value::Int(0) {
         return Ok(None);
     }

@@ -18,7 +18,7 @@ pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<TouchOutcome>
     let keys = Keys::new(key);
     let mut invocation = on_session(&SCRIPT, &keys);
     invocation.arg(inner.window.percent());
-    match int(&invoke(inner, Operation::Touch, &invocation).await?) {
+    match int(&invoke(inner, key, Operation::Touch, &invocation).await?) {
         Some(1) => Ok(TouchOutcome::Touched),
         Some(0) => Ok(TouchOutcome::Missing),
         Some(-1) => Err(corrupt_header(key)),

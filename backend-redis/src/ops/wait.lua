@@ -11,9 +11,6 @@
 -- publishes to a confirmed subscription: no release is missed. SETRANGE keeps the expiry.
 -- Round trips: 1.
 local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
-if h == '' then
-  return 0
-end
 local s = open(h)
 if not s or s.locked ~= 1 then
   return 0

@@ -18,6 +18,6 @@ static SCRIPT: LazyLock<Script> = script!("open.lua", "wait.lua");
 pub(crate) async fn run(inner: &Inner, key: &SessionKey) -> Result<bool> {
     let keys = Keys::new(key);
     let invocation = on_session(&SCRIPT, &keys);
-    let marked = invoke(inner, Operation::WatchRelease, &invocation).await?;
+    let marked = invoke(inner, key, Operation::WatchRelease, &invocation).await?;
     Ok(matches!(marked, redis::Value::Int(1)))
 }

@@ -24,7 +24,7 @@ pub(crate) async fn run(
         .arg(layout::timeout_ms(timeout))
         .arg(inner.window.percent());
     push_delta(&mut invocation, delta)?;
-    match int(&invoke(inner, Operation::WriteConcurrent, &invocation).await?) {
+    match int(&invoke(inner, key, Operation::WriteConcurrent, &invocation).await?) {
         Some(1) => Ok(CommitOutcome::Committed),
         Some(0) => Ok(CommitOutcome::Missing),
         Some(-1) => Err(corrupt_header(key)),
