@@ -944,6 +944,10 @@ impl Session {
                     "renew_id could not tell whether the old id was removed; \
                      continuing under the new id"
                 );
+                // If the old id survived, it is still locked by this request: remove it once the
+                // store answers, as the lost remove meant to, so it neither stays locked nor
+                // lingers as a second copy.
+                remove_orphan(&self.inner, self.key.clone(), token);
                 self.adopt(new_key, new_token, timeout);
                 Err(err)
             }
@@ -1148,6 +1152,26 @@ impl Drop for Session {
 /// every second), without the retry layer, until the store answers or the lock TTL has passed (the
 /// lock is stale by then and taken over anyway); a lock this frees is said in a log line.
 fn release_orphan(inner: &Arc<Inner>, key: SessionKey, token: LockToken, after: Operation) {
+    settle_orphan(inner, key, token, after, Orphan::Release);
+}
+
+/// Like [`release_orphan`], but removes the session if `token` still holds its lock: the old id
+/// of a `renew_id` by copy whose removal could not be confirmed, which must neither stay locked
+/// nor linger as a second copy of the session.
+fn remove_orphan(inner: &Arc<Inner>, key: SessionKey, token: LockToken) {
+    settle_orphan(inner, key, token, Operation::Remove, Orphan::Remove);
+}
+
+/// What [`settle_orphan`] does with a lock that may be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Orphan {
+    Release,
+    Remove,
+}
+
+fn settle_orphan(
+    inner: &Arc<Inner>, key: SessionKey, token: LockToken, after: Operation, what: Orphan,
+) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         tracing::warn!(
             "outside a tokio runtime: a lock that may be held is left to be taken over once stale"
@@ -1166,14 +1190,26 @@ fn release_orphan(inner: &Arc<Inner>, key: SessionKey, token: LockToken, after: 
         };
         loop {
             tokio::time::sleep(wait).await;
-            match inner.keep_alive_store.release(&key, token).await {
-                Ok(outcome) => {
-                    if outcome == ReleaseOutcome::Released {
+            let store = &inner.keep_alive_store;
+            let freed = match what {
+                Orphan::Release => store
+                    .release(&key, token)
+                    .await
+                    .map(|outcome| outcome == ReleaseOutcome::Released),
+                Orphan::Remove => store
+                    .remove(&key, token)
+                    .await
+                    .map(|outcome| outcome == RemoveOutcome::Removed),
+            };
+            match freed {
+                Ok(freed) => {
+                    if freed {
                         if after != Operation::Release {
                             tracing::info!(
                                 session = %key.id(),
                                 after = ?after,
-                                "released a lock left by an operation that ended without an answer"
+                                action = ?what,
+                                "ended a lock left by an operation that ended without an answer"
                             );
                         }
                         inner.wake_local(&key);

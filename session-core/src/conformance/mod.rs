@@ -479,6 +479,7 @@ fn behaviours() -> Vec<Behaviour> {
         policy::retried_commit_after_the_next_holder_is_not_lock_lost,
         policy::renew_id_keeps_original_when_remove_fails,
         policy::renew_id_keeps_copy_when_store_cannot_tell,
+        policy::renew_id_removes_the_surviving_old_id_when_store_cannot_tell,
         // Two instances sharing one server: run by `shared_trials` only.
         shared::create_is_seen_by_the_other,
         shared::commit_is_seen_by_the_other,

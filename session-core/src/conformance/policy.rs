@@ -439,6 +439,34 @@ pub(super) async fn renew_id_keeps_copy_when_store_cannot_tell(h: Harness) -> Ou
     commits_whole(&h, s, &copy).await
 }
 
+/// The remove of the old id fails before the store applies it, and the read that would tell fails
+/// too: the session continues under the copy (as above), and the old id, which survived still
+/// locked by this request, is removed in the background once the store answers, instead of
+/// staying locked for the lock TTL and lingering as a second copy (docs/contract.md §3).
+pub(super) async fn renew_id_removes_the_surviving_old_id_when_store_cannot_tell(
+    h: Harness,
+) -> Outcome {
+    let (m, store, probe) = renew_stack(&h)?;
+    let (mut s, old) = renew_candidate(&m).await?;
+    store.fail_before_on(Operation::Remove, 1);
+    store.lose_reply_on(Operation::Read, 1);
+    check!(
+        s.renew_id().await.is_err(),
+        "a renewal that cannot be confirmed reports the failure"
+    );
+    let copy = probe.layer().last_created()?;
+    check!(*s.key() == copy, "the session continues under the copy");
+    let what = "docs/contract.md §3: the surviving old id is removed in the background";
+    within(Duration::from_secs(3), what, async {
+        while !is_missing(&h, &old).await? {
+            sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, Failed>(())
+    })
+    .await??;
+    commits_whole(&h, s, &copy).await
+}
+
 /// A session whose `change_id` reply is lost after the store applied it: `renew_id` still answers
 /// the new id, and the session goes on under it with its data and its lock; the old id is gone.
 async fn lost_change_id_reply(h: &Harness, retry_timeout: Duration) -> Outcome {
