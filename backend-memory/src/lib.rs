@@ -6,7 +6,7 @@
 //!   window.
 //! - `store`: [`MemoryStore`], its shared state (the shards), and the locked sections through
 //!   which every operation reads and writes a session atomically (`change_id`'s two-key one
-//!   included), the capacity bound and the sweep over all shards.
+//!   included), the capacity bound, the sweep over all shards and [`MemoryStats`].
 //! - `shard`: one shard: a hash map of sessions, the deadline index the sweep follows, and the
 //!   recency index a capacity bound evicts by.
 //! - `record`: what a shard holds per session, and the refresh-window rule of a slide.
@@ -31,4 +31,4 @@ mod test_util;
 
 pub use options::MemoryOptions;
 pub use schemes::{SCHEMES, accepts};
-pub use store::MemoryStore;
+pub use store::{MemoryStats, MemoryStore};

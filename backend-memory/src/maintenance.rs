@@ -1,9 +1,10 @@
 //! The maintenance task: every `maintenance_interval` it runs the expiry sweep
 //! (`Shared::sweep_expired`), which removes the sessions past their deadline and reports their
 //! end. Operations never sweep (but for `create` when no task runs, or the task has not swept
-//! for a few intervals, or it panicked; see `Shared::create`):
-//! whatever expires, a request's latency does not pay for it. An operation that meets an expired
-//! session ends it at once.
+//! for a few intervals, or it panicked, or it falls behind so far that its shard has doubled;
+//! see `Shared::create` and `Shard`, "Memory bound"): whatever expires, a request's latency does
+//! not pay for it while the task keeps up. An operation that meets an expired session ends it at
+//! once.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -120,11 +120,35 @@ impl Index {
 const NOT_LISTED: u64 = 0;
 
 /// The sessions of one shard and their indexes. Every method runs under the shard's lock.
+///
+/// # Memory bound
+///
+/// Everything a shard holds is bounded by its live sessions plus a constant, whatever the churn:
+/// - a session that leaves (delete, remove, `change_id`, expiry, eviction) leaves both indexes in
+///   the same step, so each index holds at most one entry per session in the map;
+/// - the map holds live sessions and expired ones the sweep has not removed yet. The expiry sweep
+///   runs on the maintenance task, which a busy runtime may give too little time to keep up with
+///   sessions that expire as fast as they are created. So once the map has grown past twice its
+///   size when last found free of expired sessions (`caught_up`, plus [`BEHIND_FLOOR`]), every
+///   `create` into the shard first sweeps two due entries itself (`behind`): each due entry is
+///   either an expired session, removed, or a live one moved to its current deadline, so the
+///   due entries run out within half as many creates as there are of them, a sweep then finds
+///   none and `caught_up` becomes the (all live) sessions held. The map stays within about
+///   twice its live sessions plus the floor;
+/// - the map's table, which never shrinks by itself, is shrunk by the maintenance sweep when it
+///   is more than four times what the sessions need (`compact`).
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
     sessions: HashMap<SessionKey, Record>,
     index: Index,
+    /// How many sessions the shard held the last time a sweep found nothing due in it: all of
+    /// them were live then (every deadline entry is at or before its session's deadline).
+    caught_up: usize,
 }
+
+/// Sessions a shard may hold past twice `Shard::caught_up` before creates help the sweep: keeps
+/// a shard that is simply growing from checking its deadline index on every create.
+pub(crate) const BEHIND_FLOOR: usize = 64;
 
 impl Shard {
     /// An empty shard; `bounded` keeps the recency index (for a capacity bound).
@@ -135,6 +159,28 @@ impl Shard {
                 bounded,
                 ..Index::default()
             },
+            caught_up: 0,
+        }
+    }
+
+    /// Whether the shard holds more than twice the sessions it held when a sweep last found
+    /// nothing due in it (plus [`BEHIND_FLOOR`]): expired sessions may be piling up faster than
+    /// the maintenance task removes them, and `create` sweeps a little first. One comparison, no
+    /// look at the index.
+    pub(crate) fn behind(&self) -> bool {
+        self.sessions.len() > self.caught_up.saturating_mul(2) + BEHIND_FLOOR
+    }
+
+    /// Gives the map's unused table back when it is more than four times what the sessions need
+    /// (after a mass expiry or deletion): a hash map never shrinks by itself, so without this
+    /// the memory would follow the most sessions ever held, not the live ones. Shrinks to twice
+    /// the sessions, so that a shard that grows again does not resize at once. Run by the
+    /// maintenance sweep, never by a request: it rehashes the sessions left (amortized over the
+    /// removals that emptied the table).
+    pub(crate) fn compact(&mut self) {
+        let (len, capacity) = (self.sessions.len(), self.sessions.capacity());
+        if capacity > BEHIND_FLOOR && capacity / 4 > len {
+            self.sessions.shrink_to(len.saturating_mul(2));
         }
     }
 
@@ -234,9 +280,11 @@ impl Shard {
     pub(crate) fn sweep(&mut self, now: Instant, limit: usize, ends: &mut Ends) -> bool {
         for _ in 0..limit {
             let Some(entry) = self.index.deadlines.first_entry() else {
+                self.caught_up = self.sessions.len();
                 return false;
             };
             if entry.key().0 > now {
+                self.caught_up = self.sessions.len();
                 return false;
             }
             let key = entry.remove();
@@ -250,10 +298,15 @@ impl Shard {
                 None => {}
             }
         }
-        self.index
+        let more = self
+            .index
             .deadlines
             .first_key_value()
-            .is_some_and(|(due, _)| due.0 <= now)
+            .is_some_and(|(due, _)| due.0 <= now);
+        if !more {
+            self.caught_up = self.sessions.len();
+        }
+        more
     }
 
     /// The last use of the least recently used session that is not locked, other than `except`
@@ -277,10 +330,15 @@ impl Shard {
         true
     }
 
-    /// The deadline index's size (tests: it holds exactly one entry per session).
-    #[cfg(test)]
+    /// The sizes of the deadline and recency indexes (one entry per session, and one per
+    /// unlocked session with a capacity bound).
     pub(crate) fn indexed(&self) -> (usize, usize) {
         (self.index.deadlines.len(), self.index.recency.len())
+    }
+
+    /// How many sessions the map has room for without growing.
+    pub(crate) fn slots(&self) -> usize {
+        self.sessions.capacity()
     }
 
     /// The session of `key`, live or not, unchanged (tests).

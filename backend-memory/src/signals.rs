@@ -131,6 +131,17 @@ impl Signals {
         }
     }
 
+    /// How many release watches are pending (`MemoryStore::stats`).
+    pub(crate) fn pending_watches(&self) -> usize {
+        self.watches.load(Ordering::SeqCst)
+    }
+
+    /// How many expiry events the slowest subscriber has not received yet, at most the event
+    /// buffer (`MemoryStore::stats`).
+    pub(crate) fn buffered_events(&self) -> usize {
+        self.events.len()
+    }
+
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<ExpiryEvent> {
         self.events_wanted.store(true, Ordering::SeqCst);
         self.events.subscribe()

@@ -192,9 +192,12 @@ impl Shared {
             let tick = self.tick();
             let now = Instant::now();
             let swept_by_task = self.maintenance.is_alive(now);
-            if !swept_by_task {
-                // No sweep runs (no tokio runtime, no timer, or a task that stopped being
-                // driven): each create clears a little of its shard.
+            // No sweep runs (no tokio runtime, no timer, or a task that stopped being driven),
+            // or it runs but falls behind (a busy runtime gives it too little time while sessions
+            // expire as fast as they are created): each create clears a little of its shard, so
+            // that memory follows the live sessions (`Shard`, "Memory bound"). Their ends are
+            // reported at once, like those an operation meets, without waiting for subscribers.
+            if !swept_by_task || shard.behind() {
                 shard.sweep(now, 2, &mut ends);
             }
             let created = shard.create(key, now, tick, &mut ends, || make(now));
@@ -339,7 +342,14 @@ impl Shared {
                 self.maintenance.beat(Instant::now());
                 let mut ends = Ends::new();
                 let batch = self.signals.sweep_batch();
-                let more = self.lock_at(index).sweep(Instant::now(), batch, &mut ends);
+                let more = {
+                    let mut shard = self.lock_at(index);
+                    let more = shard.sweep(Instant::now(), batch, &mut ends);
+                    if !more {
+                        shard.compact();
+                    }
+                    more
+                };
                 self.report(ends);
                 if !more {
                     break;
@@ -353,6 +363,27 @@ impl Shared {
     /// How many sessions the store holds, expired ones not yet swept included.
     pub(crate) fn len(&self) -> usize {
         (0..SHARDS).map(|i| self.lock_at(i).len()).sum()
+    }
+
+    /// The sizes of what the store keeps (`MemoryStore::stats`).
+    fn stats(&self) -> MemoryStats {
+        let mut stats = MemoryStats {
+            sessions: 0,
+            deadline_entries: 0,
+            recency_entries: 0,
+            slots: 0,
+            release_watches: self.signals.pending_watches(),
+            buffered_events: self.signals.buffered_events(),
+        };
+        for index in 0..SHARDS {
+            let shard = self.lock_at(index);
+            let (deadlines, recency) = shard.indexed();
+            stats.sessions += shard.len();
+            stats.deadline_entries += deadlines;
+            stats.recency_entries += recency;
+            stats.slots += shard.slots();
+        }
+        stats
     }
 
     /// Runs `look` on the shard of `key` (tests).
@@ -401,6 +432,13 @@ impl MemoryStore {
         &self.shared.options
     }
 
+    /// The sizes of what the store keeps, to watch its memory: everything in it is bounded by
+    /// the live sessions plus a constant, whatever the churn (see [`MemoryStats`]). Locks each
+    /// shard in turn, briefly: a diagnostic, not for every request.
+    pub fn stats(&self) -> MemoryStats {
+        self.shared.stats()
+    }
+
     /// Starts the maintenance task if it is not running and a tokio runtime is at hand. Cheap after
     /// the first success (one atomic load), so every operation calls it.
     pub(crate) fn ensure_maintenance(&self) {
@@ -417,6 +455,42 @@ impl MemoryStore {
     pub(crate) fn maintenance_task(&self) -> Option<tokio::task::AbortHandle> {
         self.shared.maintenance.task()
     }
+}
+
+/// What a [`MemoryStore`] keeps, from [`MemoryStore::stats`]. Each count is read shard by shard,
+/// so under traffic the sum is approximate.
+///
+/// Every one is bounded by the live sessions plus a constant, under any mix of creates, deletes,
+/// id changes, slides, locks, release watches and expiry events:
+/// - `sessions` exceeds the live sessions only by expired ones not yet removed: once a shard holds
+///   more than twice the sessions it held when last found free of expired ones (plus 64), each
+///   `create` into it removes up to two expired sessions first, so they cannot pile up even when
+///   the maintenance task gets little time;
+/// - `deadline_entries` equals `sessions`, and `recency_entries` is at most `sessions`: a session
+///   that ends or moves (`change_id`) leaves its entries in the same step;
+/// - `slots` is at most about four times `sessions` (plus a small floor per shard) after a
+///   maintenance sweep;
+/// - `release_watches` counts watches not yet dropped; a dropped one costs nothing;
+/// - `buffered_events` is at most
+///   [`MemoryOptions::event_capacity`](crate::MemoryOptions::event_capacity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Sessions held, expired ones not yet removed included.
+    pub sessions: usize,
+    /// Entries in the deadline index the expiry sweep follows: one per session.
+    pub deadline_entries: usize,
+    /// With a capacity bound: entries in the eviction order, one per unlocked session (0 without
+    /// a bound).
+    pub recency_entries: usize,
+    /// Sessions the hash maps have room for without growing.
+    pub slots: usize,
+    /// Release watches ([`SessionStore::watch_release`](session_core::SessionStore::watch_release))
+    /// made and not yet dropped.
+    pub release_watches: usize,
+    /// Expiry events sent and not yet received by the slowest subscriber (0 without
+    /// subscribers).
+    pub buffered_events: usize,
 }
 
 impl Default for MemoryStore {
@@ -493,6 +567,33 @@ mod tests {
             .sessions
             .load(Ordering::Acquire);
         assert_eq!(counted, 3);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_gives_back_the_table_of_sessions_that_left() {
+        use session_core::{Items, SessionStore};
+        // No sweep but the one this test runs.
+        let store = MemoryStore::with_options(
+            MemoryOptions::new().with_maintenance_interval(std::time::Duration::from_secs(3600)),
+        );
+        let keys: Vec<_> = (0..20_000).map(|_| key_in("/compact")).collect();
+        for k in &keys {
+            let long = crate::test_util::LONG;
+            store.create(k, &Items::new(), long, true).await.unwrap();
+        }
+        for k in &keys[100..] {
+            store.delete(k).await.unwrap();
+        }
+        assert!(store.stats().slots >= 20_000, "{:?}", store.stats());
+        store.shared.sweep_expired().await;
+        let stats = store.stats();
+        assert_eq!(stats.sessions, 100);
+        // A few slots per shard at most: hash maps round their tables up.
+        assert!(stats.slots <= SHARDS * 8, "{stats:?}");
+        // The sessions left are all still there.
+        for k in &keys[..100] {
+            crate::test_util::found(&store, k).await;
+        }
     }
 
     /// Runs a store operation to completion (the memory store's operations never wait).
