@@ -313,17 +313,32 @@ async fn unsupported_setups_are_refused(url: String) -> TestResult {
     Ok(())
 }
 
-/// Cluster: writes through another instance on any node are seen; a killed invalidation
-/// connection of any node empties the cache.
+/// A store opened for `app` (its `applicationName`), as a session manager of that application
+/// opens it: the connect returns once every node tracks the application.
+async fn near_for(url: &str, app: &AppName) -> Result<RedisStore, Failed> {
+    let config = Config::builder()
+        .url(url)
+        .application_name(app.clone())
+        .near_cache(true)
+        .build()?;
+    Ok(RedisStore::connect_with(&config, RedisOptions::new()).await?)
+}
+
+/// Cluster: two instances opened for the application, as its managers open them. Every node
+/// (masters and replicas) tracks the application from the connect on, so the reader keeps copies
+/// from its first reads, and a write through the other instance, on whichever master, is seen by
+/// the next read. An application the stores were not opened for is tracked from its first read on
+/// (without waiting: a read is one round trip, docs/contract.md §2): its reads go to the server
+/// until every node has confirmed, then they are kept too, and still never stale.
 async fn cluster_instances_agree(url: String) -> TestResult {
-    let reader = near(&url, RedisOptions::new()).await?;
-    let writer = near(&url, RedisOptions::new()).await?;
+    let first = key("cluster")?;
+    let reader = near_for(&url, first.app()).await?;
+    let writer = near_for(&url, first.app()).await?;
     ensure!(
         reader.near_cache_client_ids().len() == 6,
         "{:?}",
         reader.near_cache_client_ids()
     );
-    let first = key("cluster")?;
     let mut keys = Vec::new();
     for _ in 0..12 {
         let key = first.with_id(SessionId::generate()?);
@@ -344,7 +359,34 @@ async fn cluster_instances_agree(url: String) -> TestResult {
     let stats = reader
         .near_cache_stats()
         .ok_or_else(|| failed!("no stats"))?;
+    // Two per session, less any placeholder a late invalidation of the create took.
     ensure!(stats.hits >= 12, "{stats:?}");
+
+    // Another application: kept once all six nodes confirmed tracking it (bounded: 5 s).
+    let other = key("cluster-other")?;
+    writer.create(&other, &items(1), LONG, true).await?;
+    let mut kept = false;
+    for _ in 0..250 {
+        ensure!(
+            n_of(&reader.read(&other).await?) == Some(1),
+            "another application's value"
+        );
+        let now = reader.near_cache_stats().unwrap_or_default();
+        if now.hits > stats.hits {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(kept, "another application's reads were never kept");
+    commit_n(&writer, &other, 2).await?;
+    ensure!(
+        n_of(&reader.read(&other).await?) == Some(2),
+        "stale read of another application"
+    );
+    for key in keys.iter().chain([&other]) {
+        writer.delete(key).await?;
+    }
     Ok(())
 }
 

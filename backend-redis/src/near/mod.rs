@@ -18,6 +18,14 @@
 //!
 //! Writes by this process drop the copy before and after they run (their invalidation also
 //! arrives). The cache is bounded in entries and bytes (16 shards, a clock sweep each).
+//!
+//! Which applications are covered: the configured one (`applicationName`) by the connect itself,
+//! which returns only once every node's handshake has confirmed its prefix (a node it cannot reach
+//! covers nothing until its task brings it up), so a fresh store keeps copies from its first read.
+//! An application first met by a read is asked for by that lookup without waiting (a read stays
+//! one round trip, docs/contract.md §2): its reads go to the server (misses, always safe) until a
+//! later lookup finds every node's confirmation, on a loaded cluster possibly tens of milliseconds
+//! later.
 
 mod channel;
 mod resp;
