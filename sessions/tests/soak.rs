@@ -472,7 +472,18 @@ async fn increment(w: &World, slot: usize, m: usize, rng: &mut Rng, renew: bool)
         bump(&w.stats.renews);
         // Waiters on the old id may find it gone from now on.
         w.with_track(&id, |t| t.leaving = true);
-        match session.renew_id().await {
+        let renewed = match session.renew_id().await {
+            // A renewal by copy that could not confirm the old id's removal continues under the
+            // copy and still reports the failure (`Session::renew_id`): the session moved, and
+            // the old id, if it survived, is removed in the background.
+            Err(e) if e.is_store_failure() && session.id().expose() != id => {
+                bump(&w.stats.store_errors);
+                bump(&w.stats.renews_failed);
+                Ok(*session.id())
+            }
+            other => other,
+        };
+        match renewed {
             Ok(new) => {
                 let new = new.expose().to_owned();
                 let mut model = w.model();
