@@ -107,6 +107,10 @@ pub(crate) mod change_id {
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const SETTLED_COMMIT: i16 = 1;
 
+/// The most sessions one purge statement deletes where a session is one row (Postgres and SQLite
+/// keep the items in the session's row): 1,000 rows, a few milliseconds of work.
+pub(crate) const PURGE_STATEMENT_MAX: usize = 1000;
+
 /// A session's row key: the application name and the id, both as bytes (binary columns, so
 /// comparisons are exact whatever the database's collation).
 #[derive(Clone, Copy)]
@@ -185,9 +189,12 @@ pub(crate) enum Op<'a> {
         new_sid: &'a [u8],
         token: Token,
     },
-    /// Deletes up to `batch` expired sessions (oldest expiry first, on the expiry index; on
-    /// Postgres oldest expiry minute first, on the bucket index of migration 0005), one
-    /// runner at a time across processes; the reply's `status` is how many.
+    /// Deletes up to `batch` expired sessions in one statement (`batch` is at most the dialect's
+    /// [`Dialect::purge_statement_max`]): oldest expiry first, on the expiry index, bounded by one
+    /// timestamp read once per call, so that the statement reads only rows it deletes (on
+    /// Postgres oldest expiry minute first, on the bucket index of migration 0005, bounded by the
+    /// current minute: migration 0008); one runner at a time across processes, never waiting for
+    /// another; the reply's `status` is how many.
     Purge {
         batch: i64,
     },
@@ -264,6 +271,13 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Performs `op` atomically: one round trip on Postgres and MySQL, one transaction on SQLite.
     async fn run(&self, op: Op<'_>) -> Result<Reply, sqlx::Error>;
+    /// The most sessions one purge statement deletes ([`Op::Purge`]'s `batch`): the store splits
+    /// a larger `purge_expired` batch into statements of at most this many, one transaction each,
+    /// so that no statement holds its locks and writes long enough for a request to wait behind
+    /// it (default [`PURGE_STATEMENT_MAX`]).
+    fn purge_statement_max(&self) -> usize {
+        PURGE_STATEMENT_MAX
+    }
     /// Closes the pool.
     async fn close(&self);
     /// The release signal, where the database has one (Postgres `LISTEN`/`NOTIFY`).

@@ -95,6 +95,9 @@ pub(crate) trait RoutineDb:
         pool
     }
 
+    /// The most sessions one purge statement deletes ([`Dialect::purge_statement_max`]).
+    const PURGE_STATEMENT_MAX: usize = crate::dialect::PURGE_STATEMENT_MAX;
+
     /// The argument the purge routine takes before the batch size, if it takes one, for tables
     /// under `prefix` (default: none).
     fn purge_lock(_prefix: &str) -> Option<i64> {
@@ -347,6 +350,10 @@ where
             Answer::Count => row.try_get(0)?,
             _ => DB::status(row)?,
         }))
+    }
+
+    fn purge_statement_max(&self) -> usize {
+        DB::PURGE_STATEMENT_MAX
     }
 
     async fn close(&self) {

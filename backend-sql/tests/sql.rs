@@ -506,8 +506,8 @@ async fn every_delta_shape_merges_like_apply_to() {
 fn latest_migration(db: Db) -> i64 {
     match db {
         Db::Sqlite => 2,
-        Db::Mysql => 3,
-        Db::Postgres => 7,
+        Db::Mysql => 4,
+        Db::Postgres => 8,
     }
 }
 

@@ -1,7 +1,11 @@
 //! The MySQL / MariaDB dialect: every operation is one `CALL` of a stored procedure installed by
 //! `migrations/mysql/` — one prepared statement, one round trip, one transaction inside. Calling
 //! them is shared with Postgres (`routines`). Item lists travel packed ([`pack`]) because MySQL
-//! has no array parameters.
+//! has no array parameters. The purge (migration 0004) is one `DELETE` per call of the first `n`
+//! sessions by expiry, found by a range scan of the expiry index up to one bound `t` (the clock,
+//! read once per call) and deleted by primary key: it reads as many index entries as it deletes
+//! sessions (none past the first when nothing expired), and their items go by the foreign key's
+//! cascade; a statement deletes at most [`PURGE_STATEMENT_MAX`] sessions.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -33,7 +37,15 @@ impl RoutineDb for MySql {
             "refresh window",
             include_str!("../../migrations/mysql/0003_refresh_window.sql"),
         ),
+        (
+            4,
+            "purge bound",
+            include_str!("../../migrations/mysql/0004_purge_bound.sql"),
+        ),
     ];
+
+    /// A session is its row and a row per item here: 250 sessions of 10 items are 2,750 rows.
+    const PURGE_STATEMENT_MAX: usize = PURGE_STATEMENT_MAX;
 
     const CALLS: Calls<&'static str> = Calls {
         read: "CALL {prefix}read(?, ?, ?)",
@@ -104,6 +116,10 @@ impl RoutineDb for MySql {
         Ok(reply)
     }
 }
+
+/// The most sessions one purge statement deletes (their items, in their own table, go in the same
+/// statement by cascade).
+const PURGE_STATEMENT_MAX: usize = 250;
 
 /// Packs byte strings as `[u32 BE length][bytes]…`, for a database without array parameters.
 fn pack<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {

@@ -5,7 +5,11 @@
 //! their binds and replies; calling them is shared with MySQL (`routines`). Item lists travel as `BYTEA[]` arrays, and a
 //! session's items are stored that way too, in its row (migration 0003): a read is one row. The
 //! purge's index is on the minute `expires_at` falls in (migration 0005), not on `expires_at`, so a
-//! commit that slides within the minute changes no indexed column and is a HOT update.
+//! commit that slides within the minute changes no indexed column and is a HOT update. The purge
+//! (migration 0008) takes one bound per call, the current minute on the database clock, and
+//! deletes only from the minutes before it: its index scan reads only rows it deletes, so a call
+//! that finds nothing expired is one index probe however many sessions live, and a session is
+//! purged at most a minute after it expired.
 //! `signal`: the release signal (`LISTEN`/`NOTIFY`).
 
 mod signal;
@@ -59,6 +63,11 @@ impl RoutineDb for Postgres {
             7,
             "release signal hides ids",
             include_str!("../../migrations/postgres/0007_release_signal_hides_ids.sql"),
+        ),
+        (
+            8,
+            "purge bound",
+            include_str!("../../migrations/postgres/0008_purge_bound.sql"),
         ),
     ];
 

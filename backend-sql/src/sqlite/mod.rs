@@ -116,8 +116,11 @@ impl Sql {
                 "SELECT 1 FROM {prefix}sessions WHERE app = ? AND sid = ? AND expires_at > ?",
             ),
             move_id: p("UPDATE {prefix}sessions SET sid = ? WHERE pk = ?"),
-            // rowid IN (... LIMIT n): SQLite's DELETE has no LIMIT unless compiled with it; the
-            // subquery walks the expiry index.
+            // rowid IN (... LIMIT n): SQLite's DELETE has no LIMIT unless compiled with it. The
+            // subquery walks the expiry index up to one bound, the transaction's clock read once
+            // (a parameter, so an index bound: `SEARCH ... (expires_at<?)`), and stops after n: it
+            // reads only entries it deletes, one when nothing expired (test
+            // `purge_searches_the_expiry_index`).
             purge: p(
                 "DELETE FROM {prefix}sessions WHERE pk IN (SELECT pk FROM {prefix}sessions \
                       WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
@@ -757,6 +760,44 @@ mod tests {
             assert!(unpack(&blob[..end]).is_err(), "{end}");
         }
         assert!(unpack(&[0xff, 0xff, 0xff, 0xff, 1]).is_err());
+    }
+
+    /// The purge's plan, on a migrated database: the subquery searches the expiry index with
+    /// the bound as its range (`expires_at<?`), never a scan of the table or of the whole index,
+    /// and the delete finds each candidate by rowid.
+    #[tokio::test]
+    async fn purge_searches_the_expiry_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("plan.db").display());
+        let options = SqlOptions::new()
+            .with_table_prefix("plan_")
+            .unwrap()
+            .with_sweeper(None);
+        let dialect = SqliteDialect::connect(&url, &options).await.unwrap();
+        let rows = q(&format!("EXPLAIN QUERY PLAN {}", dialect.sql.purge))
+            .bind(0i64)
+            .bind(10i64)
+            .fetch_all(&dialect.pool)
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        let text = plan.join("\n");
+        assert!(
+            plan.iter().any(|d| d.starts_with(
+                "SEARCH plan_sessions USING COVERING INDEX plan_sessions_expires (expires_at<?)"
+            )),
+            "{text}"
+        );
+        assert!(
+            plan.iter()
+                .any(|d| d.starts_with("SEARCH plan_sessions USING INTEGER PRIMARY KEY")),
+            "{text}"
+        );
+        assert!(!plan.iter().any(|d| d.starts_with("SCAN")), "{text}");
+        dialect.close().await;
     }
 
     #[test]
