@@ -290,6 +290,9 @@ pub struct BenchConfig {
     pub near_rows: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Run `--scale` (pools of live sessions, bytes per session, purge, expiry events) instead
+    /// of the rows: [`crate::scale`].
+    pub scale: Option<crate::scale::ScaleConfig>,
 }
 
 impl Default for BenchConfig {
@@ -308,6 +311,7 @@ impl Default for BenchConfig {
             exact_rows: true,
             near_rows: true,
             progress: false,
+            scale: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! (hdrhistogram), store calls and bytes sent per operation, and the ratio to the floor.
 //!
 //! [`run`] is the whole benchmark; the `session-bench` binary only parses arguments into a
-//! [`BenchConfig`] and calls it.
+//! [`BenchConfig`] and calls it. With [`BenchConfig::scale`] (`--scale`) it runs [`scale`]
+//! instead: W1 and W2 at pools of many live sessions, bytes per session, purge and expiry events.
 //!
 //! A run cleans up after itself ([`cleanup`]): at the end of each backend's and each peer's run,
 //! also when it fails midway, the sessions, floor keys/rows and peer sessions it created on the
@@ -18,6 +19,7 @@ pub mod error;
 pub mod floors;
 pub mod peers;
 pub mod report;
+pub mod scale;
 pub mod wire;
 pub mod workload;
 
@@ -38,6 +40,7 @@ pub use error::BenchError;
 pub use floors::{Floor, Probe};
 pub use peers::PeerSpec;
 pub use report::{NearCacheCounters, Report, Row};
+pub use scale::{ScaleConfig, ScaleReport};
 pub use workload::Fixture;
 
 /// Connects the store for `spec` through the facade (`sessions::connect_with`), with
@@ -117,7 +120,7 @@ type OpFn = Arc<
         + Sync,
 >;
 
-struct CellResult {
+pub(crate) struct CellResult {
     ops: u64,
     elapsed: Duration,
     hist: Histogram<u64>,
@@ -130,26 +133,55 @@ fn new_hist() -> Histogram<u64> {
 }
 
 /// Runs `op` on `tasks` tasks until `duration` has passed.
+async fn run_cell(op: OpFn, tasks: usize, duration: Duration) -> Result<CellResult, BenchError> {
+    run_load(op, tasks, Until::Deadline(Instant::now() + duration), None).await
+}
+
+/// When a load ([`run_load`]) stops: at a deadline, or once a flag is raised.
+#[derive(Debug, Clone)]
+pub(crate) enum Until {
+    /// At this instant.
+    Deadline(Instant),
+    /// When the flag becomes `true`.
+    Flag(Arc<std::sync::atomic::AtomicBool>),
+}
+
+impl Until {
+    fn reached(&self) -> bool {
+        match self {
+            Self::Deadline(deadline) => Instant::now() >= *deadline,
+            Self::Flag(flag) => flag.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs `op` on `tasks` tasks until `until`; every latency also goes to `timeline` when given
+/// (per second and per phase: [`scale::Timeline`]).
 ///
 /// Each task spends one unit of tokio's cooperative budget per operation, so an operation that
 /// completes without waiting (a memory store, a near cache hit) still yields now and then (at the
 /// latest every 128 operations) and every task runs: without it, the first tasks on the worker threads would
 /// loop until the deadline and the others would never start. An operation that waits on I/O
 /// spends the budget anyway.
-async fn run_cell(op: OpFn, tasks: usize, duration: Duration) -> Result<CellResult, BenchError> {
+pub(crate) async fn run_load(
+    op: OpFn, tasks: usize, until: Until, timeline: Option<Arc<scale::Timeline>>,
+) -> Result<CellResult, BenchError> {
     let start = Instant::now();
-    let deadline = start + duration;
     let mut set = tokio::task::JoinSet::new();
     for task in 0..tasks {
         let op = Arc::clone(&op);
+        let (until, timeline) = (until.clone(), timeline.clone());
         set.spawn(async move {
             let mut hist = new_hist();
             let mut iter = 0u64;
-            while Instant::now() < deadline {
+            while !until.reached() {
                 let latency = op(task, iter).await?;
                 hist.saturating_record(
                     u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1),
                 );
+                if let Some(timeline) = &timeline {
+                    timeline.record(latency);
+                }
                 iter += 1;
                 tokio::task::coop::consume_budget().await;
             }
@@ -289,6 +321,19 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     };
     let max_tasks = config.concurrency.iter().copied().max().unwrap_or(1);
     let connections = u32::try_from(max_tasks).unwrap_or(u32::MAX);
+    if let Some(scale) = &config.scale {
+        // `--scale` runs its own plan (pools, bytes, purge, expiry events) instead of the rows.
+        let scaled = scale::run(config, scale, connections, &bar).await;
+        bar.finish_and_clear();
+        return Ok(Report {
+            duration_secs: config.duration.as_secs_f64(),
+            payload: config.payload.to_string(),
+            pool: 0,
+            refresh_window_percent: RefreshWindow::DEFAULT.percent(),
+            rows: Vec::new(),
+            scale: Some(scaled?),
+        });
+    }
     let mut rows = Vec::new();
     for spec in &config.backends {
         run_backend(config, spec, connections, &bar, &mut rows).await?;
@@ -315,6 +360,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         pool: config.pool_for(config.payload),
         refresh_window_percent: RefreshWindow::DEFAULT.percent(),
         rows,
+        scale: None,
     })
 }
 

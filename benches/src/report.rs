@@ -103,11 +103,14 @@ pub struct Report {
     /// The refresh window of our stores' rows, in % of the session timeout (docs/contract.md
     /// §1); the `<backend>-exact` rows use 0 (exact sliding).
     pub refresh_window_percent: u8,
-    /// All rows, in run order.
+    /// All rows, in run order (none in a `--scale` run).
     pub rows: Vec<Row>,
+    /// The `--scale` results (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<crate::scale::ScaleReport>,
 }
 
-fn us(v: f64) -> String {
+pub(crate) fn us(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.1}ms", v / 1000.0)
     } else if v >= 100.0 {
@@ -115,6 +118,38 @@ fn us(v: f64) -> String {
     } else {
         format!("{v:.1}us")
     }
+}
+
+/// `lines` (the first is the header) as aligned columns: the first `left` columns left-aligned,
+/// the others right-aligned, two spaces apart.
+pub(crate) fn align(lines: &[Vec<String>], left: usize) -> String {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for l in lines {
+        let cells: Vec<String> = l
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if c < left {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Printed under a table with peer rows.
@@ -133,8 +168,11 @@ const NEAR_HIT_NOTE: &str = "near hit = reads answered from process memory / all
 the cell.\n";
 
 impl Report {
-    /// The aligned text table.
+    /// The aligned text table (and, in a `--scale` run, the scale tables).
     pub fn table(&self) -> String {
+        if let Some(scale) = &self.scale {
+            return scale.table();
+        }
         // The near hit column only when a row has the near cache's counters.
         let near_hits = self.rows.iter().any(|r| r.near_cache.is_some());
         let mut header = vec![
@@ -179,25 +217,7 @@ impl Report {
             }
             lines.push(line);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for l in &lines {
-            let cells: Vec<String> = l
-                .iter()
-                .enumerate()
-                .map(|(c, s)| {
-                    if c < 2 {
-                        format!("{s:<w$}", w = widths[c])
-                    } else {
-                        format!("{s:>w$}", w = widths[c])
-                    }
-                })
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        let mut out = align(&lines, 2);
         if self.rows.iter().any(|r| r.peer_of.is_some()) {
             out.push_str(PEER_NOTE);
         }
@@ -403,6 +423,7 @@ mod tests {
             pool: 10,
             refresh_window_percent: 10,
             rows,
+            scale: None,
         }
     }
 

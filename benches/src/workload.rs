@@ -48,6 +48,9 @@ pub struct Fixture {
     manager: SessionManager,
     origin: Instant,
     last_release_ns: AtomicU64,
+    /// Pick sessions uniformly at random within each task's slice (`--scale`), rather than in
+    /// turn.
+    uniform: bool,
 }
 
 fn store_err(backend: &'static str, what: String) -> impl Fn(session_core::Error) -> BenchError {
@@ -94,30 +97,106 @@ async fn create_pool(
     backend: &'static str, store: &Arc<dyn SessionStore>, app: &AppName, items: &Arc<Items>,
     count: usize, created: &mut Vec<SessionKey>,
 ) -> Result<Vec<SessionKey>, BenchError> {
-    let err = store_err(backend, "setup".to_owned());
-    let keys: Vec<SessionKey> = (0..count)
-        .map(|_| SessionId::generate().map(|id| SessionKey::new(app.clone(), id)))
-        .collect::<Result<_, _>>()
-        .map_err(&err)?;
-    created.extend(keys.iter().cloned());
-    let workers = 16.min(count.max(1));
+    let first = created.len();
+    let how = Creating {
+        timeout: SESSION_TIMEOUT,
+        workers: 16,
+        own_values: false,
+    };
+    create_sessions(backend, store, app, items, count, how, created).await?;
+    Ok(created[first..].to_vec())
+}
+
+/// How [`create_sessions`] creates sessions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Creating {
+    /// The sessions' timeout.
+    pub timeout: Duration,
+    /// Tasks creating at once.
+    pub workers: usize,
+    /// Give every session its own copy of the values (an in-process store would otherwise keep
+    /// one shared buffer per value for all of them, which no real application does).
+    pub own_values: bool,
+}
+
+/// Creates `count` new sessions of `items` through `store` as `how` says (each task generating
+/// its own keys), and appends their keys to `created`: every key whose `create` was sent, also
+/// when one fails (then the first error is returned after every task has stopped), so that the
+/// caller can remove what was made.
+///
+/// # Errors
+/// A store failure, or an outcome other than `Created`.
+pub(crate) async fn create_sessions(
+    backend: &'static str, store: &Arc<dyn SessionStore>, app: &AppName, items: &Arc<Items>,
+    count: usize, how: Creating, created: &mut Vec<SessionKey>,
+) -> Result<(), BenchError> {
+    let Creating {
+        timeout,
+        workers,
+        own_values,
+    } = how;
+    let workers = workers.clamp(1, count.max(1));
+    created.reserve(count);
     let mut set = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let chunk: Vec<SessionKey> = keys.iter().skip(w).step_by(workers).cloned().collect();
-        let store = Arc::clone(store);
-        let items = Arc::clone(items);
+        let n = count / workers + usize::from(w < count % workers);
+        let (store, items, app) = (Arc::clone(store), Arc::clone(items), app.clone());
         set.spawn(async move {
-            for key in chunk {
-                store.create(&key, &items, SESSION_TIMEOUT, true).await?;
+            let err = store_err(backend, "setup".to_owned());
+            let mut keys = Vec::with_capacity(n);
+            for _ in 0..n {
+                let key = match SessionId::generate() {
+                    Ok(id) => SessionKey::new(app.clone(), id),
+                    Err(e) => return (keys, Err(err(e))),
+                };
+                keys.push(key.clone());
+                let copy;
+                let items = if own_values {
+                    copy = items
+                        .iter()
+                        .map(|(n, v)| (n.clone(), ItemValue::from_bytes(v.as_bytes().to_vec())))
+                        .collect();
+                    &copy
+                } else {
+                    &*items
+                };
+                match store.create(&key, items, timeout, true).await {
+                    Ok(CreateOutcome::Created) => {}
+                    Ok(other) => {
+                        let what = format!("create: {other:?}");
+                        return (keys, Err(unexpected(backend, Workload::W3, what)));
+                    }
+                    Err(e) => return (keys, Err(err(e))),
+                }
             }
-            Ok::<_, session_core::Error>(())
+            (keys, Ok(()))
         });
     }
+    let mut first_error = None;
     while let Some(done) = set.join_next().await {
-        done.map_err(|e| BenchError::Config(format!("setup task failed: {e}")))?
-            .map_err(&err)?;
+        let failed = match done {
+            Ok((keys, result)) => {
+                created.extend(keys);
+                result.err()
+            }
+            Err(e) => Some(BenchError::Config(format!("setup task failed: {e}"))),
+        };
+        if let Some(e) = failed {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(keys)
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A well-mixed 64-bit hash of `(a, b)` (SplitMix64's finaliser): picks sessions uniformly.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(b)
+        .wrapping_add(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Fixture {
@@ -189,7 +268,56 @@ impl Fixture {
             items,
             origin: Instant::now(),
             last_release_ns: AtomicU64::new(0),
+            uniform: false,
         })
+    }
+
+    /// A fixture for W1 and W2 over an existing `pool` of sessions holding `items` (created by
+    /// the caller, who also removes them): each task picks sessions uniformly at random within
+    /// its own slice of the pool, so reads and cycles spread over the whole pool (however short
+    /// the cell) and exclusive cycles never contend. Get the pool back with
+    /// [`Fixture::into_pool`].
+    ///
+    /// # Errors
+    /// [`BenchError::Config`] for an empty pool; a configuration failure of the W5 manager.
+    pub fn over_pool(
+        store: &Arc<dyn SessionStore>, app: AppName, pool: Vec<SessionKey>, items: Arc<Items>,
+        payload: Payload,
+    ) -> Result<Self, BenchError> {
+        let backend = store.backend();
+        let err = store_err(backend, "setup".to_owned());
+        let (Some(first), Some(last)) = (pool.first().cloned(), pool.last().cloned()) else {
+            return Err(BenchError::Config(format!("{backend}: empty pool")));
+        };
+        let manager_config = Config::builder()
+            .application_name(app.clone())
+            .session_timeout(SESSION_TIMEOUT)
+            .build()
+            .map_err(&err)?;
+        let value = |size: usize, b: u8| ItemValue::from_bytes(vec![b; size]);
+        Ok(Self {
+            backend,
+            manager: SessionManager::new(Arc::clone(store), &manager_config),
+            app,
+            pool,
+            large_pool: Vec::new(),
+            shared: first,
+            shared_w6: last,
+            values: [
+                value(payload.item_size, b'x'),
+                value(payload.item_size, b'y'),
+            ],
+            large_values: [value(1024, b'x'), value(1024, b'y')],
+            items,
+            origin: Instant::now(),
+            last_release_ns: AtomicU64::new(0),
+            uniform: true,
+        })
+    }
+
+    /// The pool of a fixture made by [`Fixture::over_pool`] (or [`Fixture::prepare`]'s pool).
+    pub fn into_pool(self) -> Vec<SessionKey> {
+        self.pool
     }
 
     /// Every session the fixture created: the pools and the shared sessions of W5 and W6.
@@ -214,10 +342,18 @@ impl Fixture {
         items_size(&self.items)
     }
 
-    /// Task `task` of `tasks` uses its own slice of `pool`, so exclusive workloads never contend.
-    fn key(pool: &[SessionKey], task: usize, tasks: usize, iter: u64) -> &SessionKey {
+    /// Task `task` of `tasks` uses its own slice of `pool`, so exclusive workloads never contend:
+    /// its sessions in turn, or uniformly at random ([`Fixture::over_pool`]).
+    fn key<'a>(
+        &self, pool: &'a [SessionKey], task: usize, tasks: usize, iter: u64,
+    ) -> &'a SessionKey {
         let per = (pool.len() / tasks.max(1)).max(1);
-        let i = task * per + (iter % per as u64) as usize;
+        let step = if self.uniform {
+            mix(task as u64, iter)
+        } else {
+            iter
+        };
+        let i = task * per + (step % per as u64) as usize;
         &pool[i % pool.len()]
     }
 
@@ -233,7 +369,7 @@ impl Fixture {
         let err = store_err(backend, w.to_string());
         match w {
             Workload::W1 => {
-                let key = Self::key(&self.pool, task, tasks, iter);
+                let key = self.key(&self.pool, task, tasks, iter);
                 let start = Instant::now();
                 match store.read(key).await.map_err(&err)? {
                     ReadOutcome::Found(s) => {
@@ -249,7 +385,7 @@ impl Fixture {
                 } else {
                     (&self.large_pool, &self.large_values)
                 };
-                let key = Self::key(pool, task, tasks, iter);
+                let key = self.key(pool, task, tasks, iter);
                 let token = LockToken::generate().map_err(&err)?;
                 let delta = Delta::new().with_set("item0", values[(iter % 2) as usize].clone());
                 let start = Instant::now();

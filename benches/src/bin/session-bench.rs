@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use session_bench::{
-    BackendSpec, BenchConfig, BenchError, Payload, PeerSpec, Workload, parse_duration,
+    BackendSpec, BenchConfig, BenchError, Payload, PeerSpec, ScaleConfig, Workload, parse_duration,
 };
 use sessions::redact_url;
 
@@ -42,9 +42,9 @@ struct Args {
     /// Measured time per cell (backend x workload x concurrency), e.g. 500ms, 2s.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     duration: Duration,
-    /// Comma-separated task counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = parse_tasks)]
-    concurrency: Vec<usize>,
+    /// Comma-separated task counts [default: 1,32; with --scale: 32].
+    #[arg(long, value_delimiter = ',', value_parser = parse_tasks)]
+    concurrency: Option<Vec<usize>>,
     /// Session payload: ITEMSxSIZE, e.g. 10x150 (default), 100x1k, 1x1m.
     #[arg(long, default_value = "10x150")]
     payload: Payload,
@@ -73,6 +73,28 @@ struct Args {
     /// --postgres (rows named peer:tower-sessions-*).
     #[arg(long)]
     peers: bool,
+    /// Instead of the rows: W1 and W2 at pools of many live sessions (--scale-pools), bytes per
+    /// session against the raw client's plain storage, purge calls with nothing expired, a purge
+    /// of --scale-expired expired sessions under W1 (SQL stores), and --scale-events sessions
+    /// expiring together under W1 (memory, Redis). The JSON gets a `scale` section. The SQL
+    /// stores use tables of their own (prefix bench_scale_, emptied at the start and the end).
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: comma-separated pool sizes [default: 1000,100000,1000000; --quick:
+    /// 1000,10000].
+    #[arg(long, value_delimiter = ',', value_parser = parse_pool, requires = "scale")]
+    scale_pools: Option<Vec<usize>>,
+    /// With --scale: expired sessions to purge (0: skip) [default: 1000000; --quick: 2000].
+    #[arg(long, requires = "scale")]
+    scale_expired: Option<usize>,
+    /// With --scale: sessions expiring together for the expiry events (0: skip) [default:
+    /// 200000; --quick: 1000].
+    #[arg(long, requires = "scale")]
+    scale_events: Option<usize>,
+    /// With --scale: the small sizes of a smoke run (pools 1000,10000; 2000 expired; 1000
+    /// events).
+    #[arg(long, requires = "scale")]
+    quick: bool,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -106,6 +128,14 @@ fn parse_tasks(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A pool size of at least 1.
+fn parse_pool(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("bad pool size {s:?} (expected an integer >= 1)")),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut peers = Vec::new();
@@ -135,10 +165,30 @@ fn main() -> ExitCode {
             }
         }
     }
+    let scale = args.scale.then(|| {
+        let base = if args.quick {
+            ScaleConfig::quick()
+        } else {
+            ScaleConfig::full()
+        };
+        ScaleConfig {
+            pools: args.scale_pools.unwrap_or(base.pools.clone()),
+            expired: args.scale_expired.unwrap_or(base.expired),
+            events: args.scale_events.unwrap_or(base.events),
+            ..base
+        }
+    });
+    let concurrency = args.concurrency.unwrap_or_else(|| {
+        if scale.is_some() {
+            vec![32]
+        } else {
+            vec![1, 32]
+        }
+    });
     let config = BenchConfig {
         backends,
         workloads: args.workloads,
-        concurrency: args.concurrency,
+        concurrency,
         payload: args.payload,
         duration: args.duration,
         pool: args.pool,
@@ -148,6 +198,7 @@ fn main() -> ExitCode {
         exact_rows: !args.no_exact,
         near_rows: !args.no_near,
         progress: !args.quiet,
+        scale,
         ..BenchConfig::default()
     };
     let report = match session_bench::run_blocking(&config) {
@@ -168,6 +219,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         eprintln!("wrote {}", path.display());
+    }
+    // A `--scale` backend that stopped early has its error in the report (and the others ran).
+    let stopped = report
+        .scale
+        .iter()
+        .flat_map(|s| &s.backends)
+        .any(|b| b.error.is_some());
+    if stopped {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
