@@ -539,24 +539,29 @@ pub(super) async fn keep_alive_slides_expiry_of_unused_session(h: Harness) -> Ou
     Ok(())
 }
 
-/// The order in which requests got their sessions, by name.
-type Served = Arc<Mutex<Vec<&'static str>>>;
+/// What each waiter found when it got the session: its name, and the writers that had committed
+/// before it (the session's `trail`, which each writer extends with its name).
+type Seen = Arc<Mutex<Vec<(&'static str, Vec<String>)>>>;
 
-/// Opens `id` with `access` on `m` as another request, notes `name` in `served` as soon as the
-/// session is open, keeps it for `hold` (a writer at work) and ends it.
+/// Opens `id` with `access` on `m` as another request and notes what it found in `seen`; a
+/// writer adds its name to the session's `trail`, keeps the lock for `hold` (a writer at work) and
+/// commits.
 fn serve(
-    m: &SessionManager, id: &str, access: Access, name: &'static str, served: &Served,
-    hold: Duration,
+    m: &SessionManager, id: &str, access: Access, name: &'static str, seen: &Seen, hold: Duration,
 ) -> JoinHandle<crate::Result<()>> {
     let open = open_later(m, id, access);
-    let served = Arc::clone(served);
+    let seen = Arc::clone(seen);
     tokio::spawn(async move {
-        let s = open.await?;
-        served
-            .lock()
+        let mut s = open.await?;
+        let mut trail: Vec<String> = s.get("trail")?.unwrap_or_default();
+        seen.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(name);
-        sleep(hold).await;
+            .push((name, trail.clone()));
+        if access == Access::Exclusive {
+            trail.push(name.to_owned());
+            s.insert("trail", &trail)?;
+            sleep(hold).await;
+        }
         s.end().await.map(|_| ())
     })
 }
@@ -564,16 +569,24 @@ fn serve(
 /// Queues `waiters` (name, access) on the session `id` of `m` one after the other, each
 /// registered before the next arrives, while `holder` (a request of another manager) holds the
 /// lock, `settle` apart; then lets `holder` go at once and answers the order in which the waiters
-/// got the session.
+/// got the session. The order is read from the session, not from when the tasks ran: a request
+/// was served after the writers whose commits it saw, and a reader that saw a writer's commit
+/// missing was served before that writer took the lock (a reader waits while a writer holds it).
 async fn arrival_order(
     m: &SessionManager, id: &str, holder: Session, waiters: &[(&'static str, Access)],
     settle: Duration,
 ) -> Result<Vec<&'static str>, Failed> {
-    let served = Served::default();
+    let seen = Seen::default();
     let mut tasks = Vec::new();
     for (n, &(name, access)) in waiters.iter().enumerate() {
-        let hold = Duration::from_millis(if access == Access::Exclusive { 100 } else { 0 });
-        tasks.push(serve(m, id, access, name, &served, hold));
+        tasks.push(serve(
+            m,
+            id,
+            access,
+            name,
+            &seen,
+            Duration::from_millis(100),
+        ));
         until_waiting(m, id, n + 1).await?;
         if n + 1 < waiters.len() {
             sleep(settle).await;
@@ -584,10 +597,14 @@ async fn arrival_order(
     for task in tasks {
         within(Duration::from_secs(20), what, joined(task)).await???;
     }
-    Ok(served
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone())
+    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let writes = |name: &str| {
+        waiters
+            .iter()
+            .any(|&(n, a)| n == name && a == Access::Exclusive)
+    };
+    seen.sort_by_key(|(name, trail)| (trail.len(), writes(name)));
+    Ok(seen.into_iter().map(|(name, _)| name).collect())
 }
 
 /// docs/contract.md §3 (fair waiting): the waiters of one manager on one session are served in
