@@ -13,6 +13,7 @@ use redis::{
 use session_core::{Config, Error, Result, redact_url, url_scheme};
 
 use crate::config_string::{self, is_url};
+use crate::expiry::ExpiryListenerLimits;
 use crate::near::NearCacheLimits;
 
 /// The schemes of Redis URLs: one server (`redis://`, `rediss://` with TLS) or a cluster
@@ -63,6 +64,7 @@ pub fn response_timeout(operation_timeout: Option<Duration>) -> Duration {
 pub struct RedisOptions {
     ca: Option<CaSource>,
     near_limits: NearCacheLimits,
+    expiry_limits: ExpiryListenerLimits,
 }
 
 #[derive(Clone)]
@@ -101,6 +103,18 @@ impl RedisOptions {
         self.near_limits
     }
 
+    /// The expiry listener's memory bound: its queue of expired sessions waiting for their take,
+    /// and the takes in flight (default [`ExpiryListenerLimits::DEFAULT`]).
+    pub fn with_expiry_listener_limits(mut self, limits: ExpiryListenerLimits) -> Self {
+        self.expiry_limits = limits;
+        self
+    }
+
+    /// The expiry listener's memory bound.
+    pub fn expiry_listener_limits(&self) -> ExpiryListenerLimits {
+        self.expiry_limits
+    }
+
     /// The CA certificate's PEM bytes, if one was given.
     pub(crate) fn ca_pem(&self) -> Result<Option<Vec<u8>>> {
         match &self.ca {
@@ -126,6 +140,7 @@ impl fmt::Debug for RedisOptions {
         f.debug_struct("RedisOptions")
             .field("ca", &ca)
             .field("near_limits", &self.near_limits)
+            .field("expiry_limits", &self.expiry_limits)
             .finish()
     }
 }

@@ -36,7 +36,7 @@ pub use config::{
     DEFAULT_RESPONSE_TIMEOUT, RESPONSE_TIMEOUT_MARGIN, RedisOptions, SCHEMES, accepts, node_urls,
     response_timeout,
 };
-pub use expiry::EXPIRY_GRACE;
+pub use expiry::{EXPIRY_GRACE, ExpiryListenerLimits, ExpiryListenerStats};
 pub use near::{NearCacheLimits, NearCacheStats};
 pub use store::RedisStore;
 

@@ -113,7 +113,8 @@ impl RedisStore {
         };
         let signals = Signals::default();
         signals.spawn_dispatcher(received);
-        let expiry = Expiry::detect(&conn, &settings, config.application_name()).await;
+        let limits = options.expiry_listener_limits();
+        let expiry = Expiry::detect(&conn, &settings, config.application_name(), limits).await;
         let near = if settings.near_cache {
             let limits = options.near_cache_limits();
             let (window, app) = (config.refresh_window(), config.application_name());
@@ -153,6 +154,13 @@ impl RedisStore {
             .as_ref()
             .map(|near| near.client_ids())
             .unwrap_or_default()
+    }
+
+    /// The expiry listener's counters (what it heard, queued, swept and reported), or `None`
+    /// where expiry events are not declared. All zero until the first `expiry_events()` call
+    /// starts the listener.
+    pub fn expiry_listener_stats(&self) -> Option<crate::ExpiryListenerStats> {
+        self.inner.expiry.stats()
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -346,7 +354,7 @@ impl SessionStore for RedisStore {
         }
         inner
             .expiry
-            .subscribe(&inner.conn, &inner.errors)
+            .subscribe(&inner.errors)
             .await
             .map_err(|e| inner.errors.map(Operation::ExpiryEvents, e))
     }

@@ -104,6 +104,12 @@ pub enum EndReason {
     Expired,
     /// It was removed (`remove` or `delete`).
     Removed,
+    /// It was idle past its timeout, but its final items could not be kept until its event was
+    /// taken: the event has no items, and this says that they are unknown, not that there were
+    /// none. A store reports it where it cannot guarantee the items (Redis: the value was gone
+    /// when the end was claimed: evicted, flushed, or claimed after the grace period); never
+    /// `Expired` with empty items for a session whose items were lost.
+    ExpiredItemsLost,
 }
 
 /// A session that ended (ASP.NET `Session_End`), with its final items.
@@ -126,27 +132,90 @@ impl ExpiryEvent {
 }
 
 /// A stream of [`ExpiryEvent`]s, each delivered once to every subscriber that exists when it occurs.
-pub struct ExpiryEvents(tokio::sync::broadcast::Receiver<ExpiryEvent>);
+///
+/// Each subscriber has a bounded buffer (the store's; for example 1024 events): one that falls
+/// further behind misses the oldest events rather than holding the store's memory.
+/// [`ExpiryEvents::missed`] counts them, so a lagging subscriber is visible.
+pub struct ExpiryEvents {
+    receiver: tokio::sync::broadcast::Receiver<ExpiryEvent>,
+    /// An event taken from the buffer by [`ExpiryEvents::missed`], returned by the next `next()`.
+    held: Option<ExpiryEvent>,
+    /// Events skipped so far.
+    missed: u64,
+    /// The buffer's size, learnt when a lag is found (the fewest events left unread right after
+    /// one); `None` until then.
+    buffer: Option<usize>,
+}
 
 impl ExpiryEvents {
     /// Wraps a broadcast receiver.
     pub fn new(receiver: tokio::sync::broadcast::Receiver<ExpiryEvent>) -> Self {
-        Self(receiver)
+        Self {
+            receiver,
+            held: None,
+            missed: 0,
+            buffer: None,
+        }
     }
 
     /// The next event, or `None` once the store is gone. Events a slow subscriber missed are
-    /// skipped (and logged), never replayed out of order.
+    /// skipped (counted by [`ExpiryEvents::missed`], and logged), never replayed out of order.
     pub async fn next(&mut self) -> Option<ExpiryEvent> {
         use tokio::sync::broadcast::error::RecvError;
+        if let Some(event) = self.held.take() {
+            return Some(event);
+        }
         loop {
-            match self.0.recv().await {
+            match self.receiver.recv().await {
                 Ok(event) => return Some(event),
                 Err(RecvError::Lagged(n)) => {
+                    self.lagged(n);
                     tracing::warn!(missed = n, "expiry event subscriber lagged");
                 }
                 Err(RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// How many events this subscriber has missed so far because it fell more than its buffer
+    /// behind (their sessions ended, but this subscriber will not see them).
+    ///
+    /// It counts without losing anything: a subscriber that does not read (or reads too slowly)
+    /// can call it to find how much it skipped; the next event is kept for
+    /// [`ExpiryEvents::next`]. Events overwritten while it looks are counted by the next call.
+    pub fn missed(&mut self) -> u64 {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            if self.held.is_some() {
+                // Looking further would take another event: only a lag that is certain (more
+                // unread than the buffer holds) is collected.
+                let behind = self.buffer.is_some_and(|b| self.receiver.len() > b);
+                if !behind {
+                    break;
+                }
+            }
+            match self.receiver.try_recv() {
+                Ok(event) => {
+                    // The buffer held no lag: the event is kept, in order, for `next()`.
+                    if let Some(earlier) = self.held.replace(event) {
+                        // Unreachable (a certain lag answers `Lagged`); never drop silently.
+                        self.held = Some(earlier);
+                        self.lagged(1);
+                    }
+                    break;
+                }
+                Err(TryRecvError::Lagged(n)) => self.lagged(n),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        self.missed
+    }
+
+    fn lagged(&mut self, n: u64) {
+        self.missed = self.missed.saturating_add(n);
+        // Right after a lag the receiver is exactly a buffer behind, plus what was sent since.
+        let left = self.receiver.len();
+        self.buffer = Some(self.buffer.map_or(left, |b| b.min(left)));
     }
 }
 
@@ -347,3 +416,65 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 /// A shared, type-erased store. `Arc<S>` is a store too (forwarded by the layer mechanism,
 /// [`crate::Layered`]).
 pub type DynSessionStore = dyn SessionStore;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppName, SessionId};
+
+    fn event(n: u32) -> ExpiryEvent {
+        let app = AppName::new("/events").unwrap();
+        let key = SessionKey::new(app, SessionId::generate().unwrap());
+        let mut items = Items::new();
+        items.insert("n".into(), crate::encode_value("n", &n).unwrap());
+        ExpiryEvent::new(key, Arc::new(items), EndReason::Expired)
+    }
+
+    fn n(event: &ExpiryEvent) -> u32 {
+        crate::decode_value("n", event.items.get("n").unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_read_sees_what_it_missed() {
+        let (sender, receiver) = tokio::sync::broadcast::channel(4);
+        let mut events = ExpiryEvents::new(receiver);
+        assert_eq!(events.missed(), 0, "nothing sent");
+        for i in 0..10 {
+            sender.send(event(i)).unwrap();
+        }
+        assert_eq!(events.missed(), 6, "10 sent, 4 kept");
+        assert_eq!(events.missed(), 6, "looking again loses nothing");
+        for i in 10..15 {
+            sender.send(event(i)).unwrap();
+        }
+        // Held aside: event 6; the buffer now holds 11..14, so 7..10 were missed.
+        assert_eq!(events.missed(), 10, "the count grows without reading");
+        let first = events.next().await.unwrap();
+        assert_eq!(
+            n(&first),
+            6,
+            "the event held by missed() comes first, in order"
+        );
+        let mut rest = Vec::new();
+        for _ in 0..4 {
+            rest.push(n(&events.next().await.unwrap()));
+        }
+        assert_eq!(rest, vec![11, 12, 13, 14]);
+        assert_eq!(events.missed(), 10);
+    }
+
+    #[tokio::test]
+    async fn next_counts_the_lag_it_skips() {
+        let (sender, receiver) = tokio::sync::broadcast::channel(2);
+        let mut events = ExpiryEvents::new(receiver);
+        for i in 0..5 {
+            sender.send(event(i)).unwrap();
+        }
+        assert_eq!(n(&events.next().await.unwrap()), 3);
+        assert_eq!(events.missed(), 3);
+        assert_eq!(n(&events.next().await.unwrap()), 4);
+        drop(sender);
+        assert!(events.next().await.is_none());
+        assert_eq!(events.missed(), 3);
+    }
+}

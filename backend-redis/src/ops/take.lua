@@ -1,13 +1,18 @@
 -- take: claim the end of a session whose alive marker expired, and take its final items (run by
--- the expiry listener on an `expired` keyspace notification for KEYS[2]).
+-- the expiry listener for an `expired` keyspace notification of KEYS[2], or for an ended session
+-- its sweep found).
 -- KEYS: [1] session, [2] alive marker, [3] end claim (a string key; one hash tag: one slot).
--- ARGV: none.
--- Returns: 0 not ours to report (the session exists again, or another process claimed its end) |
---          {1, final value} claimed | {1} claimed, but the value is gone (the notification came
---          after the grace period: the end is still reported once, without items).
--- Atomic: the claim (SET NX), GET and DEL are one script, so exactly one process of a web farm
--- reports each end, even when every process hears the notification. The claim outlives the value
--- (2 × GRACE_MS) so that a late notification cannot report the same end twice. Round trips: 1.
+-- ARGV: [1] the claim's token: unique per take (the listener's id and a sequence number), the
+--       same when the listener repeats a take whose reply it did not get.
+-- Returns: 0 not ours to report (the session exists again, or another take claimed its end) |
+--          {1, final value} claimed | {1} claimed, but the value is gone (evicted, flushed, or
+--          claimed after the grace period: the listener reports `ExpiredItemsLost`, never an
+--          `Expired` event without items).
+-- Atomic: the claim (SET NX), GET and DEL are one script, so exactly one take of a web farm
+-- reports each end, even when every process hears the notification (or sweeps it). A repeated
+-- take with the same token finds its own claim: it reports the end again (with no items: the
+-- first run took them), never nothing. The claim outlives the value (2 × GRACE_MS) so that a late
+-- notification cannot report the same end twice. Round trips: 1.
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
@@ -17,7 +22,8 @@ if s or missing == -1 then
   -- Alive again (re-created), or not a value this layout wrote.
   return 0
 end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', 2 * GRACE_MS) then
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', 2 * GRACE_MS)
+    and redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return 0
 end
 if not v then

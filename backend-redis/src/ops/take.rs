@@ -6,27 +6,52 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 use session_core::{Items, Operation, Result, SessionKey};
 
-use super::{final_items, on_session, script};
+use super::{on_session, script};
 use crate::connection::Connection;
-use crate::error::ErrorContext;
+use crate::error::{ErrorContext, bad_reply};
 use crate::keys::Keys;
+use crate::layout;
 
 static SCRIPT: LazyLock<Script> = script!("open.lua", "take.lua");
 
-/// The final items of `key`, or `None` when the session exists again or another process (or an
-/// earlier notification) already claimed its end.
+/// What a take found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Not this take's to report: the session exists again, or another take claimed its end.
+    NotOurs,
+    /// Claimed, with the final items.
+    Items(Items),
+    /// Claimed, but the final items are gone (or undecodable): reported as
+    /// `EndReason::ExpiredItemsLost`.
+    Lost,
+}
+
+/// Claims the end of `key` with `token` (unique per take; the same to repeat a take whose reply
+/// was lost) and takes its final items.
 pub(crate) async fn run(
-    conn: &mut Connection, errors: &ErrorContext, key: &SessionKey,
-) -> Result<Option<Items>> {
+    conn: &mut Connection, errors: &ErrorContext, key: &SessionKey, token: &str,
+) -> Result<Taken> {
     let keys = Keys::new(key);
     let mut invocation = on_session(&SCRIPT, &keys);
-    invocation.key(keys.ended());
+    invocation.key(keys.ended()).arg(token);
     let reply: Value = invocation
         .invoke_async(conn)
         .await
         .map_err(|e| errors.map_on(Operation::ExpiryEvents, key, e))?;
-    if reply == Value::Int(0) {
-        return Ok(None);
+    match reply {
+        Value::Int(0) => Ok(Taken::NotOurs),
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::Int(1), Value::BulkString(value)] => match layout::items(key, value) {
+                Ok(items) => Ok(Taken::Items(items)),
+                Err(err) => {
+                    // Claimed and gone from the server: reported, as lost, rather than dropped.
+                    tracing::warn!(error = %err, "the final items of an expired session could not be decoded");
+                    Ok(Taken::Lost)
+                }
+            },
+            [Value::Int(1)] => Ok(Taken::Lost),
+            _ => Err(bad_reply(Operation::ExpiryEvents, "unknown take outcome")),
+        },
+        _ => Err(bad_reply(Operation::ExpiryEvents, "unknown take outcome")),
     }
-    final_items(key, Operation::ExpiryEvents, reply).map(Some)
 }
