@@ -118,27 +118,46 @@ struct Inner {
 /// The requests of one manager waiting on one session, in arrival order (docs/contract.md §3,
 /// fair waiting).
 struct LocalWaiters {
-    /// The waiting requests' tickets, oldest first, with whether each wants the lock.
-    queue: VecDeque<(u64, Access)>,
+    /// The waiting requests, oldest first.
+    queue: VecDeque<Waiting>,
     /// The ticket of the next request to arrive.
     next_ticket: u64,
+}
+
+/// One request in a [`LocalWaiters`] queue.
+struct Waiting {
+    ticket: u64,
+    access: Access,
+    /// Wakes this request (a permit is kept if it is not waiting at that moment).
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl LocalWaiters {
-    /// Whether the request holding `ticket` may look at the store now: every request ahead of it
-    /// has been served or has given up, or (for a request without the lock) only requests without
-    /// the lock are ahead of it, which it may join: readers do not exclude each other.
-    fn turn_of(&self, ticket: u64, access: Access) -> bool {
-        for &(t, a) in &self.queue {
-            if t == ticket {
-                return true;
-            }
-            if access == Access::Exclusive || a == Access::Exclusive {
-                return false;
-            }
+    /// The requests that may look at the store now: the first in line and, when it does not want
+    /// the lock, the read-only and concurrent requests right behind it (they do not exclude each
+    /// other). The others wait for their turn without looking.
+    fn heads(&self) -> impl Iterator<Item = &Waiting> {
+        let shared = self
+            .queue
+            .front()
+            .is_some_and(|w| w.access != Access::Exclusive);
+        self.queue
+            .iter()
+            .enumerate()
+            .take_while(move |(at, w)| *at == 0 || (shared && w.access != Access::Exclusive))
+            .map(|(_, w)| w)
+    }
+
+    /// Whether the request holding `ticket` may look at the store now.
+    fn turn_of(&self, ticket: u64) -> bool {
+        self.heads().any(|w| w.ticket == ticket) || !self.queue.iter().any(|w| w.ticket == ticket)
+    }
+
+    /// Wakes the requests whose turn it is.
+    fn wake_heads(&self) {
+        for w in self.heads() {
+            w.wake.notify_one();
         }
-        true
     }
 }
 
@@ -148,9 +167,12 @@ impl Inner {
     /// whatever the store's signal (docs/contract.md §3); other processes' waiters rely on the
     /// store's release signal or their polling.
     fn wake_local(&self, key: &SessionKey) {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(w) = waiters.get(key) {
-            w.wake.notify_waiters();
+            w.wake_heads();
         }
     }
 
@@ -334,6 +356,7 @@ impl SessionManager {
     pub async fn delete(&self, id: &str) -> Result<bool> {
         let key = SessionKey::new(self.inner.app.clone(), SessionId::parse(id)?);
         let outcome = self.inner.store.delete(&key).await?;
+        self.inner.wake_local(&key);
         Ok(outcome == RemoveOutcome::Removed)
     }
 
@@ -420,6 +443,10 @@ impl SessionManager {
         let mut waiter = WaiterGuard::join_if_queued(inner, key, access)?;
         let mut watch = None;
         let mut backoff = FIRST_POLL;
+        // Whether this request was last woken by this manager (a request letting the lock go, or
+        // its turn coming): then it looks before subscribing to the store's signal, which it
+        // needs only if the lock turns out to be held (by another process) after all.
+        let mut woke_here = false;
         loop {
             // Listen before looking, so that this manager's own requests letting the lock go (or
             // leaving the queue) between the look and the wait wake us.
@@ -439,21 +466,33 @@ impl SessionManager {
                 }
                 let nap = inner.poll_interval.min(deadline - now);
                 if let Some(n) = released_here {
-                    let _ = tokio::time::timeout(nap, n).await;
+                    woke_here = tokio::time::timeout(nap, n).await.is_ok();
                 }
                 continue;
             }
             // Likewise, subscribe to the store's signal before looking.
-            if signal && waiter.is_some() && watch.is_none() {
+            if signal && waiter.is_some() && watch.is_none() && !woke_here {
                 watch = Some(inner.store.watch_release(key).await?);
             }
             let info = match self.attempt(key, access, token).await? {
-                Ok(found) => return Ok(found),
+                Ok(found) => {
+                    if let Some(w) = waiter.as_mut() {
+                        // Served holding the lock: its release wakes the next in line, who
+                        // would only find it locked if woken now.
+                        w.holds_lock = access == Access::Exclusive && found.is_some();
+                    }
+                    return Ok(found);
+                }
                 Err(info) => info,
             };
             if waiter.is_none() {
                 // Queued (and subscribed) after the first look: look once more before waiting.
                 waiter = Some(WaiterGuard::register(inner, key, access)?);
+                continue;
+            }
+            if signal && watch.is_none() {
+                // Woken here, yet still locked: subscribe, then look once more before waiting.
+                woke_here = false;
                 continue;
             }
             if access != Access::Exclusive && info.age >= inner.lock_ttl {
@@ -495,8 +534,12 @@ impl SessionManager {
                 }
             };
             // The release signals wake us at once; the poll interval is only a safety net.
+            woke_here = false;
             tokio::select! {
-                () = here => backoff = FIRST_POLL,
+                () = here => {
+                    backoff = FIRST_POLL;
+                    woke_here = true;
+                }
                 () = store_signal => {}
                 () = tokio::time::sleep(nap) => {}
             }
@@ -510,8 +553,10 @@ struct WaiterGuard {
     inner: Arc<Inner>,
     key: SessionKey,
     ticket: u64,
-    access: Access,
     wake: Arc<tokio::sync::Notify>,
+    /// Set when the request leaves holding the session's lock: the release of that lock wakes the
+    /// next in line (`Inner::wake_local`), so leaving does not.
+    holds_lock: bool,
 }
 
 impl WaiterGuard {
@@ -543,7 +588,6 @@ impl WaiterGuard {
         let entry = waiters.entry(key.clone()).or_insert_with(|| LocalWaiters {
             queue: VecDeque::new(),
             next_ticket: 0,
-            wake: Arc::new(tokio::sync::Notify::new()),
         });
         if entry.queue.len() >= inner.max_waiters {
             return Err(Error::TooManyWaiters {
@@ -552,18 +596,23 @@ impl WaiterGuard {
         }
         let ticket = entry.next_ticket;
         entry.next_ticket += 1;
-        entry.queue.push_back((ticket, access));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        entry.queue.push_back(Waiting {
+            ticket,
+            access,
+            wake: Arc::clone(&wake),
+        });
         inner.queued.fetch_add(1, Ordering::AcqRel);
         Ok(Self {
             inner: Arc::clone(inner),
             key: key.clone(),
             ticket,
-            access,
-            wake: Arc::clone(&entry.wake),
+            wake,
+            holds_lock: false,
         })
     }
 
-    /// Whether this request may look at the store now ([`LocalWaiters::turn_of`]).
+    /// Whether this request may look at the store now ([`LocalWaiters::heads`]).
     fn has_turn(&self) -> bool {
         let waiters = self
             .inner
@@ -572,7 +621,7 @@ impl WaiterGuard {
             .unwrap_or_else(PoisonError::into_inner);
         waiters
             .get(&self.key)
-            .is_none_or(|w| w.turn_of(self.ticket, self.access))
+            .is_none_or(|w| w.turn_of(self.ticket))
     }
 }
 
@@ -583,17 +632,19 @@ impl Drop for WaiterGuard {
             .waiters
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(w) = waiters.get_mut(&self.key) {
-            if let Some(at) = w.queue.iter().position(|&(t, _)| t == self.ticket) {
-                w.queue.remove(at);
-                self.inner.queued.fetch_sub(1, Ordering::AcqRel);
-            }
-            if w.queue.is_empty() {
-                waiters.remove(&self.key);
-            } else {
-                // The next in line may look now.
-                w.wake.notify_waiters();
-            }
+        let Some(w) = waiters.get_mut(&self.key) else {
+            return;
+        };
+        let was_head = w.heads().any(|h| h.ticket == self.ticket);
+        if let Some(at) = w.queue.iter().position(|h| h.ticket == self.ticket) {
+            w.queue.remove(at);
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        if w.queue.is_empty() {
+            waiters.remove(&self.key);
+        } else if was_head && !self.holds_lock {
+            // The next in line may look now.
+            w.wake_heads();
         }
     }
 }
@@ -875,7 +926,9 @@ impl Session {
         };
         match changed {
             ChangeIdOutcome::Changed => {
-                self.key = new_key;
+                // The old id is gone: this manager's requests waiting on it look now.
+                let old = std::mem::replace(&mut self.key, new_key);
+                self.inner.wake_local(&old);
                 Ok(())
             }
             ChangeIdOutcome::AlreadyExists => Err(Error::IdCollision),
@@ -1000,7 +1053,9 @@ impl Session {
     /// Continues under the copy made by `renew_by_copy`: its id, its lock, and its contents (the
     /// items and `timeout` it was created with) as the stored state.
     fn adopt(&mut self, new_key: SessionKey, new_token: LockToken, timeout: Duration) {
-        self.key = new_key;
+        let old = std::mem::replace(&mut self.key, new_key);
+        // This request no longer holds the old id: this manager's requests waiting on it look now.
+        self.inner.wake_local(&old);
         self.state = State::Locked(new_token);
         self.data.rebase();
         self.timeout = timeout;
