@@ -1561,6 +1561,12 @@ async fn stackexchange_string_over_tls(server: RedisTls) -> TestResult {
     let store = connect_attributes(&[("connectionString", &text)], server.options()).await?;
     let app = app("se-tls")?;
     round_trips(&store, &app, 5).await?;
+    // docs/security.md §2.4: the store's `Debug` prints no password.
+    let shown = format!("{store:?}");
+    ensure!(
+        !shown.contains(password),
+        "the store's Debug shows the password: {shown}"
+    );
     let wrong = format!("{host}:{port},ssl=true,user={user},password=n0t-th3-pw");
     match connect_attributes(&[("connectionString", &wrong)], server.options()).await {
         Err(e) => {

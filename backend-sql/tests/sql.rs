@@ -643,6 +643,27 @@ async fn notify_reaches_another_store() {
     }
 }
 
+/// docs/security.md §2.4: a store's `Debug` prints no password (the servers' URLs carry one).
+#[tokio::test]
+async fn debug_prints_no_password() {
+    for t in targets() {
+        let Some(password) = t
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.rsplit_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password.to_owned())
+            .filter(|p| !p.is_empty())
+        else {
+            continue;
+        };
+        let s = store(&t.url, &prefix("dbg")).await;
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(&password), "{:?}: {shown}", t.db);
+        s.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_near_cache_is_refused() {
     let config = Config::builder()
