@@ -55,47 +55,10 @@ fn is_canonical(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Every attribute name `Config::from_attributes` knows, as the seed spells it.
-const ATTRIBUTES: &[&str] = &[
-    "name",
-    "type",
-    "description",
-    "loggingClassName",
-    "loggingMethodName",
-    "redisSerializerType",
-    "settingsClassName",
-    "settingsMethodName",
-    "connectionString",
-    "url",
-    "host",
-    "port",
-    "user",
-    "accessKey",
-    "ssl",
-    "throwOnError",
-    "retryTimeoutInMilliseconds",
-    "databaseId",
-    "applicationName",
-    "connectionTimeoutInMilliseconds",
-    "operationTimeoutInMilliseconds",
-    "timeout",
-    "sessionTimeoutInMilliseconds",
-    "executionTimeout",
-    "lockTtlInMilliseconds",
-    "pollIntervalInMilliseconds",
-    "refreshWindowPercent",
-    "nearCache",
-    "skipKeepAliveWhenUnused",
-    "maxWaitersPerSession",
-    "requestQueueLimitPerSession",
-    "lockWaitTimeoutInMilliseconds",
-    "maxSessionSizeInBytes",
-];
-
 /// An attribute name: a known one in any case (with spaces around it sometimes), or anything.
 fn attribute_name() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => (prop::sample::select(ATTRIBUTES), any::<bool>(), any::<bool>()).prop_map(
+        4 => (prop::sample::select(session_core::Config::ATTRIBUTES), any::<bool>(), any::<bool>()).prop_map(
             |(name, upper, padded)| {
                 let name = if upper { name.to_ascii_uppercase() } else { name.to_owned() };
                 if padded { format!(" {name} ") } else { name }

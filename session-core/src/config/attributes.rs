@@ -14,6 +14,43 @@ use crate::names::AppName;
 use crate::refresh::RefreshWindow;
 
 impl Config {
+    /// Every attribute name [`Config::from_attributes`] reads, as ASP.NET spells them in a
+    /// `web.config` provider's `<add>` (the reader itself ignores case).
+    pub const ATTRIBUTES: &'static [&'static str] = &[
+        "name",
+        "type",
+        "description",
+        "loggingClassName",
+        "loggingMethodName",
+        "redisSerializerType",
+        "settingsClassName",
+        "settingsMethodName",
+        "connectionString",
+        "url",
+        "host",
+        "port",
+        "user",
+        "accessKey",
+        "ssl",
+        "throwOnError",
+        "retryTimeoutInMilliseconds",
+        "databaseId",
+        "applicationName",
+        "connectionTimeoutInMilliseconds",
+        "operationTimeoutInMilliseconds",
+        "timeout",
+        "sessionTimeoutInMilliseconds",
+        "executionTimeout",
+        "lockTtlInMilliseconds",
+        "pollIntervalInMilliseconds",
+        "refreshWindowPercent",
+        "nearCache",
+        "skipKeepAliveWhenUnused",
+        "maxWaitersPerSession",
+        "requestQueueLimitPerSession",
+        "lockWaitTimeoutInMilliseconds",
+        "maxSessionSizeInBytes",
+    ];
     /// Reads the seed's provider attributes as key/value pairs (names case-insensitive), as copied
     /// from a `web.config` `<add .../>` element.
     ///
@@ -531,56 +568,18 @@ mod tests {
         assert_eq!(bad_setting(attrs(&[("timeout", "525601")])), "timeout");
     }
 
-    /// Every attribute name the reader knows, as written in a `web.config` (one per lowercase
-    /// name in `ATTRIBUTES`, checked below).
-    const EVERY_ATTRIBUTE: &[&str] = &[
-        "name",
-        "type",
-        "description",
-        "loggingClassName",
-        "loggingMethodName",
-        "redisSerializerType",
-        "settingsClassName",
-        "settingsMethodName",
-        "connectionString",
-        "url",
-        "host",
-        "port",
-        "user",
-        "accessKey",
-        "ssl",
-        "throwOnError",
-        "retryTimeoutInMilliseconds",
-        "databaseId",
-        "applicationName",
-        "connectionTimeoutInMilliseconds",
-        "operationTimeoutInMilliseconds",
-        "timeout",
-        "sessionTimeoutInMilliseconds",
-        "executionTimeout",
-        "lockTtlInMilliseconds",
-        "pollIntervalInMilliseconds",
-        "refreshWindowPercent",
-        "nearCache",
-        "skipKeepAliveWhenUnused",
-        "maxWaitersPerSession",
-        "requestQueueLimitPerSession",
-        "lockWaitTimeoutInMilliseconds",
-        "maxSessionSizeInBytes",
-    ];
-
     /// Issue 13: ASP.NET reads an empty attribute as "the default" (the seed sample has
     /// `port=""`, `accessKey=""`, `applicationName=""`). Every attribute, empty or blank, leaves
     /// the configuration exactly as the defaults; also after a value was set by an earlier one.
     #[test]
     fn an_empty_attribute_is_the_default() {
-        let lowercase: Vec<String> = EVERY_ATTRIBUTE
+        let lowercase: Vec<String> = Config::ATTRIBUTES
             .iter()
             .map(|a| a.to_ascii_lowercase())
             .collect();
         assert_eq!(lowercase, ATTRIBUTES, "the test lists every attribute");
         let default = format!("{:?}", Config::default());
-        for name in EVERY_ATTRIBUTE {
+        for name in Config::ATTRIBUTES {
             for blank in ["", "  ", "\t\n"] {
                 let c = attrs(&[(name, blank)]).unwrap_or_else(|e| panic!("{name}={blank:?}: {e}"));
                 assert_eq!(format!("{c:?}"), default, "{name}={blank:?}");
