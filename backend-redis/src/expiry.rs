@@ -253,7 +253,7 @@ impl Expiry {
         };
         let id = SessionId::generate().map_or_else(
             |_| format!("{:x}", std::process::id()),
-            |id| id.expose()[..16].to_owned(),
+            |id| id.expose().get(..16).unwrap_or_default().to_owned(),
         );
         Self {
             shared: Arc::new(Shared {
@@ -549,6 +549,13 @@ impl Shared {
                             key,
                             token: Some(token),
                         });
+                    } else {
+                        tracing::warn!(
+                            app = key.app().as_str(),
+                            id = key.id().prefix(),
+                            "the end of an expired session may have been claimed and is not \
+                             reported: its take cannot be repeated"
+                        );
                     }
                     return;
                 }
@@ -646,7 +653,8 @@ async fn sweep(shared: &Shared, subscribers: &mut [ConnectionManager]) -> redis:
         }
         let mut cursor = 0u64;
         loop {
-            let (next, names): (u64, Vec<String>) = redis::cmd("SCAN")
+            // Names as bytes: another application's binary key name must not stop the sweep.
+            let (next, names): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg("*:v2")
@@ -659,6 +667,7 @@ async fn sweep(shared: &Shared, subscribers: &mut [ConnectionManager]) -> redis:
             let served: Vec<(String, SessionKey)> = names
                 .into_iter()
                 .filter_map(|name| {
+                    let name = String::from_utf8(name).ok()?;
                     let key = shared.served(session_of_value(&name)?)?;
                     Some((name, key))
                 })

@@ -1171,6 +1171,7 @@ impl Session {
             }
             (State::Unlocked, true, _) => {
                 store.delete(&self.key).await?;
+                self.inner.wake_local(&self.key);
                 Ok(EndOutcome::Removed)
             }
             (State::Unlocked, false, true) => {
@@ -1258,17 +1259,17 @@ fn settle_orphan(
             };
             match freed {
                 Ok(freed) => {
-                    if freed {
-                        if after != Operation::Release {
-                            tracing::info!(
-                                session = %key.id(),
-                                after = ?after,
-                                action = ?what,
-                                "ended a lock left by an operation that ended without an answer"
-                            );
-                        }
-                        inner.wake_local(&key);
+                    if freed && after != Operation::Release {
+                        tracing::info!(
+                            session = %key.id(),
+                            after = ?after,
+                            action = ?what,
+                            "ended a lock left by an operation that ended without an answer"
+                        );
                     }
+                    // Freed here or already gone: the next in line looks either way (a
+                    // waiter that left holding this lock woke nobody).
+                    inner.wake_local(&key);
                     return;
                 }
                 Err(err) if err.is_store_failure() && tokio::time::Instant::now() < give_up => {

@@ -203,12 +203,19 @@ impl StoreLayer for RetryLayer {
                 let Call::ChangeId { key, new_id, token } = call else {
                     return Ok(reply);
                 };
-                match inner.read(&key.with_id(new_id)).await {
-                    Ok(ReadOutcome::Locked(info)) if info.token == token => {
+                // One look, bounded like an attempt.
+                let new_key = key.with_id(new_id);
+                let look = inner.read(&new_key);
+                let looked = match self.operation_timeout {
+                    Some(after) => tokio::time::timeout(after, look).await.ok(),
+                    None => Some(look.await),
+                };
+                match looked {
+                    Some(Ok(ReadOutcome::Locked(info))) if info.token == token => {
                         Reply::ChangeId(ChangeIdOutcome::Changed)
                     }
-                    Ok(_) => reply,
-                    Err(_) => return Err(earlier),
+                    Some(Ok(_)) => reply,
+                    Some(Err(_)) | None => return Err(earlier),
                 }
             }
             reply => reply,
