@@ -30,7 +30,8 @@
 //!    with a [`ScaleConfig::events_timeout`] timeout (so they expire together, within about the
 //!    time their creation took) while W1 goes on; the subscriber counts the events of those
 //!    sessions until every one has come or [`ScaleConfig::events_grace`] after the last expiry.
-//!    Reported: events with their final items, with empty items, with other items or reasons,
+//!    Reported: events with their final items, with empty items, with other items, said to have
+//!    lost their items (`ExpiredItemsLost`), with other reasons,
 //!    missing; the delivery rate; the time from the last expiry to the last event.
 //!
 //! The pool's items hold pseudo-random bytes (not the rows' repeated letters), so that no store
@@ -305,8 +306,11 @@ pub struct EventsResult {
     pub empty_items: u64,
     /// `Expired` events with some but not all items.
     pub partial_items: u64,
+    /// `ExpiredItemsLost` events: the session expired but the store could no longer deliver its
+    /// final items, and says so.
+    pub items_lost: u64,
     /// Events for those sessions with another reason (`Removed`, or a kind this bench does not
-    /// know, e.g. one saying the items are gone).
+    /// know).
     pub other_reason: u64,
     /// Sessions whose event never came (within the grace period).
     pub missing: u64,
@@ -1280,6 +1284,7 @@ struct Tally {
     with_items: u64,
     empty_items: u64,
     partial_items: u64,
+    items_lost: u64,
     other_reason: u64,
     first: Option<Duration>,
     last: Option<Duration>,
@@ -1322,6 +1327,7 @@ async fn expiry_events(
                         EndReason::Expired if event.items.len() == full => tally.with_items += 1,
                         EndReason::Expired if event.items.is_empty() => tally.empty_items += 1,
                         EndReason::Expired => tally.partial_items += 1,
+                        EndReason::ExpiredItemsLost => tally.items_lost += 1,
                         _ => tally.other_reason += 1,
                     }
                     if seen.len() >= k {
@@ -1378,6 +1384,7 @@ async fn expiry_events(
         with_items: tally.with_items,
         empty_items: tally.empty_items,
         partial_items: tally.partial_items,
+        items_lost: tally.items_lost,
         other_reason: tally.other_reason,
         missing: (k as u64).saturating_sub(tally.seen),
         first_event_after_first_expiry_secs: tally
@@ -1538,6 +1545,7 @@ impl ScaleReport {
                 "with items",
                 "empty",
                 "partial",
+                "items lost",
                 "other",
                 "missing",
                 "events/s",
@@ -1556,6 +1564,7 @@ impl ScaleReport {
                     e.with_items.to_string(),
                     e.empty_items.to_string(),
                     e.partial_items.to_string(),
+                    e.items_lost.to_string(),
                     e.other_reason.to_string(),
                     e.missing.to_string(),
                     opt(e.events_per_sec, |x| format!("{x:.0}")),

@@ -80,6 +80,7 @@ fn assert_events(b: &Value, sessions: u64) {
         "with_items",
         "empty_items",
         "partial_items",
+        "items_lost",
         "other_reason",
         "missing",
     ]
