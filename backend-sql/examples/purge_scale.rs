@@ -21,14 +21,16 @@
 //!    (random live sessions, `read`, as fast as they can) for 5 s alone, then purges
 //!    (`purge_expired(B)` until a call comes back short, as the sweeper does) while they read:
 //!    sessions per second, and the readers' p50 / p99 / max before and during the purge and the
-//!    worst read of each second of the purge.
+//!    worst read of each second of the purge. With `--share P` (percent, under 100) the purge
+//!    is the store's sweeper at that work share (`SweeperOptions::with_work_share`) instead: the
+//!    calls are its statements, and the time its sweep's statements and rests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backend_sql::sqlx::{self, AssertSqlSafe};
-use backend_sql::{SqlOptions, SqlStore};
+use backend_sql::{SqlOptions, SqlStore, SweeperOptions};
 use session_core::{AppName, Config, ReadOutcome, SessionId, SessionKey, SessionStore};
 
 const PREFIX: &str = "purge_scale_";
@@ -262,6 +264,45 @@ fn summary(what: &str, mut lat: Vec<Duration>) -> String {
     )
 }
 
+/// Purges through a sweeper at work share `share` (`--share`, percent): a second store on the same
+/// tables whose sweeper ticks every 10 ms; its first sweep that purges anything runs until a
+/// statement comes back short. (sessions, statements, the sweep's time: statements plus rests).
+async fn sweep_all(config: &Config, batch: usize, share: u8) -> (u64, u64, Duration) {
+    let sweeper = SweeperOptions::new()
+        .with_interval(Duration::from_millis(10))
+        .with_batch(batch)
+        .with_work_share(share);
+    let options = SqlOptions::new()
+        .with_table_prefix(PREFIX)
+        .expect("prefix")
+        .with_migrate(false)
+        .with_sweeper(Some(sweeper));
+    let sweeping = SqlStore::connect_with(config, options)
+        .await
+        .expect("connect");
+    let mut reports = sweeping.sweep_reports();
+    loop {
+        reports.changed().await.expect("sweeper");
+        let r = reports.borrow_and_update().clone();
+        if let Some(e) = r.last_error {
+            panic!("sweep failed: {e}");
+        }
+        if r.last_purged > 0 {
+            sweeping.close().await;
+            eprintln!(
+                "sweeper at work share {share} %: statements {:.2} s, rests {:.2} s",
+                r.last_busy.as_secs_f64(),
+                r.last_rested.as_secs_f64()
+            );
+            return (
+                r.last_purged,
+                r.last_statements,
+                r.last_busy + r.last_rested,
+            );
+        }
+    }
+}
+
 /// Purges until a call comes back short: (sessions, calls, slowest call).
 async fn purge_all(store: &SqlStore, batch: usize) -> (u64, u64, Duration) {
     let (mut total, mut calls, mut slowest) = (0, 0, Duration::ZERO);
@@ -280,7 +321,7 @@ async fn purge_all(store: &SqlStore, batch: usize) -> (u64, u64, Duration) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "purge_scale <url> <live> <expired> [--readers R] [--batch B] [--probes K] [--items I] [--settle S]";
+    let usage = "purge_scale <url> <live> <expired> [--readers R] [--batch B] [--probes K] [--items I] [--settle S] [--share P]";
     let (Some(url), Some(live), Some(expired)) = (args.first(), args.get(1), args.get(2)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -300,6 +341,7 @@ async fn main() {
     );
     ITEMS.store(opt("--items", 10), Ordering::Relaxed);
     let settle = opt("--settle", 0);
+    let share = u8::try_from(opt("--share", 100)).expect("--share: 1..=100");
     let db = db_of(url);
 
     let config = Config::from_url(url).expect("url");
@@ -401,8 +443,13 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let purge_from = start.elapsed();
     let t = Instant::now();
-    let (purged, calls, slowest) = purge_all(&store, batch).await;
-    let took = t.elapsed();
+    let (purged, calls, slowest, took) = if share < 100 {
+        let (purged, statements, took) = sweep_all(&config, batch, share).await;
+        (purged, statements, Duration::ZERO, took)
+    } else {
+        let (purged, calls, slowest) = purge_all(&store, batch).await;
+        (purged, calls, slowest, t.elapsed())
+    };
     let purge_to = start.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

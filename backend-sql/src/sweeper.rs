@@ -1,19 +1,20 @@
 //! The background sweeper: purges expired sessions in batches every interval, and reports what it
 //! purged (a [`SweepReport`] on a watch channel, and a tracing event). A sweep calls the purge
-//! until a batch comes back short, yielding between batches; each batch is one or more
-//! statements bounded by what expired (`Inner::purge`), so a sweep that finds nothing costs one
-//! index probe.
+//! until a batch comes back short, yielding between batches (or resting, with a work share under
+//! 100 %: [`SweeperOptions::with_work_share`]); each batch is one or more statements bounded by
+//! what expired (`Inner::purge`), so a sweep that finds nothing costs one index probe.
 //!
 //! It holds only a `Weak` reference to the store, so dropping the last [`SqlStore`](crate::SqlStore)
 //! clone stops it; the store also aborts it on drop.
 
 use std::sync::Weak;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::options::SweeperOptions;
-use crate::store::Inner;
+use crate::store::{Inner, rest_after};
 
 /// What the sweeper has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +29,11 @@ pub struct SweepReport {
     /// Purge statements the last sweep ran (each one transaction deleting at most the batch
     /// size, and at most 1,000 sessions: 250 on MySQL).
     pub last_statements: u64,
+    /// Time the last sweep's statements took.
+    pub last_busy: Duration,
+    /// Time the last sweep rested between its statements, so that they took at most
+    /// [`SweeperOptions::work_share`] of its time (zero at the default, 100 %).
+    pub last_rested: Duration,
     /// The error that ended the last sweep early, if any (the next sweep tries again).
     pub last_error: Option<String>,
 }
@@ -61,21 +67,33 @@ impl Sweeper {
         let (tx, reports) = watch::channel(SweepReport::default());
         let task = tokio::spawn(async move {
             let batch = options.batch();
+            let share = options.work_share();
             loop {
                 tokio::time::sleep(options.interval()).await;
                 let Some(inner) = store.upgrade() else { break };
                 let (mut purged, mut statements) = (0u64, 0u64);
+                let (mut busy, mut rested) = (Duration::ZERO, Duration::ZERO);
                 let mut error = None;
                 loop {
-                    match inner.purge(batch).await {
+                    match inner.purge(batch, share).await {
                         Ok(done) => {
                             purged += done.sessions;
                             statements += done.statements;
+                            busy += done.busy;
+                            rested += done.rested;
                             if done.sessions < batch as u64 {
                                 break;
                             }
-                            // Between batches, let the runtime's other tasks (requests) run.
-                            tokio::task::yield_now().await;
+                            // Between batches, let the runtime's other tasks (requests) run, or
+                            // rest for the work share.
+                            let rest = rest_after(done.last, share);
+                            if rest.is_zero() {
+                                tokio::task::yield_now().await;
+                            } else {
+                                let start = tokio::time::Instant::now();
+                                tokio::time::sleep(rest).await;
+                                rested += start.elapsed();
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "session sweeper: purge failed");
@@ -93,6 +111,8 @@ impl Sweeper {
                     r.last_purged = purged;
                     r.total_purged += purged;
                     r.last_statements = statements;
+                    r.last_busy = busy;
+                    r.last_rested = rested;
                     r.last_error = error;
                 });
             }

@@ -266,10 +266,69 @@ async fn batched_purge_removes_every_expired_session_and_no_live_one() {
         // 5,000 in full statements, then one that finds nothing.
         let max = t.db.statement_max();
         assert_eq!(report.last_statements, 5000 / max + 1, "{:?}", t.db);
+        // At the default work share (100 %) the statements run back to back.
+        assert_eq!(report.last_rested, Duration::ZERO, "{:?}", t.db);
+        assert!(report.last_busy > Duration::ZERO, "{:?}", t.db);
         assert_eq!(left(t.db, &t.url, &p).await, (20, 40), "{:?}", t.db);
         s.release(&locked, token).await.unwrap();
         s.close().await;
     }
+}
+
+/// A sweeper with a work share of 25 % rests three times as long as each statement took before
+/// the next: 3,000 expired sessions go in full statements (1,000 each; 250 on MySQL), each followed
+/// by a rest, then one that finds nothing (cheap, and followed by none), so the report's rest is
+/// about three times its busy time; the purge still removes every expired session and no live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweeper_rests_for_its_work_share() {
+    for t in targets() {
+        let p = prefix("share");
+        let s = store(&t.url, &p, None).await;
+        let (live, locked, token) = live_sessions(&s).await;
+        exec(t.db, &t.url, &seed_expired(t.db, &p, "old", 3000)).await;
+        let options = SweeperOptions::new()
+            .with_interval(Duration::from_secs(1))
+            .with_batch(1000)
+            .with_work_share(25);
+        assert_eq!(options.work_share(), 25);
+        let sweeping = store(&t.url, &p, Some(options)).await;
+        let mut reports = sweeping.sweep_reports();
+        let report = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                reports.changed().await.unwrap();
+                let r = reports.borrow_and_update().clone();
+                if r.sweeps > 0 {
+                    return r;
+                }
+            }
+        })
+        .await
+        .expect("a sweep within a minute");
+        sweeping.close().await;
+        assert_eq!(report.last_error, None, "{:?}", t.db);
+        assert_eq!(report.last_purged, 3000, "{:?}", t.db);
+        assert_eq!(
+            report.last_statements,
+            3000 / t.db.statement_max() + 1,
+            "{:?}",
+            t.db
+        );
+        assert!(
+            report.last_rested >= report.last_busy * 2,
+            "{:?}: rested {:?}, busy {:?}",
+            t.db,
+            report.last_rested,
+            report.last_busy
+        );
+        assert_eq!(left(t.db, &t.url, &p).await, (20, 40), "{:?}", t.db);
+        assert_eq!(live.len(), 20);
+        s.release(&locked, token).await.unwrap();
+        s.close().await;
+    }
+    // Out-of-range shares are clamped.
+    assert_eq!(SweeperOptions::new().with_work_share(0).work_share(), 1);
+    assert_eq!(SweeperOptions::new().with_work_share(200).work_share(), 100);
+    assert_eq!(SweeperOptions::new().work_share(), 100);
 }
 
 /// Postgres `pg_stat_user_tables` counters of a table.
