@@ -17,7 +17,10 @@
 //!    session. Stores that purge (`purge_expired`) then get [`ScaleConfig::purge_probes`] purge
 //!    calls that find nothing expired, each timed. Then W1 and W2 run at every concurrency of the
 //!    run, through the same workload code and cells as the rows, with each task picking sessions
-//!    uniformly at random within its own slice of the pool ([`Fixture::over_pool`]).
+//!    uniformly at random within its own slice of the pool ([`Fixture::over_pool`]); and, unless
+//!    `--no-floors`, the raw client's floors over as many keys as the pool has sessions
+//!    (`floor-read`, `floor-rw`: [`ScaleFloor`]), so that a slowdown with the pool's size can be
+//!    told apart from the server's own.
 //! 3. **Purge** (stores declaring `purge_expired`): [`ScaleConfig::expired`] sessions are created
 //!    with a 1 s timeout beside the largest pool (the store's sweeper is off, so they stay until
 //!    purged) and left to expire (on Postgres, until their expiry minute has passed: its purge
@@ -43,7 +46,7 @@
 //! stores every session the run created is deleted through the store ([`cleanup::remove_all`]).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,9 +62,10 @@ use crate::cleanup::{self, Leftover};
 use crate::config::{BackendSpec, BenchConfig, Payload, Workload};
 use crate::counting::{Counting, CountingStore};
 use crate::error::BenchError;
+use crate::floors::{self, Floor};
 use crate::report::{Row, align, us};
-use crate::workload::{Creating, Fixture, SESSION_TIMEOUT, create_sessions};
-use crate::{Until, run_cells, run_load, with_tasks, workload_op};
+use crate::workload::{Creating, Fixture, SESSION_TIMEOUT, create_sessions, mix};
+use crate::{TaskOp, Until, run_cells, run_load, with_tasks, workload_op};
 
 /// The table prefix of the SQL stores in a `--scale` run (tables `bench_scale_sessions`, ...).
 pub const TABLE_PREFIX: &str = "bench_scale_";
@@ -877,7 +881,9 @@ pub(crate) async fn run(
         pools,
         ..scale.clone()
     };
-    let cells = config.backends.len() * scale.pools.len() * 2 * config.concurrency.len();
+    // W1 and W2, and the two floors.
+    let per_pool = if config.floors { 4 } else { 2 };
+    let cells = config.backends.len() * scale.pools.len() * per_pool * config.concurrency.len();
     bar.set_length(cells as u64);
     let mut backends = Vec::new();
     for spec in &config.backends {
@@ -934,9 +940,29 @@ async fn run_backend(
         expiry_events: None,
         error: None,
     };
-    let measured = measure(config, scale, &raw, &sizer, bar, &mut out, &mut created).await;
+    let mut floor = match config.floors {
+        true => Some(ScaleFloor {
+            client: floors::connect(spec, connections).await?,
+            keys: Vec::new(),
+        }),
+        false => None,
+    };
+    let measured = measure(
+        config,
+        scale,
+        &raw,
+        &sizer,
+        floor.as_mut(),
+        bar,
+        &mut out,
+        &mut created,
+    )
+    .await;
     bar.set_message(format!("{name}: cleaning up"));
-    let left = remove_created(&raw, &sizer, created).await;
+    let mut left = remove_created(&raw, &sizer, created).await;
+    if let Some(floor) = &floor {
+        left.merge(floors::remove_keys(&floor.client, &floor.keys).await);
+    }
     bar.suspend(|| left.warn(name));
     if let Err(e) = measured {
         // The other backends still run: a long run keeps what it measured.
@@ -1005,6 +1031,99 @@ fn fixture(
 }
 
 /// Puts a fixture's pool back into `pool` (every operation holding the fixture has ended).
+/// The raw client's floor at each pool size: as many keys as the pool has sessions, each holding
+/// the payload as one blob ([`plain_blob`]), read (`floor-read`, W1's floor) and read then
+/// written (`floor-rw`, W2's) by tasks that pick keys uniformly at random within their own slice,
+/// as the workloads pick sessions; so a pool's slowdown can be told apart from the server's own.
+struct ScaleFloor {
+    client: Arc<dyn Floor>,
+    keys: Vec<String>,
+}
+
+impl ScaleFloor {
+    /// Adds keys up to `n`, each set to `blob` ([`PRELOAD_WORKERS`] sets at once).
+    async fn grow(
+        &mut self, name: &'static str, n: usize, blob: &Arc<[u8]>,
+    ) -> Result<(), BenchError> {
+        let from = self.keys.len();
+        if n <= from {
+            return Ok(());
+        }
+        self.keys
+            .extend((from..n).map(|i| format!("bench-scale-floor-{i}")));
+        let keys: Arc<[String]> = Arc::from(&self.keys[from..]);
+        let workers = PRELOAD_WORKERS.min(keys.len());
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..workers {
+            let (client, keys, blob) = (
+                Arc::clone(&self.client),
+                Arc::clone(&keys),
+                Arc::clone(blob),
+            );
+            set.spawn(async move {
+                for key in keys.iter().skip(w).step_by(workers) {
+                    client.set(key, &blob).await?;
+                }
+                Ok::<_, BoxError>(())
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.map_err(|e| BenchError::Config(format!("floor setup task failed: {e}")))?
+                .map_err(|source| BenchError::Floor {
+                    backend: name,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The `floor-read` and `floor-rw` cells over the current keys.
+    async fn rows(
+        &self, config: &BenchConfig, bar: &ProgressBar, name: &'static str, blob: &Arc<[u8]>,
+        rows: &mut Vec<Row>,
+    ) -> Result<(), BenchError> {
+        let keys: Arc<Vec<String>> = Arc::new(self.keys.clone());
+        for write in [false, true] {
+            let label = if write { "floor-rw" } else { "floor-read" };
+            let ops = Arc::new(AtomicU64::new(0));
+            let counter = Arc::clone(&ops);
+            let (client, ks, value) = (
+                Arc::clone(&self.client),
+                Arc::clone(&keys),
+                Arc::clone(blob),
+            );
+            let op: TaskOp = Arc::new(move |task, tasks, iter| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let (client, ks, value) =
+                    (Arc::clone(&client), Arc::clone(&ks), Arc::clone(&value));
+                Box::pin(async move {
+                    let per = (ks.len() / tasks.max(1)).max(1);
+                    let i = task * per + (mix(task as u64, iter) % per as u64) as usize;
+                    let key = &ks[i % ks.len()];
+                    let fail = |source| BenchError::Floor {
+                        backend: name,
+                        source,
+                    };
+                    let start = Instant::now();
+                    client.get(key).await.map_err(fail)?;
+                    if write {
+                        client.set(key, &value).await.map_err(fail)?;
+                    }
+                    Ok(start.elapsed())
+                })
+            });
+            // One call per read, two per read+write; the write sends the blob.
+            let size = blob.len() as u64;
+            let counts = || {
+                let n = ops.swap(0, Ordering::Relaxed);
+                if write { (2 * n, n * size) } else { (n, 0) }
+            };
+            run_cells(config, bar, rows, name, label, &op, &counts).await?;
+        }
+        Ok(())
+    }
+}
+
 fn give_back(fixture: Arc<Fixture>, pool: &mut Vec<SessionKey>) {
     *pool = match Arc::try_unwrap(fixture) {
         Ok(fixture) => fixture.into_pool(),
@@ -1015,7 +1134,8 @@ fn give_back(fixture: Arc<Fixture>, pool: &mut Vec<SessionKey>) {
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     config: &BenchConfig, scale: &ScaleConfig, raw: &Arc<dyn SessionStore>, sizer: &Sizer,
-    bar: &ProgressBar, out: &mut ScaleBackend, created: &mut Created,
+    mut floor: Option<&mut ScaleFloor>, bar: &ProgressBar, out: &mut ScaleBackend,
+    created: &mut Created,
 ) -> Result<(), BenchError> {
     let name = raw.backend();
     let size_err = sizer_error(name);
@@ -1079,6 +1199,12 @@ async fn measure(
         .await;
         give_back(fx, &mut created.live);
         ran?;
+        if let Some(floor) = floor.as_deref_mut() {
+            let blob: Arc<[u8]> = Arc::from(plain_blob(&items));
+            bar.set_message(format!("{name}: filling the floor to {n} keys"));
+            floor.grow(name, n, &blob).await?;
+            floor.rows(config, bar, name, &blob, &mut rows).await?;
+        }
         out.pools.push(PoolResult {
             sessions: n,
             added,

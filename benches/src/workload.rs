@@ -189,7 +189,7 @@ pub(crate) async fn create_sessions(
 }
 
 /// A well-mixed 64-bit hash of `(a, b)` (SplitMix64's finaliser): picks sessions uniformly.
-fn mix(a: u64, b: u64) -> u64 {
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
     let mut z = a
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(b)

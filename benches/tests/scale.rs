@@ -40,8 +40,8 @@ fn backend<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no scale entry for {name}: {report}"))
 }
 
-/// Every pool size has W1 and W2 at the run's concurrency, with operations; the ratios compare
-/// the largest pool with the smallest.
+/// Every pool size has W1 and W2 and the two floors at the run's concurrency, with operations;
+/// the ratios compare the largest pool with the smallest.
 fn assert_pools(b: &Value) {
     assert!(b["error"].is_null(), "{b}");
     let pools = b["pools"].as_array().unwrap();
@@ -57,15 +57,18 @@ fn assert_pools(b: &Value) {
             .iter()
             .map(|r| r["workload"].as_str().unwrap())
             .collect();
-        assert_eq!(labels, ["W1", "W2"], "{p}");
+        // The store's workloads, then the raw client's floors over as many keys.
+        assert_eq!(labels, ["W1", "W2", "floor-read", "floor-rw"], "{p}");
         for r in rows {
             assert_eq!(r["concurrency"], 4, "{r}");
             assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
         }
+        assert_eq!(rows[2]["calls_per_op"], 1.0, "{p}");
+        assert_eq!(rows[3]["calls_per_op"], 2.0, "{p}");
         assert!(p["preload_per_sec"].as_f64().unwrap() > 0.0, "{p}");
     }
     let ratios = b["ratios"].as_array().unwrap();
-    assert_eq!(ratios.len(), 2, "{b}");
+    assert_eq!(ratios.len(), 4, "{b}");
     assert!(
         ratios.iter().all(|r| r["from"] == 200 && r["to"] == 1000),
         "{b}"
@@ -188,14 +191,20 @@ fn scale_on_redis_and_postgres_leaves_nothing_behind() {
         .enable_all()
         .build()
         .unwrap();
-    let left: i64 = rt.block_on(async {
+    let (left, floor_left): (i64, i64) = rt.block_on(async {
         let pool = sqlx::postgres::PgPool::connect(postgres.url())
             .await
             .unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM bench_scale_sessions")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+        let count = |sql: &'static str| sqlx::query_scalar(sql).fetch_one(&pool);
+        (
+            count("SELECT count(*) FROM bench_scale_sessions")
+                .await
+                .unwrap(),
+            count("SELECT count(*) FROM bench_floor WHERE id LIKE 'bench-scale-floor-%'")
+                .await
+                .unwrap(),
+        )
     });
     assert_eq!(left, 0, "sessions left in bench_scale_sessions");
+    assert_eq!(floor_left, 0, "the floor's rows left in bench_floor");
 }
