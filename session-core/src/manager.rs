@@ -409,19 +409,28 @@ impl SessionManager {
     ) -> Result<std::result::Result<Option<Snapshot>, LockInfo>> {
         let store = &self.inner.store;
         Ok(match access {
-            Access::Exclusive => match store
-                .acquire(key, token, self.inner.lock_ttl)
-                .await
-                .inspect_err(|err| {
+            Access::Exclusive => {
+                // Dropped before the store answers (the request was cancelled), the store may have
+                // taken the lock for `token`: the guard releases it in the background.
+                let mut cancelled = AcquireGuard {
+                    inner: &self.inner,
+                    key,
+                    token,
+                    armed: true,
+                };
+                let acquired = store.acquire(key, token, self.inner.lock_ttl).await;
+                cancelled.armed = false;
+                match acquired.inspect_err(|err| {
                     if err.is_store_failure() {
                         // The store may have applied it: that lock must not outlive the outage.
                         release_orphan(&self.inner, key.clone(), token, Operation::Acquire);
                     }
                 })? {
-                AcquireOutcome::Acquired(s) => Ok(Some(s)),
-                AcquireOutcome::Locked(info) => Err(info),
-                _ => Ok(None),
-            },
+                    AcquireOutcome::Acquired(s) => Ok(Some(s)),
+                    AcquireOutcome::Locked(info) => Err(info),
+                    _ => Ok(None),
+                }
+            }
             Access::ReadOnly | Access::Concurrent => match store.read(key).await? {
                 ReadOutcome::Found(s) => Ok(Some(s)),
                 ReadOutcome::Locked(info) => Err(info),
@@ -1198,6 +1207,23 @@ impl Drop for Session {
             return;
         };
         release_orphan(&self.inner, self.key.clone(), token, Operation::Release);
+    }
+}
+
+/// An acquire in flight: dropped while armed (the request's future was dropped before the store
+/// answered), it releases the lock the store may have taken for `token` ([`release_orphan`]).
+struct AcquireGuard<'a> {
+    inner: &'a Arc<Inner>,
+    key: &'a SessionKey,
+    token: LockToken,
+    armed: bool,
+}
+
+impl Drop for AcquireGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            release_orphan(self.inner, self.key.clone(), self.token, Operation::Acquire);
+        }
     }
 }
 

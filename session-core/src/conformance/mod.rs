@@ -470,6 +470,7 @@ fn behaviours() -> Vec<Behaviour> {
         policy::operation_timeout_applies,
         policy::lost_acquire_reply_keeps_session_usable,
         policy::lost_acquire_reply_without_retries_leaves_no_lock,
+        policy::cancelled_acquire_leaves_no_lock,
         policy::store_down_then_back_without_retries_leaves_no_lock,
         policy::store_down_then_back_with_retries_leaves_no_lock,
         policy::lock_is_released_when_end_fails,

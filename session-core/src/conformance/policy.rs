@@ -219,6 +219,31 @@ pub(super) async fn lost_acquire_reply_without_retries_leaves_no_lock(h: Harness
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
+/// A request cancelled while its acquire is in flight (its future dropped: the client went away,
+/// a timeout around the handler) after the store took the lock leaves no lock behind: the manager
+/// releases it in the background, as for a lost reply (docs/contract.md §3), so the next request
+/// gets the session within a retry interval, not after the 60 s lock TTL.
+pub(super) async fn cancelled_acquire_leaves_no_lock(h: Harness) -> Outcome {
+    let what =
+        "docs/contract.md §3: the lock of an acquire whose request was cancelled is released";
+    let (store, m) = faulty_manager(&h, |c| {
+        c.lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(10))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    // The acquire reaches the store at once; its reply is held back far longer than the request
+    // is given.
+    store.slow_reply_on(Operation::Acquire, 1, Duration::from_secs(30));
+    let cancelled = tokio::time::timeout(Duration::from_secs(1), reopen(&m, &id)).await;
+    check!(
+        cancelled.is_err(),
+        "the request is cancelled while its acquire's reply is held back"
+    );
+    let s = within(Duration::from_secs(4), what, reopen(&m, &id)).await??;
+    expect_stored(&s, "the next request gets the session")?;
+    expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
 /// How long the store stays down in the `store_down_then_back_*` behaviours.
 const DOWN: Duration = Duration::from_secs(2);
 

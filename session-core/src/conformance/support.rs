@@ -380,7 +380,9 @@ pub(super) fn open_later(
 /// store (`fail_before_on(op, n)`: the next `n` calls of operation `op`); `lose_reply(n)` lets the
 /// next `n` operations reach the store and then reports a transient failure, as when a reply is
 /// lost on the wire (`lose_reply_on(op, n)`: the next `n` calls of `op`); `delay(n, by)` makes the
-/// next `n` operations slow; `set_down(true)` fails every operation until `set_down(false)` (a
+/// next `n` operations slow; `slow_reply_on(op, n, by)` lets the next `n` calls of `op` reach the
+/// store and holds their reply back for `by` (a request cancelled meanwhile never sees it);
+/// `set_down(true)` fails every operation until `set_down(false)` (a
 /// server that is down for a while, then back). Injected failures are [`Error::Unavailable`] from
 /// backend `"faulty"`.
 #[derive(Debug, Default)]
@@ -392,6 +394,8 @@ pub struct Faults {
     lose_reply_on: PerOperation,
     delay: AtomicU32,
     delay_by: Mutex<Duration>,
+    slow_reply_on: PerOperation,
+    slow_reply_by: Mutex<Duration>,
     calls: AtomicU32,
 }
 
@@ -449,7 +453,15 @@ impl StoreLayer for Faults {
             let by = *self.delay_by.lock().unwrap_or_else(PoisonError::into_inner);
             tokio::time::sleep(by).await;
         }
-        let reply = call.run(inner).await?;
+        let reply = call.run(inner).await;
+        if Self::take_on(&self.slow_reply_on, operation) {
+            let by = *self
+                .slow_reply_by
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            tokio::time::sleep(by).await;
+        }
+        let reply = reply?;
         if Self::take(&self.lose_reply) || Self::take_on(&self.lose_reply_on, operation) {
             return Err(fail());
         }
@@ -493,6 +505,18 @@ impl<S: SessionStore> Layered<S, Faults> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = by;
         self.layer().delay.store(n, Ordering::SeqCst);
+    }
+
+    /// Lets the next `n` calls of `operation` reach the store, then holds each reply back for `by`
+    /// before returning it (a slow network on the way back: the store has applied the call, the
+    /// caller does not know yet).
+    pub fn slow_reply_on(&self, operation: Operation, n: u32, by: Duration) {
+        *self
+            .layer()
+            .slow_reply_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = by;
+        Faults::arm(&self.layer().slow_reply_on, operation, n);
     }
 
     /// How many operations were attempted through this layer.
