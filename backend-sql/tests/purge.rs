@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_sql::{SqlOptions, SqlStore, SweeperOptions};
+use backend_sql::{SqlOptions, SqlStore, SweepReport, SweeperOptions};
 use session_core::{
     AcquireOutcome, AppName, Config, ItemValue, Items, LockToken, ReadOutcome, SessionId,
     SessionKey, SessionStore,
@@ -198,6 +198,22 @@ async fn left(db: Db, url: &str, p: &str) -> (i64, i64) {
     (rows, exec(db, url, &[items]).await)
 }
 
+/// The report of `store`'s sweeper after its first sweep (within a minute).
+async fn first_sweep(store: &SqlStore) -> SweepReport {
+    let mut reports = store.sweep_reports();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            reports.changed().await.unwrap();
+            let r = reports.borrow_and_update().clone();
+            if r.sweeps > 0 {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("a sweep within a minute")
+}
+
 /// Purging 5,000 expired sessions: calls of 700 delete exactly 700 until the last (100), every
 /// expired session and its items go, every live one stays (the locked one locked); then a
 /// sweeper with batches of 5,000 purges 5,000 more in statements of at most 1,000 sessions (250
@@ -248,18 +264,7 @@ async fn batched_purge_removes_every_expired_session_and_no_live_one() {
             ),
         )
         .await;
-        let mut reports = sweeping.sweep_reports();
-        let report = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                reports.changed().await.unwrap();
-                let r = reports.borrow_and_update().clone();
-                if r.sweeps > 0 {
-                    return r;
-                }
-            }
-        })
-        .await
-        .expect("a sweep within a minute");
+        let report = first_sweep(&sweeping).await;
         sweeping.close().await;
         assert_eq!(report.last_error, None, "{:?}", t.db);
         assert_eq!(report.last_purged, 5000, "{:?}", t.db);
@@ -292,18 +297,7 @@ async fn sweeper_rests_for_its_work_share() {
             .with_work_share(25);
         assert_eq!(options.work_share(), 25);
         let sweeping = store(&t.url, &p, Some(options)).await;
-        let mut reports = sweeping.sweep_reports();
-        let report = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                reports.changed().await.unwrap();
-                let r = reports.borrow_and_update().clone();
-                if r.sweeps > 0 {
-                    return r;
-                }
-            }
-        })
-        .await
-        .expect("a sweep within a minute");
+        let report = first_sweep(&sweeping).await;
         sweeping.close().await;
         assert_eq!(report.last_error, None, "{:?}", t.db);
         assert_eq!(report.last_purged, 3000, "{:?}", t.db);
