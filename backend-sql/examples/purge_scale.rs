@@ -21,9 +21,9 @@
 //!    (random live sessions, `read`, as fast as they can) for 5 s alone, then purges
 //!    (`purge_expired(B)` until a call comes back short, as the sweeper does) while they read:
 //!    sessions per second, and the readers' p50 / p99 / max before and during the purge and the
-//!    worst read of each second of the purge. With `--share P` (percent, under 100) the purge
-//!    is the store's sweeper at that work share (`SweeperOptions::with_work_share`) instead: the
-//!    calls are its statements, and the time its sweep's statements and rests.
+//!    worst read of each second of the purge. With `--share P` (percent, 1..=100) the purge is
+//!    the store's sweeper at that work share (`SweeperOptions::with_work_share`) instead: the
+//!    calls are its statements, the time its sweep's statements and rests (no slowest call).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,7 +341,11 @@ async fn main() {
     );
     ITEMS.store(opt("--items", 10), Ordering::Relaxed);
     let settle = opt("--settle", 0);
-    let share = u8::try_from(opt("--share", 100)).expect("--share: 1..=100");
+    // `--share P`: purge through the sweeper at that work share (also at 100).
+    let share = args
+        .iter()
+        .any(|a| a == "--share")
+        .then(|| u8::try_from(opt("--share", 100)).expect("--share: 1..=100"));
     let db = db_of(url);
 
     let config = Config::from_url(url).expect("url");
@@ -443,7 +447,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let purge_from = start.elapsed();
     let t = Instant::now();
-    let (purged, calls, slowest, took) = if share < 100 {
+    let (purged, calls, slowest, took) = if let Some(share) = share {
         let (purged, statements, took) = sweep_all(&config, batch, share).await;
         (purged, statements, Duration::ZERO, took)
     } else {

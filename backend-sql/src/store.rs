@@ -78,36 +78,26 @@ pub(crate) struct Purged {
     pub(crate) statements: u64,
     /// Time spent in the statements.
     pub(crate) busy: Duration,
-    /// Time spent resting between them ([`SweeperOptions::with_work_share`]).
-    ///
-    /// [`SweeperOptions::with_work_share`]: crate::SweeperOptions::with_work_share
-    pub(crate) rested: Duration,
-    /// How long the last statement took.
-    pub(crate) last: Duration,
 }
 
 impl Inner {
+    /// The most sessions one purge statement deletes.
+    pub(crate) fn purge_statement_max(&self) -> usize {
+        self.dialect.purge_statement_max().max(1)
+    }
+
     /// Deletes up to `batch` expired sessions, in statements of at most the dialect's
-    /// `purge_statement_max` sessions each (one transaction each), until `batch` are deleted or a
-    /// statement comes back short. Between statements the task yields, or, with `work_share`
-    /// under 100 (percent), rests so that the statements take at most that share of the time: a
-    /// statement that took `d` is followed by `d * (100 - work_share) / work_share` of rest. Each
-    /// statement is bounded by a timestamp it reads once (`Op::Purge`), so one that finds nothing
-    /// expired is one index probe. Not tried again when rolled back (the next sweep will).
-    pub(crate) async fn purge(&self, batch: usize, work_share: u8) -> Result<Purged> {
-        let max = self.dialect.purge_statement_max().max(1);
+    /// `purge_statement_max` sessions each (one transaction each, the task yielding between
+    /// them), until `batch` are deleted or a statement comes back short. Each statement is
+    /// bounded by a timestamp it reads once (`Op::Purge`), so one that finds nothing expired is
+    /// one index probe. Not tried again when rolled back (the next sweep will).
+    pub(crate) async fn purge(&self, batch: usize) -> Result<Purged> {
+        let max = self.purge_statement_max();
         let mut left = batch;
         let mut done = Purged::default();
-        let mut rest = Duration::ZERO;
         while left > 0 {
             if done.statements > 0 {
-                if rest.is_zero() {
-                    tokio::task::yield_now().await;
-                } else {
-                    let start = tokio::time::Instant::now();
-                    tokio::time::sleep(rest).await;
-                    done.rested += start.elapsed();
-                }
+                tokio::task::yield_now().await;
             }
             let take = left.min(max);
             let start = tokio::time::Instant::now();
@@ -118,10 +108,7 @@ impl Inner {
                 })
                 .await
                 .map_err(|e| classify(self.backend, Operation::PurgeExpired, e))?;
-            let took = start.elapsed();
-            done.busy += took;
-            done.last = took;
-            rest = rest_after(took, work_share);
+            done.busy += start.elapsed();
             let n = u64::try_from(reply.status).unwrap_or(0);
             done.statements += 1;
             done.sessions += n;
@@ -132,16 +119,6 @@ impl Inner {
         }
         Ok(done)
     }
-}
-
-/// The rest after a purge statement that took `took`, for statements to take at most
-/// `work_share` percent of the time (100 or more: none; 0 counts as 1).
-pub(crate) fn rest_after(took: Duration, work_share: u8) -> Duration {
-    let share = u32::from(work_share.max(1));
-    if share >= 100 {
-        return Duration::ZERO;
-    }
-    took * (100 - share) / share
 }
 
 impl fmt::Debug for SqlStore {
@@ -506,7 +483,7 @@ impl SessionStore for SqlStore {
     /// their own), each bounded by one timestamp read once, so that it reads only the index
     /// entries of what it deletes (the [crate docs](crate), "Purge cost").
     async fn purge_expired(&self, batch: usize) -> Result<u64> {
-        Ok(self.inner.purge(batch, 100).await?.sessions)
+        Ok(self.inner.purge(batch).await?.sessions)
     }
 
     /// Postgres: a waiter on the store's one `LISTEN` connection, woken by the `NOTIFY` that every

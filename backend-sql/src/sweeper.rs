@@ -1,8 +1,9 @@
-//! The background sweeper: purges expired sessions in batches every interval, and reports what it
-//! purged (a [`SweepReport`] on a watch channel, and a tracing event). A sweep calls the purge
-//! until a batch comes back short, yielding between batches (or resting, with a work share under
-//! 100 %: [`SweeperOptions::with_work_share`]); each batch is one or more statements bounded by
-//! what expired (`Inner::purge`), so a sweep that finds nothing costs one index probe.
+//! The background sweeper: purges expired sessions every interval, and reports what it purged (a
+//! [`SweepReport`] on a watch channel, and a tracing event). A sweep runs purge statements of at
+//! most the batch size (and the dialect's statement maximum) until one comes back short, yielding
+//! between them (or resting, with a work share under 100 %: [`SweeperOptions::with_work_share`]);
+//! each statement is bounded by what expired (`Inner::purge`), so a sweep that finds nothing costs
+//! one index probe.
 //!
 //! It holds only a `Weak` reference to the store, so dropping the last [`SqlStore`](crate::SqlStore)
 //! clone stops it; the store also aborts it on drop.
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::options::SweeperOptions;
-use crate::store::{Inner, rest_after};
+use crate::store::Inner;
 
 /// What the sweeper has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,23 +71,27 @@ impl Sweeper {
             let share = options.work_share();
             loop {
                 tokio::time::sleep(options.interval()).await;
-                let Some(inner) = store.upgrade() else { break };
                 let (mut purged, mut statements) = (0u64, 0u64);
                 let (mut busy, mut rested) = (Duration::ZERO, Duration::ZERO);
                 let mut error = None;
                 loop {
-                    match inner.purge(batch, share).await {
+                    // One statement per call, the store held only while it runs: the rests
+                    // between statements keep no dropped store alive.
+                    let Some(inner) = store.upgrade() else { return };
+                    let take = batch.min(inner.purge_statement_max());
+                    let result = inner.purge(take).await;
+                    drop(inner);
+                    match result {
                         Ok(done) => {
                             purged += done.sessions;
                             statements += done.statements;
                             busy += done.busy;
-                            rested += done.rested;
-                            if done.sessions < batch as u64 {
+                            if done.sessions < take as u64 {
                                 break;
                             }
-                            // Between batches, let the runtime's other tasks (requests) run, or
-                            // rest for the work share.
-                            let rest = rest_after(done.last, share);
+                            // Between statements, let the runtime's other tasks (requests) run,
+                            // or rest for the work share.
+                            let rest = rest_after(done.busy, share, options.interval());
                             if rest.is_zero() {
                                 tokio::task::yield_now().await;
                             } else {
@@ -102,7 +107,6 @@ impl Sweeper {
                         }
                     }
                 }
-                drop(inner);
                 if purged > 0 {
                     tracing::info!(purged, "session sweeper purged expired sessions");
                 }
@@ -126,5 +130,36 @@ impl Sweeper {
     /// A receiver of the reports.
     pub(crate) fn reports(&self) -> watch::Receiver<SweepReport> {
         self.reports.clone()
+    }
+}
+
+/// The rest after a purge statement that took `took`, for statements to take at most
+/// `work_share` percent of the time (100 or more: none; 0 counts as 1), and never longer than
+/// `most` (the pause between sweeps).
+fn rest_after(took: Duration, work_share: u8, most: Duration) -> Duration {
+    let share = u32::from(work_share.max(1));
+    if share >= 100 {
+        return Duration::ZERO;
+    }
+    took.checked_mul(100 - share)
+        .map_or(most, |d| d / share)
+        .min(most)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rests_for_the_share() {
+        let ms = Duration::from_millis;
+        let most = Duration::from_secs(60);
+        assert_eq!(rest_after(ms(10), 100, most), Duration::ZERO);
+        assert_eq!(rest_after(ms(10), 200, most), Duration::ZERO);
+        assert_eq!(rest_after(ms(10), 50, most), ms(10));
+        assert_eq!(rest_after(ms(10), 25, most), ms(30));
+        assert_eq!(rest_after(ms(10), 0, most), ms(990));
+        assert_eq!(rest_after(ms(10), 1, ms(500)), ms(500));
+        assert_eq!(rest_after(Duration::MAX, 1, most), most);
     }
 }

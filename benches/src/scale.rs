@@ -19,8 +19,8 @@
 //!    run, through the same workload code and cells as the rows, with each task picking sessions
 //!    uniformly at random within its own slice of the pool ([`Fixture::over_pool`]); and, unless
 //!    `--no-floors`, the raw client's floors over as many keys as the pool has sessions
-//!    (`floor-read`, `floor-rw`: [`ScaleFloor`]), so that a slowdown with the pool's size can be
-//!    told apart from the server's own.
+//!    (`floor-read`, `floor-rw`), so that a slowdown with the pool's size can be told apart from
+//!    the server's own; the floor's keys are removed again before the purge and expiry events.
 //! 3. **Purge** (stores declaring `purge_expired`): [`ScaleConfig::expired`] sessions are created
 //!    with a 1 s timeout beside the largest pool (the store's sweeper is off, so they stay until
 //!    purged) and left to expire (on Postgres, until their expiry minute has passed: its purge
@@ -1030,7 +1030,6 @@ fn fixture(
     Fixture::over_pool(store, app.clone(), keys, Arc::clone(items), payload).map(Arc::new)
 }
 
-/// Puts a fixture's pool back into `pool` (every operation holding the fixture has ended).
 /// The raw client's floor at each pool size: as many keys as the pool has sessions, each holding
 /// the payload as one blob ([`plain_blob`]), read (`floor-read`, W1's floor) and read then
 /// written (`floor-rw`, W2's) by tasks that pick keys uniformly at random within their own slice,
@@ -1124,6 +1123,7 @@ impl ScaleFloor {
     }
 }
 
+/// Puts a fixture's pool back into `pool` (every operation holding the fixture has ended).
 fn give_back(fixture: Arc<Fixture>, pool: &mut Vec<SessionKey>) {
     *pool = match Arc::try_unwrap(fixture) {
         Ok(fixture) => fixture.into_pool(),
@@ -1219,6 +1219,13 @@ async fn measure(
         });
     }
     out.ratios = ratios(&out.pools);
+    if let Some(floor) = floor {
+        // The floor's keys would weigh on the purge and the expiry events: gone before them.
+        bar.set_message(format!("{name}: removing the floor's keys"));
+        let left = floors::remove_keys(&floor.client, &floor.keys).await;
+        bar.suspend(|| left.warn(name));
+        floor.keys.clear();
+    }
     let tasks = load_tasks(config);
     if caps.purge_expired && scale.expired > 0 {
         out.purge = Some(

@@ -1270,6 +1270,11 @@ fn settle_orphan(
         } else {
             RetryPolicy::FIRST_DELAY
         };
+        // An acquire that ended without an answer (lost, or its request cancelled) may still be
+        // on its way to the store, or waiting there, when the first release finds nothing held
+        // by the token: a second release one retry interval later catches the lock it then
+        // takes.
+        let mut second_look = after == Operation::Acquire;
         loop {
             tokio::time::sleep(wait).await;
             let store = &inner.keep_alive_store;
@@ -1284,6 +1289,10 @@ fn settle_orphan(
                     .map(|outcome| outcome == RemoveOutcome::Removed),
             };
             match freed {
+                Ok(false) if second_look => {
+                    second_look = false;
+                    wait = RetryPolicy::INTERVAL;
+                }
                 Ok(freed) => {
                     if freed && after != Operation::Release {
                         tracing::info!(
