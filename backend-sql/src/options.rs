@@ -194,8 +194,8 @@ impl SweeperOptions {
 
     /// Sets the share of a sweep's time, in percent (1..=100; 0 counts as 1, more than 100 as
     /// 100), that its purge statements may take: after a statement that took `d`, the sweeper
-    /// rests `d * (100 - percent) / percent` before the next (at most the pause between sweeps,
-    /// holding no reference to the store meanwhile). Default 100: statements back to back
+    /// rests `d * (100 - percent) / percent` before the next (holding no reference to the store
+    /// meanwhile: dropping the store ends the sweep). Default 100: statements back to back
     /// (yielding between them), the fastest purge. A purge statement keeps a database core busy
     /// while it runs; on a server whose cores the traffic keeps busy, a lower share trades purge
     /// speed for request latency (measured on 2 cores under reads: 100 % purged 58.6k sessions/s

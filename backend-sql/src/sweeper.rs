@@ -91,7 +91,7 @@ impl Sweeper {
                             }
                             // Between statements, let the runtime's other tasks (requests) run,
                             // or rest for the work share.
-                            let rest = rest_after(done.busy, share, options.interval());
+                            let rest = rest_after(done.busy, share);
                             if rest.is_zero() {
                                 tokio::task::yield_now().await;
                             } else {
@@ -134,16 +134,14 @@ impl Sweeper {
 }
 
 /// The rest after a purge statement that took `took`, for statements to take at most
-/// `work_share` percent of the time (100 or more: none; 0 counts as 1), and never longer than
-/// `most` (the pause between sweeps).
-fn rest_after(took: Duration, work_share: u8, most: Duration) -> Duration {
+/// `work_share` percent of the time (100 or more: none; 0 counts as 1).
+fn rest_after(took: Duration, work_share: u8) -> Duration {
     let share = u32::from(work_share.max(1));
     if share >= 100 {
         return Duration::ZERO;
     }
     took.checked_mul(100 - share)
-        .map_or(most, |d| d / share)
-        .min(most)
+        .map_or(Duration::MAX, |d| d / share)
 }
 
 #[cfg(test)]
@@ -153,13 +151,11 @@ mod tests {
     #[test]
     fn rests_for_the_share() {
         let ms = Duration::from_millis;
-        let most = Duration::from_secs(60);
-        assert_eq!(rest_after(ms(10), 100, most), Duration::ZERO);
-        assert_eq!(rest_after(ms(10), 200, most), Duration::ZERO);
-        assert_eq!(rest_after(ms(10), 50, most), ms(10));
-        assert_eq!(rest_after(ms(10), 25, most), ms(30));
-        assert_eq!(rest_after(ms(10), 0, most), ms(990));
-        assert_eq!(rest_after(ms(10), 1, ms(500)), ms(500));
-        assert_eq!(rest_after(Duration::MAX, 1, most), most);
+        assert_eq!(rest_after(ms(10), 100), Duration::ZERO);
+        assert_eq!(rest_after(ms(10), 200), Duration::ZERO);
+        assert_eq!(rest_after(ms(10), 50), ms(10));
+        assert_eq!(rest_after(ms(10), 25), ms(30));
+        assert_eq!(rest_after(ms(10), 0), ms(990));
+        assert_eq!(rest_after(Duration::MAX, 1), Duration::MAX);
     }
 }
