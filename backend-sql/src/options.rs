@@ -198,8 +198,8 @@ impl SweeperOptions {
     /// meanwhile: dropping the store ends the sweep). Default 100: statements back to back
     /// (yielding between them), the fastest purge. A purge statement keeps a database core busy
     /// while it runs; on a server whose cores the traffic keeps busy, a lower share trades purge
-    /// speed for request latency (measured on 2 cores under reads: 100 % purged 58.6k sessions/s
-    /// with the reads' p99 at 3.1x, 50 % 42.0k/s at 1.7x; the crate docs, "Purge and traffic").
+    /// speed for request latency (measured on 2 cores under reads: 100 % purged 81.8k sessions/s
+    /// with the reads' p99 at 1.75x, 50 % 35.6k/s at 1.25x; the crate docs, "Purge and traffic").
     /// The share applies to the sweeper only; `SessionStore::purge_expired` always runs back to
     /// back.
     pub fn with_work_share(mut self, percent: u8) -> Self {
