@@ -232,15 +232,15 @@ fn row(
     }
 }
 
-/// Fills the floor's keys with blobs of `bytes` bytes (16 at a time).
+/// Sets every one of `keys` to `blob` through `floor`, `workers` sets at once.
 async fn fill_floor(
-    backend: &'static str, floor: &Arc<dyn Floor>, keys: &Arc<Vec<String>>, bytes: usize,
+    backend: &'static str, floor: &Arc<dyn Floor>, keys: Arc<[String]>, blob: Arc<[u8]>,
+    workers: usize,
 ) -> Result<(), BenchError> {
-    let blob: Arc<[u8]> = Arc::from(vec![b'f'; bytes]);
-    let workers = 16.min(keys.len().max(1));
+    let workers = workers.clamp(1, keys.len().max(1));
     let mut set = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let (floor, keys, blob) = (Arc::clone(floor), Arc::clone(keys), Arc::clone(&blob));
+        let (floor, keys, blob) = (Arc::clone(floor), Arc::clone(&keys), Arc::clone(&blob));
         set.spawn(async move {
             for key in keys.iter().skip(w).step_by(workers) {
                 floor.set(key, &blob).await?;
@@ -448,7 +448,14 @@ async fn run_backend(
             return Ok(());
         };
         let blob = fixture.session_bytes();
-        fill_floor(name, &floor, &keys, blob).await?;
+        fill_floor(
+            name,
+            &floor,
+            Arc::from(keys.as_slice()),
+            Arc::from(vec![b'f'; blob]),
+            16,
+        )
+        .await?;
         let value: Arc<[u8]> = Arc::from(vec![b'g'; blob]);
         for write in [false, true] {
             let label = if write { "floor-rw" } else { "floor-read" };

@@ -65,7 +65,7 @@ use crate::error::BenchError;
 use crate::floors::{self, Floor};
 use crate::report::{Row, align, us};
 use crate::workload::{Creating, Fixture, SESSION_TIMEOUT, create_sessions, mix};
-use crate::{TaskOp, Until, run_cells, run_load, with_tasks, workload_op};
+use crate::{TaskOp, Until, fill_floor, run_cells, run_load, with_tasks, workload_op};
 
 /// The table prefix of the SQL stores in a `--scale` run (tables `bench_scale_sessions`, ...).
 pub const TABLE_PREFIX: &str = "bench_scale_";
@@ -1051,29 +1051,7 @@ impl ScaleFloor {
         self.keys
             .extend((from..n).map(|i| format!("bench-scale-floor-{i}")));
         let keys: Arc<[String]> = Arc::from(&self.keys[from..]);
-        let workers = PRELOAD_WORKERS.min(keys.len());
-        let mut set = tokio::task::JoinSet::new();
-        for w in 0..workers {
-            let (client, keys, blob) = (
-                Arc::clone(&self.client),
-                Arc::clone(&keys),
-                Arc::clone(blob),
-            );
-            set.spawn(async move {
-                for key in keys.iter().skip(w).step_by(workers) {
-                    client.set(key, &blob).await?;
-                }
-                Ok::<_, BoxError>(())
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            done.map_err(|e| BenchError::Config(format!("floor setup task failed: {e}")))?
-                .map_err(|source| BenchError::Floor {
-                    backend: name,
-                    source,
-                })?;
-        }
-        Ok(())
+        fill_floor(name, &self.client, keys, Arc::clone(blob), PRELOAD_WORKERS).await
     }
 
     /// The `floor-read` and `floor-rw` cells over the current keys.
