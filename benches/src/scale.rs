@@ -65,7 +65,7 @@ use crate::error::BenchError;
 use crate::floors::{self, Floor};
 use crate::report::{Row, align, us};
 use crate::workload::{Creating, Fixture, SESSION_TIMEOUT, create_sessions, mix};
-use crate::{TaskOp, Until, fill_floor, run_cells, run_load, with_tasks, workload_op};
+use crate::{TaskOp, Until, fill_floor, run_cell, run_cells, run_load, with_tasks, workload_op};
 
 /// The table prefix of the SQL stores in a `--scale` run (tables `bench_scale_sessions`, ...).
 pub const TABLE_PREFIX: &str = "bench_scale_";
@@ -104,6 +104,11 @@ pub struct ScaleConfig {
     pub before: Duration,
     /// Largest number of plain blobs stored for the plain-storage comparison.
     pub plain_sample: usize,
+    /// How long W1 (and, for the floors, their read) runs unmeasured after each preload or floor
+    /// fill, before the cells: the cells measure the server settled at the pool's size, not its
+    /// reaction to the bulk load that just ended (Redis rehashing its key table after the count
+    /// crossed a power of two runs for seconds and halves the throughput meanwhile).
+    pub warmup: Duration,
 }
 
 impl ScaleConfig {
@@ -123,6 +128,7 @@ impl ScaleConfig {
             purge_probes: 20,
             before: Duration::from_secs(5),
             plain_sample: 100_000,
+            warmup: Duration::from_secs(10),
         }
     }
 
@@ -137,6 +143,7 @@ impl ScaleConfig {
             purge_probes: 5,
             before: Duration::from_secs(1),
             plain_sample: 10_000,
+            warmup: Duration::from_millis(500),
             ..Self::full()
         }
     }
@@ -157,6 +164,8 @@ pub struct ScaleReport {
     pub payload: String,
     /// Tasks of the background W1 load during the purge and the expiry events.
     pub load_tasks: usize,
+    /// Seconds of unmeasured W1 after each preload, before a pool's cells (`warmup`).
+    pub warmup_secs: f64,
     /// One entry per backend, in run order.
     pub backends: Vec<ScaleBackend>,
 }
@@ -203,6 +212,11 @@ pub struct PoolResult {
     pub ratio_to_plain: Option<f64>,
     /// Purge calls with nothing expired (stores declaring `purge_expired`).
     pub idle_purge: Option<IdlePurge>,
+    /// W1 operations run unmeasured after the preload, before the cells (`warmup`).
+    pub warmup_ops: u64,
+    /// The floor's reads run unmeasured after its fill, before its cells (`None` without
+    /// floors).
+    pub floor_warmup_ops: Option<u64>,
     /// W1 and W2 at every concurrency (the rows' format).
     pub rows: Vec<Row>,
 }
@@ -893,6 +907,7 @@ pub(crate) async fn run(
         pools: scale.pools,
         payload: config.payload.to_string(),
         load_tasks: load_tasks(config),
+        warmup_secs: scale.warmup.as_secs_f64(),
         backends,
     })
 }
@@ -1054,12 +1069,14 @@ impl ScaleFloor {
         fill_floor(name, &self.client, keys, Arc::clone(blob), PRELOAD_WORKERS).await
     }
 
-    /// The `floor-read` and `floor-rw` cells over the current keys.
+    /// The `floor-read` and `floor-rw` cells over the current keys, after `floor-read` ran
+    /// unmeasured for the warm-up; returns the warm-up's operations.
     async fn rows(
-        &self, config: &BenchConfig, bar: &ProgressBar, name: &'static str, blob: &Arc<[u8]>,
-        rows: &mut Vec<Row>,
-    ) -> Result<(), BenchError> {
+        &self, config: &BenchConfig, scale: &ScaleConfig, bar: &ProgressBar, name: &'static str,
+        blob: &Arc<[u8]>, rows: &mut Vec<Row>,
+    ) -> Result<u64, BenchError> {
         let keys: Arc<Vec<String>> = Arc::new(self.keys.clone());
+        let mut warmed = 0;
         for write in [false, true] {
             let label = if write { "floor-rw" } else { "floor-read" };
             let ops = Arc::new(AtomicU64::new(0));
@@ -1089,6 +1106,10 @@ impl ScaleFloor {
                     Ok(start.elapsed())
                 })
             });
+            if !write {
+                bar.set_message(format!("{name}: warming up the floor"));
+                warmed = warm_up(&op, load_tasks(config), scale.warmup).await?;
+            }
             // One call per read, two per read+write; the write sends the blob.
             let size = blob.len() as u64;
             let counts = || {
@@ -1097,8 +1118,16 @@ impl ScaleFloor {
             };
             run_cells(config, bar, rows, name, label, &op, &counts).await?;
         }
-        Ok(())
+        Ok(warmed)
     }
+}
+
+/// Runs `op` on `tasks` tasks for `warmup`, unmeasured; returns how many operations it ran.
+async fn warm_up(op: &TaskOp, tasks: usize, warmup: Duration) -> Result<u64, BenchError> {
+    if warmup.is_zero() {
+        return Ok(0);
+    }
+    Ok(run_cell(with_tasks(op, tasks), tasks, warmup).await?.ops)
 }
 
 /// Puts a fixture's pool back into `pool` (every operation holding the fixture has ended).
@@ -1165,8 +1194,12 @@ async fn measure(
         };
         let fx = fixture(&store, &app, &mut created.live, &items, config.payload)?;
         let mut rows = Vec::new();
+        let mut warmup_ops = 0;
         let ran: Result<(), BenchError> = async {
             let counts = || counting.layer().take_counts();
+            bar.set_message(format!("{name}: warming up (pool {n})"));
+            let w1 = workload_op(&fx, &store, Workload::W1);
+            warmup_ops = warm_up(&w1, load_tasks(config), scale.warmup).await?;
             for w in [Workload::W1, Workload::W2] {
                 let op = workload_op(&fx, &store, w);
                 let label = w.to_string();
@@ -1177,11 +1210,15 @@ async fn measure(
         .await;
         give_back(fx, &mut created.live);
         ran?;
+        let mut floor_warmup_ops = None;
         if let Some(floor) = floor.as_deref_mut() {
             let blob: Arc<[u8]> = Arc::from(plain_blob(&items));
             bar.set_message(format!("{name}: filling the floor to {n} keys"));
             floor.grow(name, n, &blob).await?;
-            floor.rows(config, bar, name, &blob, &mut rows).await?;
+            let warmed = floor
+                .rows(config, scale, bar, name, &blob, &mut rows)
+                .await?;
+            floor_warmup_ops = Some(warmed);
         }
         out.pools.push(PoolResult {
             sessions: n,
@@ -1193,6 +1230,8 @@ async fn measure(
                 .zip(out.plain_bytes_per_session)
                 .map(|(ours, plain)| ours / plain),
             idle_purge,
+            warmup_ops,
+            floor_warmup_ops,
             rows,
         });
     }
@@ -1521,8 +1560,8 @@ impl ScaleReport {
     /// ratios, purges, expiry events.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "scale: pools {:?}, payload {}, background load W1 x{}\n\n",
-            self.pools, self.payload, self.load_tasks
+            "scale: pools {:?}, payload {}, background load W1 x{}, warm-up {} s after each preload\n\n",
+            self.pools, self.payload, self.load_tasks, self.warmup_secs
         );
         let s = |v: &str| v.to_owned();
         let mut lines = vec![

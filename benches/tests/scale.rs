@@ -40,9 +40,10 @@ fn backend<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no scale entry for {name}: {report}"))
 }
 
-/// Every pool size has W1 and W2 and the two floors at the run's concurrency, with operations;
-/// the ratios compare the largest pool with the smallest.
-fn assert_pools(b: &Value) {
+/// Every pool size has W1 and W2 and the two floors at the run's concurrency, with operations,
+/// after a warm-up that ran operations unless `warmup` is false; the ratios compare the largest
+/// pool with the smallest.
+fn assert_pools(b: &Value, warmup: bool) {
     assert!(b["error"].is_null(), "{b}");
     let pools = b["pools"].as_array().unwrap();
     let sizes: Vec<u64> = pools
@@ -66,6 +67,10 @@ fn assert_pools(b: &Value) {
         assert_eq!(rows[2]["calls_per_op"], 1.0, "{p}");
         assert_eq!(rows[3]["calls_per_op"], 2.0, "{p}");
         assert!(p["preload_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+        // Each pool's cells come after a warm-up of unmeasured W1 (and floor reads), none with
+        // `--scale-warmup 0`.
+        assert_eq!(p["warmup_ops"].as_u64().unwrap() > 0, warmup, "{p}");
+        assert_eq!(p["floor_warmup_ops"].as_u64().unwrap() > 0, warmup, "{p}");
     }
     let ratios = b["ratios"].as_array().unwrap();
     assert_eq!(ratios.len(), 4, "{b}");
@@ -100,9 +105,10 @@ fn scale_on_the_embedded_stores() {
     assert!(!stderr.contains("cleanup"), "a cleanup warning: {stderr}");
     assert_eq!(report["rows"].as_array().unwrap().len(), 0);
     assert_eq!(report["scale"]["load_tasks"], 4);
+    assert_eq!(report["scale"]["warmup_secs"], 0.5);
 
     let memory = backend(&report, "memory");
-    assert_pools(memory);
+    assert_pools(memory, true);
     // No purge on the memory store (it removes expired sessions itself); expiry events, each
     // with its final items.
     assert!(memory["purge"].is_null(), "{memory}");
@@ -111,7 +117,7 @@ fn scale_on_the_embedded_stores() {
     assert!(memory["bytes_source"].as_str().unwrap().contains("RSS"));
 
     let sqlite = backend(&report, "sqlite");
-    assert_pools(sqlite);
+    assert_pools(sqlite, true);
     assert!(sqlite["expiry_events"].is_null(), "{sqlite}");
     for p in sqlite["pools"].as_array().unwrap() {
         assert_eq!(p["idle_purge"]["calls"], 5, "{p}");
@@ -154,11 +160,13 @@ fn scale_on_redis_and_postgres_leaves_nothing_behind() {
         "500",
         "--scale-events",
         "200",
+        "--scale-warmup",
+        "0",
     ]);
     assert!(!stderr.contains("cleanup"), "a cleanup warning: {stderr}");
     for name in ["redis", "postgres"] {
         let b = backend(&report, name);
-        assert_pools(b);
+        assert_pools(b, false);
         assert!(
             b["plain_bytes_per_session"].as_f64().unwrap() > 1550.0,
             "{b}"

@@ -91,6 +91,11 @@ struct Args {
     /// 200000; --quick: 1000].
     #[arg(long, requires = "scale")]
     scale_events: Option<usize>,
+    /// With --scale: how long W1 (and the floor's read) runs unmeasured after each preload, before
+    /// a pool's cells, so that they measure the server settled (0: no warm-up) [default: 10s;
+    /// --quick: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_warmup, requires = "scale")]
+    scale_warmup: Option<Duration>,
     /// With --scale: the small sizes of a smoke run (pools 1000,10000; 2000 expired; 1000
     /// events).
     #[arg(long, requires = "scale")]
@@ -136,6 +141,14 @@ fn parse_pool(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration as `--duration` takes it, or `0` for none.
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut peers = Vec::new();
@@ -175,6 +188,7 @@ fn main() -> ExitCode {
             pools: args.scale_pools.unwrap_or(base.pools.clone()),
             expired: args.scale_expired.unwrap_or(base.expired),
             events: args.scale_events.unwrap_or(base.events),
+            warmup: args.scale_warmup.unwrap_or(base.warmup),
             ..base
         }
     });
