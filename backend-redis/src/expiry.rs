@@ -28,7 +28,10 @@
 //!     for session values within their grace period (`PTTL` at most [`EXPIRY_GRACE`]), each queued
 //!     for a take (the sweep waits for room). A take that fails is repeated (three attempts, then
 //!     again at every health check) with the same claim token, so a take whose reply was lost
-//!     reports the end rather than finding it claimed.
+//!     reports the end rather than finding it claimed. A take that fails in a way a repeat would
+//!     not cure (the session's value replaced by a key of another type, a reply this version
+//!     cannot read) claims the end with plain commands and reports it as `ExpiredItemsLost`; so
+//!     does a take that finds bytes this layout did not write under the session's name.
 //! - **Removal**: `remove` and `delete` return the final items from their own script when this
 //!   store has subscribers, and only that process reports the end.
 //!
@@ -184,7 +187,8 @@ struct Shared {
     limits: ExpiryListenerLimits,
     /// Expired sessions waiting for their take (at most `limits.queue`).
     queue: Mutex<VecDeque<Pending>>,
-    /// Takes that failed, repeated at the next health check (at most `limits.queue`).
+    /// Takes that failed, repeated at the next health check (at most `limits.queue` are added;
+    /// those the queue had no room for at a health check stay for the next, so up to twice that).
     retries: Mutex<Vec<Pending>>,
     /// A session was queued.
     ready: Notify,
@@ -536,27 +540,34 @@ impl Shared {
                         continue;
                     }
                     self.counts.take_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        app = key.app().as_str(),
-                        id = key.id().prefix(),
-                        error = %e,
-                        "could not take the final items of an expired session (repeated at \
-                         the next health check)"
-                    );
-                    let mut retries = lock(&self.retries);
-                    if e.is_transient() && retries.len() < self.limits.queue {
-                        retries.push(Pending {
-                            key,
-                            token: Some(token),
-                        });
+                    let failed = if e.is_transient() {
+                        e
                     } else {
-                        tracing::warn!(
-                            app = key.app().as_str(),
-                            id = key.id().prefix(),
-                            "the end of an expired session may have been claimed and is not \
-                             reported: its take cannot be repeated"
-                        );
-                    }
+                        // A repeat would fail the same way (the session's value of another
+                        // type, a reply this version cannot read): the end is claimed without
+                        // its items and reported as lost, unless it is not ours to report.
+                        match ops::take::claim_lost(conn, errors, &key, &token).await {
+                            Ok(true) => {
+                                tracing::warn!(
+                                    app = key.app().as_str(),
+                                    id = key.id().prefix(),
+                                    error = %e,
+                                    "the final items of an expired session could not be taken: \
+                                     reported as ExpiredItemsLost"
+                                );
+                                self.counts.items_lost.fetch_add(1, Ordering::Relaxed);
+                                let _ = self.sender.send(ExpiryEvent::new(
+                                    key,
+                                    Arc::new(session_core::Items::new()),
+                                    EndReason::ExpiredItemsLost,
+                                ));
+                                return;
+                            }
+                            Ok(false) => return,
+                            Err(claim) => claim,
+                        }
+                    };
+                    self.keep_for_retry(key, token, &failed);
                     return;
                 }
             };
@@ -564,6 +575,33 @@ impl Shared {
                 .sender
                 .send(ExpiryEvent::new(key, Arc::new(items), reason));
             return;
+        }
+    }
+
+    /// Keeps a take that failed for the next health check, where the failure may pass; otherwise
+    /// (or with no room) says that the end is not reported.
+    fn keep_for_retry(&self, key: SessionKey, token: String, failed: &session_core::Error) {
+        let mut retries = lock(&self.retries);
+        if failed.is_transient() && retries.len() < self.limits.queue {
+            tracing::warn!(
+                app = key.app().as_str(),
+                id = key.id().prefix(),
+                error = %failed,
+                "could not take the final items of an expired session (repeated at the next \
+                 health check)"
+            );
+            retries.push(Pending {
+                key,
+                token: Some(token),
+            });
+        } else {
+            tracing::warn!(
+                app = key.app().as_str(),
+                id = key.id().prefix(),
+                error = %failed,
+                "the end of an expired session may have been claimed and is not reported: its \
+                 take cannot be repeated"
+            );
         }
     }
 
@@ -620,10 +658,16 @@ async fn control(shared: Arc<Shared>, mut subscribers: Vec<ConnectionManager>) {
                 queue.shrink_to(1024);
             }
         }
+        // Without waiting for room: while the takes drain a full queue, the pings go on, and
+        // what does not fit waits for the next health check.
         let retries = std::mem::take(&mut *lock(&shared.retries));
+        let mut kept = Vec::new();
         for pending in retries {
-            shared.enqueue_waiting(pending).await;
+            if let Err(back) = shared.enqueue(pending) {
+                kept.push(back);
+            }
         }
+        lock(&shared.retries).extend(kept);
         if !shared.lost.swap(false, Ordering::AcqRel) || shared.sender.receiver_count() == 0 {
             // Nothing missed, or nobody to report it to.
             continue;

@@ -56,6 +56,11 @@ async fn open(
 async fn del(url: &str, name: &str) -> Result<i64, Failed> {
     let mut cmd = redis::cmd("DEL");
     cmd.arg(name);
+    query(url, &cmd).await
+}
+
+/// Runs `cmd` on a plain connection (a cluster client routes it by its first key).
+async fn query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> Result<T, Failed> {
     if url.contains("+cluster://") {
         let nodes = backend_redis::node_urls(url)?;
         let mut conn = redis::cluster::ClusterClient::new(nodes)?
@@ -339,6 +344,73 @@ async fn items_gone_are_reported_as_lost(url: String) -> TestResult {
     Ok(())
 }
 
+/// A session whose value was overwritten by bytes this layout did not write, or replaced by a
+/// key of another type (so that the take's script fails), is still reported once its end comes:
+/// as `ExpiredItemsLost`, never dropped; the corrupt keys are left as they are. The others keep
+/// their items.
+async fn unreadable_values_are_reported_as_lost(url: String) -> TestResult {
+    let app = app("unreadable")?;
+    let store = Arc::new(open(&url, &app, ExpiryListenerLimits::default()).await?);
+    let mut events = store.expiry_events().await?;
+    let mut keys = Vec::new();
+    for n in 0..6u32 {
+        let key = SessionKey::new(app.clone(), SessionId::generate()?);
+        store
+            .create(&key, &items(n)?, Duration::from_millis(1500), true)
+            .await?;
+        keys.push(key);
+    }
+    let value = |key: &SessionKey| format!("{{{}_{}}}:v2", app.as_str(), key.id().expose());
+    for key in &keys[..2] {
+        // Not this layout's bytes, the expiry kept (the alive marker still expires on time).
+        let mut set = redis::cmd("SET");
+        set.arg(value(key)).arg("not a session").arg("KEEPTTL");
+        let () = query(&url, &set).await?;
+    }
+    for key in &keys[2..4] {
+        ensure!(del(&url, &value(key)).await? == 1, "the value existed");
+        let mut hset = redis::cmd("HSET");
+        hset.arg(value(key)).arg("field").arg("value");
+        let _: i64 = query(&url, &hset).await?;
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(value(key)).arg(120_000);
+        let _: i64 = query(&url, &expire).await?;
+    }
+    let end = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let got = collect(&mut events, &keys, end).await;
+    ensure!(got.len() == 6, "{} of 6 ends reported", got.len());
+    for (n, key) in keys.iter().enumerate() {
+        let event = got.get(key.id().expose()).ok_or_else(|| fail("reported"))?;
+        let (reason, len) = match n < 4 {
+            true => (EndReason::ExpiredItemsLost, 0),
+            false => (EndReason::Expired, 10),
+        };
+        ensure!(
+            event.reason == reason && event.items.len() == len,
+            "session {n}: {:?} with {} items, not {reason:?} with {len}",
+            event.reason,
+            event.items.len()
+        );
+    }
+    for (n, key) in keys[..4].iter().enumerate() {
+        let mut kind = redis::cmd("TYPE");
+        kind.arg(value(key));
+        let kind: String = query(&url, &kind).await?;
+        let expected = if n < 2 { "string" } else { "hash" };
+        ensure!(kind == expected, "session {n}'s corrupt value: {kind}");
+    }
+    let stats = store.expiry_listener_stats().ok_or_else(|| fail("stats"))?;
+    ensure!(stats.items_lost == 4 && stats.expired == 2, "{stats:?}");
+    // Nothing reported twice: no further event of this application comes.
+    ensure!(
+        tokio::time::timeout(Duration::from_millis(500), events.next())
+            .await
+            .is_err(),
+        "an end reported twice"
+    );
+    Ok(())
+}
+
 /// The notification connections are killed again and again while sessions expire (a private
 /// server: `CLIENT KILL TYPE pubsub` would hit other tests' subscribers): the notifications sent
 /// meanwhile are lost by Redis, and a sweep finds their sessions; every end arrives with its items.
@@ -418,6 +490,16 @@ fn main() -> std::process::ExitCode {
             "cluster::items_gone_are_reported_as_lost",
             redis_cluster(),
             |c| items_gone_are_reported_as_lost(c.url().to_owned()),
+        ),
+        trial(
+            "standalone::unreadable_values_are_reported_as_lost",
+            redis(),
+            |r| unreadable_values_are_reported_as_lost(r.database(DB)),
+        ),
+        trial(
+            "cluster::unreadable_values_are_reported_as_lost",
+            redis_cluster(),
+            |c| unreadable_values_are_reported_as_lost(c.url().to_owned()),
         ),
         trial(
             "private::dropped_notification_connections_are_swept",

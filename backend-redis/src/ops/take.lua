@@ -6,8 +6,10 @@
 --       same when the listener repeats a take whose reply it did not get.
 -- Returns: 0 not ours to report (the session exists again, or another take claimed its end) |
 --          {1, final value} claimed | {1} claimed, but the value is gone (evicted, flushed, or
---          claimed after the grace period: the listener reports `ExpiredItemsLost`, never an
---          `Expired` event without items).
+--          claimed after the grace period) or unreadable (not this layout's bytes): the listener
+--          reports `ExpiredItemsLost`, never an `Expired` event without items. (A value of
+--          another type fails the GET: the listener then claims the end with plain commands,
+--          `take::claim_lost`.)
 -- Atomic: the claim (SET NX), GET and DEL are one script, so exactly one take of a web farm
 -- reports each end, even when every process hears the notification (or sweeps it). A repeated
 -- take with the same token finds its own claim: it reports the end again (with no items: the
@@ -18,15 +20,17 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local v = redis.call('GET', KEYS[1])
 local s, missing = open(v)
-if s or missing == -1 then
-  -- Alive again (re-created), or not a value this layout wrote.
+if s then
+  -- Alive again (re-created).
   return 0
 end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', 2 * GRACE_MS)
     and redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return 0
 end
-if not v then
+if not v or missing == -1 then
+  -- Gone, or bytes this layout did not write under the session's name (corrupt: left as they
+  -- are, like every operation leaves them): the end is reported with its items lost.
   return {1}
 end
 redis.call('DEL', KEYS[1])
