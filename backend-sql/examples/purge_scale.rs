@@ -115,22 +115,7 @@ impl Pool {
     async fn empty(&self) {
         match self {
             Pool::Postgres(_) => self.exec(&format!("TRUNCATE {PREFIX}sessions")).await,
-            Pool::Mysql(p) => {
-                // TRUNCATE refuses a table a foreign key refers to, unless checks are off on
-                // that connection.
-                let mut c = p.acquire().await.expect(SQL);
-                for sql in [
-                    "SET FOREIGN_KEY_CHECKS = 0".to_owned(),
-                    format!("TRUNCATE {PREFIX}items"),
-                    format!("TRUNCATE {PREFIX}sessions"),
-                    "SET FOREIGN_KEY_CHECKS = 1".to_owned(),
-                ] {
-                    sqlx::raw_sql(AssertSqlSafe(sql))
-                        .execute(&mut *c)
-                        .await
-                        .expect(SQL);
-                }
-            }
+            Pool::Mysql(_) => self.exec(&format!("TRUNCATE {PREFIX}sessions")).await,
             Pool::Sqlite(_) => self.exec(&format!("DELETE FROM {PREFIX}sessions")).await,
         }
     }
@@ -173,32 +158,15 @@ impl Pool {
                       FROM {d} a, {d} b, {d} c, {d} e, {d} f) g WHERE g.i <= {hi}"
                 );
                 self.exec(&format!(
-                    "INSERT INTO {PREFIX}sessions (app, sid, expires_at, timeout_ms, initialize, created_at) \
+                    "INSERT INTO {PREFIX}sessions (app, sid, expires_at, timeout_ms, initialize, created_at, items) \
                      SELECT '{APP}', CONCAT('{first}', LPAD(LOWER(HEX(g.i)), 31, '0')), {exp}, 60000, false, \
-                            UTC_TIMESTAMP(6) FROM {g}"
-                ))
-                .await;
-                let ids = format!(
-                    "SELECT CONCAT('{first}', LPAD(LOWER(HEX(g.i)), 31, '0')) AS sid FROM {g}"
-                );
-                self.exec(&format!(
-                    "INSERT INTO {PREFIX}items (session_pk, name, value) \
-                     SELECT s.pk, CONCAT('item', n.d), REPEAT('x', {VALUE}) \
-                       FROM ({ids}) k JOIN {PREFIX}sessions s ON s.app = '{APP}' AND s.sid = k.sid, {d} n \
-                      WHERE n.d < {n_items}"
+                            UTC_TIMESTAMP(6), X'{}' FROM {g}",
+                    packed_hex(n_items)
                 ))
                 .await;
             }
             Pool::Sqlite(_) => {
-                // The items packed as the `items` column holds them: u32 BE lengths.
-                let mut blob = String::new();
-                for i in 0..n_items {
-                    let name = format!("item{i}");
-                    blob.push_str(&format!("{:08x}", name.len()));
-                    blob.extend(name.bytes().map(|b| format!("{b:02x}")));
-                    blob.push_str(&format!("{VALUE:08x}"));
-                    blob.push_str(&"78".repeat(VALUE));
-                }
+                let blob = packed_hex(n_items);
                 let now = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
                 let exp = if live {
                     format!("{now} + ((i % 1200) + 1) * 1000")
@@ -227,6 +195,20 @@ impl Pool {
 }
 
 const SQL: &str = "SQL statement";
+
+/// `n` items of `VALUE` bytes packed as the `items` column holds them (SQLite, MySQL/MariaDB: u32
+/// BE lengths), in hex.
+fn packed_hex(n: usize) -> String {
+    let mut blob = String::new();
+    for i in 0..n {
+        let name = format!("item{i}");
+        blob.push_str(&format!("{:08x}", name.len()));
+        blob.extend(name.bytes().map(|b| format!("{b:02x}")));
+        blob.push_str(&format!("{VALUE:08x}"));
+        blob.push_str(&"78".repeat(VALUE));
+    }
+    blob
+}
 
 fn db_of(url: &str) -> Db {
     let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();

@@ -233,9 +233,34 @@ impl std::fmt::Display for CorruptData {
 impl std::error::Error for CorruptData {}
 
 /// The error a dialect returns for undecodable stored data: `what` says what is wrong.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn corrupt_data(what: &'static str) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(CorruptData(what)))
+}
+
+/// One item, raw: its name and value.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) type Item = (Vec<u8>, Vec<u8>);
+
+/// The items of a session's packed `items` column (SQLite, MySQL/MariaDB): for each item
+/// `[u32 BE name length][name][u32 BE value length][value]`. A truncated or overlong blob is an
+/// error, not a panic.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn unpack(mut blob: &[u8]) -> Result<Vec<Item>, sqlx::Error> {
+    fn part<'b>(blob: &mut &'b [u8]) -> Option<&'b [u8]> {
+        let (len, rest) = blob.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let (part, rest) = (rest.get(..len)?, rest.get(len..)?);
+        *blob = rest;
+        Some(part)
+    }
+    let corrupt = || corrupt_data("the packed items are truncated");
+    let mut items = Vec::new();
+    while !blob.is_empty() {
+        let name = part(&mut blob).ok_or_else(corrupt)?.to_vec();
+        let value = part(&mut blob).ok_or_else(corrupt)?.to_vec();
+        items.push((name, value));
+    }
+    Ok(items)
 }
 
 /// What a dialect answers to an [`Op`]. `status` is one of the op's codes (for a purge, how many

@@ -37,7 +37,7 @@ impl Default for SqlOptions {
 }
 
 impl SqlOptions {
-    /// The defaults: prefix `sess_` (tables `sess_sessions`, `sess_items`, `sess_migrations`), 10
+    /// The defaults: prefix `sess_` (tables `sess_sessions`, `sess_migrations`), 10
     /// pooled connections (1 for `sqlite::memory:`), the pool acquire timeout of the database
     /// ([`DEFAULT_POOL_ACQUIRE_TIMEOUT`], [`DEFAULT_SQLITE_POOL_ACQUIRE_TIMEOUT`]), the sweeper on
     /// ([`SweeperOptions::new`]), migrations run on connect. (The refresh window is a [`Config`]

@@ -7,9 +7,9 @@
 //! [`RoutineDb`] implementation, in `postgres/` and `mysql/`.
 //!
 //! The rows a routine answers: `read` and `acquire` a session reply, which each database decodes
-//! itself ([`RoutineDb::session`]: one row with the items as arrays on Postgres, a status row and
-//! a row per item on MySQL); every other routine one row whose first column is its status (a
-//! purge: how many sessions it deleted).
+//! itself ([`RoutineDb::session`]: one row with the items as arrays on Postgres, as one packed
+//! blob on MySQL); every other routine one row whose first column is its status (a purge: how
+//! many sessions it deleted).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -142,7 +142,7 @@ enum Arg<'a> {
 /// What a routine answers (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Answer {
-    /// `read`, `acquire`: a status row and a row per item.
+    /// `read`, `acquire`: the session's row (status, header, items).
     Session,
     /// One row, the status first.
     Status,

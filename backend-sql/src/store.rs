@@ -479,9 +479,9 @@ impl SessionStore for SqlStore {
         self.decide(Operation::ChangeId, op, outcomes).await
     }
 
-    /// In statements of at most 1,000 sessions (250 on MySQL/MariaDB, whose items are rows of
-    /// their own), each bounded by one timestamp read once, so that it reads only the index
-    /// entries of what it deletes (the [crate docs](crate), "Purge cost").
+    /// In statements of at most 1,000 sessions, each bounded by one timestamp read once, so that
+    /// it reads only the index entries of what it deletes (the [crate docs](crate), "Purge
+    /// cost").
     async fn purge_expired(&self, batch: usize) -> Result<u64> {
         Ok(self.inner.purge(batch).await?.sessions)
     }

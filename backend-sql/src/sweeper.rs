@@ -28,7 +28,7 @@ pub struct SweepReport {
     /// Sessions deleted by every sweep so far.
     pub total_purged: u64,
     /// Purge statements the last sweep ran (each one transaction deleting at most the batch
-    /// size, and at most 1,000 sessions: 250 on MySQL).
+    /// size, and at most 1,000 sessions).
     pub last_statements: u64,
     /// Time the last sweep's statements took.
     pub last_busy: Duration,

@@ -99,18 +99,28 @@ async fn exec(db: Db, url: &str, sql: String) -> i64 {
     }
 }
 
-/// How many items the SQLite sessions under prefix `p` hold: each row's `items` blob is
-/// `[u32 BE name length][name][u32 BE value length][value]…`.
-async fn sqlite_items(url: &str, p: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-    let blobs: Vec<Vec<u8>> =
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT items FROM {p}sessions")))
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
+/// How many items the sessions under prefix `p` hold where they are packed in the row (SQLite,
+/// MySQL/MariaDB): each row's `items` blob is `[u32 BE name length][name][u32 BE value
+/// length][value]…` (NULL on MySQL: none).
+async fn packed_items(db: Db, url: &str, p: &str) -> i64 {
+    let sql = AssertSqlSafe(format!("SELECT items FROM {p}sessions"));
+    let blobs: Vec<Option<Vec<u8>>> = match db {
+        Db::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let blobs = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            blobs
+        }
+        Db::Mysql => {
+            let pool = sqlx::MySqlPool::connect(url).await.unwrap();
+            let blobs = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            blobs
+        }
+        Db::Postgres => unreachable!("Postgres keeps two arrays"),
+    };
     let mut count = 0;
-    for blob in blobs {
+    for blob in blobs.into_iter().flatten() {
         let mut rest = &blob[..];
         while !rest.is_empty() {
             for _ in 0..2 {
@@ -203,18 +213,15 @@ async fn hostile_names_and_values_are_stored_verbatim() {
             d.apply_to(&mut expected);
             assert_eq!(*snap.items, expected, "{:?}", t.db);
         }
-        // One row per item on MySQL; on Postgres one array element per item, on SQLite one entry
-        // of the packed blob, in the session's row.
-        let count = match t.db {
-            Db::Postgres => {
-                format!("SELECT COALESCE(SUM(cardinality(names)), 0)::bigint FROM {p}sessions")
-            }
-            Db::Mysql => format!("SELECT COUNT(*) FROM {p}items"),
-            Db::Sqlite => String::new(),
-        };
+        // In the session's row: on Postgres one array element per item, on SQLite and MySQL one
+        // entry of the packed blob.
         let rows = match t.db {
-            Db::Sqlite => sqlite_items(&t.url, &p).await,
-            _ => exec(t.db, &t.url, count).await,
+            Db::Postgres => {
+                let count =
+                    format!("SELECT COALESCE(SUM(cardinality(names)), 0)::bigint FROM {p}sessions");
+                exec(t.db, &t.url, count).await
+            }
+            _ => packed_items(t.db, &t.url, &p).await,
         };
         assert_eq!(
             rows as usize,
@@ -239,18 +246,15 @@ fn seed_expired_sql(db: Db, p: &str, n: u64) -> Vec<String> {
                             ARRAY['n'::bytea], ARRAY['v'::bytea] \
                      FROM generate_series(1, {n}) g"
         )],
-        Db::Mysql => vec![
-            // Digits cross-joined (MariaDB caps recursive CTEs at 1000 iterations by default).
-            format!(
-                "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, initialize, created_at) \
-                 SELECT '/old', CONCAT('old', i), UTC_TIMESTAMP(6) - INTERVAL 1 HOUR, 1000, false, UTC_TIMESTAMP(6) \
-                 FROM (SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d AS i \
-                 FROM {DIGITS} a, {DIGITS} b, {DIGITS} c, {DIGITS} e, {DIGITS} f) g WHERE i < {n}"
-            ),
-            format!(
-                "INSERT INTO {p}items (session_pk, name, value) SELECT pk, 'n', 'v' FROM {p}sessions"
-            ),
-        ],
+        // Digits cross-joined (MariaDB caps recursive CTEs at 1000 iterations by default); the
+        // item packed as the `items` column holds it: lengths as 4 bytes big-endian.
+        Db::Mysql => vec![format!(
+            "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, initialize, created_at, items) \
+             SELECT '/old', CONCAT('old', i), UTC_TIMESTAMP(6) - INTERVAL 1 HOUR, 1000, false, UTC_TIMESTAMP(6), \
+                    X'000000016e0000000176' \
+             FROM (SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d AS i \
+             FROM {DIGITS} a, {DIGITS} b, {DIGITS} c, {DIGITS} e, {DIGITS} f) g WHERE i < {n}"
+        )],
         // The item packed as the `items` column holds it: lengths as 4 bytes big-endian.
         Db::Sqlite => vec![format!(
             "INSERT INTO {p}sessions (app, sid, expires_at, timeout_ms, initialize, created_at, items) \
@@ -322,17 +326,14 @@ async fn purge_deletes_exactly_the_expired_with_two_purgers_and_live_traffic() {
         assert_eq!(a + b, n, "{:?}: exactly the expired sessions", t.db);
         let left = exec(t.db, &t.url, format!("SELECT COUNT(*) FROM {p}sessions")).await;
         assert_eq!(left, live.len() as i64, "{:?}", t.db);
-        // Items live in the session rows on Postgres and SQLite, in their own table on MySQL.
-        let count = match t.db {
-            Db::Postgres => {
-                format!("SELECT COALESCE(SUM(cardinality(names)), 0)::bigint FROM {p}sessions")
-            }
-            Db::Mysql => format!("SELECT COUNT(*) FROM {p}items"),
-            Db::Sqlite => String::new(),
-        };
+        // Items live in the session rows.
         let items = match t.db {
-            Db::Sqlite => sqlite_items(&t.url, &p).await,
-            _ => exec(t.db, &t.url, count).await,
+            Db::Postgres => {
+                let count =
+                    format!("SELECT COALESCE(SUM(cardinality(names)), 0)::bigint FROM {p}sessions");
+                exec(t.db, &t.url, count).await
+            }
+            _ => packed_items(t.db, &t.url, &p).await,
         };
         assert_eq!(
             items,
@@ -506,7 +507,7 @@ async fn every_delta_shape_merges_like_apply_to() {
 fn latest_migration(db: Db) -> i64 {
     match db {
         Db::Sqlite => 2,
-        Db::Mysql => 4,
+        Db::Mysql => 5,
         Db::Postgres => 8,
     }
 }
@@ -1395,7 +1396,8 @@ impl OldCalls {
 /// Databases migrated by an earlier schema (0001 only; 0001 and 0002) upgrade on connect without
 /// losing a session, its items, a lock or a commit's settled record; a release record the first
 /// schema wrote (kind 2) matches nothing. On Postgres, 0003 moves the items into the session
-/// rows (two arrays); on SQLite, 0002 (one packed blob, empty for a session without items). Afterwards a process of an earlier schema refuses to migrate (sqlx: a newer migration
+/// rows (two arrays); on SQLite, 0002, and on MySQL/MariaDB, 0005 (one packed blob; a session
+/// without items reads back empty). Afterwards a process of an earlier schema refuses to migrate (sqlx: a newer migration
 /// applied but unknown), which the changelog tells users upgrading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn databases_of_earlier_schemas_upgrade() {
@@ -1417,7 +1419,7 @@ async fn databases_of_earlier_schemas_upgrade() {
             let stored: [(&str, &[u8]); 2] = [("a", b"1"), ("b\0'", b"\0two")];
             let delta = Delta::new().with_set("n", v(b"1"));
             let fp = delta.fingerprint(MINUTE) as i64;
-            let mut sqlite_empty = None;
+            let empty_session: Option<SessionKey>;
             if t.db == Db::Sqlite {
                 // SQLite's operations are this crate's code, and this version's no longer run on
                 // the first schema: write the rows as that version left them (an item row per
@@ -1474,7 +1476,7 @@ async fn databases_of_earlier_schemas_upgrade() {
                     sid(&empty)
                 );
                 exec(t.db, &t.url, insert).await;
-                sqlite_empty = Some(empty);
+                empty_session = Some(empty);
             } else {
                 let old = OldCalls {
                     db: t.db,
@@ -1483,6 +1485,10 @@ async fn databases_of_earlier_schemas_upgrade() {
                 for k in [&released, &committed, &locked] {
                     exec(t.db, &t.url, old.create(k, &stored)).await;
                 }
+                // A session without items (MySQL 0005: its `items` stays NULL).
+                let empty = key("/upgrade");
+                exec(t.db, &t.url, old.create(&empty, &[])).await;
+                empty_session = Some(empty);
                 for (k, tok) in [(&released, spent), (&committed, token), (&locked, holder)] {
                     exec(t.db, &t.url, old.acquire(k, tok)).await;
                 }
@@ -1540,7 +1546,7 @@ async fn databases_of_earlier_schemas_upgrade() {
                 ReadOutcome::Found(s) => assert_eq!(*s.items, expected, "{what}: a delta applies"),
                 other => panic!("{what}: {other:?}"),
             }
-            if let Some(empty) = &sqlite_empty {
+            if let Some(empty) = &empty_session {
                 match new.read(empty).await.unwrap() {
                     ReadOutcome::Found(s) => assert!(s.items.is_empty(), "{what}: empty"),
                     other => panic!("{what}: {other:?}"),

@@ -1,11 +1,13 @@
 //! The MySQL / MariaDB dialect: every operation is one `CALL` of a stored procedure installed by
 //! `migrations/mysql/` — one prepared statement, one round trip, one transaction inside. Calling
 //! them is shared with Postgres (`routines`). Item lists travel packed ([`pack`]) because MySQL
-//! has no array parameters. The purge (migration 0004) is one `DELETE` per call of the first `n`
-//! sessions by expiry, found by a range scan of the expiry index up to one bound `t` (the clock,
-//! read once per call) and deleted by primary key: it reads as many index entries as it deletes
-//! sessions (none past the first when nothing expired), and their items go by the foreign key's
-//! cascade; a statement deletes at most [`PURGE_STATEMENT_MAX`] sessions.
+//! has no array parameters, and a session's items are stored the same way, in its own row
+//! (migration 0005: the `items` column; a commit's delta is merged into it by `merge_items`, in
+//! the server). The purge (migration 0004) is one `DELETE` per call of the first `n` sessions by
+//! expiry, found by a range scan of the expiry index up to one bound `t` (the clock, read once per
+//! call) and deleted by primary key: it reads as many index entries as it deletes sessions (none
+//! past the first when nothing expired); a statement deletes at most
+//! [`PURGE_STATEMENT_MAX`](crate::dialect::PURGE_STATEMENT_MAX) sessions.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -14,7 +16,7 @@ use session_core::Items;
 use sqlx::mysql::{MySqlConnectOptions, MySqlRow, MySqlSslMode};
 use sqlx::{MySql, Row};
 
-use crate::dialect::Reply;
+use crate::dialect::{Reply, unpack};
 use crate::migrate::Embedded;
 use crate::routines::{Calls, Query, RoutineDb};
 
@@ -42,10 +44,15 @@ impl RoutineDb for MySql {
             "purge bound",
             include_str!("../../migrations/mysql/0004_purge_bound.sql"),
         ),
+        (
+            5,
+            "items in row",
+            include_str!("../../migrations/mysql/0005_items_in_row.sql"),
+        ),
     ];
 
-    /// A session is its row and a row per item here: 250 sessions of 10 items are 2,750 rows.
-    const PURGE_STATEMENT_MAX: usize = PURGE_STATEMENT_MAX;
+    /// A session is one row (its items in it, migration 0005).
+    const PURGE_STATEMENT_MAX: usize = crate::dialect::PURGE_STATEMENT_MAX;
 
     const CALLS: Calls<&'static str> = Calls {
         read: "CALL {prefix}read(?, ?, ?)",
@@ -90,36 +97,27 @@ impl RoutineDb for MySql {
         row.try_get(0)
     }
 
-    /// Rows of (status, token, age_ms, timeout_ms, init, name, value), over one or two result
-    /// sets (migration 0003: the fast path's, possibly empty, then the locking path's): a row
-    /// whose status is not NULL carries the header (`init` a `SIGNED` 0 or 1), one whose name is
-    /// not NULL an item.
+    /// Rows of (status, token, age_ms, timeout_ms, init, items), over one or two result sets
+    /// (migration 0003: the fast path's, possibly empty, then the locking path's; 0005: the items
+    /// packed, [`unpack`]): the first row carries the reply (`init` a `SIGNED` 0 or 1).
     fn session(rows: Vec<MySqlRow>) -> Result<Reply, sqlx::Error> {
-        let mut reply = Reply::default();
-        let mut header = false;
-        for row in rows {
-            if !header && let Some(status) = row.try_get::<Option<i64>, _>(0)? {
-                header = true;
-                reply.status = status;
-                reply.token = row.try_get(1)?;
-                reply.age_ms = row.try_get(2)?;
-                reply.timeout_ms = row.try_get(3)?;
-                reply.initialize = row.try_get::<Option<i64>, _>(4)?.unwrap_or(0) != 0;
-            }
-            if let Some(name) = row.try_get::<Option<Vec<u8>>, _>(5)? {
-                reply.items.push((name, row.try_get(6)?));
-            }
-        }
-        if !header {
+        let Some(row) = rows.first() else {
             return Err(sqlx::Error::RowNotFound);
+        };
+        let mut reply = Reply {
+            status: row.try_get(0)?,
+            token: row.try_get(1)?,
+            age_ms: row.try_get(2)?,
+            timeout_ms: row.try_get(3)?,
+            initialize: row.try_get::<Option<i64>, _>(4)?.unwrap_or(0) != 0,
+            items: Vec::new(),
+        };
+        if let Some(packed) = row.try_get::<Option<Vec<u8>>, _>(5)? {
+            reply.items = unpack(&packed)?;
         }
         Ok(reply)
     }
 }
-
-/// The most sessions one purge statement deletes (their items, in their own table, go in the same
-/// statement by cascade).
-const PURGE_STATEMENT_MAX: usize = 250;
 
 /// Packs byte strings as `[u32 BE length][bytes]…`, for a database without array parameters.
 fn pack<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {

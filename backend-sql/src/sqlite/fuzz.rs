@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use session_core::ItemValue;
 
 use super::*;
-use crate::dialect::CorruptData;
+use crate::dialect::{CorruptData, Item};
 
 /// `default` cases, unless `PROPTEST_CASES` says otherwise (`ProptestConfig::default` reads it).
 fn cases(default: u32) -> ProptestConfig {

@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::dialect::{self, Dialect, Key, Op, Reply, SETTLED_COMMIT, Token};
+use crate::dialect::{self, Dialect, Key, Op, Reply, SETTLED_COMMIT, Token, unpack};
 use crate::error::classify;
 use crate::migrate::{self, Embedded, migrator, with_prefix};
 use crate::options::SqlOptions;
@@ -158,28 +158,6 @@ fn pack<'a>(items: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
         }
     }
     out
-}
-
-/// One item, raw: its name and value.
-type Item = (Vec<u8>, Vec<u8>);
-
-/// The items [`pack`] packed; a truncated or overlong blob is an error, not a panic.
-fn unpack(mut blob: &[u8]) -> Result<Vec<Item>, sqlx::Error> {
-    fn part<'b>(blob: &mut &'b [u8]) -> Option<&'b [u8]> {
-        let (len, rest) = blob.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-        let (part, rest) = (rest.get(..len)?, rest.get(len..)?);
-        *blob = rest;
-        Some(part)
-    }
-    let corrupt = || crate::dialect::corrupt_data("the packed items are truncated");
-    let mut items = Vec::new();
-    while !blob.is_empty() {
-        let name = part(&mut blob).ok_or_else(corrupt)?.to_vec();
-        let value = part(&mut blob).ok_or_else(corrupt)?.to_vec();
-        items.push((name, value));
-    }
-    Ok(items)
 }
 
 /// `packed` items after `delta` (docs/contract.md §2: cleared first, then removed, then set).
