@@ -25,14 +25,17 @@
 //! - **No request hangs**: every request has a client-side timeout of the configured bound (lock
 //!   wait + 2 × operation timeout, the acquire and the commit, + a 2 s margin for a loaded 2-core
 //!   machine: 7 s); one that runs out fails the test. Every answer is 200 or 503 (what
-//!   `SessionError` maps an unavailable store or a timeout to); during the outage the 503s are
-//!   counted (and must come: the store fails fast) and their latency is reported.
+//!   `SessionError` maps an unavailable store or a timeout to; on the cluster also 409, below);
+//!   during the outage the 503s are counted (and must come: the store fails fast) and their
+//!   latency is reported.
 //! - **Nothing goes backwards, nothing acknowledged is lost** (on the durable stores): each
 //!   client's 200 answers count strictly upwards, a read never answers less than the client's last
 //!   acknowledged increment, no session is replaced by a fresh one, and after the run a read of
 //!   each session is at least its last acknowledged value (and at most the increments sent). On
 //!   the cluster, whose replication is asynchronous, an increment the killed master acknowledged
-//!   but had not passed on may be lost: it is counted and reported, not failed.
+//!   but had not passed on may be lost, and a lock it granted but had not passed on is gone at
+//!   the commit (a 409): both are counted and reported, not failed. A failure's message lists
+//!   the errors the web layer logged behind its 500s and 409s.
 //! - **No session stays locked**: within 5 s of the restart (of the promotion, on the cluster)
 //!   every session opens `Exclusive` through a third manager (a lock wait of 5 s: an orphaned lock
 //!   would hold it for the TTL). On Postgres and MariaDB the sessions table (`sess_sessions`) is
@@ -79,6 +82,51 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 /// Panics anywhere in the process (the hook installed in `main`).
 static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// The errors the web layer logged behind its 500s and 409s (the [`Errors`] subscriber layer
+/// installed in `main`): the answers carry a fixed body, the reason is only in the log.
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Keeps the `error` field of the web layer's events for a 500 (level ERROR) or a 409 ("session
+/// changes rejected"), so that a failure can say what was behind the answer.
+struct Errors;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String, String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.0 = format!("{value:?}"),
+                    "error" => self.1 = format!("{value:?}"),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields(String::new(), String::new());
+        event.record(&mut fields);
+        let error = *event.metadata().level() == tracing::Level::ERROR;
+        if (error || fields.0 == "session changes rejected")
+            && let Ok(mut logged) = LOGGED.lock()
+            && logged.len() < 100
+        {
+            logged.push(format!(
+                "{} {}: {}",
+                event.metadata().level(),
+                fields.0,
+                fields.1
+            ));
+        }
+    }
+}
+
+/// The errors logged since the last call, for a failure's message.
+fn take_logged() -> Vec<String> {
+    LOGGED
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
 
 /// `connectionTimeoutInMilliseconds` of the application.
 const CONNECT: Duration = Duration::from_secs(1);
@@ -284,6 +332,9 @@ struct Log {
     acked: u64,
     /// Acknowledged increments whose value was not above the previous one (lost by the store).
     regressions: u64,
+    /// Increments answered 409 (the lock was gone at the commit): on the cluster, a lock the
+    /// killed master acknowledged but had not passed on to its replica.
+    rejected: u64,
     /// The instants of the 200 answers (their arrival).
     oks: Vec<Instant>,
     /// Every 503: when it was sent, how long it took.
@@ -355,6 +406,11 @@ async fn client_loop(
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+            // Asynchronous replication: like an acknowledged increment lost, counted.
+            StatusCode::CONFLICT if !kind.durable() => {
+                log.rejected += 1;
                 continue;
             }
             other => {
@@ -702,6 +758,8 @@ struct Measured {
     acked: u64,
     /// Acknowledged increments lost (only the cluster may have any).
     lost: u64,
+    /// Increments answered 409 because their lock was gone (only the cluster may have any).
+    rejected: u64,
 }
 
 /// One run: the application on `target`, sixteen clients, the fault, the checks.
@@ -784,13 +842,15 @@ async fn run(kind: Kind, label: &str, target: &mut Target, n: usize) -> Result<M
     let opened = probed?;
     let stale_rows_cleared = stale.transpose()?;
     healed?;
+    let logged = take_logged();
     if let Ok(v) = shared.violations.lock()
         && !v.is_empty()
     {
         return Err(fail(format!(
-            "{} failures, the first ones:\n  {}",
+            "{} failures, the first ones:\n  {}\nthe errors the web layer logged (500s, 409s):\n  {}",
             v.len(),
-            v.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")
+            v.iter().take(10).cloned().collect::<Vec<_>>().join("\n  "),
+            logged.join("\n  ")
         )));
     }
 
@@ -866,11 +926,13 @@ async fn run(kind: Kind, label: &str, target: &mut Target, n: usize) -> Result<M
         slowest: everyone().map(|l| l.slowest).max().unwrap_or_default(),
         acked: logs.iter().map(|l| l.acked).sum(),
         lost,
+        rejected: logs.iter().map(|l| l.rejected).sum(),
     };
     eprintln!(
         "{label} run {n}: {what}; all {CLIENTS} sessions usable {:?} after the restart \
          (every client answered 200 after {:?}){}; 503s {} ({} sent while down, slowest {:?}); \
-         slowest request {:?} (bound {BOUND:?}); {} increments acknowledged, {} lost",
+         slowest request {:?} (bound {BOUND:?}); {} increments acknowledged, {} lost, {} \
+         rejected (409: lock gone)",
         measured.all_usable,
         measured.all_answered,
         measured
@@ -883,6 +945,7 @@ async fn run(kind: Kind, label: &str, target: &mut Target, n: usize) -> Result<M
         measured.slowest,
         measured.acked,
         measured.lost,
+        measured.rejected,
     );
     drop((a, b));
     Ok(measured)
@@ -944,6 +1007,11 @@ async fn cluster_master_killed(_: test_support::RedisCluster) -> TestResult {
 
 fn main() -> std::process::ExitCode {
     let mut args = libtest_mimic::Arguments::from_args();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _ =
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Errors));
+    }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         PANICS.fetch_add(1, Ordering::SeqCst);
