@@ -456,6 +456,9 @@ impl SessionManager {
         // its turn coming): then it looks before subscribing to the store's signal, which it
         // needs only if the lock turns out to be held (by another process) after all.
         let mut woke_here = false;
+        // Whether this request has waited (napped) yet: from then on its store calls are cut at
+        // the deadline (`by_deadline`); its first looks are the open itself and run in full.
+        let mut waited = false;
         loop {
             // Listen before looking, so that this manager's own requests letting the lock go (or
             // leaving the queue) between the look and the wait wake us.
@@ -477,13 +480,16 @@ impl SessionManager {
                 if let Some(n) = released_here {
                     woke_here = tokio::time::timeout(nap, n).await.is_ok();
                 }
+                waited = true;
                 continue;
             }
             // Likewise, subscribe to the store's signal before looking.
             if signal && waiter.is_some() && watch.is_none() && !woke_here {
-                watch = Some(inner.store.watch_release(key).await?);
+                let subscribed = inner.store.watch_release(key);
+                watch = Some(by_deadline(waited, start, deadline, subscribed).await?);
             }
-            let info = match self.attempt(key, access, token).await? {
+            let looked = self.attempt(key, access, token);
+            let info = match by_deadline(waited, start, deadline, looked).await? {
                 Ok(found) => {
                     if let Some(w) = waiter.as_mut() {
                         // Served holding the lock: its release wakes the next in line, who
@@ -506,7 +512,8 @@ impl SessionManager {
             }
             if access != Access::Exclusive && info.age >= inner.lock_ttl {
                 // A stale writer: force its release with its token, as ASP.NET's module does.
-                inner.store.release(key, info.token).await?;
+                let forced = inner.store.release(key, info.token);
+                by_deadline(waited, start, deadline, forced).await?;
                 continue;
             }
             let now = Instant::now();
@@ -552,7 +559,27 @@ impl SessionManager {
                 () = store_signal => {}
                 () = tokio::time::sleep(nap) => {}
             }
+            waited = true;
         }
+    }
+}
+
+/// `call`, cut at `deadline` once the request has `waited` (docs/contract.md §3): a store call
+/// still in flight then (a slow server, or the retries of one call) ends the wait with
+/// `WaitTimeout` instead of running past it; an acquire it may have made is released in the
+/// background by its guard ([`AcquireGuard`]). Before the first wait the call runs in full: it
+/// is the open's own look, bounded by the operation timeout, not a wait.
+async fn by_deadline<T>(
+    waited: bool, start: Instant, deadline: Instant, call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    if !waited {
+        return call.await;
+    }
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::WaitTimeout {
+            waited: start.elapsed(),
+        }),
     }
 }
 

@@ -11,8 +11,8 @@ use super::{
     Failed, Faults, FaultyStore, Harness, HideCapabilities, Outcome, WithoutCapabilities, check,
 };
 use crate::{
-    Call, Config, ConfigBuilder, EndOutcome, Error, ItemValue, Items, Layered, Operation, Reply,
-    RetryPolicy, Session, SessionKey, SessionManager, SessionStore, StoreLayer,
+    Access, Call, Config, ConfigBuilder, EndOutcome, Error, ItemValue, Items, Layered, Operation,
+    Reply, RetryPolicy, Session, SessionKey, SessionManager, SessionStore, StoreLayer,
 };
 
 /// A manager on `store` with [`Harness::config`] adjusted by `adjust`.
@@ -242,6 +242,53 @@ pub(super) async fn cancelled_acquire_leaves_no_lock(h: Harness) -> Outcome {
     let s = within(Duration::from_secs(4), what, reopen(&m, &id)).await??;
     expect_stored(&s, "the next request gets the session")?;
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
+/// A waiter gives up at its deadline even while a store call of its wait is slow (a slow server,
+/// or the retries of one call, each allowed the operation timeout): the call in flight is
+/// abandoned and the request fails with `WaitTimeout` when `lockWaitTimeout` says, not when the
+/// call would have returned (docs/contract.md §3). The holder keeps its lock.
+pub(super) async fn a_waiter_gives_up_at_its_deadline_while_a_store_call_is_slow(
+    h: Harness,
+) -> Outcome {
+    let what = "docs/contract.md §3: a waiter gives up at lockWaitTimeout, whatever its store \
+                calls take";
+    let (store, m) = faulty_manager(&h, |c| {
+        c.lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(1))
+            .poll_interval(Duration::from_millis(50))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    let holder = reopen(&m, &id).await?;
+    let before = store.calls();
+    let waiter = tokio::spawn(open_later(&m, &id, Access::Exclusive));
+    // The waiter's open runs its first calls in full: a look, (with a release signal) the
+    // subscription, and one more look as it queues. Once it has started a look after them (it
+    // has waited), every look has its reply held back far longer than the wait.
+    let first = if store.capabilities().release_signal {
+        3
+    } else {
+        2
+    };
+    within(Duration::from_secs(5), "the waiter's first looks", async {
+        while store.calls() <= before + first {
+            sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await?;
+    store.slow_reply_on(Operation::Acquire, 1000, Duration::from_secs(30));
+    let waited = within(Duration::from_secs(4), what, joined(waiter)).await??;
+    store.slow_reply_on(Operation::Acquire, 0, Duration::ZERO);
+    check!(
+        matches!(waited, Err(Error::WaitTimeout { .. })),
+        "the waiter fails with WaitTimeout, got {:?}",
+        waited.map(|_| ())
+    );
+    expect(
+        holder.end().await?,
+        EndOutcome::Released,
+        "the holder kept its lock",
+    )
 }
 
 /// How long the store stays down in the `store_down_then_back_*` behaviours.
