@@ -298,20 +298,26 @@ async fn a_subscriber_that_never_reads_sees_what_it_missed(url: String) -> TestR
     Ok(())
 }
 
+/// `n` sessions (their items numbered) of 1.5 s each, created one after the other.
+async fn ending_soon(store: &RedisStore, app: &AppName, n: u32) -> Result<Vec<SessionKey>, Failed> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = SessionKey::new(app.clone(), SessionId::generate()?);
+        store
+            .create(&key, &items(i)?, Duration::from_millis(1500), true)
+            .await?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
 /// Items that cannot be kept (the value evicted before the end was claimed) are reported as
 /// `ExpiredItemsLost`, never as an `Expired` event without items; the others keep theirs.
 async fn items_gone_are_reported_as_lost(url: String) -> TestResult {
     let app = app("lost")?;
     let store = Arc::new(open(&url, &app, ExpiryListenerLimits::default()).await?);
     let mut events = store.expiry_events().await?;
-    let mut keys = Vec::new();
-    for n in 0..20u32 {
-        let key = SessionKey::new(app.clone(), SessionId::generate()?);
-        store
-            .create(&key, &items(n)?, Duration::from_millis(1500), true)
-            .await?;
-        keys.push(key);
-    }
+    let keys = ending_soon(&store, &app, 20).await?;
     // An eviction (maxmemory) or a flush of the first ten values: their markers still expire.
     for key in &keys[..10] {
         let value = format!("{{{}_{}}}:v2", app.as_str(), key.id().expose());
@@ -352,14 +358,7 @@ async fn unreadable_values_are_reported_as_lost(url: String) -> TestResult {
     let app = app("unreadable")?;
     let store = Arc::new(open(&url, &app, ExpiryListenerLimits::default()).await?);
     let mut events = store.expiry_events().await?;
-    let mut keys = Vec::new();
-    for n in 0..6u32 {
-        let key = SessionKey::new(app.clone(), SessionId::generate()?);
-        store
-            .create(&key, &items(n)?, Duration::from_millis(1500), true)
-            .await?;
-        keys.push(key);
-    }
+    let keys = ending_soon(&store, &app, 6).await?;
     let value = |key: &SessionKey| format!("{{{}_{}}}:v2", app.as_str(), key.id().expose());
     for key in &keys[..2] {
         // Not this layout's bytes, the expiry kept (the alive marker still expires on time).
