@@ -582,7 +582,9 @@ impl Shared {
     /// (or with no room) says that the end is not reported.
     fn keep_for_retry(&self, key: SessionKey, token: String, failed: &session_core::Error) {
         let mut retries = lock(&self.retries);
-        if failed.is_transient() && retries.len() < self.limits.queue {
+        // Up to twice the queue: those a full queue sent back at the last health check, and as
+        // many new ones.
+        if failed.is_transient() && retries.len() < self.limits.queue.saturating_mul(2) {
             tracing::warn!(
                 app = key.app().as_str(),
                 id = key.id().prefix(),

@@ -1810,3 +1810,101 @@ async fn undecodable_items_are_corrupt() {
         }
     }
 }
+
+/// MySQL/MariaDB (migration 0005): a commit whose merged items would pass `max_allowed_packet`
+/// fails and writes nothing, instead of storing the session without its items; the session keeps
+/// its items and its lock. (Under a strict `sql_mode`, as here, MariaDB already turns the
+/// `CONCAT` warning into an error; `mysql_merge_items_never_answers_null` covers the others.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_merge_past_max_allowed_packet_writes_nothing() {
+    use session_core::ReleaseOutcome::Released;
+    let Some(t) = targets().into_iter().find(|t| t.db == Db::Mysql) else {
+        return;
+    };
+    let sql = "SELECT CAST(@@max_allowed_packet AS SIGNED)".to_owned();
+    let packet = usize::try_from(exec(t.db, &t.url, sql).await).unwrap();
+    // Two items of just over half the packet: each one fits, the two together do not.
+    let half = packet / 2 + 1024;
+    let p = prefix("packet");
+    let s = store(&t.url, &p).await;
+    let k = key("/packet");
+    let a = vec![1u8; half];
+    let items: Items = [("a".to_owned(), v(&a))].into();
+    s.create(&k, &items, MINUTE, false).await.unwrap();
+    let (_, token) = acquire(&s, &k).await;
+    let d = Delta::new().with_set("b", v(&vec![2u8; half]));
+    let out = s.commit(&k, token, &d, MINUTE).await;
+    assert!(out.is_err(), "a merge past the packet must fail: {out:?}");
+    assert_eq!(
+        s.release(&k, token).await.unwrap(),
+        Released,
+        "the lock is kept"
+    );
+    match s.read(&k).await.unwrap() {
+        ReadOutcome::Found(snap) => {
+            assert_eq!(snap.items.len(), 1, "only the stored item");
+            assert_eq!(snap.items.get("a"), Some(&v(&a)), "its bytes intact");
+        }
+        other => panic!("{other:?}"),
+    }
+    s.close().await;
+}
+
+/// MySQL/MariaDB: `merge_items` as migration 0005 creates it, created under a `sql_mode` that is
+/// not strict (where `CONCAT` past `max_allowed_packet` answers NULL with a mere warning, and a
+/// stored routine keeps the mode it was created under): a merge past the packet fails rather than
+/// answer NULL, which the commit would store as "no items".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_merge_items_never_answers_null() {
+    use sqlx::Connection;
+    let Some(t) = targets().into_iter().find(|t| t.db == Db::Mysql) else {
+        return;
+    };
+    let sql = "SELECT CAST(@@max_allowed_packet AS SIGNED)".to_owned();
+    let packet = usize::try_from(exec(t.db, &t.url, sql).await).unwrap();
+    let p = prefix("mnull");
+    let migration = include_str!("../migrations/mysql/0005_items_in_row.sql");
+    let start = migration
+        .find("CREATE PROCEDURE {prefix}merge_items")
+        .unwrap();
+    let end = start + migration[start..].find("\nEND;").unwrap() + "\nEND;".len();
+    let routine = migration[start..end].replace("{prefix}", &p);
+    let mut c = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
+    for sql in ["SET SESSION sql_mode = ''".to_owned(), routine] {
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    // One item of just over half the packet stored, another as large set: each fits a packet
+    // (sent in statements of their own), the two together do not.
+    let item = |name: u8, byte: u8| {
+        let half = packet / 2 + 1024;
+        let mut b = 1u32.to_be_bytes().to_vec();
+        b.push(name);
+        b.extend_from_slice(&u32::try_from(half).unwrap().to_be_bytes());
+        b.resize(b.len() + half, byte);
+        b
+    };
+    for (var, blob) in [("@stored", item(b'a', 1)), ("@set", item(b'b', 2))] {
+        sqlx::query(AssertSqlSafe(format!("SET {var} = ?")))
+            .bind(blob)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let call = format!("CALL {p}merge_items(@stored, FALSE, @set, '', @merged)");
+    let merged = sqlx::raw_sql(AssertSqlSafe(call)).execute(&mut c).await;
+    let null: Option<i64> = sqlx::query_scalar("SELECT CAST(@merged IS NULL AS SIGNED)")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP PROCEDURE {p}merge_items")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        merged.is_err(),
+        "a merge past the packet must fail, not answer NULL (NULL: {null:?})"
+    );
+}

@@ -567,20 +567,25 @@ impl SessionManager {
 /// `call`, cut at `deadline` once the request has `waited` (docs/contract.md §3): a store call
 /// still in flight then (a slow server, or the retries of one call) ends the wait with
 /// `WaitTimeout` instead of running past it; an acquire it may have made is released in the
-/// background by its guard ([`AcquireGuard`]). Before the first wait the call runs in full: it
-/// is the open's own look, bounded by the operation timeout, not a wait.
+/// background by its guard ([`AcquireGuard`]). A call due at or after the deadline is not made
+/// at all (it could only be cut at once, after its request had gone out). Before the first wait
+/// the call runs in full: it is the open's own look, bounded by the operation timeout, not a
+/// wait.
 async fn by_deadline<T>(
     waited: bool, start: Instant, deadline: Instant, call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     if !waited {
         return call.await;
     }
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::WaitTimeout {
-            waited: start.elapsed(),
-        }),
+    let timed_out = || Error::WaitTimeout {
+        waited: start.elapsed(),
+    };
+    if Instant::now() >= deadline {
+        return Err(timed_out());
     }
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// One waiting request in its session's queue (docs/contract.md §3, fair waiting); it leaves the

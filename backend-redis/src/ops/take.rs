@@ -9,11 +9,11 @@ use session_core::{Items, Operation, Result, SessionKey};
 use super::{on_session, script};
 use crate::connection::Connection;
 use crate::error::{ErrorContext, bad_reply};
-use crate::expiry::EXPIRY_GRACE;
 use crate::keys::Keys;
 use crate::layout;
 
 static SCRIPT: LazyLock<Script> = script!("open.lua", "take.lua");
+static CLAIM_LOST: LazyLock<Script> = script!("claim_lost.lua");
 
 /// What a take found.
 #[derive(Debug)]
@@ -57,43 +57,20 @@ pub(crate) async fn run(
     }
 }
 
-/// Claims the end of `key` with `token` without taking its items, for a take that failed in a way
-/// a repeat would not cure (the session's value of another type, a reply this version cannot
-/// read): `true` when the end is this take's to report (as `ExpiredItemsLost`), `false` when the
-/// session is alive again or another take claimed its end. Plain commands, not a script: the
-/// same claim `take.lua` makes (`SET NX` for twice the grace period, or already ours), after the
-/// same check that the alive marker is gone. Round trips: 2-3.
+/// Claims the end of `key` with `token` without taking its items (`claim_lost.lua`), for a take
+/// that failed in a way a repeat would not cure (the session's value of another type, a reply
+/// this version cannot read): `true` when the end is this take's to report (as
+/// `ExpiredItemsLost`), `false` when the session is alive again or another take claimed its end.
 pub(crate) async fn claim_lost(
     conn: &mut Connection, errors: &ErrorContext, key: &SessionKey, token: &str,
 ) -> Result<bool> {
     let keys = Keys::new(key);
-    let map = |e| errors.map_on(Operation::ExpiryEvents, key, e);
-    let alive: bool = redis::cmd("EXISTS")
-        .arg(&keys.alive)
-        .query_async(conn)
-        .await
-        .map_err(map)?;
-    if alive {
-        return Ok(false);
-    }
-    let ended = keys.ended();
-    let grace_ms = u64::try_from(EXPIRY_GRACE.as_millis()).unwrap_or(u64::MAX);
-    let set: Option<String> = redis::cmd("SET")
-        .arg(&ended)
+    let claimed: i64 = CLAIM_LOST
+        .key(&keys.alive)
+        .key(keys.ended())
         .arg(token)
-        .arg("NX")
-        .arg("PX")
-        .arg(grace_ms.saturating_mul(2))
-        .query_async(conn)
+        .invoke_async(conn)
         .await
-        .map_err(map)?;
-    if set.is_some() {
-        return Ok(true);
-    }
-    let holder: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&ended)
-        .query_async(conn)
-        .await
-        .map_err(map)?;
-    Ok(holder.as_deref() == Some(token.as_bytes()))
+        .map_err(|e| errors.map_on(Operation::ExpiryEvents, key, e))?;
+    Ok(claimed == 1)
 }

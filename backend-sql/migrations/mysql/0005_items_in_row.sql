@@ -28,6 +28,23 @@ UPDATE {prefix}sessions s
    SET s.items = i.packed;
 SET SESSION group_concat_max_len = DEFAULT;
 
+-- Every session's blob holds every byte of its items before their table goes (GROUP_CONCAT and
+-- CONCAT give up past max_allowed_packet with a mere warning): otherwise the migration fails
+-- here, with the items table intact.
+DROP PROCEDURE IF EXISTS {prefix}check_items_moved;
+CREATE PROCEDURE {prefix}check_items_moved()
+BEGIN
+    IF EXISTS (SELECT 1 FROM {prefix}sessions s
+                 JOIN (SELECT session_pk, SUM(8 + LENGTH(name) + LENGTH(value)) AS bytes
+                         FROM {prefix}items GROUP BY session_pk) i ON i.session_pk = s.pk
+                WHERE COALESCE(LENGTH(s.items), 0) <> i.bytes) THEN
+        SIGNAL SQLSTATE '45000'
+            SET MESSAGE_TEXT = 'migration 0005: the items of a session do not fit max_allowed_packet; raise it and connect again';
+    END IF;
+END;
+CALL {prefix}check_items_moved();
+DROP PROCEDURE {prefix}check_items_moved;
+
 DROP TABLE IF EXISTS {prefix}items;
 DROP PROCEDURE IF EXISTS {prefix}apply_delta;
 
@@ -59,7 +76,7 @@ BEGIN
         SET pos = pos + 4 + len;
         SET pos = pos + 4 + CONV(HEX(SUBSTRING(p_set, pos, 4)), 16, 10);
     END WHILE;
-    IF NOT p_cleared AND p_items IS NOT NULL THEN
+    IF NOT COALESCE(p_cleared, FALSE) AND p_items IS NOT NULL THEN
         SET total = LENGTH(p_items);
     END IF;
     SET p_out = '';
@@ -81,6 +98,12 @@ BEGIN
         SET p_out = CONCAT(p_out, SUBSTRING(p_items, run));
     END IF;
     SET p_out = CONCAT(p_out, COALESCE(p_set, ''));
+    -- CONCAT answers NULL (with a mere warning) past max_allowed_packet: that must never be
+    -- written as "no items".
+    IF p_out IS NULL THEN
+        SIGNAL SQLSTATE '45000'
+            SET MESSAGE_TEXT = 'the items of the session would exceed max_allowed_packet: nothing written';
+    END IF;
 END;
 
 -- Binds: app, sid, window percent (0003). The fast path's row, or the locking path's.
