@@ -30,8 +30,9 @@
 //!     again at every health check) with the same claim token, so a take whose reply was lost
 //!     reports the end rather than finding it claimed. A take that fails in a way a repeat would
 //!     not cure (the session's value replaced by a key of another type, a reply this version
-//!     cannot read) claims the end with plain commands and reports it as `ExpiredItemsLost`; so
-//!     does a take that finds bytes this layout did not write under the session's name.
+//!     cannot read) claims the end (`claim_lost.lua`, which never reads the value) and reports it
+//!     as `ExpiredItemsLost`; so does a take that finds bytes this layout did not write under the
+//!     session's name.
 //! - **Removal**: `remove` and `delete` return the final items from their own script when this
 //!   store has subscribers, and only that process reports the end.
 //!

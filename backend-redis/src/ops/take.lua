@@ -8,7 +8,7 @@
 --          {1, final value} claimed | {1} claimed, but the value is gone (evicted, flushed, or
 --          claimed after the grace period) or unreadable (not this layout's bytes): the listener
 --          reports `ExpiredItemsLost`, never an `Expired` event without items. (A value of
---          another type fails the GET: the listener then claims the end with plain commands,
+--          another type fails the GET: the listener then claims the end with claim_lost.lua,
 --          `take::claim_lost`.)
 -- Atomic: the claim (SET NX), GET and DEL are one script, so exactly one take of a web farm
 -- reports each end, even when every process hears the notification (or sweeps it). A repeated

@@ -219,6 +219,33 @@ pub(super) async fn lost_acquire_reply_without_retries_leaves_no_lock(h: Harness
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
+/// An acquire still on its way to the store when its request ended without an answer (here it
+/// reaches the store 300 ms after its caller heard a failure, as one queued for a pooled
+/// connection or slowed on the network would) takes the lock after the background release's
+/// first attempt found nothing: the release made once more a retry interval later frees it
+/// (docs/contract.md §3), so the next request gets the session within seconds, not after the 60 s
+/// lock TTL.
+pub(super) async fn acquire_arriving_late_leaves_no_lock(h: Harness) -> Outcome {
+    let what = "docs/contract.md §3: an acquire that reaches the store after its request ended \
+                leaves no lock";
+    let (store, m) = faulty_manager(&h, |c| {
+        c.retry_timeout(Duration::ZERO)
+            .lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(10))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    store.arrive_late(Duration::from_millis(300));
+    check!(
+        reopen(&m, &id).await.is_err(),
+        "the request whose acquire is still on its way fails"
+    );
+    // The late acquire has taken the lock by now, for a token nobody holds.
+    sleep(Duration::from_millis(500)).await;
+    let s = within(Duration::from_secs(4), what, reopen(&m, &id)).await??;
+    expect_stored(&s, "the next request gets the session")?;
+    expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
 /// A request cancelled while its acquire is in flight (its future dropped: the client went away,
 /// a timeout around the handler) after the store took the lock leaves no lock behind: the manager
 /// releases it in the background, as for a lost reply (docs/contract.md §3), so the next request

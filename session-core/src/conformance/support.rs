@@ -382,6 +382,7 @@ pub(super) fn open_later(
 /// lost on the wire (`lose_reply_on(op, n)`: the next `n` calls of `op`); `delay(n, by)` makes the
 /// next `n` operations slow; `slow_reply_on(op, n, by)` lets the next `n` calls of `op` reach the
 /// store and holds their reply back for `by` (a request cancelled meanwhile never sees it);
+/// `arrive_late(by)` fails the next acquire at once and applies it `by` later;
 /// `set_down(true)` fails every operation until `set_down(false)` (a
 /// server that is down for a while, then back). Injected failures are [`Error::Unavailable`] from
 /// backend `"faulty"`.
@@ -396,6 +397,10 @@ pub struct Faults {
     delay_by: Mutex<Duration>,
     slow_reply_on: PerOperation,
     slow_reply_by: Mutex<Duration>,
+    /// The next acquire reaches the store this long after its caller was told it failed.
+    late_acquire: Mutex<Option<Duration>>,
+    /// The wrapped store, for an acquire that arrives late (`arrive_late`).
+    inner: std::sync::OnceLock<Arc<dyn SessionStore>>,
     calls: AtomicU32,
 }
 
@@ -408,7 +413,9 @@ pub type FaultyStore = Layered<Arc<dyn SessionStore>, Faults>;
 impl Faults {
     /// Wraps `inner`, injecting nothing yet.
     pub fn wrap(inner: Arc<dyn SessionStore>) -> FaultyStore {
-        Layered::new(inner, Self::default())
+        let faults = Self::default();
+        let _ = faults.inner.set(Arc::clone(&inner));
+        Layered::new(inner, faults)
     }
 
     fn take(counter: &AtomicU32) -> bool {
@@ -447,6 +454,28 @@ impl StoreLayer for Faults {
             || Self::take(&self.fail_before)
             || Self::take_on(&self.fail_before_on, operation)
         {
+            return Err(fail());
+        }
+        if let Call::Acquire {
+            key,
+            token,
+            lock_ttl,
+        } = &call
+            && let Some(by) = self
+                .late_acquire
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            && let Some(store) = self.inner.get()
+        {
+            // Sent, but still on its way (a request queued for a pooled connection, a slow
+            // network): the caller hears a failure now, the store applies it later.
+            let (store, key, token, lock_ttl) =
+                (Arc::clone(store), (*key).clone(), *token, *lock_ttl);
+            tokio::spawn(async move {
+                tokio::time::sleep(by).await;
+                let _ = store.acquire(&key, token, lock_ttl).await;
+            });
             return Err(fail());
         }
         if Self::take(&self.delay) {
@@ -517,6 +546,17 @@ impl<S: SessionStore> Layered<S, Faults> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = by;
         Faults::arm(&self.layer().slow_reply_on, operation, n);
+    }
+
+    /// Makes the next acquire reach the store `by` after its caller was told it failed (a
+    /// transient failure, as for a request whose answer never came): a request still on its way
+    /// when the caller gave up.
+    pub fn arrive_late(&self, by: Duration) {
+        *self
+            .layer()
+            .late_acquire
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(by);
     }
 
     /// How many operations were attempted through this layer.
