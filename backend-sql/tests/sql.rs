@@ -1811,6 +1811,14 @@ async fn undecodable_items_are_corrupt() {
     }
 }
 
+/// The MySQL/MariaDB target, when configured, and its server's `max_allowed_packet`.
+async fn mysql_with_its_packet() -> Option<(Target, usize)> {
+    let t = targets().into_iter().find(|t| t.db == Db::Mysql)?;
+    let sql = "SELECT CAST(@@max_allowed_packet AS SIGNED)".to_owned();
+    let packet = usize::try_from(exec(t.db, &t.url, sql).await).unwrap();
+    Some((t, packet))
+}
+
 /// MySQL/MariaDB (migration 0005): a commit whose merged items would pass `max_allowed_packet`
 /// fails and writes nothing, instead of storing the session without its items; the session keeps
 /// its items and its lock. (Under a strict `sql_mode`, as here, MariaDB already turns the
@@ -1818,11 +1826,9 @@ async fn undecodable_items_are_corrupt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_merge_past_max_allowed_packet_writes_nothing() {
     use session_core::ReleaseOutcome::Released;
-    let Some(t) = targets().into_iter().find(|t| t.db == Db::Mysql) else {
+    let Some((t, packet)) = mysql_with_its_packet().await else {
         return;
     };
-    let sql = "SELECT CAST(@@max_allowed_packet AS SIGNED)".to_owned();
-    let packet = usize::try_from(exec(t.db, &t.url, sql).await).unwrap();
     // Two items of just over half the packet: each one fits, the two together do not.
     let half = packet / 2 + 1024;
     let p = prefix("packet");
@@ -1857,11 +1863,9 @@ async fn mysql_merge_past_max_allowed_packet_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_merge_items_never_answers_null() {
     use sqlx::Connection;
-    let Some(t) = targets().into_iter().find(|t| t.db == Db::Mysql) else {
+    let Some((t, packet)) = mysql_with_its_packet().await else {
         return;
     };
-    let sql = "SELECT CAST(@@max_allowed_packet AS SIGNED)".to_owned();
-    let packet = usize::try_from(exec(t.db, &t.url, sql).await).unwrap();
     let p = prefix("mnull");
     let migration = include_str!("../migrations/mysql/0005_items_in_row.sql");
     let start = migration
