@@ -36,6 +36,16 @@ fn faulty_manager(
     Ok((store, m))
 }
 
+/// [`faulty_manager`] without retries, with a 60 s lock TTL and a 10 s lock wait: a lock left
+/// behind shows as a wait far longer than a retry interval.
+fn without_retries(h: &Harness) -> crate::Result<(Arc<FaultyStore>, SessionManager)> {
+    faulty_manager(h, |c| {
+        c.retry_timeout(Duration::ZERO)
+            .lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(10))
+    })
+}
+
 /// [`faulty_manager`] whose manager retries for 3 s.
 fn retrying(h: &Harness) -> crate::Result<(Arc<FaultyStore>, SessionManager)> {
     faulty_manager(h, |c| c.retry_timeout(Duration::from_secs(3)))
@@ -202,11 +212,7 @@ pub(super) async fn lost_acquire_reply_keeps_session_usable(h: Harness) -> Outco
 /// the session within a retry interval, not after the lock TTL.
 pub(super) async fn lost_acquire_reply_without_retries_leaves_no_lock(h: Harness) -> Outcome {
     let what = "docs/contract.md §3: the lock of an acquire whose reply was lost is released";
-    let (store, m) = faulty_manager(&h, |c| {
-        c.retry_timeout(Duration::ZERO)
-            .lock_ttl(Duration::from_secs(60))
-            .lock_wait_timeout(Duration::from_secs(10))
-    })?;
+    let (store, m) = without_retries(&h)?;
     let (id, _) = store_n1(&m).await?;
     store.lose_reply(1);
     check!(
@@ -228,11 +234,7 @@ pub(super) async fn lost_acquire_reply_without_retries_leaves_no_lock(h: Harness
 pub(super) async fn acquire_arriving_late_leaves_no_lock(h: Harness) -> Outcome {
     let what = "docs/contract.md §3: an acquire that reaches the store after its request ended \
                 leaves no lock";
-    let (store, m) = faulty_manager(&h, |c| {
-        c.retry_timeout(Duration::ZERO)
-            .lock_ttl(Duration::from_secs(60))
-            .lock_wait_timeout(Duration::from_secs(10))
-    })?;
+    let (store, m) = without_retries(&h)?;
     let (id, _) = store_n1(&m).await?;
     store.arrive_late(Duration::from_millis(300));
     check!(
