@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -410,16 +411,10 @@ impl SessionManager {
         let store = &self.inner.store;
         Ok(match access {
             Access::Exclusive => {
-                // Dropped before the store answers (the request was cancelled), the store may have
-                // taken the lock for `token`: the guard releases it in the background.
-                let mut cancelled = AcquireGuard {
-                    inner: &self.inner,
-                    key,
-                    token,
-                    armed: true,
-                };
-                let acquired = store.acquire(key, token, self.inner.lock_ttl).await;
-                cancelled.armed = false;
+                // Dropped before the store answers (the request was cancelled, or its wait cut at
+                // the deadline), the store may take the lock for `token`: the guard releases it
+                // in the background.
+                let acquired = AcquireGuard::new(&self.inner, key, token).answer().await;
                 match acquired.inspect_err(|err| {
                     if err.is_store_failure() {
                         // The store may have applied it: that lock must not outlive the outage.
@@ -1242,21 +1237,78 @@ impl Drop for Session {
     }
 }
 
-/// An acquire in flight: dropped while armed (the request's future was dropped before the store
-/// answered), it releases the lock the store may have taken for `token` ([`release_orphan`]).
+/// An acquire in flight, as a future of its own: dropped before the store answered (the
+/// request's future was dropped, or its wait cut at the deadline), it releases the lock the store
+/// may have taken for `token` at once ([`release_orphan`]), and runs the acquire on to its answer
+/// in the background ([`finish_orphan_acquire`]), so that a request still on its way (queued
+/// behind a lock on the server, slowed on the network) is released once it has taken the lock,
+/// however late (docs/contract.md §3).
 struct AcquireGuard<'a> {
     inner: &'a Arc<Inner>,
     key: &'a SessionKey,
     token: LockToken,
-    armed: bool,
+    /// The acquire; owns what it uses, so that it can outlive the request.
+    call: InFlightAcquire,
+    answered: bool,
+}
+
+/// An acquire that borrows nothing ([`AcquireGuard`]).
+type InFlightAcquire = Pin<Box<dyn Future<Output = Result<AcquireOutcome>> + Send>>;
+
+impl<'a> AcquireGuard<'a> {
+    fn new(inner: &'a Arc<Inner>, key: &'a SessionKey, token: LockToken) -> Self {
+        let (store, owned_key, lock_ttl) = (Arc::clone(&inner.store), key.clone(), inner.lock_ttl);
+        Self {
+            inner,
+            key,
+            token,
+            call: Box::pin(async move { store.acquire(&owned_key, token, lock_ttl).await }),
+            answered: false,
+        }
+    }
+
+    /// The store's answer.
+    async fn answer(mut self) -> Result<AcquireOutcome> {
+        let answer = self.call.as_mut().await;
+        self.answered = true;
+        answer
+    }
 }
 
 impl Drop for AcquireGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            release_orphan(self.inner, self.key.clone(), self.token, Operation::Acquire);
+        if self.answered {
+            return;
         }
+        release_orphan(self.inner, self.key.clone(), self.token, Operation::Acquire);
+        // A boxed `Pending` is zero-sized: the swap allocates nothing.
+        let call = std::mem::replace(&mut self.call, Box::pin(std::future::pending()));
+        finish_orphan_acquire(self.inner, self.key.clone(), self.token, call);
     }
+}
+
+/// Runs an acquire whose request is gone on to its answer in the background, for at most the lock
+/// TTL (a lock is stale after it anyway), and releases the lock if the store took it then; if it
+/// ends in a store failure, the lock it may have taken is released as after any ambiguous acquire
+/// ([`release_orphan`]).
+fn finish_orphan_acquire(
+    inner: &Arc<Inner>, key: SessionKey, token: LockToken, call: InFlightAcquire,
+) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let inner = Arc::clone(inner);
+    handle.spawn(async move {
+        match tokio::time::timeout(inner.lock_ttl, call).await {
+            Ok(Ok(AcquireOutcome::Acquired(_))) => {
+                release_orphan(&inner, key, token, Operation::Release);
+            }
+            Ok(Err(err)) if err.is_store_failure() => {
+                release_orphan(&inner, key, token, Operation::Acquire);
+            }
+            _ => {}
+        }
+    });
 }
 
 /// Makes sure the lock `token` may hold on `key` ends, in the background: after an operation on it

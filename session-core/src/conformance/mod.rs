@@ -471,6 +471,7 @@ fn behaviours() -> Vec<Behaviour> {
         policy::lost_acquire_reply_keeps_session_usable,
         policy::lost_acquire_reply_without_retries_leaves_no_lock,
         policy::cancelled_acquire_leaves_no_lock,
+        policy::cancelled_acquire_arriving_later_leaves_no_lock,
         policy::acquire_arriving_late_leaves_no_lock,
         policy::a_waiter_gives_up_at_its_deadline_while_a_store_call_is_slow,
         policy::store_down_then_back_without_retries_leaves_no_lock,

@@ -273,6 +273,33 @@ pub(super) async fn cancelled_acquire_leaves_no_lock(h: Harness) -> Outcome {
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
+/// A request cancelled while its acquire is still on its way to the store (here it reaches the
+/// store 2 s after it was made, as one queued behind a lock on the server would) leaves no lock
+/// when the acquire arrives after every background release has looked (they look at once and a
+/// retry interval later, and find nothing held): the manager runs the cancelled acquire on to its
+/// answer and releases the lock it took (docs/contract.md §3), so the next request gets the
+/// session within seconds, not after the 60 s lock TTL.
+pub(super) async fn cancelled_acquire_arriving_later_leaves_no_lock(h: Harness) -> Outcome {
+    let what = "docs/contract.md §3: a cancelled acquire that reaches the store after every \
+                release has looked leaves no lock";
+    let (store, m) = faulty_manager(&h, |c| {
+        c.lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(3))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    store.acquire_arrives_after(Duration::from_secs(2));
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), reopen(&m, &id)).await;
+    check!(
+        cancelled.is_err(),
+        "the request is cancelled while its acquire is on its way"
+    );
+    // The acquire has taken the lock by now, for a token nobody holds.
+    sleep(Duration::from_millis(2300)).await;
+    let s = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
+    expect_stored(&s, "the next request gets the session")?;
+    expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
 /// A waiter gives up at its deadline even while a store call of its wait is slow (a slow server,
 /// or the retries of one call, each allowed the operation timeout): the call in flight is
 /// abandoned and the request fails with `WaitTimeout` when `lockWaitTimeout` says, not when the

@@ -383,6 +383,8 @@ pub(super) fn open_later(
 /// next `n` operations slow; `slow_reply_on(op, n, by)` lets the next `n` calls of `op` reach the
 /// store and holds their reply back for `by` (a request cancelled meanwhile never sees it);
 /// `arrive_late(by)` fails the next acquire at once and applies it `by` later;
+/// `acquire_arrives_after(by)` applies the next acquire `by` later, whether or not its caller
+/// still waits for the answer;
 /// `set_down(true)` fails every operation until `set_down(false)` (a
 /// server that is down for a while, then back). Injected failures are [`Error::Unavailable`] from
 /// backend `"faulty"`.
@@ -397,11 +399,23 @@ pub struct Faults {
     delay_by: Mutex<Duration>,
     slow_reply_on: PerOperation,
     slow_reply_by: Mutex<Duration>,
-    /// The next acquire reaches the store this long after its caller was told it failed.
-    late_acquire: Mutex<Option<Duration>>,
+    /// The next acquire reaches the store this long after it was made, and whether its caller is
+    /// told it failed at once (`arrive_late`) or waits for the store's answer
+    /// (`acquire_arrives_after`).
+    late_acquire: Mutex<Option<(Duration, LateAnswer)>>,
     /// The wrapped store, for an acquire that arrives late (`arrive_late`).
     inner: std::sync::OnceLock<Arc<dyn SessionStore>>,
     calls: AtomicU32,
+}
+
+/// What the caller of an acquire that reaches the store late hears, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LateAnswer {
+    /// A transient failure at once (its reply was lost; the request is still on its way).
+    FailedNow,
+    /// The store's answer once it came (a request queued behind a lock on the server, or slowed
+    /// on the network); a caller that gave up meanwhile never hears it, but it is applied.
+    WhenApplied,
 }
 
 /// A fault armed for the next calls of one operation: the operation and how many calls are left.
@@ -456,27 +470,38 @@ impl StoreLayer for Faults {
         {
             return Err(fail());
         }
+        let late = match call {
+            Call::Acquire { .. } => self
+                .late_acquire
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+            _ => None,
+        };
         if let Call::Acquire {
             key,
             token,
             lock_ttl,
         } = &call
-            && let Some(by) = self
-                .late_acquire
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
+            && let Some((by, answer)) = late
             && let Some(store) = self.inner.get()
         {
-            // Sent, but still on its way (a request queued for a pooled connection, a slow
-            // network): the caller hears a failure now, the store applies it later.
+            // Sent, but still on its way: the store applies it `by` from now, whether or not
+            // its caller still waits for the answer (a task of its own, not the caller's future).
             let (store, key, token, lock_ttl) =
                 (Arc::clone(store), (*key).clone(), *token, *lock_ttl);
+            let (tell, told) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
                 tokio::time::sleep(by).await;
-                let _ = store.acquire(&key, token, lock_ttl).await;
+                let _ = tell.send(store.acquire(&key, token, lock_ttl).await);
             });
-            return Err(fail());
+            return match answer {
+                LateAnswer::FailedNow => Err(fail()),
+                LateAnswer::WhenApplied => match told.await {
+                    Ok(applied) => applied.map(Reply::Acquire),
+                    Err(_) => Err(fail()),
+                },
+            };
         }
         if Self::take(&self.delay) {
             let by = *self.delay_by.lock().unwrap_or_else(PoisonError::into_inner);
@@ -552,11 +577,23 @@ impl<S: SessionStore> Layered<S, Faults> {
     /// transient failure, as for a request whose answer never came): a request still on its way
     /// when the caller gave up.
     pub fn arrive_late(&self, by: Duration) {
+        self.arm_late_acquire(by, LateAnswer::FailedNow);
+    }
+
+    /// Makes the next acquire reach the store `by` after it was made, whether or not its caller
+    /// still waits for the answer then (a request queued behind a lock on the server, or slowed on
+    /// the network): a caller that gave up before (its request cancelled, its wait over) never
+    /// hears that the store took the lock for it.
+    pub fn acquire_arrives_after(&self, by: Duration) {
+        self.arm_late_acquire(by, LateAnswer::WhenApplied);
+    }
+
+    fn arm_late_acquire(&self, by: Duration, answer: LateAnswer) {
         *self
             .layer()
             .late_acquire
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(by);
+            .unwrap_or_else(PoisonError::into_inner) = Some((by, answer));
     }
 
     /// How many operations were attempted through this layer.
