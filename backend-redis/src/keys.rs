@@ -6,7 +6,7 @@
 //! | `{<app>_<id>}:v2` | string | the session: a fixed header (lock, timeout, flags, the last commit) and the items (`layout.rs`) |
 //! | `{<app>_<id>}:v2:alive` | string (empty) | only for sessions with expiry events: expires exactly when the session ends |
 //! | `{<sha256 of <app>_<id>>}:released` | pub/sub channel | a message when the session's lock ends and a waiter marked it; named by a hash, not the id: any client allowed to subscribe could otherwise learn live ids (docs/security.md) |
-//! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period |
+//! | `{<app>_<id>}:ended` | string | the claim of an expired session's end (expiry events), for 2 × the grace period (or the grace period past a longer-lived foreign value left in its place) |
 //!
 //! A session exists while its value exists and has not reached its end: without expiry events the
 //! value's expiry is the session's; with them the value outlives the session by

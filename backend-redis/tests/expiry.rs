@@ -350,20 +350,30 @@ async fn items_gone_are_reported_as_lost(url: String) -> TestResult {
     Ok(())
 }
 
+/// The TTL of the foreign bytes one session of `unreadable_values_are_reported_as_lost` gets:
+/// longer than an end claim's 2 × the grace period.
+const FOREIGN_TTL_MS: u64 = 600_000;
+
 /// A session whose value was overwritten by bytes this layout did not write, or replaced by a
 /// key of another type (so that the take's script fails), is still reported once its end comes:
-/// as `ExpiredItemsLost`, never dropped; the corrupt keys are left as they are. The others keep
-/// their items.
+/// as `ExpiredItemsLost`, never dropped; the corrupt keys are left as they are. Each end's claim
+/// outlives the value left in place, so that it is never reported twice. The others keep their
+/// items.
 async fn unreadable_values_are_reported_as_lost(url: String) -> TestResult {
     let app = app("unreadable")?;
     let store = Arc::new(open(&url, &app, ExpiryListenerLimits::default()).await?);
     let mut events = store.expiry_events().await?;
     let keys = ending_soon(&store, &app, 6).await?;
     let value = |key: &SessionKey| format!("{{{}_{}}}:v2", app.as_str(), key.id().expose());
-    for key in &keys[..2] {
-        // Not this layout's bytes, the expiry kept (the alive marker still expires on time).
+    for (n, key) in keys[..2].iter().enumerate() {
+        // Not this layout's bytes (the alive marker still expires on time): the first keeps the
+        // value's expiry, the second gets one of its own, past the end claim's 2 minutes.
         let mut set = redis::cmd("SET");
-        set.arg(value(key)).arg("not a session").arg("KEEPTTL");
+        set.arg(value(key)).arg("not a session");
+        match n {
+            0 => set.arg("KEEPTTL"),
+            _ => set.arg("PX").arg(FOREIGN_TTL_MS),
+        };
         let () = query(&url, &set).await?;
     }
     for key in &keys[2..4] {
@@ -397,6 +407,24 @@ async fn unreadable_values_are_reported_as_lost(url: String) -> TestResult {
         let kind: String = query(&url, &kind).await?;
         let expected = if n < 2 { "string" } else { "hash" };
         ensure!(kind == expected, "session {n}'s corrupt value: {kind}");
+    }
+    // Every end's claim outlives the value left in its place, so that a later sweep (which
+    // finds values within their grace period) cannot report the end again.
+    for (n, key) in keys[..4].iter().enumerate() {
+        let claim = format!("{{{}_{}}}:ended", app.as_str(), key.id().expose());
+        let [value_left, claim_left] = [value(key), claim].map(|name| {
+            let mut pttl = redis::cmd("PTTL");
+            pttl.arg(name);
+            pttl
+        });
+        let (value_left, claim_left): (i64, i64) = (
+            query(&url, &value_left).await?,
+            query(&url, &claim_left).await?,
+        );
+        ensure!(
+            claim_left > value_left,
+            "session {n}: the claim ends in {claim_left} ms, its value in {value_left} ms"
+        );
     }
     let stats = store.expiry_listener_stats().ok_or_else(|| fail("stats"))?;
     ensure!(stats.items_lost == 4 && stats.expired == 2, "{stats:?}");

@@ -13,8 +13,9 @@
 -- Atomic: the claim (SET NX), GET and DEL are one script, so exactly one take of a web farm
 -- reports each end, even when every process hears the notification (or sweeps it). A repeated
 -- take with the same token finds its own claim: it reports the end again (with no items: the
--- first run took them), never nothing. The claim outlives the value (2 × GRACE_MS) so that a late
--- notification cannot report the same end twice. Round trips: 1.
+-- first run took them), never nothing. The claim outlives the value (2 × GRACE_MS, or the value's
+-- own TTL plus GRACE_MS when it is longer: bytes of another writer left in place) so that a late
+-- notification or a later sweep cannot report the same end twice. Round trips: 1.
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
@@ -24,7 +25,7 @@ if s then
   -- Alive again (re-created).
   return 0
 end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', 2 * GRACE_MS)
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', claim_ttl(KEYS[1]))
     and redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return 0
 end

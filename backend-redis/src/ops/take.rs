@@ -12,8 +12,8 @@ use crate::error::{ErrorContext, bad_reply};
 use crate::keys::Keys;
 use crate::layout;
 
-static SCRIPT: LazyLock<Script> = script!("open.lua", "take.lua");
-static CLAIM_LOST: LazyLock<Script> = script!("claim_lost.lua");
+static SCRIPT: LazyLock<Script> = script!("open.lua", "claim.lua", "take.lua");
+static CLAIM_LOST: LazyLock<Script> = script!("claim.lua", "claim_lost.lua");
 
 /// What a take found.
 #[derive(Debug)]
@@ -68,6 +68,7 @@ pub(crate) async fn claim_lost(
     let claimed: i64 = CLAIM_LOST
         .key(&keys.alive)
         .key(keys.ended())
+        .key(&keys.session)
         .arg(token)
         .invoke_async(conn)
         .await
