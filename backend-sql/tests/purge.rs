@@ -494,3 +494,133 @@ async fn mysql_purge_reads_what_it_deletes() {
     assert_eq!(left(t.db, &t.url, &p).await, (live.len() as i64 + more, 40));
     s.close().await;
 }
+
+/// Postgres `pg_stat_user_indexes` counters (`idx_scan`, `idx_tup_read`) of the purge's index.
+async fn purge_index_stats(url: &str, p: &str) -> (i64, i64) {
+    let sql = |column: &str| {
+        format!(
+            "SELECT COALESCE({column}, 0) FROM pg_stat_user_indexes \
+              WHERE indexrelname = lower('{p}exp_bucket_pk') AND schemaname = current_schema()"
+        )
+    };
+    (
+        exec(Db::Postgres, url, &[sql("idx_scan")]).await,
+        exec(Db::Postgres, url, &[sql("idx_tup_read")]).await,
+    )
+}
+
+/// Postgres: a drain of many expired sessions in small statements reads each index entry about
+/// once (migration 0009's cursor): without it every statement stepped over the entries of all the
+/// sessions the statements before it had deleted (VACUUM removes them later), about n^2 / (2 x
+/// statement) entries for n sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_drain_reads_each_index_entry_once() {
+    let Some(t) = target(Db::Postgres) else {
+        return;
+    };
+    let p = prefix("drain");
+    let s = store(&t.url, &p, None).await;
+    let n = 3000;
+    exec(t.db, &t.url, &seed_expired(t.db, &p, "old", n as u64)).await;
+    let before = purge_index_stats(&t.url, &p).await;
+    let mut purged = 0;
+    let mut statements = 0;
+    loop {
+        let got = s.purge_expired(100).await.unwrap();
+        purged += got;
+        statements += 1;
+        if got < 100 {
+            break;
+        }
+    }
+    assert_eq!(purged, n as u64, "every expired session purged");
+    s.close().await;
+    // Counters reach the view when a backend flushes them (at the latest when it exits).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = purge_index_stats(&t.url, &p).await;
+    while after.0 < before.0 + statements && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = purge_index_stats(&t.url, &p).await;
+    }
+    assert!(after.0 >= before.0 + statements, "{before:?} -> {after:?}");
+    let read = after.1 - before.1;
+    assert!(
+        read < n + n / 2,
+        "{statements} statements purging {n} sessions read {read} index entries"
+    );
+}
+
+/// Postgres: a drain passes over a session whose row a request holds (`SKIP LOCKED`) and goes on
+/// after it; the next drain, or a drain whose cursor is more than 60 s old, starts from the lowest
+/// bucket again and purges it (migration 0009).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_purge_cursor_comes_back_for_what_it_passed_over() {
+    use sqlx::Connection;
+    let Some(t) = target(Db::Postgres) else {
+        return;
+    };
+    let p = prefix("cursor");
+    let s = store(&t.url, &p, None).await;
+    exec(t.db, &t.url, &seed_expired(t.db, &p, "old", 400)).await;
+    let first = format!("SELECT count(*)::BIGINT FROM {p}sessions WHERE sid = 'old1'::bytea");
+    // A request holds the first session's row while the drain starts.
+    let mut holder = sqlx::PgConnection::connect(&t.url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pk FROM {p}sessions WHERE sid = 'old1'::bytea FOR UPDATE"
+    )))
+    .fetch_one(&mut *held)
+    .await
+    .unwrap();
+    assert_eq!(s.purge_expired(100).await.unwrap(), 100);
+    held.commit().await.unwrap();
+    assert_eq!(exec(t.db, &t.url, &[first.clone()]).await, 1, "passed over");
+    assert_eq!(s.purge_expired(100).await.unwrap(), 100);
+    assert_eq!(
+        exec(t.db, &t.url, &[first.clone()]).await,
+        1,
+        "the drain goes on after its cursor"
+    );
+    // The drain is now older than a minute: the next statement starts from the lowest bucket.
+    exec(
+        t.db,
+        &t.url,
+        &[format!(
+            "UPDATE {p}purge_cursor SET started = started - interval '61 seconds'"
+        )],
+    )
+    .await;
+    assert_eq!(s.purge_expired(100).await.unwrap(), 100);
+    assert_eq!(
+        exec(t.db, &t.url, &[first.clone()]).await,
+        0,
+        "come back for"
+    );
+    assert_eq!(s.purge_expired(100).await.unwrap(), 100, "the rest");
+    assert_eq!(s.purge_expired(100).await.unwrap(), 0, "nothing left");
+    let cursor = format!("SELECT count(*)::BIGINT FROM {p}purge_cursor WHERE bucket IS NULL");
+    assert_eq!(
+        exec(t.db, &t.url, &[cursor]).await,
+        1,
+        "a short statement ends the drain and forgets the cursor"
+    );
+    // And a drain that ends short leaves the next one to start from the lowest bucket.
+    exec(t.db, &t.url, &seed_expired(t.db, &p, "again", 150)).await;
+    let mut holder = sqlx::PgConnection::connect(&t.url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pk FROM {p}sessions WHERE sid = 'again1'::bytea FOR UPDATE"
+    )))
+    .fetch_one(&mut *held)
+    .await
+    .unwrap();
+    assert_eq!(s.purge_expired(100).await.unwrap(), 100);
+    held.commit().await.unwrap();
+    assert_eq!(
+        s.purge_expired(100).await.unwrap(),
+        49,
+        "the rest of the drain"
+    );
+    assert_eq!(s.purge_expired(100).await.unwrap(), 1, "the next drain");
+    s.close().await;
+}

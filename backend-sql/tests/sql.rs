@@ -508,7 +508,7 @@ fn latest_migration(db: Db) -> i64 {
     match db {
         Db::Sqlite => 2,
         Db::Mysql => 5,
-        Db::Postgres => 8,
+        Db::Postgres => 9,
     }
 }
 

@@ -9,7 +9,10 @@
 //! (migration 0008) takes one bound per call, the current minute on the database clock, and
 //! deletes only from the minutes before it: its index scan reads only rows it deletes, so a call
 //! that finds nothing expired is one index probe however many sessions live, and a session is
-//! purged at most a minute after it expired.
+//! purged at most a minute after it expired. A drain of many expired sessions continues each
+//! statement after the last session the previous one took (migration 0009: a cursor on an index of
+//! `(expires_bucket, pk)`), so it reads each index entry once instead of stepping over every entry
+//! deleted before it.
 //! `signal`: the release signal (`LISTEN`/`NOTIFY`).
 
 mod signal;
@@ -68,6 +71,11 @@ impl RoutineDb for Postgres {
             8,
             "purge bound",
             include_str!("../../migrations/postgres/0008_purge_bound.sql"),
+        ),
+        (
+            9,
+            "purge cursor",
+            include_str!("../../migrations/postgres/0009_purge_cursor.sql"),
         ),
     ];
 
