@@ -574,10 +574,14 @@ async fn postgres_purge_cursor_comes_back_for_what_it_passed_over() {
     .unwrap();
     assert_eq!(s.purge_expired(100).await.unwrap(), 100);
     held.commit().await.unwrap();
-    assert_eq!(exec(t.db, &t.url, &[first.clone()]).await, 1, "passed over");
+    assert_eq!(
+        exec(t.db, &t.url, std::slice::from_ref(&first)).await,
+        1,
+        "passed over"
+    );
     assert_eq!(s.purge_expired(100).await.unwrap(), 100);
     assert_eq!(
-        exec(t.db, &t.url, &[first.clone()]).await,
+        exec(t.db, &t.url, std::slice::from_ref(&first)).await,
         1,
         "the drain goes on after its cursor"
     );
@@ -592,7 +596,7 @@ async fn postgres_purge_cursor_comes_back_for_what_it_passed_over() {
     .await;
     assert_eq!(s.purge_expired(100).await.unwrap(), 100);
     assert_eq!(
-        exec(t.db, &t.url, &[first.clone()]).await,
+        exec(t.db, &t.url, std::slice::from_ref(&first)).await,
         0,
         "come back for"
     );
