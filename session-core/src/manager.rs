@@ -1242,7 +1242,7 @@ impl Drop for Session {
 /// may have taken for `token` at once ([`release_orphan`]), and runs the acquire on to its answer
 /// in the background ([`finish_orphan_acquire`]), so that a request still on its way (queued
 /// behind a lock on the server, slowed on the network) is released once it has taken the lock,
-/// however late (docs/contract.md §3).
+/// within the lock TTL (docs/contract.md §3).
 struct AcquireGuard<'a> {
     inner: &'a Arc<Inner>,
     key: &'a SessionKey,
@@ -1301,6 +1301,10 @@ fn finish_orphan_acquire(
     handle.spawn(async move {
         match tokio::time::timeout(inner.lock_ttl, call).await {
             Ok(Ok(AcquireOutcome::Acquired(_))) => {
+                tracing::info!(
+                    session = %key.id(),
+                    "an acquire took a lock after its request was gone; releasing it"
+                );
                 release_orphan(&inner, key, token, Operation::Release);
             }
             Ok(Err(err)) if err.is_store_failure() => {

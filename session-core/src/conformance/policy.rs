@@ -275,10 +275,10 @@ pub(super) async fn cancelled_acquire_leaves_no_lock(h: Harness) -> Outcome {
 
 /// A request cancelled while its acquire is still on its way to the store (here it reaches the
 /// store 2 s after it was made, as one queued behind a lock on the server would) leaves no lock
-/// when the acquire arrives after every background release has looked (they look at once and a
-/// retry interval later, and find nothing held): the manager runs the cancelled acquire on to its
-/// answer and releases the lock it took (docs/contract.md §3), so the next request gets the
-/// session within seconds, not after the 60 s lock TTL.
+/// when the acquire arrives after every background release has looked (20 ms after the
+/// cancellation and a retry interval later, finding nothing held): the manager runs the cancelled
+/// acquire on to its answer and releases the lock it took (docs/contract.md §3), so the next
+/// request gets the session within seconds, not after the 60 s lock TTL.
 pub(super) async fn cancelled_acquire_arriving_later_leaves_no_lock(h: Harness) -> Outcome {
     let what = "docs/contract.md §3: a cancelled acquire that reaches the store after every \
                 release has looked leaves no lock";
