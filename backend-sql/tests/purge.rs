@@ -550,12 +550,28 @@ async fn postgres_a_drain_reads_each_index_entry_once() {
     );
 }
 
+/// One `purge_expired(100)` while another connection holds the row of session `sid` (`FOR
+/// UPDATE`, as a request's statement does), released after it: how many sessions it purged.
+async fn purge_while_held(url: &str, p: &str, sid: &str, s: &SqlStore) -> u64 {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pk FROM {p}sessions WHERE sid = '{sid}'::bytea FOR UPDATE"
+    )))
+    .fetch_one(&mut *held)
+    .await
+    .unwrap();
+    let purged = s.purge_expired(100).await.unwrap();
+    held.commit().await.unwrap();
+    purged
+}
+
 /// Postgres: a drain passes over a session whose row a request holds (`SKIP LOCKED`) and goes on
 /// after it; the next drain, or a drain whose cursor is more than 60 s old, starts from the lowest
 /// bucket again and purges it (migration 0009).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_purge_cursor_comes_back_for_what_it_passed_over() {
-    use sqlx::Connection;
     let Some(t) = target(Db::Postgres) else {
         return;
     };
@@ -564,16 +580,7 @@ async fn postgres_purge_cursor_comes_back_for_what_it_passed_over() {
     exec(t.db, &t.url, &seed_expired(t.db, &p, "old", 400)).await;
     let first = format!("SELECT count(*)::BIGINT FROM {p}sessions WHERE sid = 'old1'::bytea");
     // A request holds the first session's row while the drain starts.
-    let mut holder = sqlx::PgConnection::connect(&t.url).await.unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query(AssertSqlSafe(format!(
-        "SELECT pk FROM {p}sessions WHERE sid = 'old1'::bytea FOR UPDATE"
-    )))
-    .fetch_one(&mut *held)
-    .await
-    .unwrap();
-    assert_eq!(s.purge_expired(100).await.unwrap(), 100);
-    held.commit().await.unwrap();
+    assert_eq!(purge_while_held(&t.url, &p, "old1", &s).await, 100);
     assert_eq!(
         exec(t.db, &t.url, std::slice::from_ref(&first)).await,
         1,
@@ -610,16 +617,7 @@ async fn postgres_purge_cursor_comes_back_for_what_it_passed_over() {
     );
     // And a drain that ends short leaves the next one to start from the lowest bucket.
     exec(t.db, &t.url, &seed_expired(t.db, &p, "again", 150)).await;
-    let mut holder = sqlx::PgConnection::connect(&t.url).await.unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query(AssertSqlSafe(format!(
-        "SELECT pk FROM {p}sessions WHERE sid = 'again1'::bytea FOR UPDATE"
-    )))
-    .fetch_one(&mut *held)
-    .await
-    .unwrap();
-    assert_eq!(s.purge_expired(100).await.unwrap(), 100);
-    held.commit().await.unwrap();
+    assert_eq!(purge_while_held(&t.url, &p, "again1", &s).await, 100);
     assert_eq!(
         s.purge_expired(100).await.unwrap(),
         49,
