@@ -474,6 +474,7 @@ fn behaviours() -> Vec<Behaviour> {
         policy::cancelled_acquire_arriving_later_leaves_no_lock,
         policy::acquire_arriving_late_leaves_no_lock,
         policy::a_waiter_gives_up_at_its_deadline_while_a_store_call_is_slow,
+        policy::a_look_cut_at_the_deadline_arriving_later_leaves_no_lock,
         policy::store_down_then_back_without_retries_leaves_no_lock,
         policy::store_down_then_back_with_retries_leaves_no_lock,
         policy::lock_is_released_when_end_fails,

@@ -300,6 +300,65 @@ pub(super) async fn cancelled_acquire_arriving_later_leaves_no_lock(h: Harness) 
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
+/// A waiter whose look is cut at its deadline while its acquire is still on its way to the store
+/// (here it reaches the store 3 s after it was made, after every background release has looked)
+/// leaves no lock: the manager runs the cut acquire on to its answer and releases the lock it
+/// took (docs/contract.md §3), as for a cancelled request.
+pub(super) async fn a_look_cut_at_the_deadline_arriving_later_leaves_no_lock(
+    h: Harness,
+) -> Outcome {
+    let what = "docs/contract.md §3: an acquire cut at the waiter's deadline that reaches the \
+                store later leaves no lock";
+    let (store, m) = faulty_manager(&h, |c| {
+        c.lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(1))
+            .poll_interval(Duration::from_millis(50))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    let holder = reopen(&m, &id).await?;
+    let waiter = waiting(&store, &m, &id).await?;
+    // The waiter's next look reaches the store 3 s from now, when the holder is long gone.
+    store.acquire_arrives_after(Duration::from_secs(3));
+    expect(
+        holder.end().await?,
+        EndOutcome::Released,
+        "the holder lets go",
+    )?;
+    let waited = within(Duration::from_secs(4), what, joined(waiter)).await??;
+    check!(
+        matches!(waited, Err(Error::WaitTimeout { .. })),
+        "the waiter fails with WaitTimeout, got {:?}",
+        waited.map(|_| ())
+    );
+    // The cut acquire has taken the lock by now, for a token nobody holds.
+    sleep(Duration::from_millis(2700)).await;
+    let s = within(Duration::from_secs(5), what, reopen(&m, &id)).await??;
+    expect_stored(&s, "the next request gets the session")?;
+    expect(s.end().await?, EndOutcome::Released, "and holds its lock")
+}
+
+/// Starts an exclusive open of `id` on `m` that waits (another request holds the lock) and returns
+/// once it has made its first looks (a look, with a release signal the subscription, and one
+/// more look as it queues): every store call it makes from then on is cut at its deadline.
+async fn waiting(
+    store: &FaultyStore, m: &SessionManager, id: &str,
+) -> Result<tokio::task::JoinHandle<crate::Result<Session>>, Failed> {
+    let before = store.calls();
+    let waiter = tokio::spawn(open_later(m, id, Access::Exclusive));
+    let first = if store.capabilities().release_signal {
+        3
+    } else {
+        2
+    };
+    within(Duration::from_secs(5), "the waiter's first looks", async {
+        while store.calls() <= before + first {
+            sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await?;
+    Ok(waiter)
+}
+
 /// A waiter gives up at its deadline even while a store call of its wait is slow (a slow server,
 /// or the retries of one call, each allowed the operation timeout): the call in flight is
 /// abandoned and the request fails with `WaitTimeout` when `lockWaitTimeout` says, not when the
@@ -316,22 +375,9 @@ pub(super) async fn a_waiter_gives_up_at_its_deadline_while_a_store_call_is_slow
     })?;
     let (id, _) = store_n1(&m).await?;
     let holder = reopen(&m, &id).await?;
-    let before = store.calls();
-    let waiter = tokio::spawn(open_later(&m, &id, Access::Exclusive));
-    // The waiter's open runs its first calls in full: a look, (with a release signal) the
-    // subscription, and one more look as it queues. Once it has started a look after them (it
-    // has waited), every look has its reply held back far longer than the wait.
-    let first = if store.capabilities().release_signal {
-        3
-    } else {
-        2
-    };
-    within(Duration::from_secs(5), "the waiter's first looks", async {
-        while store.calls() <= before + first {
-            sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await?;
+    // The waiter's open runs its first calls in full; once it has waited, every look has its reply
+    // held back far longer than the wait.
+    let waiter = waiting(&store, &m, &id).await?;
     store.slow_reply_on(Operation::Acquire, 1000, Duration::from_secs(30));
     let waited = within(Duration::from_secs(4), what, joined(waiter)).await??;
     store.slow_reply_on(Operation::Acquire, 0, Duration::ZERO);

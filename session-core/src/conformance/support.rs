@@ -403,7 +403,8 @@ pub struct Faults {
     /// told it failed at once (`arrive_late`) or waits for the store's answer
     /// (`acquire_arrives_after`).
     late_acquire: Mutex<Option<(Duration, LateAnswer)>>,
-    /// The wrapped store, for an acquire that arrives late (`arrive_late`).
+    /// The wrapped store, for an acquire that arrives late (`arrive_late`,
+    /// `acquire_arrives_after`).
     inner: std::sync::OnceLock<Arc<dyn SessionStore>>,
     calls: AtomicU32,
 }
