@@ -309,14 +309,13 @@ pub(super) async fn a_look_cut_at_the_deadline_arriving_later_leaves_no_lock(
 ) -> Outcome {
     let what = "docs/contract.md §3: an acquire cut at the waiter's deadline that reaches the \
                 store later leaves no lock";
-    let (store, m) = faulty_manager(&h, |c| {
-        c.lock_ttl(Duration::from_secs(60))
-            .lock_wait_timeout(Duration::from_secs(1))
-            .poll_interval(Duration::from_millis(50))
-    })?;
-    let (id, _) = store_n1(&m).await?;
-    let holder = reopen(&m, &id).await?;
-    let waiter = waiting(&store, &m, &id).await?;
+    let Queued {
+        store,
+        m,
+        id,
+        holder,
+        waiter,
+    } = waiter_behind_holder(&h).await?;
     // The waiter's next look reaches the store 3 s from now, when the holder is long gone.
     store.acquire_arrives_after(Duration::from_secs(3));
     expect(
@@ -337,14 +336,20 @@ pub(super) async fn a_look_cut_at_the_deadline_arriving_later_leaves_no_lock(
     expect(s.end().await?, EndOutcome::Released, "and holds its lock")
 }
 
-/// Starts an exclusive open of `id` on `m` that waits (another request holds the lock) and returns
-/// once it has made its first looks (a look, with a release signal the subscription, and one
-/// more look as it queues): every store call it makes from then on is cut at its deadline.
-async fn waiting(
-    store: &FaultyStore, m: &SessionManager, id: &str,
-) -> Result<tokio::task::JoinHandle<crate::Result<Session>>, Failed> {
+/// A request waiting for a lock another holds (a 1 s lock wait, a 60 s lock TTL, a 50 ms poll
+/// interval): returned once the waiter has made its first looks (a look, with a release signal
+/// the subscription, and one more look as it queues), so that every store call it makes from then
+/// on is cut at its deadline.
+async fn waiter_behind_holder(h: &Harness) -> Result<Queued, Failed> {
+    let (store, m) = faulty_manager(h, |c| {
+        c.lock_ttl(Duration::from_secs(60))
+            .lock_wait_timeout(Duration::from_secs(1))
+            .poll_interval(Duration::from_millis(50))
+    })?;
+    let (id, _) = store_n1(&m).await?;
+    let holder = reopen(&m, &id).await?;
     let before = store.calls();
-    let waiter = tokio::spawn(open_later(m, id, Access::Exclusive));
+    let waiter = tokio::spawn(open_later(&m, &id, Access::Exclusive));
     let first = if store.capabilities().release_signal {
         3
     } else {
@@ -356,7 +361,22 @@ async fn waiting(
         }
     })
     .await?;
-    Ok(waiter)
+    Ok(Queued {
+        store,
+        m,
+        id,
+        holder,
+        waiter,
+    })
+}
+
+/// What [`waiter_behind_holder`] sets up.
+struct Queued {
+    store: Arc<FaultyStore>,
+    m: SessionManager,
+    id: String,
+    holder: Session,
+    waiter: tokio::task::JoinHandle<crate::Result<Session>>,
 }
 
 /// A waiter gives up at its deadline even while a store call of its wait is slow (a slow server,
@@ -368,16 +388,14 @@ pub(super) async fn a_waiter_gives_up_at_its_deadline_while_a_store_call_is_slow
 ) -> Outcome {
     let what = "docs/contract.md §3: a waiter gives up at lockWaitTimeout, whatever its store \
                 calls take";
-    let (store, m) = faulty_manager(&h, |c| {
-        c.lock_ttl(Duration::from_secs(60))
-            .lock_wait_timeout(Duration::from_secs(1))
-            .poll_interval(Duration::from_millis(50))
-    })?;
-    let (id, _) = store_n1(&m).await?;
-    let holder = reopen(&m, &id).await?;
     // The waiter's open runs its first calls in full; once it has waited, every look has its reply
     // held back far longer than the wait.
-    let waiter = waiting(&store, &m, &id).await?;
+    let Queued {
+        store,
+        holder,
+        waiter,
+        ..
+    } = waiter_behind_holder(&h).await?;
     store.slow_reply_on(Operation::Acquire, 1000, Duration::from_secs(30));
     let waited = within(Duration::from_secs(4), what, joined(waiter)).await??;
     store.slow_reply_on(Operation::Acquire, 0, Duration::ZERO);
